@@ -1,0 +1,105 @@
+"""Validated knobs of tumour synthesis, with Hu et al. (CVPR 2023) values as defaults.
+
+Every field is a dotted name a search space can sweep (`synthesis.sphere_ratio`,
+`synthesis.texture.hu_drop_min`, `synthesis.type_probs.tiny`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TUMOR_TYPES = ("tiny", "small", "medium", "large", "mix")
+BLOB_TYPES = ("tiny", "small", "medium", "large")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TypeProbs(_Strict):
+    """Probability of each tumour type per synthesis event (normalised when drawn)."""
+
+    tiny: float = Field(0.2, ge=0)
+    small: float = Field(0.2, ge=0)
+    medium: float = Field(0.2, ge=0)
+    large: float = Field(0.2, ge=0)
+    mix: float = Field(0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _some_positive(self) -> TypeProbs:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("at least one tumour type probability must be > 0")
+        return self
+
+
+class TextureConfig(_Strict):
+    """Texture and blending: smoothing sets, mean intensity u0, HU drop and edge blur ranges."""
+
+    sigma_a: list[float] = Field(default_factory=lambda: [3.0, 6.0, 9.0, 12.0, 15.0], min_length=1)
+    sigma_b: list[float] = Field(default_factory=lambda: [4.0, 7.0], min_length=1)
+    u0_min: float = Field(0.5, gt=0, le=1)
+    u0_max: float = Field(0.55, gt=0, le=1)
+    hu_drop_min: float = Field(65.0, ge=0, le=1000)
+    hu_drop_max: float = Field(145.0, ge=0, le=1000)
+    edge_blur_min: float = Field(1.0, ge=0, le=20)
+    edge_blur_max: float = Field(2.0, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TextureConfig:
+        for name in ("u0", "hu_drop", "edge_blur"):
+            lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if lo > hi:
+                raise ValueError(f"{name}_min ({lo}) must be <= {name}_max ({hi})")
+        if any(s <= 0 for s in self.sigma_a + self.sigma_b):
+            raise ValueError("sigma_a and sigma_b values must be > 0")
+        return self
+
+
+def _default_counts() -> dict[str, tuple[int, int]]:
+    return {"tiny": (3, 10), "small": (3, 10), "medium": (2, 5), "large": (1, 3)}
+
+
+def _default_mix_counts() -> dict[str, tuple[int, int]]:
+    return {"tiny": (3, 10), "small": (5, 10), "medium": (2, 5), "large": (1, 3)}
+
+
+def _default_radius() -> dict[str, float]:
+    return {"tiny": 4.0, "small": 8.0, "medium": 16.0, "large": 32.0}
+
+
+def _default_elastic() -> dict[str, tuple[float, float]]:
+    return {"tiny": (0.5, 1.0), "small": (1.0, 2.0), "medium": (3.0, 6.0), "large": (5.0, 10.0)}
+
+
+class SynthesisConfig(_Strict):
+    """All synthesis knobs; defaults reproduce Hu et al."""
+
+    enabled: bool = True
+    prob: float = Field(0.9, ge=0, le=1, description="probability a training sample gets tumours")
+    style: Literal["hu", "zhang"] = "hu"
+    type_probs: TypeProbs = Field(default_factory=TypeProbs)
+    radius: dict[str, float] = Field(default_factory=_default_radius)
+    counts: dict[str, tuple[int, int]] = Field(default_factory=_default_counts)
+    mix_counts: dict[str, tuple[int, int]] = Field(default_factory=_default_mix_counts)
+    elastic_sigma: dict[str, tuple[float, float]] = Field(default_factory=_default_elastic)
+    sphere_ratio: float = Field(0.0, ge=0, le=1, description="per-blob probability of a sphere")
+    location: Literal["uniform", "gmm"] = "uniform"
+    location_model: str | None = Field(None, description="JSON from `tumorsweep fit-location`")
+    gmm_components: int = Field(2, ge=1, le=16)
+    gmm_covariance: Literal["full", "diag", "tied"] = "full"
+    gmm_max_tries: int = Field(600, ge=1)
+    texture: TextureConfig = Field(default_factory=TextureConfig)
+
+    @model_validator(mode="after")
+    def _per_type_tables(self) -> SynthesisConfig:
+        for table in ("radius", "counts", "mix_counts", "elastic_sigma"):
+            keys = set(getattr(self, table))
+            if keys != set(BLOB_TYPES):
+                raise ValueError(f"{table} must have exactly the keys {list(BLOB_TYPES)}")
+        for table in ("counts", "mix_counts", "elastic_sigma"):
+            for key, (lo, hi) in getattr(self, table).items():
+                if lo > hi or lo < 0:
+                    raise ValueError(f"{table}.{key} must be a range [lo, hi] with 0 <= lo <= hi")
+        return self
