@@ -1,0 +1,238 @@
+"""Backbone registry: one `build(name, **overrides)` for every segmenter a study can sweep.
+
+Each backbone is a factory whose keyword arguments are the paper's defaults (PROTOCOL section 4),
+so an override is just a keyword and a typo is caught here instead of deep inside MONAI.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from monai.networks.nets import DynUNet, SwinUNETR, UNet
+
+from core.errors import TumorsweepError
+
+log = logging.getLogger(__name__)
+
+PATCH_MULTIPLE = 32
+SWIN_PRETRAINED_FEATURE_SIZE = 48
+
+
+def _unet(
+    in_channels: int = 1,
+    out_channels: int = 3,
+    channels: Sequence[int] = (16, 32, 64, 128, 256),
+    strides: Sequence[int] = (2, 2, 2, 2),
+    num_res_units: int = 2,
+    norm: str = "instance",
+    dropout: float = 0.0,
+) -> torch.nn.Module:
+    return UNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=channels,
+        strides=strides,
+        num_res_units=num_res_units,
+        norm=norm,
+        dropout=dropout,
+    )
+
+
+def _swin_factory(feature_size: int) -> Callable[..., torch.nn.Module]:
+    def factory(
+        in_channels: int = 1,
+        out_channels: int = 3,
+        feature_size: int = feature_size,
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        dropout_path_rate: float = 0.0,
+        use_checkpoint: bool = False,
+        use_v2: bool = False,
+    ) -> torch.nn.Module:
+        return SwinUNETR(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            feature_size=feature_size,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            dropout_path_rate=dropout_path_rate,
+            use_checkpoint=use_checkpoint,
+            use_v2=use_v2,
+            spatial_dims=3,
+        )
+
+    return factory
+
+
+def _nnunet(
+    in_channels: int = 1,
+    out_channels: int = 3,
+    filters: Sequence[int] = (32, 64, 128, 256, 320),
+    kernel_size: int = 3,
+    strides: Sequence[int] = (1, 2, 2, 2, 2),
+    norm_name: str | tuple = ("instance", {"affine": True}),
+    res_block: bool = False,
+    dropout: float | None = None,
+) -> torch.nn.Module:
+    """MONAI DynUNet as DiffTumor uses it; no deep supervision, so train and eval return one
+    tensor."""
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=[kernel_size] * len(strides),
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=filters,
+        norm_name=norm_name,
+        res_block=res_block,
+        dropout=dropout,
+        deep_supervision=False,
+    )
+
+
+def _segmamba_factory(version: str) -> Callable[..., torch.nn.Module]:
+    def factory(**kwargs: object) -> torch.nn.Module:
+        from core.models.segmamba import SegMamba
+
+        return SegMamba(version=version, **kwargs)
+
+    return factory
+
+
+_FACTORIES: dict[str, Callable[..., torch.nn.Module]] = {
+    "unet": _unet,
+    "swin_unetr_base": _swin_factory(48),
+    "swin_unetr_small": _swin_factory(24),
+    "swin_unetr_tiny": _swin_factory(12),
+    "nnunet": _nnunet,
+    "segmamba_v0": _segmamba_factory("v0"),
+    "segmamba_v1": _segmamba_factory("v1"),
+    "segmamba_tom": _segmamba_factory("tom"),
+}
+
+BACKBONES: tuple[str, ...] = tuple(_FACTORIES)
+
+
+def _check_name(name: str) -> None:
+    if name not in _FACTORIES:
+        raise TumorsweepError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
+
+
+def _allowed_overrides(name: str) -> tuple[str, ...]:
+    if name.startswith("segmamba"):
+        from core.models.segmamba import SegMamba
+
+        params = inspect.signature(SegMamba.__init__).parameters
+        return tuple(p for p in params if p not in ("self", "version"))
+    return tuple(inspect.signature(_FACTORIES[name]).parameters)
+
+
+def build(name: str, pretrained: str | Path | None = None, **overrides: object) -> torch.nn.Module:
+    """Build backbone `name` (1 input channel, 3 classes by default) with keyword overrides.
+
+    `pretrained` is a local self-supervised encoder file for the Swin-UNETR backbones.
+    """
+    _check_name(name)
+    allowed = _allowed_overrides(name)
+    unknown = [key for key in overrides if key not in allowed]
+    if unknown:
+        raise TumorsweepError(
+            f"unknown override {unknown[0]!r} for backbone {name!r}; allowed: {', '.join(allowed)}"
+        )
+    if pretrained is not None and not name.startswith("swin_unetr"):
+        raise TumorsweepError(
+            f"pretrained weights ({pretrained}) are supported only for swin_unetr_*, not {name!r}"
+        )
+    try:
+        model = _FACTORIES[name](**overrides)
+    except (TypeError, ValueError, AssertionError) as err:
+        raise TumorsweepError(f"backbone {name!r} rejects overrides {overrides}: {err}") from err
+    if pretrained is not None:
+        load_pretrained_encoder(model, pretrained)
+    return model
+
+
+def check_patch_size(name: str, patch: int | Sequence[int]) -> tuple[int, int, int]:
+    """Return `patch` as three sides after checking each is a positive multiple of 32, the
+    total downsampling of the deepest backbone (so every skip connection lines up)."""
+    _check_name(name)
+    sides = (patch,) * 3 if isinstance(patch, int) else tuple(patch)
+    if len(sides) != 3 or any(not isinstance(s, int) or s <= 0 for s in sides):
+        raise TumorsweepError(f"patch size {patch!r} for {name!r} must be three positive ints")
+    bad = [s for s in sides if s % PATCH_MULTIPLE]
+    if bad:
+        raise TumorsweepError(
+            f"patch size {tuple(sides)} for backbone {name!r}: side {bad[0]} is not divisible "
+            f"by {PATCH_MULTIPLE}"
+        )
+    return sides  # type: ignore[return-value]
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise TumorsweepError(f"pretrained encoder file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise TumorsweepError(f"pretrained encoder file {path} is not a torch file: {err}") from err
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(
+        isinstance(v, torch.Tensor) for v in payload.values()
+    ):
+        raise TumorsweepError(f"pretrained encoder file {path} does not hold a state dict")
+    return payload
+
+
+def _encoder_key(file_key: str) -> str:
+    """Map a `model_swinvit.pt` key to MONAI's SwinViT key (the same mapping `load_from` uses)."""
+    key = file_key.removeprefix("module.")
+    return key.replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
+
+
+def load_pretrained_encoder(model: torch.nn.Module, path: str | Path) -> tuple[int, int]:
+    """Load self-supervised Swin encoder weights (`model_swinvit.pt`) into a Swin-UNETR.
+
+    Returns (matched, total): encoder tensors filled from the file and encoder tensors in the
+    model. A tensor matches when its name and shape agree; the rest keep their initialisation.
+    """
+    path = Path(path)
+    if not isinstance(model, SwinUNETR):
+        raise TumorsweepError(f"pretrained encoder {path} needs a Swin-UNETR backbone")
+    feature_size = model.swinViT.patch_embed.embed_dim
+    if feature_size != SWIN_PRETRAINED_FEATURE_SIZE:
+        raise TumorsweepError(
+            f"pretrained encoder {path} fits feature size {SWIN_PRETRAINED_FEATURE_SIZE} "
+            f"(swin_unetr_base) only, model has feature size {feature_size}"
+        )
+    own = model.swinViT.state_dict()
+    loaded = _read_state_dict(path)
+    matched = {
+        _encoder_key(k): v
+        for k, v in loaded.items()
+        if _encoder_key(k) in own and own[_encoder_key(k)].shape == v.shape
+    }
+    if not matched:
+        raise TumorsweepError(
+            f"pretrained encoder file {path} has no tensor matching the Swin-UNETR encoder"
+        )
+    model.swinViT.load_state_dict(matched, strict=False)
+    log.info("loaded %d of %d Swin encoder tensors from %s", len(matched), len(own), path)
+    return len(matched), len(own)

@@ -1,0 +1,156 @@
+"""Registry: names, output shapes, overrides, patch-size checks and pretrained Swin loading."""
+
+import pytest
+import torch
+
+from core.errors import TumorsweepError
+from core.models import (
+    BACKBONES,
+    build,
+    check_patch_size,
+    count_parameters,
+    load_pretrained_encoder,
+)
+
+CLASSIC = ["unet", "swin_unetr_base", "swin_unetr_small", "swin_unetr_tiny", "nnunet"]
+
+
+def test_registry_lists_every_backbone():
+    assert BACKBONES == (
+        "unet",
+        "swin_unetr_base",
+        "swin_unetr_small",
+        "swin_unetr_tiny",
+        "nnunet",
+        "segmamba_v0",
+        "segmamba_v1",
+        "segmamba_tom",
+    )
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_output_has_three_classes_at_input_size(name):
+    if name.startswith("swin"):
+        pytest.importorskip("einops", reason="MONAI SwinUNETR.forward needs einops")
+    torch.manual_seed(0)
+    model = build(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, 32, 64, 32))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (1, 3, 32, 64, 32)
+    assert torch.isfinite(out).all()
+
+
+def test_nnunet_returns_one_tensor_in_train_mode():
+    model = build("nnunet", filters=(8, 16, 32, 64, 80)).train()
+    out = model(torch.randn(2, 1, 32, 32, 32))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 3, 32, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("unet", 4_807_482),
+        ("swin_unetr_base", 62_186_757),
+        ("swin_unetr_small", 15_703_029),
+        ("swin_unetr_tiny", 4_078_077),
+        ("nnunet", 16_543_683),
+    ],
+)
+def test_parameter_counts_match_protocol(name, expected):
+    """PROTOCOL: 4.8 M, 62.2 M, 15.7 M, 4.1 M, 16.5 M; exact counts pin the architecture."""
+    assert count_parameters(build(name)) == expected
+
+
+def test_override_changes_the_model():
+    small = build("unet", channels=(4, 8, 16, 32, 64))
+    assert count_parameters(small) < count_parameters(build("unet")) / 10
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(TumorsweepError, match="unknown backbone 'resnet'.*unet.*segmamba_tom"):
+        build("resnet")
+
+
+def test_unknown_override_is_named():
+    with pytest.raises(TumorsweepError, match="'chanels'"):
+        build("unet", chanels=(1, 2))
+
+
+def test_pretrained_rejected_for_non_swin(tmp_path):
+    with pytest.raises(TumorsweepError, match="unet"):
+        build("unet", pretrained=str(tmp_path / "w.pt"))
+
+
+@pytest.mark.parametrize("patch", [(96, 96, 96), 64, [32, 64, 128]])
+def test_patch_sizes_divisible_by_32_pass(patch):
+    sides = check_patch_size("unet", patch)
+    assert len(sides) == 3 and all(s % 32 == 0 for s in sides)
+
+
+@pytest.mark.parametrize("patch", [(96, 96, 80), 48, (96, 96)])
+def test_patch_sizes_not_divisible_by_32_fail(patch):
+    with pytest.raises(TumorsweepError, match="patch size"):
+        check_patch_size("swin_unetr_base", patch)
+
+
+def _save_encoder_like_model_swinvit(model, path):
+    """Write the encoder in the layout of the public `model_swinvit.pt` (`module.` + fc1/fc2)."""
+    state = {
+        "module." + k.replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2."): v
+        for k, v in model.swinViT.state_dict().items()
+    }
+    state["module.contrastive_head.weight"] = torch.zeros(4, 4)
+    torch.save({"state_dict": state}, path)
+
+
+def test_pretrained_encoder_loads_every_encoder_tensor(tmp_path):
+    torch.manual_seed(1)
+    source = build("swin_unetr_base")
+    path = tmp_path / "model_swinvit.pt"
+    _save_encoder_like_model_swinvit(source, path)
+    torch.manual_seed(2)
+    target = build("swin_unetr_base")
+    qkv = "layers3.0.blocks.1.attn.qkv.weight"
+    assert not torch.equal(target.swinViT.state_dict()[qkv], source.swinViT.state_dict()[qkv])
+    assert load_pretrained_encoder(target, path) == (126, 126)
+    for key, value in source.swinViT.state_dict().items():
+        assert torch.equal(target.swinViT.state_dict()[key], value), key
+    # MONAI's own loader accepts the same file, so the real `model_swinvit.pt` layout is right.
+    build("swin_unetr_base").load_from(torch.load(path, weights_only=True))
+
+
+def test_build_with_pretrained_file(tmp_path):
+    path = tmp_path / "model_swinvit.pt"
+    _save_encoder_like_model_swinvit(build("swin_unetr_base"), path)
+    model = build("swin_unetr_base", pretrained=str(path))
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_missing_pretrained_file_names_path(tmp_path):
+    path = tmp_path / "nowhere" / "model_swinvit.pt"
+    with pytest.raises(TumorsweepError, match="not found.*model_swinvit.pt"):
+        build("swin_unetr_base", pretrained=str(path))
+
+
+def test_wrong_pretrained_file_names_path(tmp_path):
+    unrelated = tmp_path / "unet.pt"
+    torch.save(build("unet").state_dict(), unrelated)
+    with pytest.raises(TumorsweepError, match="unet.pt has no tensor matching"):
+        load_pretrained_encoder(build("swin_unetr_base"), unrelated)
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(TumorsweepError, match="notes.pt"):
+        load_pretrained_encoder(build("swin_unetr_base"), text)
+    listing = tmp_path / "list.pt"
+    torch.save([1, 2, 3], listing)
+    with pytest.raises(TumorsweepError, match="list.pt does not hold a state dict"):
+        load_pretrained_encoder(build("swin_unetr_base"), listing)
+
+
+def test_pretrained_needs_feature_size_48(tmp_path):
+    path = tmp_path / "model_swinvit.pt"
+    _save_encoder_like_model_swinvit(build("swin_unetr_base"), path)
+    with pytest.raises(TumorsweepError, match="feature size 48.*model has feature size 12"):
+        build("swin_unetr_tiny", pretrained=str(path))
