@@ -1,0 +1,281 @@
+"""Run a study: Ray Tune over trials, each trial one Ray Train (DDP) run, all logged to MLflow.
+
+Ray 2.60 runs Train inside Tune through a function trainable that builds and fits a TorchTrainer
+per trial, with `TuneReportCallback` forwarding rank 0's reports (RAY_MLFLOW_NOTES.md). The driver
+creates the MLflow store and the parent run before any trial starts; every trial re-attaches to
+its own nested run by Tune trial id, so a resumed sweep never logs a trial twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import tracking
+from core.config import TrialConfig, apply_overrides, flatten
+from core.errors import TumorsweepError
+from core.search_space import SearchSpace, config_key, param_space, trial_overrides
+
+STATE_FILE = "tumorsweep_sweep.json"
+
+
+@dataclass
+class SweepOptions:
+    """Where and how a study runs (the shared flags of every `sweeps/*.py`)."""
+
+    preset: str = "demo"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    address: str | None = None
+    tracking_uri: str = ""
+    experiment: str = ""
+    storage: str = ""
+    workers_per_trial: int = 1
+    gpus_per_trial: int = 0
+    cpus_per_worker: int = 1
+    max_concurrent: int = 0
+    seeds: int = 0
+    resume: bool = False
+    max_failures: int = 1
+
+
+@dataclass
+class TrialContext:
+    """Everything a trial needs that is the same for the whole sweep (sent once via Ray)."""
+
+    base: dict[str, Any]
+    cases: dict[str, Any]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    swept: list[str]
+    storage: str
+    workers: int
+    use_gpu: bool
+    resources_per_worker: dict[str, float]
+    max_failures: int
+
+
+def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
+    """Tune function trainable: one trial = one TorchTrainer.fit(), one nested MLflow run."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from core.train import train_loop_per_worker
+
+    overrides = trial_overrides(tune_config)
+    base = TrialConfig.model_validate(context.base)
+    cfg = apply_overrides(base, overrides, source="trial")
+    trial_id = tune.get_context().get_trial_id()
+    swept_text = ",".join(f"{k.split('.')[-1]}={overrides.get(k)}" for k in context.swept)
+    run_name = f"{cfg.model.name}-{swept_text}-seed{cfg.seed}"
+    eval_set = context.cases.get("eval_set", "test")
+    run_id = tracking.attach_trial_run(
+        context.tracking_uri,
+        context.experiment_id,
+        context.parent_run_id,
+        trial_id,
+        run_name,
+        tags={
+            "backbone": cfg.model.name,
+            "eval_set": eval_set,
+            tracking.CONFIG_KEY_TAG: config_key(overrides, context.swept),
+        },
+        params={**flatten(cfg), "seed": cfg.seed},
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "trial": cfg.model_dump(mode="json"),
+            "cases": context.cases,
+            "tracking_uri": context.tracking_uri,
+            "run_id": run_id,
+            "threads": int(context.resources_per_worker.get("CPU", 1)),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=context.workers,
+            use_gpu=context.use_gpu,
+            resources_per_worker=context.resources_per_worker,
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=context.storage,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(
+                max_failures=context.max_failures, controller_failure_limit=1
+            ),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:
+        reason = _root_cause(exc)
+        tracking.finish_run(context.tracking_uri, run_id, status="FAILED", error=reason)
+        raise RuntimeError(f"trial {trial_id} ({run_name}) failed: {reason}") from None
+    tracking.finish_run(context.tracking_uri, run_id)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost message of a chain of Ray wrappers (what actually went wrong)."""
+    seen = exc
+    while seen.__cause__ is not None or getattr(seen, "cause", None) is not None:
+        seen = seen.__cause__ or seen.cause
+    text = f"{type(seen).__name__}: {seen}".strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _check_capacity(options: SweepOptions) -> None:
+    """Fail clearly (instead of waiting forever) when one trial cannot be placed."""
+    import ray
+
+    total = ray.cluster_resources()
+    need_cpu = options.workers_per_trial * options.cpus_per_worker
+    need_gpu = options.workers_per_trial * options.gpus_per_trial
+    if need_cpu > total.get("CPU", 0) or need_gpu > total.get("GPU", 0):
+        raise TumorsweepError(
+            f"one trial needs {options.workers_per_trial} worker(s) x "
+            f"{options.cpus_per_worker} CPU / {options.gpus_per_trial} GPU = {need_cpu} CPU, "
+            f"{need_gpu} GPU, but the Ray cluster has {total.get('CPU', 0):g} CPU, "
+            f"{total.get('GPU', 0):g} GPU; lower --workers-per-trial/--cpus-per-worker/"
+            "--gpus-per-trial or add nodes"
+        )
+
+
+def _searcher(space: SearchSpace, options: SweepOptions):
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    if space.searcher.type == "grid":
+        return None
+    import optuna
+
+    sampler = (
+        optuna.samplers.TPESampler(seed=space.searcher.seed)
+        if space.searcher.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=space.searcher.seed)
+    )
+    search = OptunaSearch(sampler=sampler, metric=space.metric, mode=space.mode)
+    return ConcurrencyLimiter(search, max_concurrent=max(1, options.max_concurrent or 2))
+
+
+def _scheduler(space: SearchSpace, epochs: int):
+    if space.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=epochs,
+        grace_period=space.scheduler.grace_period,
+        reduction_factor=space.scheduler.reduction_factor,
+    )
+
+
+def run_sweep(
+    space: SearchSpace, options: SweepOptions, cases: dict[str, Any], base: TrialConfig
+) -> dict[str, Any]:
+    """Run (or resume) the sweep; returns the parent run id, experiment and Tune results."""
+    import ray
+    from ray import tune
+
+    experiment = options.experiment or space.study
+    storage = (
+        str(Path(options.storage).resolve()) if "://" not in options.storage else (options.storage)
+    )
+    latest = Path(storage) / f"{experiment}.latest" if "://" not in storage else None
+    experiment_id = tracking.ensure_experiment(options.tracking_uri, experiment)
+
+    if options.resume:
+        if latest is None or not latest.is_file():
+            raise TumorsweepError(f"--resume: no earlier sweep of {experiment!r} under {storage}")
+        sweep_name = latest.read_text().strip()
+        state = json.loads((Path(storage) / sweep_name / STATE_FILE).read_text())
+        parent_run_id = state["parent_run_id"]
+        print(f"Resuming sweep {sweep_name} (MLflow parent run {parent_run_id})")
+    else:
+        sweep_name = f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+        parent_run_id = tracking.start_parent_run(
+            options.tracking_uri,
+            experiment_id,
+            sweep_name,
+            tags={
+                "tumorsweep.study": space.study,
+                "tumorsweep.swept": json.dumps(space.swept_names()),
+                "tumorsweep.baseline": json.dumps(space.baseline),
+                "tumorsweep.preset": options.preset,
+                "eval_set": cases.get("eval_set", "test"),
+            },
+        )
+        tracking.log_params(options.tracking_uri, parent_run_id, flatten(base))
+
+    if not ray.is_initialized():
+        ray.init(address=options.address, include_dashboard=False, log_to_driver=True)
+    _check_capacity(options)
+
+    seeds = list(range(base.seed, base.seed + (options.seeds or space.seeds)))
+    resources = {"CPU": options.cpus_per_worker}
+    if options.gpus_per_trial:
+        resources["GPU"] = options.gpus_per_trial
+    context = TrialContext(
+        base=base.model_dump(mode="json"),
+        cases=cases,
+        tracking_uri=options.tracking_uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        swept=space.swept_names(),
+        storage=storage,
+        workers=options.workers_per_trial,
+        use_gpu=bool(options.gpus_per_trial),
+        resources_per_worker=resources,
+        max_failures=options.max_failures,
+    )
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": 0.01})
+    if options.resume:
+        tuner = tune.Tuner.restore(
+            str(Path(storage) / sweep_name),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(space, seeds),
+            tune_config=tune.TuneConfig(
+                search_alg=_searcher(space, options),
+                scheduler=_scheduler(space, base.schedule.epochs),
+                metric=space.metric,
+                mode=space.mode,
+                num_samples=space.searcher.num_samples,
+                max_concurrent_trials=options.max_concurrent or None,
+            ),
+            run_config=tune.RunConfig(
+                name=sweep_name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=1,
+            ),
+        )
+        Path(storage, sweep_name).mkdir(parents=True, exist_ok=True)
+        Path(storage, sweep_name, STATE_FILE).write_text(
+            json.dumps({"parent_run_id": parent_run_id, "experiment": experiment})
+        )
+        if latest is not None:
+            latest.write_text(sweep_name)
+    results = tuner.fit()
+    failed = [r for r in results if r.error is not None]
+    status = "FAILED" if failed and len(failed) == len(results) else "FINISHED"
+    tracking.finish_run(options.tracking_uri, parent_run_id, status=status)
+    return {
+        "experiment": experiment,
+        "parent_run_id": parent_run_id,
+        "sweep_name": sweep_name,
+        "storage": storage,
+        "results": results,
+        "failed": len(failed),
+    }

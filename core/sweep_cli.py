@@ -1,0 +1,179 @@
+"""The command line every `sweeps/<study>.py` shares.
+
+Embedded defaults for a newcomer (local Ray, the built-in phantom CTs, MLflow in ./mlflow.db, the
+demo preset); real use is the same command with --address, --data, --tracking-uri and --preset
+paper. Never a separate demo code path: the preset only changes config values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.config import TrialConfig, make_config, parse_assignment
+from core.errors import TumorsweepError
+from core.search_space import load_search_space
+from core.tracking import default_tracking_uri
+
+CACHE_DIR = Path(os.environ.get("TUMORSWEEP_CACHE", Path.cwd() / ".tumorsweep"))
+
+
+def build_parser(study: str) -> argparse.ArgumentParser:
+    """Flags shared by all studies."""
+    p = argparse.ArgumentParser(
+        prog=f"sweeps/{study}.py",
+        description=f"Run the {study!r} study (search_spaces/{study}.yaml) with Ray Tune.",
+    )
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--data", help="dataset: MSD/LiTS/nnU-Net/folds (default: phantom CTs)")
+    p.add_argument("--split", help="named evaluation set for the test list, e.g. hu-val")
+    p.add_argument("--preset", choices=("demo", "paper"), help="default: demo without --data")
+    p.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
+    p.add_argument("--experiment", help=f"MLflow experiment (default: {study})")
+    p.add_argument("--search-space", help=f"YAML (default: search_spaces/{study}.yaml)")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial")
+    p.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs per worker (0 = CPU)")
+    p.add_argument("--cpus-per-worker", type=int, default=1)
+    p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0 = fit)")
+    p.add_argument("--seeds", type=int, default=0, help="seeds per configuration")
+    p.add_argument("--storage", help="checkpoints/results: shared path or URI on a cluster")
+    p.add_argument("--resume", action="store_true", help="finish the latest interrupted sweep")
+    p.add_argument("--max-failures", type=int, default=1, help="worker-group restarts per trial")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="config override"
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate and list trials, run none")
+    return p
+
+
+def phantom_root(cfg: TrialConfig) -> Path:
+    """Generate the built-in phantom dataset once per parameter set, then reuse it."""
+    from core.data import write_phantom_dataset
+
+    params = {
+        "cases": cfg.data.phantom_cases,
+        "tumor_cases": cfg.data.phantom_tumor_cases,
+        "shape": list(cfg.data.phantom_shape),
+        "spacing": list(cfg.data.phantom_spacing),
+        "seed": cfg.data.phantom_seed,
+    }
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    root = CACHE_DIR / "phantom" / digest
+    if not (root / "dataset.json").is_file():
+        print(f"Writing phantom CTs to {root} ...", flush=True)
+        write_phantom_dataset(
+            root,
+            cases=params["cases"],
+            seed=params["seed"],
+            shape=tuple(params["shape"]),
+            spacing=tuple(params["spacing"]),
+            tumor_cases=params["tumor_cases"],
+        )
+    return root
+
+
+def resolve_cases(cfg: TrialConfig) -> dict[str, Any]:
+    """The study's case lists as plain dicts every trial receives."""
+    from core.data import load_study
+
+    root = Path(cfg.data.root) if cfg.data.root else phantom_root(cfg)
+    study = load_study(
+        root,
+        fmt=cfg.data.format,
+        split=cfg.data.split,
+        val_fraction=cfg.data.val_fraction,
+        seed=cfg.data.phantom_seed,
+    )
+    study.check_selection(cfg.eval.select_on, cfg.eval.allow_test_selection)
+    for warning in study.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    return {
+        "train": study.train_cases(real_tumors=False),
+        "train_tumor": study.train_cases(real_tumors=True),
+        "validation": study.validation,
+        "test": study.test,
+        "eval_set": study.eval_set,
+        "root": str(root),
+    }
+
+
+def main(study: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of `sweeps/<study>.py`."""
+    args = build_parser(study).parse_args(argv)
+    try:
+        return _run(study, args)
+    except TumorsweepError as exc:
+        print(f"{study}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(study: str, args: argparse.Namespace) -> int:
+    from core.sweep import SweepOptions, run_sweep
+
+    preset = args.preset or ("paper" if args.data else "demo")
+    space = load_search_space(args.search_space or study, preset=preset)
+    overrides = dict(space.fixed)
+    if args.data:
+        overrides["data.root"] = str(Path(args.data).resolve())
+    if args.split:
+        overrides["data.split"] = args.split
+    overrides.update(parse_assignment(text) for text in args.set)
+    base = make_config(preset, overrides)
+    if args.data is None and preset == "paper":
+        print("note: paper preset on the phantom CTs (no --data given)")
+    source = args.data or "built-in phantom CTs"
+    print(
+        f"Study {space.study}: preset {preset!r} ({source}); "
+        f"{space.searcher.type} search over {', '.join(space.swept_names()) or 'nothing'}; "
+        f"metric {space.metric} ({space.mode})",
+        flush=True,
+    )
+    cases = resolve_cases(base)
+    print(
+        f"Data: {len(cases['train'])} healthy + {len(cases['train_tumor'])} real-tumour training, "
+        f"{len(cases['validation'])} validation, {len(cases['test'])} test cases "
+        f"(test list: {cases['eval_set']})",
+        flush=True,
+    )
+    if args.dry_run:
+        from core.search_space import expand_grid
+
+        rows = expand_grid(space) if space.searcher.type == "grid" else [space.sweep]
+        for row in rows:
+            print("  trial:", json.dumps(row, default=str))
+        return 0
+    options = SweepOptions(
+        preset=preset,
+        address=args.address,
+        tracking_uri=args.tracking_uri or default_tracking_uri(),
+        experiment=args.experiment or "",
+        storage=args.storage or str(CACHE_DIR / "ray_results"),
+        workers_per_trial=args.workers_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_worker=args.cpus_per_worker,
+        max_concurrent=args.max_concurrent,
+        seeds=args.seeds,
+        resume=args.resume,
+        max_failures=args.max_failures,
+    )
+    outcome = run_sweep(space, options, cases, base)
+    print()
+    print(results_table(options.tracking_uri, outcome))
+    print(
+        f"\nMLflow: mlflow ui --backend-store-uri {options.tracking_uri}  "
+        f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']})"
+    )
+    return 1 if outcome["failed"] else 0
+
+
+def results_table(tracking_uri: str, outcome: dict[str, Any]) -> str:
+    """The study's results table (mean over seeds), read back from MLflow."""
+    from core.report import summary_table
+
+    return summary_table(tracking_uri, outcome["experiment"], outcome["parent_run_id"])
