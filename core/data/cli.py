@@ -1,0 +1,78 @@
+"""`tumorsweep phantom` and `tumorsweep check-data` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.data.splits import NAMED_SPLITS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the data sub-commands to the `tumorsweep` parser."""
+    phantom = subparsers.add_parser(
+        "phantom", help="write a phantom abdominal CT dataset (MSD Task03 layout)"
+    )
+    phantom.add_argument("out_dir", metavar="OUT_DIR")
+    phantom.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument(
+        "--shape", type=int, nargs=3, default=(128, 128, 96), metavar=("X", "Y", "Z")
+    )
+    phantom.add_argument(
+        "--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("SX", "SY", "SZ")
+    )
+    phantom.add_argument(
+        "--tumor-cases", type=int, default=None, help="cases with real tumours (default: half)"
+    )
+    phantom.add_argument("--orientation", default="RAS", help="axis codes, e.g. RAS or LPS")
+    phantom.add_argument("--preview", action="store_true", help="also write preview.png")
+    phantom.set_defaults(func=_phantom)
+
+    check = subparsers.add_parser("check-data", help="validate a dataset and summarise its cases")
+    check.add_argument("--data", required=True, help="dataset folder or description .json")
+    check.add_argument("--split", choices=sorted(NAMED_SPLITS), default=None)
+    check.set_defaults(func=_check_data)
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from core.data.phantom import write_phantom_dataset
+
+    tumor_cases = args.cases // 2 if args.tumor_cases is None else args.tumor_cases
+    path = write_phantom_dataset(
+        args.out_dir,
+        cases=args.cases,
+        seed=args.seed,
+        shape=tuple(args.shape),
+        spacing=tuple(args.spacing),
+        tumor_cases=tumor_cases,
+        orientation=args.orientation,
+        preview=args.preview,
+    )
+    print(f"wrote {args.cases} cases ({tumor_cases} with tumours): {path}")
+    if args.preview:
+        print(f"preview: {path.parent / 'preview.png'}")
+    return 0
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from core.data.check import check_dataset
+
+    result = check_dataset(args.data, split=args.split)
+    study = result.study
+    print(
+        f"{study.name} ({study.fmt}): {len(study.train)} train, {len(study.validation)} "
+        f"validation, {len(study.test)} test ({study.eval_set})"
+    )
+    print(result.table())
+    for message in study.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    found = result.first_problem()
+    if found is None:
+        print("ok: every case passed")
+        return 0
+    kind, messages = found
+    print(f"error: {len(messages)} case(s) with problem '{kind}':", file=sys.stderr)
+    for message in messages:
+        print(f"  {message}", file=sys.stderr)
+    return 1
