@@ -5,5 +5,6 @@ Metrics and post-processing need only numpy/scipy; inference (torch, MONAI) load
 
 from core.evaluate.aggregate import aggregate
 from core.evaluate.metrics import case_metrics
+from core.evaluate.postprocess import postprocess
 
-__all__ = ["aggregate", "case_metrics"]
+__all__ = ["aggregate", "case_metrics", "postprocess"]
