@@ -1,0 +1,121 @@
+"""MONAI transform chains for training and evaluation, in the order of Hu et al. (CVPR 2023).
+
+Synthesis runs in HU on the resampled volume, before windowing; everything before it is
+deterministic so `monai.data.CacheDataset` caches the loaded, reoriented, resampled volumes.
+The training chain returns a list of one patch dict per sample (`RandCropByPosNegLabeld`
+with num_samples=1): batch with `monai.data.DataLoader` (its `list_data_collate` flattens it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+from core.errors import TumorsweepError
+
+KEYS = ("image", "label")
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's RAS+ world convention
+HU_WINDOW = (-21.0, 189.0)  # Hu et al.; DiffTumor uses (-175, 250)
+FLIP_PROB, ROTATE_PROB, INTENSITY_PROB = 0.2, 0.2, 0.15
+
+
+def _check(spacing: Sequence[float], window: Sequence[float], patch_size: Sequence[int]) -> None:
+    if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
+        raise TumorsweepError(f"spacing must be 3 positive sizes in mm, got {tuple(spacing)}")
+    if len(window) != 2 or not float(window[0]) < float(window[1]):
+        raise TumorsweepError(f"window must be (low, high) HU with low < high, got {tuple(window)}")
+    if len(patch_size) != 3 or any(int(p) < 1 for p in patch_size):
+        raise TumorsweepError(f"patch_size must be 3 positive sizes, got {tuple(patch_size)}")
+
+
+def _load_and_resample(spacing: Sequence[float], keys: Sequence[str], allow_missing: bool) -> list:
+    """Load -> channel first -> RAS -> resample (bilinear image, nearest label), float32."""
+    return [
+        LoadImaged(keys, image_only=True, allow_missing_keys=allow_missing),
+        EnsureChannelFirstd(keys, allow_missing_keys=allow_missing),
+        Orientationd(keys, axcodes="RAS", labels=RAS_LABELS, allow_missing_keys=allow_missing),
+        Spacingd(
+            keys,
+            pixdim=tuple(float(s) for s in spacing),
+            mode=("bilinear", "nearest"),
+            dtype=np.float32,
+            allow_missing_keys=allow_missing,
+        ),
+    ]
+
+
+def _window(window: Sequence[float]) -> ScaleIntensityRanged:
+    return ScaleIntensityRanged(
+        "image", a_min=float(window[0]), a_max=float(window[1]), b_min=0.0, b_max=1.0, clip=True
+    )
+
+
+def train_transforms(
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    window: Sequence[float] = HU_WINDOW,
+    patch_size: Sequence[int] = (96, 96, 96),
+    synthesis: MapTransform | None = None,
+    augment: bool = True,
+) -> Compose:
+    """Training chain: load, RAS, resample, [synthesis in HU], window, pad, 1:1 crop, augment.
+
+    The label ends as an int64 tensor of class indices (0/1/2), the image as float32 in [0, 1]
+    (before intensity augmentation).
+    """
+    _check(spacing, window, patch_size)
+    patch = tuple(int(p) for p in patch_size)
+    chain = _load_and_resample(spacing, KEYS, allow_missing=False)
+    if synthesis is not None:
+        chain.append(synthesis)
+    chain += [
+        _window(window),
+        SpatialPadd(KEYS, spatial_size=patch),
+        RandCropByPosNegLabeld(
+            KEYS,
+            label_key="label",
+            spatial_size=patch,
+            pos=1,
+            neg=1,
+            num_samples=1,
+            image_key="image",
+            image_threshold=0,
+        ),
+    ]
+    if augment:
+        chain += [RandFlipd(KEYS, prob=FLIP_PROB, spatial_axis=axis) for axis in range(3)]
+        chain += [
+            RandRotate90d(KEYS, prob=ROTATE_PROB, max_k=3),
+            RandScaleIntensityd("image", factors=0.1, prob=INTENSITY_PROB),
+            RandShiftIntensityd("image", offsets=0.1, prob=INTENSITY_PROB),
+        ]
+    chain.append(EnsureTyped(KEYS, dtype=(torch.float32, torch.int64), track_meta=False))
+    return Compose(chain)
+
+
+def eval_transforms(
+    spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = HU_WINDOW
+) -> Compose:
+    """Evaluation chain: load, RAS, resample, window; image and (if present) label.
+
+    Metadata are kept so `monai.transforms.Invertd` can map predictions back to the native grid.
+    """
+    _check(spacing, window, (1, 1, 1))
+    return Compose([*_load_and_resample(spacing, KEYS, allow_missing=True), _window(window)])
