@@ -1,0 +1,80 @@
+"""Figures of a study: metrics against the swept knob with CI bars, and the per-case spread.
+
+Figures are built without pyplot (no global figure state, no display needed): save them with
+`fig.savefig`, or show them in a notebook.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from core.report.stats import case_means
+from core.report.tables import METRIC_NAMES
+
+
+def _positions(configs: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """x of each configuration: the knob's value when one numeric knob is swept, else rank."""
+    swept = configs["swept"].iloc[0]
+    if len(swept) == 1 and swept[0] in configs:
+        values = configs[swept[0]]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if numeric and configs["eval_set"].nunique() == 1:
+            return values.to_numpy(dtype=float), swept[0]
+    return np.arange(len(configs), dtype=float), "configuration"
+
+
+def plot_knob(
+    summary: pd.DataFrame, experiment: str, metrics: tuple[str, ...] = ("tumor_dice", "tumor_nsd")
+) -> Figure:
+    """Mean over seeds per configuration with its 95% bootstrap CI (std where no CI), and the
+    published value as a cross; configurations without numbers are marked by their status."""
+    chosen = summary[summary["experiment"] == experiment]
+    fig = Figure(figsize=(5 * len(metrics), 4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        rows = chosen[chosen["metric"] == metric].reset_index(drop=True)
+        x, x_name = _positions(rows)
+        ok = rows["status"] == "ok"
+        has_ci = ok & rows["ci_low"].notna()
+        ax.vlines(x[has_ci], rows["ci_low"][has_ci], rows["ci_high"][has_ci], color="C0")
+        std_only = ok & ~has_ci & rows["std"].notna()
+        ax.errorbar(x[std_only], rows["mean"][std_only], yerr=rows["std"][std_only], fmt="none")
+        ax.plot(x[ok], rows["mean"][ok], "o", color="C0", label="ours (95% CI)")
+        published = rows["published"].notna()
+        if published.any():
+            ax.plot(x[published], rows["published"][published], "x", color="C3", label="published")
+        for xi, status in zip(x[~ok], rows["status"][~ok], strict=True):
+            ax.annotate(status, (xi, 0.02), xycoords=("data", "axes fraction"), ha="center")
+        if x_name == "configuration":
+            ax.set_xticks(x, rows["label"], rotation=30, ha="right")
+        ax.set_xlabel(x_name)
+        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.set_title(f"{experiment}: {METRIC_NAMES.get(metric, metric)}")
+        ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_case(
+    per_case: pd.DataFrame, summary: pd.DataFrame, experiment: str, metric: str = "tumor_dice"
+) -> Figure:
+    """Box plot of seed-averaged per-case values per configuration, each case a dot."""
+    labels = list(dict.fromkeys(summary[summary["experiment"] == experiment]["label"]))
+    values = [case_means(per_case, experiment, label, metric).to_numpy() for label in labels]
+    fig = Figure(figsize=(max(5, 1.2 * len(labels)), 4))
+    ax = fig.subplots()
+    positions = np.arange(1, len(labels) + 1)
+    filled = [i for i, v in enumerate(values) if v.size]
+    if filled:
+        ax.boxplot([values[i] for i in filled], positions=positions[filled], showfliers=False)
+    jitter = np.random.default_rng(0)
+    for position, cases in zip(positions, values, strict=True):
+        offsets = jitter.uniform(-0.15, 0.15, cases.size)
+        ax.plot(position + offsets, cases, ".", color="C0", alpha=0.6)
+    ax.set_xticks(positions, labels, rotation=30, ha="right")
+    ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} per case")
+    ax.set_title(f"{experiment}: per-case spread (mean over seeds per case)")
+    fig.tight_layout()
+    return fig

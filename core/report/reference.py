@@ -1,0 +1,96 @@
+"""The published numbers (core/reference/published.yaml) and matching them to our configurations.
+
+A published column matches one of our configurations when backbone and evaluation set agree,
+every param the column lists has the same value in our trials, and those params cover every
+knob the study swept (so a texture study never borrows the baseline's published number).
+The replication's own training is preferred over evaluated released checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from core.report.labels import is_missing, is_pretrained
+
+REFERENCE_FILE = "reference/published.yaml"
+SOURCE_PREFERENCE = ("replication", "checkpoint")
+
+
+@cache
+def published_table() -> pd.DataFrame:
+    """Every published value, one row per column x metric.
+
+    Columns: source, table, label, backbone, eval_set, params (dict), metric, value, paper
+    (the original paper's figure, NaN where the table gives none).
+    """
+    text = resources.files("core").joinpath(REFERENCE_FILE).read_text(encoding="utf-8")
+    document = yaml.safe_load(text)
+    metrics = document["metrics"]
+    rows = []
+    for table in document["tables"]:
+        for column in table["columns"]:
+            if len(column["values"]) != len(metrics):
+                raise ValueError(f"{REFERENCE_FILE}: {column['label']} needs {len(metrics)} values")
+            for metric, value in zip(metrics, column["values"], strict=True):
+                rows.append(
+                    {
+                        "source": table["source"],
+                        "table": table["table"],
+                        "label": column["label"],
+                        "backbone": column["backbone"],
+                        "eval_set": column.get("eval_set", table["eval_set"]),
+                        "params": {**table.get("params", {}), **column.get("params", {})},
+                        "metric": metric,
+                        "value": float(value),
+                        "paper": float(column.get("paper", {}).get(metric, math.nan)),
+                    }
+                )
+    return pd.DataFrame.from_records(rows)
+
+
+def reference_param_names() -> tuple[str, ...]:
+    """Params the published columns are keyed on (kept in the tidy runs table)."""
+    names = {name for params in published_table()["params"] for name in params}
+    return tuple(sorted(names))
+
+
+def _same(name: str, ours: Any, published: Any) -> bool:
+    if name == "model.pretrained":
+        return is_pretrained(ours) == bool(published)
+    if is_missing(ours):
+        return False
+    if isinstance(published, float) and isinstance(ours, int | float):
+        return math.isclose(float(ours), published, abs_tol=1e-9)
+    return ours == published
+
+
+def match_published(
+    backbone: str, eval_set: str, params: Mapping[str, Any], swept: list[str]
+) -> pd.DataFrame:
+    """Published rows (one per metric) for one configuration; empty when none matches.
+
+    `params` holds our configuration's values; `swept` the study's knobs. Columns as in
+    `published_table()`.
+    """
+    table = published_table()
+    knobs = set(swept) - {"model.name"}
+    candidates = table[(table["backbone"] == backbone) & (table["eval_set"] == eval_set)]
+    for source in SOURCE_PREFERENCE:
+        rows = candidates[candidates["source"] == source]
+        matched = rows[
+            [
+                knobs <= set(p) and all(_same(k, params.get(k), v) for k, v in p.items())
+                for p in rows["params"]
+            ]
+        ]
+        if not matched.empty:
+            first_label = matched["label"].iloc[0]
+            return matched[matched["label"] == first_label].reset_index(drop=True)
+    return table.iloc[0:0]

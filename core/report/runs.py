@@ -1,0 +1,267 @@
+"""Read a sweep's MLflow runs into tidy DataFrames (one row per trial x metric, per-case values).
+
+Follows the MLflow naming of DESIGN.md: an experiment per study, a parent run per sweep
+(`tumorsweep.role`="sweep", with `tumorsweep.swept` and `tumorsweep.baseline`), a nested child
+run per trial with `backbone`, `eval_set` and `tumorsweep.config_key` tags, params as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from core.errors import TumorsweepError
+from core.report.labels import trial_labels
+from core.report.reference import reference_param_names
+
+# Final metrics every trial should carry; a trial lacking one still gets a row (value NaN).
+FINAL_METRICS = (
+    "liver_dice",
+    "liver_nsd",
+    "tumor_dice",
+    "tumor_nsd",
+    "liver_dice_global",
+    "tumor_dice_global",
+    "liver_nsd_global",
+    "tumor_nsd_global",
+)
+PER_CASE_ARTIFACT = "per_case_test.csv"
+PER_CASE_METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
+PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "case", "metric", "value"]
+
+# Params kept as columns whether swept or not: they name the column (label) or key the
+# published numbers.
+_LABEL_PARAMS = ("model.name", "model.pretrained", "data.real_tumors")
+
+
+def parse_param(text: str) -> Any:
+    """Turn an MLflow param string back into the value logged (int, float, bool, None, list)."""
+    lowered = text.strip().lower()
+    if lowered == "none":
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    try:
+        return MlflowClient(tracking_uri=tracking_uri)
+    except MlflowException as exc:
+        raise TumorsweepError(f"cannot open MLflow tracking URI {tracking_uri!r}: {exc}") from exc
+
+
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    """All runs matching the filter, newest first, following MLflow's pagination."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=filter_string,
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        existing = sorted(e.name for e in client.search_experiments())
+        raise TumorsweepError(
+            f"experiment {name!r} not found in {tracking_uri}; "
+            f"experiments there: {', '.join(existing) or '(none)'}"
+        )
+    return experiment.experiment_id
+
+
+def _json_tag(run: Run, tag: str, default: Any, experiment: str) -> Any:
+    text = run.data.tags.get(tag)
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TumorsweepError(
+            f"experiment {experiment!r}, sweep run {run.info.run_id}: "
+            f"tag {tag} is not JSON: {text!r}"
+        ) from exc
+
+
+def _parent_runs(
+    client: MlflowClient,
+    experiment: str,
+    experiment_id: str,
+    parent_run_id: str | None,
+    all_sweeps: bool,
+) -> list[Run]:
+    parents = _search_all(client, experiment_id, "tags.`tumorsweep.role` = 'sweep'")
+    if parent_run_id is not None:
+        parents = [p for p in parents if p.info.run_id == parent_run_id]
+        if not parents:
+            raise TumorsweepError(
+                f"experiment {experiment!r} has no sweep run with id {parent_run_id!r}"
+            )
+    if not parents:
+        raise TumorsweepError(f"experiment {experiment!r} is empty: it has no sweep (parent) runs")
+    return parents if all_sweeps else parents[:1]
+
+
+def _trial_record(run: Run, experiment: str, parent: Run, swept: list[str]) -> dict[str, Any]:
+    params = {name: parse_param(value) for name, value in run.data.params.items()}
+    swept_values = {name: params.get(name) for name in swept}
+    config_key = run.data.tags.get("tumorsweep.config_key") or json.dumps(
+        swept_values, sort_keys=True
+    )
+    status = run.info.status
+    record = {
+        "experiment": experiment,
+        "parent_run_id": parent.info.run_id,
+        "run_id": run.info.run_id,
+        "status": "RUNNING" if status == "SCHEDULED" else status,
+        "error": run.data.tags.get("tumorsweep.error"),
+        "backbone": run.data.tags.get("backbone") or params.get("model.name"),
+        "eval_set": run.data.tags.get("eval_set"),
+        "config_key": config_key,
+        "seed": params.get("seed"),
+        "swept": json.dumps(swept),
+        "baseline": parent.data.tags.get("tumorsweep.baseline", "{}"),
+        "metrics": dict(run.data.metrics),
+    }
+    kept = dict.fromkeys([*swept, *_LABEL_PARAMS, *reference_param_names()])
+    record.update({name: params.get(name) for name in kept})
+    return record
+
+
+def load_runs(
+    tracking_uri: str,
+    experiments: str | list[str],
+    all_sweeps: bool = False,
+    parent_run_id: str | None = None,
+) -> pd.DataFrame:
+    """Tidy table of trials: one row per trial x metric, with status, tags, seed and params.
+
+    `experiments` is a name, a comma-separated string of names or a list. By default only the
+    latest sweep (parent run) of each experiment counts; `all_sweeps` pools every sweep, and
+    `parent_run_id` picks one. Every trial gets a row for each of `FINAL_METRICS` (value NaN
+    when missing, e.g. failed or unfinished trials) plus one per other metric it logged
+    (latest value). Columns: experiment, parent_run_id, run_id, status, error, backbone,
+    eval_set, config_key, seed, label, metric, value, swept, baseline, then the params.
+    """
+    names = [experiments] if isinstance(experiments, str) else list(experiments)
+    names = [n.strip() for name in names for n in name.split(",") if n.strip()]
+    if not names:
+        raise TumorsweepError("no experiment named: give one or more experiment names")
+    client = _client(tracking_uri)
+    records: list[dict[str, Any]] = []
+    for name in names:
+        experiment_id = _experiment_id(client, name, tracking_uri)
+        parents = _parent_runs(client, name, experiment_id, parent_run_id, all_sweeps)
+        found = 0
+        for parent in parents:
+            swept = _json_tag(parent, "tumorsweep.swept", [], name)
+            trials = _search_all(
+                client, experiment_id, f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+            )
+            trials = [t for t in trials if t.data.tags.get("tumorsweep.role", "trial") == "trial"]
+            records.extend(_trial_record(t, name, parent, swept) for t in trials)
+            found += len(trials)
+        if not found:
+            raise TumorsweepError(
+                f"experiment {name!r} is empty: "
+                f"its sweep run {parents[0].info.run_id} has no trials"
+            )
+    trials = pd.DataFrame.from_records(records)
+    trials.insert(trials.columns.get_loc("config_key") + 2, "label", trial_labels(trials))
+    return _one_row_per_metric(trials)
+
+
+def _one_row_per_metric(trials: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for trial in trials.to_dict("records"):
+        metrics = trial.pop("metrics")
+        names = list(FINAL_METRICS) + sorted(set(metrics) - set(FINAL_METRICS))
+        for name in names:
+            rows.append({**trial, "metric": name, "value": metrics.get(name, math.nan)})
+    tidy = pd.DataFrame.from_records(rows)
+    front = [c for c in tidy.columns if c not in ("metric", "value")]
+    at = front.index("label") + 1
+    order = front[:at] + ["metric", "value"] + front[at:]
+    tidy = tidy[order]
+    tidy["value"] = tidy["value"].astype(float)
+    return tidy
+
+
+def param_columns(runs: pd.DataFrame) -> list[str]:
+    """The param columns of a `load_runs` table (dotted config names)."""
+    return list(runs.columns[runs.columns.get_loc("baseline") + 1 :])
+
+
+def load_per_case(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-case values of finished trials, from each one's `per_case_test.csv` artifact.
+
+    Returns columns experiment, label, run_id, seed, case, metric, value (one row per trial x
+    case x metric). Trials without the artifact are skipped; a malformed CSV raises naming
+    the run and file.
+    """
+    client = _client(tracking_uri)
+    finished = runs[runs["status"] == "FINISHED"].drop_duplicates("run_id")
+    frames = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for trial in finished.itertuples(index=False):
+            listed = {a.path for a in client.list_artifacts(trial.run_id)}
+            if PER_CASE_ARTIFACT not in listed:
+                continue
+            path = client.download_artifacts(trial.run_id, PER_CASE_ARTIFACT, tmp)
+            frames.append(_read_per_case(Path(path), trial))
+    if not frames:
+        return pd.DataFrame(columns=PER_CASE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[PER_CASE_COLUMNS]
+
+
+def _read_per_case(path: Path, trial: Any) -> pd.DataFrame:
+    where = f"experiment {trial.experiment!r}, run {trial.run_id}, artifact {PER_CASE_ARTIFACT}"
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TumorsweepError(f"{where}: not a readable CSV ({exc})") from exc
+    present = [m for m in PER_CASE_METRICS if m in table.columns]
+    if "case" not in table.columns or not present:
+        raise TumorsweepError(
+            f"{where}: needs a 'case' column and at least one of {list(PER_CASE_METRICS)}; "
+            f"has {list(table.columns)}"
+        )
+    long = table.melt(id_vars="case", value_vars=present, var_name="metric", value_name="value")
+    try:
+        long["value"] = pd.to_numeric(long["value"])
+    except (ValueError, TypeError) as exc:
+        raise TumorsweepError(f"{where}: non-numeric metric value ({exc})") from exc
+    long["case"] = long["case"].astype(str)
+    long["experiment"] = trial.experiment
+    long["label"] = trial.label
+    long["run_id"] = trial.run_id
+    long["seed"] = trial.seed
+    return long

@@ -1,0 +1,47 @@
+"""`tumorsweep report`: write a sweep's tables (Markdown, CSV, LaTeX) and plots, no Jupyter."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.report import build_report, report_markdown, write_report
+from core.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `report` sub-command."""
+    parser = subparsers.add_parser(
+        "report",
+        help="paper-style tables and plots of a sweep from MLflow",
+        description="Read a sweep's runs from MLflow and write report.md, summary.csv, runs.csv "
+        "and per experiment .md/.csv/.tex tables and PNG plots to --out; print the tables.",
+    )
+    parser.add_argument("--tracking-uri", required=True, help="e.g. sqlite:////abs/mlflow.db")
+    parser.add_argument(
+        "--experiment", required=True, help="experiment (study) name, or several comma-separated"
+    )
+    parser.add_argument("--out", required=True, help="directory to write the report into")
+    parser.add_argument(
+        "--all-sweeps",
+        action="store_true",
+        help="pool every sweep of each experiment (default: only the latest)",
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples over cases"
+    )
+    parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed")
+    parser.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Build the report, write it to --out and print its Markdown."""
+    report = build_report(
+        args.tracking_uri,
+        args.experiment,
+        all_sweeps=args.all_sweeps,
+        n_resamples=args.resamples,
+        seed=args.seed,
+    )
+    write_report(report, args.out)
+    print(report_markdown(report))
+    return 0
