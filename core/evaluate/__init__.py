@@ -1,10 +1,26 @@
 """Evaluation: per-case Dice/NSD, aggregation, post-processing and sliding-window inference.
 
-Metrics and post-processing need only numpy/scipy; inference (torch, MONAI) loads on first use.
+Metrics and post-processing need only numpy/scipy; the inference functions (torch, MONAI)
+are imported on first use so `import core.evaluate` stays light.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from core.evaluate.aggregate import aggregate
 from core.evaluate.metrics import case_metrics
 from core.evaluate.postprocess import postprocess
 
-__all__ = ["aggregate", "case_metrics", "postprocess"]
+_INFERENCE = ("sliding_window_logits", "predict_case", "evaluate_cases")
+
+__all__ = ["aggregate", "case_metrics", "postprocess", *_INFERENCE]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the torch-based inference functions only when they are asked for."""
+    if name in _INFERENCE:
+        from core.evaluate import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'core.evaluate' has no attribute {name!r}")
