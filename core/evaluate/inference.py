@@ -22,6 +22,7 @@ from monai.transforms import Compose, Invertd
 
 from core.errors import TumorsweepError
 from core.evaluate.metrics import case_metrics
+from core.evaluate.naming import case_name
 from core.evaluate.postprocess import postprocess as postprocess_labels
 
 _STITCH_DTYPE = torch.float16
@@ -125,15 +126,6 @@ def evaluate_cases(
         metrics = case_metrics(pred, truth, spacing, tolerance_mm, liver_mode)
         rows.append({"case": case.get("case") or case_name(case["label"]), **metrics})
     return rows
-
-
-def case_name(path: str | Path) -> str:
-    """A case's name: its file name without `.nii` / `.nii.gz`."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _case_paths(case: dict) -> tuple[Path, Path]:
