@@ -304,7 +304,7 @@ class _Liver:
             [rng.uniform(0.34, 0.42), rng.uniform(-0.12, -0.02), rng.uniform(0.15, 0.3)]
         )
         right_radii = np.array(
-            [rng.uniform(0.36, 0.44), rng.uniform(0.44, 0.52), rng.uniform(0.55, 0.68)]
+            [rng.uniform(0.41, 0.47), rng.uniform(0.48, 0.55), rng.uniform(0.6, 0.72)]
         )
         left_centre = np.array(
             [rng.uniform(-0.12, 0.0), rng.uniform(0.14, 0.26), rng.uniform(0.3, 0.45)]
@@ -312,13 +312,13 @@ class _Liver:
         left_radii = np.array(
             [rng.uniform(0.3, 0.4), rng.uniform(0.18, 0.24), rng.uniform(0.22, 0.3)]
         )
-        return cls(right_centre, right_radii, left_centre, left_radii, _SmoothField(rng), 0.35)
+        return cls(right_centre, right_radii, left_centre, left_radii, _SmoothField(rng), 0.22)
 
     def level(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, warp: np.ndarray) -> np.ndarray:
         """Soft-min of the two lobes' levels plus warp: < 1 inside."""
         right = _ellipsoid_level((x, y, z), self.right_centre, self.right_radii)
         # The right lobe tapers towards the feet and flattens medially.
-        right = right * (1.0 + 0.35 * np.clip(self.right_centre[2] - z, 0, None))
+        right = right * (1.0 + 0.25 * np.clip(self.right_centre[2] - z, 0, None))
         left = _ellipsoid_level((x, y, z), self.left_centre, self.left_radii)
         k = 0.25
         soft_min = -k * np.log(np.exp(-right / k) + np.exp(-left / k))
@@ -438,9 +438,9 @@ def _paint_tumor(canvas: _Canvas, rng: np.random.Generator, centre_mm: np.ndarra
                 radius * rng.uniform(0.45, 0.75),
             )
         )
-    base = rng.uniform(40, 70)
+    base = rng.uniform(35, 65)
     kind = rng.choice(["plain", "rim", "necrotic"], p=[0.35, 0.35, 0.3])
-    rim_gain = rng.uniform(30, 50)
+    rim_gain = rng.uniform(20, 40)
     core_hu = rng.uniform(10, 30)
     extent = radius * 2.0 + 2.0
     box = canvas.box((centre_mm - extent) / half, (centre_mm + extent) / half)
@@ -454,7 +454,7 @@ def _paint_tumor(canvas: _Canvas, rng: np.random.Generator, centre_mm: np.ndarra
     inside = (depth > 0) & in_liver
     hu = np.full(depth.shape, base, dtype=np.float32)
     if kind == "rim":
-        hu += rim_gain * np.clip(1.0 - depth / 2.0, 0, 1)
+        hu += rim_gain * np.clip(1.0 - depth / 1.5, 0, 1)
     elif kind == "necrotic":
         core = np.clip((depth - 0.45 * radius) / 2.0, 0, 1)
         hu += (core_hu - base) * core
