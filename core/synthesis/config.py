@@ -57,6 +57,30 @@ class TextureConfig(_Strict):
         return self
 
 
+class ZhangConfig(_Strict):
+    """Zhang et al. (Sim2Real, JBHI 2023) style: noisy rotated ellipsoid, scan-derived texture.
+
+    The tumour mean is the local liver mean divided by a factor in [mean_factor_min,
+    mean_factor_max] (hypodense), then alpha-blended into the CT.
+    """
+
+    surface_noise: float = Field(0.15, ge=0, le=0.5, description="relative radius perturbation")
+    alpha_min: float = Field(0.2, ge=0, le=1)
+    alpha_max: float = Field(0.8, ge=0, le=1)
+    mean_factor_min: float = Field(1.0, ge=1, le=10)
+    mean_factor_max: float = Field(3.0, ge=1, le=10)
+    texture_blur_min: float = Field(1.0, ge=0, le=10)
+    texture_blur_max: float = Field(2.0, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ZhangConfig:
+        for name in ("alpha", "mean_factor", "texture_blur"):
+            lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if lo > hi:
+                raise ValueError(f"{name}_min ({lo}) must be <= {name}_max ({hi})")
+        return self
+
+
 def _default_counts() -> dict[str, tuple[int, int]]:
     return {"tiny": (3, 10), "small": (3, 10), "medium": (2, 5), "large": (1, 3)}
 
@@ -91,6 +115,7 @@ class SynthesisConfig(_Strict):
     gmm_covariance: Literal["full", "diag", "tied"] = "full"
     gmm_max_tries: int = Field(600, ge=1)
     texture: TextureConfig = Field(default_factory=TextureConfig)
+    zhang: ZhangConfig = Field(default_factory=ZhangConfig)
 
     @model_validator(mode="after")
     def _per_type_tables(self) -> SynthesisConfig:
@@ -102,4 +127,7 @@ class SynthesisConfig(_Strict):
             for key, (lo, hi) in getattr(self, table).items():
                 if lo > hi or lo < 0:
                     raise ValueError(f"{table}.{key} must be a range [lo, hi] with 0 <= lo <= hi")
+        for key, radius in self.radius.items():
+            if not 1 <= radius <= 200:
+                raise ValueError(f"radius.{key} must be in [1, 200] voxels, got {radius}")
         return self

@@ -1,0 +1,184 @@
+"""Where tumour centres go: Hu et al.'s uniform rule, or a Gaussian mixture fitted to the
+centres of real tumours in a canonical liver-box frame (saved as small JSON, never pickle)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from core.errors import TumorsweepError
+
+CANONICAL_SHAPE = (282.0, 244.0, 143.0)
+_EDGE_MIN_LIVER = 5  # a centre needs >= 5 liver voxels in its 3x3x3 neighbourhood
+_ERODE_2D = np.ones((5, 5), dtype=bool)
+
+
+def uniform_centre(
+    liver: np.ndarray, rng: np.random.Generator, z_levels: np.ndarray | None = None
+) -> tuple[int, int, int]:
+    """Hu et al.: an axial slice in the middle 40% of the liver's z-extent, eroded once by a
+    5x5 square, and a uniformly random remaining liver pixel (unstable erosion falls back to
+    the slice, an empty slice to the nearest non-empty one). `z_levels`: the liver's
+    non-empty slices, when the caller already knows them."""
+    z_any = np.flatnonzero(liver.any(axis=(0, 1))) if z_levels is None else z_levels
+    z0, z1 = int(z_any[0]), int(z_any[-1])
+    z = z0 + int(round(rng.uniform(0.3, 0.7) * (z1 - z0)))
+    z = int(z_any[np.argmin(np.abs(z_any - z))])
+    plane = liver[:, :, z]
+    eroded = ndimage.binary_erosion(plane, _ERODE_2D, border_value=1)
+    xs, ys = np.nonzero(eroded if eroded.any() else plane)
+    pick = int(rng.integers(len(xs)))
+    return int(xs[pick]), int(ys[pick]), z
+
+
+def _liver_box(liver: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    coords = [
+        np.flatnonzero(liver.any(axis=tuple(a for a in range(3) if a != i))) for i in range(3)
+    ]
+    lo = np.array([c[0] for c in coords], dtype=np.float64)
+    hi = np.array([c[-1] + 1 for c in coords], dtype=np.float64)
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class LocationModel:
+    """Gaussian mixture over tumour centres in the canonical liver-box frame.
+
+    `covariances` is always one full 3x3 matrix per component (diag and tied fits are
+    expanded), so sampling does not depend on how the model was fitted.
+    """
+
+    weights: list[float]
+    means: list[list[float]]
+    covariances: list[list[list[float]]]
+    covariance_type: str = "full"
+    canonical_shape: tuple[float, float, float] = CANONICAL_SHAPE
+    n_tumors: int = 0
+
+    def sample_centre(
+        self,
+        liver: np.ndarray,
+        rng: np.random.Generator,
+        max_tries: int,
+        z_levels: np.ndarray | None = None,
+    ) -> tuple[int, int, int]:
+        """A centre inside the liver, off its edge; after `max_tries` misses, the uniform rule."""
+        lo, hi = _liver_box(liver)
+        scale = (hi - lo) / np.asarray(self.canonical_shape)
+        weights = np.asarray(self.weights) / np.sum(self.weights)
+        for _ in range(max_tries):
+            k = int(rng.choice(len(weights), p=weights))
+            point = rng.multivariate_normal(self.means[k], self.covariances[k])
+            voxel = np.floor(lo + point * scale).astype(int)
+            if np.any(voxel < 0) or np.any(voxel >= liver.shape) or not liver[tuple(voxel)]:
+                continue
+            around = liver[tuple(slice(max(0, v - 1), v + 2) for v in voxel)]
+            if np.count_nonzero(around) >= _EDGE_MIN_LIVER:
+                return int(voxel[0]), int(voxel[1]), int(voxel[2])
+        return uniform_centre(liver, rng, z_levels)
+
+    def save(self, path: str | Path) -> None:
+        """Write the model as JSON."""
+        payload = {
+            "format": "tumorsweep-location-gmm/1",
+            "weights": self.weights,
+            "means": self.means,
+            "covariances": self.covariances,
+            "covariance_type": self.covariance_type,
+            "canonical_shape": list(self.canonical_shape),
+            "n_tumors": self.n_tumors,
+        }
+        Path(path).write_text(json.dumps(payload, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LocationModel:
+        """Read a model written by `save`, with a clear error for a missing or malformed file."""
+        try:
+            payload = json.loads(Path(path).read_text())
+            if payload.get("format") != "tumorsweep-location-gmm/1":
+                raise ValueError("not a tumorsweep location model (format field)")
+            model = cls(
+                weights=[float(w) for w in payload["weights"]],
+                means=[[float(v) for v in m] for m in payload["means"]],
+                covariances=[
+                    [[float(v) for v in row] for row in c] for c in payload["covariances"]
+                ],
+                covariance_type=str(payload["covariance_type"]),
+                canonical_shape=tuple(float(v) for v in payload["canonical_shape"]),
+                n_tumors=int(payload.get("n_tumors", 0)),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TumorsweepError(f"location model {path}: {exc}") from exc
+        k = len(model.weights)
+        if k == 0 or len(model.means) != k or len(model.covariances) != k:
+            raise TumorsweepError(f"location model {path}: inconsistent component counts")
+        return model
+
+
+def _as_label_array(label: np.ndarray | str | Path) -> np.ndarray:
+    if isinstance(label, (str, Path)):
+        try:
+            image = nib.as_closest_canonical(nib.load(str(label)))
+        except (OSError, nib.filebasedimages.ImageFileError) as exc:
+            raise TumorsweepError(f"cannot read label {label}: {exc}") from exc
+        return np.asarray(image.dataobj).round().astype(np.int16)
+    return np.asarray(label)
+
+
+def tumour_centres(label: np.ndarray) -> np.ndarray:
+    """Centres of the tumours (connected components of label 2) in the canonical liver-box frame."""
+    liver = label >= 1
+    if not liver.any():
+        return np.zeros((0, 3))
+    lo, hi = _liver_box(liver)
+    components, count = ndimage.label(label == 2)
+    if count == 0:
+        return np.zeros((0, 3))
+    centres = np.asarray(
+        ndimage.center_of_mass(np.ones_like(components), components, range(1, count + 1))
+    )
+    return (centres - lo) / (hi - lo) * np.asarray(CANONICAL_SHAPE)
+
+
+def fit_location_model(
+    labels: Iterable[np.ndarray | str | Path],
+    n_components: int = 2,
+    covariance_type: str = "full",
+    seed: int = 0,
+) -> LocationModel:
+    """Fit the GMM to the centres of every tumour in `labels` (arrays or NIfTI paths)."""
+    from sklearn.mixture import GaussianMixture
+
+    if covariance_type not in ("full", "diag", "tied"):
+        raise TumorsweepError(f"covariance type {covariance_type!r}: expected full, diag or tied")
+    centres = np.concatenate(
+        [tumour_centres(_as_label_array(lab)) for lab in labels] or [np.zeros((0, 3))]
+    )
+    if len(centres) < max(2, n_components):
+        raise TumorsweepError(
+            f"fit-location: {len(centres)} tumours found (label 2), need at least "
+            f"{max(2, n_components)} for {n_components} components"
+        )
+    gmm = GaussianMixture(
+        n_components, covariance_type=covariance_type, random_state=seed, reg_covar=1e-3
+    )
+    gmm.fit(centres)
+    if covariance_type == "full":
+        covs = gmm.covariances_
+    elif covariance_type == "diag":
+        covs = np.stack([np.diag(c) for c in gmm.covariances_])
+    else:
+        covs = np.repeat(gmm.covariances_[None], n_components, axis=0)
+    return LocationModel(
+        weights=gmm.weights_.tolist(),
+        means=gmm.means_.tolist(),
+        covariances=covs.tolist(),
+        covariance_type=covariance_type,
+        n_tumors=len(centres),
+    )

@@ -1,0 +1,241 @@
+"""One synthesis event on a CT in HU: draw blobs, place them, union with the liver, texture
+and blend (Hu et al. 2023, or the Zhang et al. variant). Pure: new arrays out, rng in.
+
+All work happens inside the liver's bounding box (shrunk by one voxel per side, as in Hu) and,
+for texture and blending, only on the blobs' own boxes widened by the edge-blur support.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from core.errors import TumorsweepError
+from core.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
+from core.synthesis.location import LocationModel, uniform_centre
+from core.synthesis.shapes import Blob, deformed_ellipsoid, rotated_noisy_ellipsoid
+from core.synthesis.texture import draw_hu_texture
+
+Box = tuple[tuple[int, ...], tuple[int, ...]]
+_MIN_LIVER_VOXELS = 100
+_BLUR_TRUNCATE = 4.0
+
+
+def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or not np.issubdtype(image.dtype, np.floating):
+        raise TumorsweepError(
+            f"image dtype {getattr(image, 'dtype', type(image))}: expected a float array in HU"
+        )
+    if not isinstance(label, np.ndarray) or not (
+        np.issubdtype(label.dtype, np.integer)
+        or np.issubdtype(label.dtype, np.floating)
+        or label.dtype == bool
+    ):
+        raise TumorsweepError(
+            f"label dtype {getattr(label, 'dtype', type(label))}: expected integer labels 0/1/2"
+        )
+    if image.ndim != 3 or image.shape != label.shape:
+        raise TumorsweepError(
+            f"image shape {image.shape} and label shape {label.shape} must be the same 3-D shape"
+        )
+
+
+def _liver_box(label: np.ndarray) -> Box:
+    """Bounding box of label > 0 shrunk by one voxel per side (reductions on shrinking views)."""
+    xy = label.any(axis=2)
+    if not xy.any():
+        raise TumorsweepError("label has no liver (no voxel > 0): cannot place tumours")
+    xs, ys = np.flatnonzero(xy.any(axis=1)), np.flatnonzero(xy.any(axis=0))
+    zs = np.flatnonzero(label[xs[0] : xs[-1] + 1, ys[0] : ys[-1] + 1].any(axis=(0, 1)))
+    lo = (int(xs[0]) + 1, int(ys[0]) + 1, int(zs[0]) + 1)
+    hi = (int(xs[-1]), int(ys[-1]), int(zs[-1]))
+    return lo, hi
+
+
+def _draw_blobs(
+    config: SynthesisConfig, rng: np.random.Generator, place: Callable[[], tuple[int, int, int]]
+) -> list[Blob]:
+    """Tumour type for this event, then per blob: semi-axes, sphere or not, deformation, centre."""
+    probs = np.array([getattr(config.type_probs, t) for t in TUMOR_TYPES], dtype=np.float64)
+    tumor_type = TUMOR_TYPES[int(rng.choice(len(TUMOR_TYPES), p=probs / probs.sum()))]
+    table = config.mix_counts if tumor_type == "mix" else config.counts
+    kinds = BLOB_TYPES if tumor_type == "mix" else (tumor_type,)
+    blobs = []
+    for kind in kinds:
+        lo_count, hi_count = table[kind]
+        r0 = config.radius[kind]
+        lo_axis, hi_axis = max(1, int(0.75 * r0)), max(1, int(1.25 * r0))
+        sigma_lo, sigma_hi = config.elastic_sigma[kind]
+        for _ in range(int(rng.integers(lo_count, hi_count + 1))):
+            axes = tuple(int(a) for a in rng.integers(lo_axis, hi_axis + 1, size=3))
+            if rng.uniform() < config.sphere_ratio:
+                axes = (axes[int(rng.integers(3))],) * 3
+            if kind == "tiny":  # Hu: tiny draws a continuous sigma, the others an integer
+                sigma = rng.uniform(sigma_lo, sigma_hi)
+            else:
+                sigma = float(rng.integers(int(sigma_lo), int(sigma_hi) + 1))
+            blobs.append(Blob(centre=place(), semi_axes=axes, elastic_sigma=sigma))
+    return blobs
+
+
+def _regions(boxes: list[Box], margin: int, shape: tuple[int, ...]) -> list[Box]:
+    """Blob boxes widened by `margin`; merged into one when that does not waste much work."""
+    grown = [
+        (
+            tuple(max(0, a - margin) for a in lo),
+            tuple(min(n, b + margin) for b, n in zip(hi, shape, strict=True)),
+        )
+        for lo, hi in boxes
+    ]
+    union_lo = tuple(min(g[0][i] for g in grown) for i in range(3))
+    union_hi = tuple(max(g[1][i] for g in grown) for i in range(3))
+    total = sum(int(np.prod(np.subtract(hi, lo))) for lo, hi in grown)
+    if np.prod(np.subtract(union_hi, union_lo)) <= 2 * total:
+        return [(union_lo, union_hi)]
+    return grown
+
+
+def _blurred(mask: np.ndarray, region: Box, sigma: float, radius: int) -> np.ndarray:
+    """Gaussian blur of `mask` evaluated exactly on `region` (reads `radius` voxels around it)."""
+    lo, hi = region
+    ext_lo = tuple(max(0, a - radius) for a in lo)
+    ext_hi = tuple(min(n, b + radius) for b, n in zip(hi, mask.shape, strict=True))
+    ext = mask[tuple(slice(a, b) for a, b in zip(ext_lo, ext_hi, strict=True))]
+    blurred = gaussian_filter(ext.astype(np.float32), sigma, truncate=_BLUR_TRUNCATE)
+    return blurred[tuple(slice(a - e, b - e) for a, b, e in zip(lo, hi, ext_lo, strict=True))]
+
+
+def synthesize_tumors(
+    image_hu: np.ndarray,
+    label: np.ndarray,
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+    location_model: LocationModel | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add one event of synthetic tumours to a 1 mm CT in HU; returns (new image, new label).
+
+    The label keeps its dtype: liver voxels covered by a tumour become 2. The image changes
+    only inside the liver. Blobs reaching beyond the liver are clipped by it.
+    """
+    _check_inputs(image_hu, label)
+    new_image, new_label = image_hu.copy(), label.copy()
+    synthesize_tumors_inplace(new_image, new_label, config, rng, location_model)
+    return new_image, new_label
+
+
+def synthesize_tumors_inplace(
+    image_hu: np.ndarray,
+    label: np.ndarray,
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+    location_model: LocationModel | None = None,
+) -> int:
+    """`synthesize_tumors` writing into the given arrays (saves two volume copies when the
+    caller owns them, e.g. a data-loader sample); returns the number of tumour voxels added."""
+    _check_inputs(image_hu, label)
+    if config.location == "gmm" and location_model is None:
+        raise TumorsweepError("synthesis.location is 'gmm' but no location model was given")
+    lo, hi = _liver_box(label)
+    if any(b - a < 3 for a, b in zip(lo, hi, strict=True)):
+        raise TumorsweepError(
+            f"liver bounding box {np.subtract(hi, lo) + 2} is too small for tumours"
+        )
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    label_box = label[box]
+    bad_values = float(label_box.max()) > 2
+    if np.issubdtype(label.dtype, np.signedinteger) or np.issubdtype(label.dtype, np.floating):
+        bad_values = bad_values or float(label.min()) < 0
+    if np.issubdtype(label.dtype, np.floating):
+        bad_values = bad_values or bool(np.any(label_box != np.rint(label_box)))
+    if bad_values:
+        raise TumorsweepError("label values must be 0 (background), 1 (liver) or 2 (tumour)")
+    liver = label_box >= 1
+    liver_voxels = np.count_nonzero(liver)
+    if liver_voxels < _MIN_LIVER_VOXELS:
+        raise TumorsweepError(
+            f"liver has {liver_voxels} voxels inside its box; need >= {_MIN_LIVER_VOXELS}"
+        )
+    z_levels = np.flatnonzero(liver.any(axis=(0, 1)))
+
+    def place() -> tuple[int, int, int]:
+        if config.location == "gmm":
+            return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_levels)
+        return uniform_centre(liver, rng, z_levels)
+
+    blobs = _draw_blobs(config, rng, place)
+    tumour = np.zeros(liver.shape, dtype=bool)
+    boxes: list[Box] = []
+    for blob in blobs:
+        if config.style == "zhang":
+            b_lo, b_hi, mask = rotated_noisy_ellipsoid(
+                blob.centre, blob.semi_axes, config.zhang.surface_noise, liver.shape, rng
+            )
+        else:
+            b_lo, b_hi, mask = deformed_ellipsoid(blob, liver.shape, rng)
+        if mask.any():
+            tumour[tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))] |= mask
+            boxes.append((b_lo, b_hi))
+    tumour &= liver
+    if not boxes:
+        return 0
+    label_box[tumour] = 2
+    blend = _blend_zhang if config.style == "zhang" else _blend_hu
+    blend(image_hu[box], liver, tumour, boxes, config, rng)
+    return int(np.count_nonzero(tumour))
+
+
+def _blend_hu(
+    image: np.ndarray,
+    liver: np.ndarray,
+    tumour: np.ndarray,
+    boxes: list[Box],
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+) -> None:
+    """Hu: inside the liver, I -= T * blur(G) * delta, in place, region by region."""
+    tex = config.texture
+    edge_sigma = rng.uniform(tex.edge_blur_min, tex.edge_blur_max)
+    drop = rng.uniform(tex.hu_drop_min, tex.hu_drop_max)
+    radius = int(_BLUR_TRUNCATE * edge_sigma + 0.5)
+    regions = _regions(boxes, radius, liver.shape)
+    union_lo = tuple(min(r[0][i] for r in regions) for i in range(3))
+    union_hi = tuple(max(r[1][i] for r in regions) for i in range(3))
+    texture = draw_hu_texture(rng, union_lo, union_hi, tex)
+    source = image.copy() if len(regions) > 1 else image  # regions may overlap
+    for region in regions:
+        sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
+        weight = _blurred(tumour, region, edge_sigma, radius) * texture.sample(*region)
+        weight *= np.float32(drop)
+        weight *= liver[sl]
+        image[sl] = source[sl] - weight
+
+
+def _blend_zhang(
+    image: np.ndarray,
+    liver: np.ndarray,
+    tumour: np.ndarray,
+    boxes: list[Box],
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+) -> None:
+    """Zhang: texture = the scan region blurred and shifted to mean liver mean / U(f_min, f_max);
+    I = (1 - a*M) I + a*M*texture inside the liver, M the softened tumour mask; in place."""
+    z = config.zhang
+    alpha = rng.uniform(z.alpha_min, z.alpha_max)
+    factor = rng.uniform(z.mean_factor_min, z.mean_factor_max)
+    tex_sigma = rng.uniform(z.texture_blur_min, z.texture_blur_max)
+    edge_sigma = rng.uniform(config.texture.edge_blur_min, config.texture.edge_blur_max)
+    radius = int(_BLUR_TRUNCATE * max(edge_sigma, tex_sigma) + 0.5)
+    liver_mean = float(image[liver].mean())
+    target = liver_mean / factor
+    regions = _regions(boxes, radius, liver.shape)
+    source = image.copy() if len(regions) > 1 else image  # regions may overlap
+    for region in regions:
+        sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
+        soft = _blurred(tumour, region, edge_sigma, radius) * liver[sl]
+        scan = source[sl].astype(np.float32)
+        texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
+        weight = np.float32(alpha) * soft
+        image[sl] = (1 - weight) * scan + weight * texture

@@ -1,0 +1,81 @@
+"""`TumorSynthesisd`: the synthesis as a MONAI dictionary transform for training pipelines.
+
+It is the first random transform of a chain (a CacheDataset caches everything before it).
+Randomness flows from MONAI's `self.R` (set per worker/rank by `set_random_state`) into one
+`numpy.random.Generator` per call, so every worker draws different tumours reproducibly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable
+from monai.utils import convert_to_dst_type
+
+from core.errors import TumorsweepError
+from core.synthesis.config import SynthesisConfig
+from core.synthesis.location import LocationModel
+from core.synthesis.synthesize import synthesize_tumors_inplace
+
+
+def _as_numpy(value: Any, key: Hashable) -> np.ndarray:
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if array.ndim != 4 or array.shape[0] != 1:
+        raise TumorsweepError(
+            f"{key}: expected a channel-first (1, X, Y, Z) array, got {array.shape}"
+        )
+    return array[0]
+
+
+class TumorSynthesisd(MapTransform, Randomizable):
+    """Add synthetic tumours to `image` (HU, 1 mm, channel first) and mark them 2 in `label`.
+
+    Applied with probability `config.prob`, only when the label has no tumour (max <= 1);
+    identity when `config.enabled` is False. Returns the same types (MetaTensor meta kept).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "label"),
+        config: SynthesisConfig | None = None,
+        location_model: LocationModel | None = None,
+    ):
+        super().__init__(keys)
+        if len(self.keys) != 2:
+            raise TumorsweepError(f"TumorSynthesisd keys: expected (image, label), got {self.keys}")
+        self.config = config or SynthesisConfig()
+        if location_model is None and self.config.location == "gmm":
+            if self.config.location_model is None:
+                raise TumorsweepError("synthesis.location_model: required when location is 'gmm'")
+            location_model = LocationModel.load(self.config.location_model)
+        self.location_model = location_model
+        self._apply = False
+        self._seed = 0
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the gate and the seed of this call's Generator from MONAI's `self.R`."""
+        self._apply = self.R.rand() < self.config.prob
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not self.config.enabled:
+            return d
+        self.randomize()
+        image_key, label_key = self.keys
+        if not self._apply:
+            return d
+        label = _as_numpy(d[label_key], label_key)
+        if float(label.max()) > 1:
+            return d
+        image = np.array(_as_numpy(d[image_key], image_key), dtype=np.float32)
+        label = label.copy()
+        rng = np.random.default_rng(self._seed)
+        synthesize_tumors_inplace(image, label, self.config, rng, self.location_model)
+        d[image_key] = convert_to_dst_type(image[None], d[image_key])[0]
+        d[label_key] = convert_to_dst_type(label[None], d[label_key])[0]
+        return d
