@@ -206,7 +206,8 @@ def _load_decathlon(root: Path, fmt: str) -> tuple[str, Path, dict[str, list[dic
         key: _json_list(description, data, key, data_root)
         for key in ("training", "validation", "test")
     }
-    name = str(data.get("name") or description.parent.name)
+    default_name = description.stem if fmt == "folds" else description.parent.name
+    name = str(data.get("name") or default_name)
     return name, data_root, lists
 
 
@@ -348,6 +349,8 @@ def load_study(
         count = count if val_fraction > 0 else 0
         order = np.random.default_rng(seed).permutation(len(candidates))
         picked_val = validation = [candidates[i] for i in sorted(order[:count].tolist())]
+        if val_fraction > 0 and not candidates:
+            study._warn(f"{path}: no tumour cases left outside the test list for validation")
 
     removed = {e["image"] for e in picked_test + picked_val}
     train = [e for e in lists["training"] if e["image"] not in removed]
