@@ -7,9 +7,12 @@ run per trial with `backbone`, `eval_set` and `tumorsweep.config_key` tags, para
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +223,21 @@ def param_columns(runs: pd.DataFrame) -> list[str]:
     return list(runs.columns[runs.columns.get_loc("baseline") + 1 :])
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Silence MLflow's per-download progress bar (one per trial) and restore the setting."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
 def load_per_case(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
     """Per-case values of finished trials, from each one's `per_case_test.csv` artifact.
 
@@ -230,7 +248,7 @@ def load_per_case(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
     client = _client(tracking_uri)
     finished = runs[runs["status"] == "FINISHED"].drop_duplicates("run_id")
     frames = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
         for trial in finished.itertuples(index=False):
             listed = {a.path for a in client.list_artifacts(trial.run_id)}
             if PER_CASE_ARTIFACT not in listed:
