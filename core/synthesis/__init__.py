@@ -2,6 +2,7 @@
 
 from core.synthesis.config import SynthesisConfig
 from core.synthesis.location import LocationModel, fit_location_model
+from core.synthesis.preview import save_preview
 from core.synthesis.synthesize import synthesize_tumors
 from core.synthesis.transform import TumorSynthesisd
 
@@ -10,5 +11,6 @@ __all__ = [
     "SynthesisConfig",
     "TumorSynthesisd",
     "fit_location_model",
+    "save_preview",
     "synthesize_tumors",
 ]

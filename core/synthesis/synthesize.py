@@ -80,6 +80,14 @@ def _draw_blobs(
     return blobs
 
 
+def _tight_box(mask: np.ndarray, origin: tuple[int, ...]) -> Box:
+    """Bounding box of a non-empty blob mask, in the coordinates `origin` refers to."""
+    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != i))) for i in range(3)]
+    lo = tuple(o + int(s[0]) for o, s in zip(origin, spans, strict=True))
+    hi = tuple(o + int(s[-1]) + 1 for o, s in zip(origin, spans, strict=True))
+    return lo, hi
+
+
 def _regions(boxes: list[Box], margin: int, shape: tuple[int, ...]) -> list[Box]:
     """Blob boxes widened by `margin`; merged into one when that does not waste much work."""
     grown = [
@@ -176,7 +184,7 @@ def synthesize_tumors_inplace(
             b_lo, b_hi, mask = deformed_ellipsoid(blob, liver.shape, rng)
         if mask.any():
             tumour[tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))] |= mask
-            boxes.append((b_lo, b_hi))
+            boxes.append(_tight_box(mask, b_lo))
     tumour &= liver
     if not boxes:
         return 0
