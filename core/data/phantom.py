@@ -233,9 +233,11 @@ def _draw_lungs(canvas: _Canvas, rng: np.random.Generator) -> None:
 
 def _draw_bowel(canvas: _Canvas, rng: np.random.Generator) -> None:
     """Bowel loops (soft tissue, some with gas) scattered in the lower and anterior cavity."""
-    for _ in range(int(rng.integers(14, 22))):
-        centre = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.1, 0.5), rng.uniform(-1.0, 0.1)])
-        radii = rng.uniform(0.06, 0.12, size=3)
+    for _ in range(int(rng.integers(40, 56))):
+        centre = np.array(
+            [rng.uniform(-0.65, 0.65), rng.uniform(-0.25, 0.55), rng.uniform(-1.0, 0.15)]
+        )
+        radii = rng.uniform(0.09, 0.17, size=3)
         has_gas = rng.uniform() < 0.35
         hu = rng.uniform(25, 50)
         box, inside, level = _warped_ellipsoid(canvas, centre, radii)
@@ -250,7 +252,7 @@ def _draw_stomach(canvas: _Canvas, rng: np.random.Generator) -> None:
     centre = np.array([rng.uniform(-0.38, -0.28), rng.uniform(0.1, 0.2), rng.uniform(0.25, 0.4)])
     radii = np.array([rng.uniform(0.2, 0.26), rng.uniform(0.17, 0.22), rng.uniform(0.28, 0.36)])
     field = _SmoothField(rng, nodes=6)
-    gas_level = centre[1] + rng.uniform(0.0, 0.1)
+    gas_level = centre[1] + rng.uniform(0.06, 0.14)
     box, inside, level = _warped_ellipsoid(canvas, centre, radii, field, 0.35)
     cavity = (canvas.tissue[box] != LUNG) & (canvas.tissue[box] != FAT)
     cavity &= canvas.tissue[box] != MUSCLE
