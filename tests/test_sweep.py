@@ -1,0 +1,151 @@
+"""Real local Ray + real MLflow (SQLite in a tmp dir): grid and Optuna sweeps end to end.
+
+Each trial costs ~20 s of Ray Train start-up on 2 cores, so these few sweeps are the only
+Ray-level tests; the training loop itself is tested without Ray in test_train.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.sweep_cli import main
+
+pytestmark = pytest.mark.ray
+
+TINY = [
+    "--set", "schedule.epochs=2",
+    "--set", "schedule.warmup_epochs=1",
+    "--set", "schedule.val_every=1",
+    "--set", "schedule.patch_size=[32, 32, 32]",
+    "--set", "eval.overlap=0.0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _runs(uri: str, experiment: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id])
+
+
+def _sweep(tmp_path: Path, phantom_dir: Path, space: str, extra: list[str]) -> tuple[int, str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "space.yaml"
+    path.write_text(space)
+    code = main(
+        "sphere_ratio",
+        [
+            "--data", str(phantom_dir),
+            "--preset", "demo",
+            "--search-space", str(path),
+            "--tracking-uri", uri,
+            "--storage", str(tmp_path / "ray"),
+            "--max-concurrent", "2",
+            *TINY,
+            *extra,
+        ],
+    )  # fmt: skip
+    return code, uri
+
+
+GRID = """
+study: sphere_ratio
+fixed: {model.name: unet}
+configs:
+  - {synthesis.sphere_ratio: 0.0}
+  - {synthesis.sphere_ratio: 1.0}
+  - {synthesis.sphere_ratio: 0.5, model.name: swin_unetr_tiny, model.pretrained: /no/such.pt}
+searcher: {type: grid}
+baseline: {synthesis.sphere_ratio: 0.0}
+"""
+
+
+def test_grid_sweep_logs_nested_runs_and_isolates_a_failure(
+    ray_local, tmp_path: Path, phantom_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, uri = _sweep(tmp_path, phantom_dir, GRID, ["--experiment", "grid"])
+    assert code == 1  # one trial failed, the sweep finished the others
+    runs = _runs(uri, "grid")
+    parents = [r for r in runs if r.data.tags.get("tumorsweep.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("tumorsweep.role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 3
+    parent = parents[0]
+    assert json.loads(parent.data.tags["tumorsweep.swept"]) == [
+        "synthesis.sphere_ratio",
+        "model.name",
+        "model.pretrained",
+    ]
+    for trial in trials:
+        assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert trial.data.tags["eval_set"] == "test"
+        assert trial.data.params["seed"] == "0"
+    finished = [t for t in trials if t.info.status == "FINISHED"]
+    failed = [t for t in trials if t.info.status == "FAILED"]
+    assert len(finished) == 2 and len(failed) == 1
+    assert "/no/such.pt" in failed[0].data.tags["tumorsweep.error"]
+    for trial in finished:
+        metrics = trial.data.metrics
+        for name in ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd", "liver_dice_global"):
+            assert 0.0 <= metrics[name] <= 1.0
+        assert trial.data.params["model.name"] == "unet"
+        assert {trial.data.params["synthesis.sphere_ratio"]} <= {"0.0", "1.0"}
+        from mlflow import MlflowClient
+
+        history = MlflowClient(uri).get_metric_history(trial.info.run_id, "train_loss")
+        assert sorted(m.step for m in history) == [0, 1]
+        artifacts = {a.path for a in MlflowClient(uri).list_artifacts(trial.info.run_id)}
+        assert {"per_case_test.csv", "config.yaml", "synthesis_preview.png"} <= artifacts
+    out = capsys.readouterr().out
+    assert "mlflow ui --backend-store-uri" in out
+
+
+OPTUNA = """
+study: texture
+fixed: {model.name: unet}
+sweep:
+  synthesis.texture.hu_drop_min: {uniform: [40.0, 60.0]}
+searcher: {type: optuna, seed: 1, num_samples: 2}
+"""
+
+
+def test_optuna_sweep_two_trials(ray_local, tmp_path: Path, phantom_dir: Path) -> None:
+    code, uri = _sweep(tmp_path, phantom_dir, OPTUNA, ["--experiment", "optuna"])
+    assert code == 0
+    trials = [r for r in _runs(uri, "optuna") if r.data.tags.get("tumorsweep.role") == "trial"]
+    assert len(trials) == 2
+    drops = sorted(float(t.data.params["synthesis.texture.hu_drop_min"]) for t in trials)
+    assert drops[0] != drops[1] and all(40.0 <= d <= 60.0 for d in drops)
+    for trial in trials:
+        assert trial.info.status == "FINISHED"
+        assert {"liver_dice", "tumor_dice", "liver_nsd", "tumor_nsd"} <= set(trial.data.metrics)
+
+
+def test_two_gloo_workers_per_trial(ray_local, tmp_path: Path, phantom_dir: Path) -> None:
+    space = "study: s\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
+    code, uri = _sweep(
+        tmp_path, phantom_dir, space, ["--experiment", "ddp", "--workers-per-trial", "2"]
+    )
+    assert code == 0
+    trials = [r for r in _runs(uri, "ddp") if r.data.tags.get("tumorsweep.role") == "trial"]
+    assert len(trials) == 1 and trials[0].info.status == "FINISHED"
+    assert 0.0 <= trials[0].data.metrics["liver_dice"] <= 1.0
+
+
+def test_unplaceable_trial_fails_fast(ray_local, tmp_path: Path, phantom_dir: Path, capsys) -> None:
+    space = "study: s\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
+    code, _ = _sweep(tmp_path, phantom_dir, space, ["--workers-per-trial", "8"])
+    assert code == 2
+    assert "the Ray cluster has 2 CPU" in capsys.readouterr().err
