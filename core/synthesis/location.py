@@ -16,23 +16,46 @@ from core.errors import TumorsweepError
 
 CANONICAL_SHAPE = (282.0, 244.0, 143.0)
 _EDGE_MIN_LIVER = 5  # a centre needs >= 5 liver voxels in its 3x3x3 neighbourhood
-_ERODE_2D = np.ones((5, 5), dtype=bool)
+
+
+def _erode_square(plane: np.ndarray, half: int = 2) -> np.ndarray:
+    """Binary erosion by a (2*half+1)^2 square with border value 1, as two separable 1-D
+    passes of shifted ANDs (same result as ndimage.binary_erosion, a fraction of its cost)."""
+    out = plane.copy()
+    for axis in (0, 1):
+        src = out.copy() if axis else plane
+        for d in range(1, half + 1):
+            lead = [slice(None)] * 2
+            lag = [slice(None)] * 2
+            lead[axis], lag[axis] = slice(d, None), slice(None, -d)
+            out[tuple(lead)] &= src[tuple(lag)]
+            out[tuple(lag)] &= src[tuple(lead)]
+    return out
 
 
 def uniform_centre(
-    liver: np.ndarray, rng: np.random.Generator, z_levels: np.ndarray | None = None
+    liver: np.ndarray,
+    rng: np.random.Generator,
+    z_levels: np.ndarray | None = None,
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[int, int, int]:
     """Hu et al.: an axial slice in the middle 40% of the liver's z-extent, eroded once by a
     5x5 square, and a uniformly random remaining liver pixel (unstable erosion falls back to
     the slice, an empty slice to the nearest non-empty one). `z_levels`: the liver's
-    non-empty slices, when the caller already knows them."""
+    non-empty slices, when the caller already knows them; `cache`: candidate pixels per
+    slice, kept by the caller across the blobs of one event on the same liver."""
     z_any = np.flatnonzero(liver.any(axis=(0, 1))) if z_levels is None else z_levels
     z0, z1 = int(z_any[0]), int(z_any[-1])
     z = z0 + int(round(rng.uniform(0.3, 0.7) * (z1 - z0)))
     z = int(z_any[np.argmin(np.abs(z_any - z))])
-    plane = liver[:, :, z]
-    eroded = ndimage.binary_erosion(plane, _ERODE_2D, border_value=1)
-    xs, ys = np.nonzero(eroded if eroded.any() else plane)
+    candidates = None if cache is None else cache.get(z)
+    if candidates is None:
+        plane = liver[:, :, z]
+        eroded = _erode_square(plane)
+        candidates = np.nonzero(eroded if eroded.any() else plane)
+        if cache is not None:
+            cache[z] = candidates
+    xs, ys = candidates
     pick = int(rng.integers(len(xs)))
     return int(xs[pick]), int(ys[pick]), z
 

@@ -59,25 +59,31 @@ def deformed_ellipsoid(
     if any(a >= b for a, b in zip(lo, hi, strict=True)):
         return lo, hi, np.zeros([max(0, b - a) for a, b in zip(lo, hi, strict=True)], bool)
     # Coordinates in the blob's 4r-wide frame (centre at 2r), normalised to [0, 1] per axis.
-    frame = [
-        np.arange(a, b, dtype=np.float32) - c + 2 * r
+    sizes = [b - a for a, b in zip(lo, hi, strict=True)]
+    bases = [
+        _quadratic_basis(
+            (np.arange(a, b, dtype=np.float32) - (c - 2 * r)) / np.float32(max(4 * r - 1, 1))
+        )
         for a, b, c, r in zip(lo, hi, blob.centre, blob.semi_axes, strict=True)
     ]
-    bases = [
-        _quadratic_basis(f / max(4 * r - 1, 1)) for f, r in zip(frame, blob.semi_axes, strict=True)
-    ]
-    sizes = [len(f) for f in frame]
+    # The quadratic basis reproduces linear functions, so adding each control point's own
+    # frame coordinate minus 2r to the displacement gives x + d(x) - 2r in one contraction.
+    nodes = np.array([0.0, 0.5, 1.0], dtype=np.float32)
     total = np.zeros(sizes, dtype=np.float32)
+    shift = np.empty(sizes, dtype=np.float32)
+    flat = shift.reshape(sizes[0], -1)
     for axis in range(3):
-        # d(x, y, z) = sum_ijk Bx[x,i] By[y,j] Bz[z,k] C[i,j,k]: contract z, then y, then x (BLAS).
-        yz = np.einsum("yj,zk,ijk->iyz", bases[1], bases[2], control[axis], optimize=True)
-        shift = (bases[0] @ yz.reshape(_CONTROL_POINTS, -1)).reshape(sizes)
-        shape_axis = [1, 1, 1]
-        shape_axis[axis] = -1
-        shift += frame[axis].reshape(shape_axis) - 2 * radii[axis]
+        r = blob.semi_axes[axis]
+        coeff = control[axis].copy()
+        offset = nodes * np.float32(max(4 * r - 1, 1)) - np.float32(2 * r)
+        coeff += offset.reshape([-1 if i == axis else 1 for i in range(3)])
+        # d(x, y, z) = sum_ijk Bx[x,i] By[y,j] Bz[z,k] C[i,j,k]: contract z, then y, then x.
+        yz = np.matmul(bases[1], coeff @ bases[2].T)  # (3, ny, nz)
+        np.matmul(bases[0], yz.reshape(_CONTROL_POINTS, -1), out=flat)
         np.rint(shift, out=shift)
-        shift /= radii[axis]
-        total += shift * shift
+        np.multiply(shift, shift, out=shift)
+        shift *= np.float32(1.0 / (radii[axis] * radii[axis]))
+        total += shift
     return lo, hi, total < 1
 
 

@@ -16,11 +16,11 @@ from core.errors import TumorsweepError
 from core.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
 from core.synthesis.location import LocationModel, uniform_centre
 from core.synthesis.shapes import Blob, deformed_ellipsoid, rotated_noisy_ellipsoid
-from core.synthesis.texture import draw_hu_texture
+from core.synthesis.texture import contract, draw_hu_texture, gaussian_matrix
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
 _MIN_LIVER_VOXELS = 100
-_BLUR_TRUNCATE = 4.0
+_BLUR_TRUNCATE = 3.0  # edge blur support in sigmas (the kernel mass beyond is 0.3%)
 
 
 def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
@@ -42,13 +42,21 @@ def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
         )
 
 
+def _any_along(label: np.ndarray, axis: int) -> np.ndarray:
+    """Projection of label != 0 along a non-contiguous axis (vectorised, unlike a reduction
+    along the contiguous last axis)."""
+    if np.issubdtype(label.dtype, np.integer) or label.dtype == bool:
+        return np.bitwise_or.reduce(label, axis=axis) != 0
+    return np.logical_or.reduce(label != 0, axis=axis)
+
+
 def _liver_box(label: np.ndarray) -> Box:
     """Bounding box of label > 0 shrunk by one voxel per side (reductions on shrinking views)."""
-    xy = label.any(axis=2)
-    if not xy.any():
+    xz = _any_along(label, 1)
+    if not xz.any():
         raise TumorsweepError("label has no liver (no voxel > 0): cannot place tumours")
-    xs, ys = np.flatnonzero(xy.any(axis=1)), np.flatnonzero(xy.any(axis=0))
-    zs = np.flatnonzero(label[xs[0] : xs[-1] + 1, ys[0] : ys[-1] + 1].any(axis=(0, 1)))
+    xs, zs = np.flatnonzero(xz.any(axis=1)), np.flatnonzero(xz.any(axis=0))
+    ys = np.flatnonzero(_any_along(label[xs[0] : xs[-1] + 1, :, zs[0] : zs[-1] + 1], 0).any(1))
     lo = (int(xs[0]) + 1, int(ys[0]) + 1, int(zs[0]) + 1)
     hi = (int(xs[-1]), int(ys[-1]), int(zs[-1]))
     return lo, hi
@@ -88,8 +96,13 @@ def _tight_box(mask: np.ndarray, origin: tuple[int, ...]) -> Box:
     return lo, hi
 
 
+def _volume(box: Box) -> int:
+    return int(np.prod(np.subtract(box[1], box[0])))
+
+
 def _regions(boxes: list[Box], margin: int, shape: tuple[int, ...]) -> list[Box]:
-    """Blob boxes widened by `margin`; merged into one when that does not waste much work."""
+    """Blob boxes widened by `margin`; two are merged while their union costs no more work than
+    the pair (overlapping boxes of one lesion, nested small blobs)."""
     grown = [
         (
             tuple(max(0, a - margin) for a in lo),
@@ -97,22 +110,37 @@ def _regions(boxes: list[Box], margin: int, shape: tuple[int, ...]) -> list[Box]
         )
         for lo, hi in boxes
     ]
-    union_lo = tuple(min(g[0][i] for g in grown) for i in range(3))
-    union_hi = tuple(max(g[1][i] for g in grown) for i in range(3))
-    total = sum(int(np.prod(np.subtract(hi, lo))) for lo, hi in grown)
-    if np.prod(np.subtract(union_hi, union_lo)) <= 2 * total:
-        return [(union_lo, union_hi)]
+    merged = True
+    while merged and len(grown) > 1:
+        merged = False
+        for i in range(len(grown)):
+            for j in range(i + 1, len(grown)):
+                union = (
+                    tuple(map(min, grown[i][0], grown[j][0])),
+                    tuple(map(max, grown[i][1], grown[j][1])),
+                )
+                if _volume(union) <= _volume(grown[i]) + _volume(grown[j]):
+                    grown[i] = union
+                    del grown[j]
+                    merged = True
+                    break
+            if merged:
+                break
     return grown
 
 
 def _blurred(mask: np.ndarray, region: Box, sigma: float, radius: int) -> np.ndarray:
-    """Gaussian blur of `mask` evaluated exactly on `region` (reads `radius` voxels around it)."""
+    """Gaussian blur of `mask` (zero outside it) on `region`, reading `radius` voxels around it,
+    as three small matrix products (float32)."""
     lo, hi = region
     ext_lo = tuple(max(0, a - radius) for a in lo)
     ext_hi = tuple(min(n, b + radius) for b, n in zip(hi, mask.shape, strict=True))
     ext = mask[tuple(slice(a, b) for a, b in zip(ext_lo, ext_hi, strict=True))]
-    blurred = gaussian_filter(ext.astype(np.float32), sigma, truncate=_BLUR_TRUNCATE)
-    return blurred[tuple(slice(a - e, b - e) for a, b, e in zip(lo, hi, ext_lo, strict=True))]
+    matrices = [
+        gaussian_matrix(np.arange(a, b), np.arange(c, d), sigma, _BLUR_TRUNCATE)
+        for a, b, c, d in zip(lo, hi, ext_lo, ext_hi, strict=True)
+    ]
+    return contract(ext.astype(np.float32), matrices)
 
 
 def synthesize_tumors(
@@ -166,11 +194,12 @@ def synthesize_tumors_inplace(
             f"liver has {liver_voxels} voxels inside its box; need >= {_MIN_LIVER_VOXELS}"
         )
     z_levels = np.flatnonzero(liver.any(axis=(0, 1)))
+    slice_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def place() -> tuple[int, int, int]:
         if config.location == "gmm":
             return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_levels)
-        return uniform_centre(liver, rng, z_levels)
+        return uniform_centre(liver, rng, z_levels, slice_cache)
 
     blobs = _draw_blobs(config, rng, place)
     tumour = np.zeros(liver.shape, dtype=bool)
@@ -211,13 +240,22 @@ def _blend_hu(
     union_lo = tuple(min(r[0][i] for r in regions) for i in range(3))
     union_hi = tuple(max(r[1][i] for r in regions) for i in range(3))
     texture = draw_hu_texture(rng, union_lo, union_hi, tex)
-    source = image.copy() if len(regions) > 1 else image  # regions may overlap
-    for region in regions:
+    for k, region in enumerate(regions):
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-        weight = _blurred(tumour, region, edge_sigma, radius) * texture.sample(*region)
-        weight *= np.float32(drop)
-        weight *= liver[sl]
-        image[sl] = source[sl] - weight
+        weight = _blurred(tumour, region, edge_sigma, radius)
+        weight *= texture.sample(*region, scale=drop)
+        _clear_overlaps(weight, region, regions[:k])
+        view = image[sl]
+        np.subtract(view, weight, out=view, where=liver[sl])
+
+
+def _clear_overlaps(values: np.ndarray, region: Box, done: list[Box]) -> None:
+    """Zero `values` (on `region`) where an earlier region already applied them."""
+    for lo, hi in done:
+        a = [max(x, y) for x, y in zip(lo, region[0], strict=True)]
+        b = [min(x, y) for x, y in zip(hi, region[1], strict=True)]
+        if all(x < y for x, y in zip(a, b, strict=True)):
+            values[tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))] = 0
 
 
 def _blend_zhang(
