@@ -91,6 +91,8 @@ def test_bad_input_and_options_are_named():
     model = build("segmamba_v0", **SMALL)
     with pytest.raises(TumorsweepError, match=r"\(32, 32, 40\) must be multiples of 16"):
         model(torch.randn(1, 1, 32, 32, 40))
+    with pytest.raises(TumorsweepError, match=r"\(96, 96, 40\) must be multiples of 16"):
+        build("segmamba_v1", patch_size=(96, 96, 40))
     with pytest.raises(TumorsweepError, match="scan_backend 'cuda'"):
         build("segmamba_v1", scan_backend="cuda")
     with pytest.raises(TumorsweepError, match="'width'"):

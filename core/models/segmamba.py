@@ -329,6 +329,10 @@ class SegMamba(nn.Module):
 
     def _choose_nslices(self, sides: Sequence[int]) -> tuple[int, ...] | None:
         """Inter-slice chunk count per stage: the stage's token depth unless fixed."""
+        if any(side % STAGE_STRIDE**4 for side in sides):
+            raise TumorsweepError(
+                f"SegMamba input sides {tuple(sides)} must be multiples of {STAGE_STRIDE**4}"
+            )
         if not self.inter_slice:
             return None
         grids = [[side // STAGE_STRIDE ** (i + 1) for side in sides] for i in range(4)]
@@ -351,12 +355,7 @@ class SegMamba(nn.Module):
                 module.scan_backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sides = x.shape[2:]
-        if any(side % STAGE_STRIDE**4 for side in sides):
-            raise TumorsweepError(
-                f"SegMamba input sides {tuple(sides)} must be multiples of {STAGE_STRIDE**4}"
-            )
-        self.nslices = self._choose_nslices(sides)
+        self.nslices = self._choose_nslices(x.shape[2:])
         stage_outs = self.encoder(x, self.nslices or (None,) * 4)
         skips = [skip(feature) for skip, feature in zip(self.skips, (x, *stage_outs), strict=True)]
         y = skips[-1]
