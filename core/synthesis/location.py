@@ -15,6 +15,7 @@ from scipy import ndimage
 from core.errors import TumorsweepError
 
 CANONICAL_SHAPE = (282.0, 244.0, 143.0)
+_TRIES = 32  # rejection-sampling draws of a centre pixel before eroding the slice
 _EDGE_MIN_LIVER = 5  # a centre needs >= 5 liver voxels in its 3x3x3 neighbourhood
 
 
@@ -48,8 +49,19 @@ def uniform_centre(
     z0, z1 = int(z_any[0]), int(z_any[-1])
     z = z0 + int(round(rng.uniform(0.3, 0.7) * (z1 - z0)))
     z = int(z_any[np.argmin(np.abs(z_any - z))])
+    nx, ny = liver.shape[:2]
+    # Rejection sampling: a uniform pixel of the box accepted when its 5x5 square (clipped to
+    # the box, i.e. border value 1) is all liver is a uniform pixel of the eroded slice,
+    # without eroding it; after _TRIES misses the slice is eroded for real (cached).
     candidates = None if cache is None else cache.get(z)
     if candidates is None:
+        for x, y in zip(
+            rng.integers(nx, size=_TRIES).tolist(),
+            rng.integers(ny, size=_TRIES).tolist(),
+            strict=True,
+        ):
+            if liver[x, y, z] and liver[max(0, x - 2) : x + 3, max(0, y - 2) : y + 3, z].all():
+                return x, y, z
         plane = liver[:, :, z]
         eroded = _erode_square(plane)
         candidates = np.nonzero(eroded if eroded.any() else plane)

@@ -18,7 +18,10 @@ import numpy as np
 # two of the three planar passes, so its total displacement std is sqrt(2) sigma.
 PLANAR_EQUIVALENT_SCALE = float(np.sqrt(2.0))
 _CONTROL_POINTS = 3
-_MAX_BASIS_GAIN = 1.25  # max over [0, 1] of the sum of |quadratic Lagrange basis|
+_REACH_GRID = 17
+# |f''| <= 16 * 1.25^2 max|C| along an axis for the quadratic basis; between grid points
+# (spacing h = 1/16) a maximum can exceed the grid's by at most h^2 / 8 * |f''| ~ 0.012 max|C|.
+_BETWEEN_GRID = 0.02
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,16 @@ def deformed_ellipsoid(
         blob.elastic_sigma * PLANAR_EQUIVALENT_SCALE,
         size=(3, _CONTROL_POINTS, _CONTROL_POINTS, _CONTROL_POINTS),
     ).astype(np.float32)
-    reach = int(np.ceil(_MAX_BASIS_GAIN * np.abs(control).max())) + 1
-    half = tuple(int(min(r + reach, 2 * r)) for r in blob.semi_axes)
+    # Per axis, the blob reaches r + max|d_a| from its centre: max|d_a| on a 17^3 grid of the
+    # frame, plus a bound on what the tri-quadratic can add between grid points, plus rounding.
+    grid = _quadratic_basis(np.linspace(0.0, 1.0, _REACH_GRID, dtype=np.float32))
+    half = []
+    for axis, r in enumerate(blob.semi_axes):
+        coeff = control[axis]
+        values = grid @ np.matmul(grid, coeff @ grid.T).reshape(_CONTROL_POINTS, -1)
+        peak = float(np.abs(values).max())
+        reach = int(np.ceil(peak + _BETWEEN_GRID * float(np.abs(coeff).max()))) + 1
+        half.append(int(min(r + reach, 2 * r)))
     lo, hi = _clip_box(blob.centre, half, shape)
     if any(a >= b for a, b in zip(lo, hi, strict=True)):
         return lo, hi, np.zeros([max(0, b - a) for a, b in zip(lo, hi, strict=True)], bool)
@@ -69,9 +80,8 @@ def deformed_ellipsoid(
     # The quadratic basis reproduces linear functions, so adding each control point's own
     # frame coordinate minus 2r to the displacement gives x + d(x) - 2r in one contraction.
     nodes = np.array([0.0, 0.5, 1.0], dtype=np.float32)
-    total = np.zeros(sizes, dtype=np.float32)
+    total = np.empty(sizes, dtype=np.float32)
     shift = np.empty(sizes, dtype=np.float32)
-    flat = shift.reshape(sizes[0], -1)
     for axis in range(3):
         r = blob.semi_axes[axis]
         coeff = control[axis].copy()
@@ -79,11 +89,13 @@ def deformed_ellipsoid(
         coeff += offset.reshape([-1 if i == axis else 1 for i in range(3)])
         # d(x, y, z) = sum_ijk Bx[x,i] By[y,j] Bz[z,k] C[i,j,k]: contract z, then y, then x.
         yz = np.matmul(bases[1], coeff @ bases[2].T)  # (3, ny, nz)
-        np.matmul(bases[0], yz.reshape(_CONTROL_POINTS, -1), out=flat)
-        np.rint(shift, out=shift)
-        np.multiply(shift, shift, out=shift)
-        shift *= np.float32(1.0 / (radii[axis] * radii[axis]))
-        total += shift
+        out = total if axis == 0 else shift
+        np.matmul(bases[0], yz.reshape(_CONTROL_POINTS, -1), out=out.reshape(sizes[0], -1))
+        np.rint(out, out=out)
+        out *= np.float32(1.0 / radii[axis])
+        np.square(out, out=out)
+        if axis:
+            total += shift
     return lo, hi, total < 1
 
 
