@@ -62,7 +62,7 @@ def uniform_centre(
         ):
             if liver[x, y, z] and liver[max(0, x - 2) : x + 3, max(0, y - 2) : y + 3, z].all():
                 return x, y, z
-        plane = liver[:, :, z]
+        plane = liver[:, :, z] != 0
         eroded = _erode_square(plane)
         candidates = np.nonzero(eroded if eroded.any() else plane)
         if cache is not None:

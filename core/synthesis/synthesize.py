@@ -42,25 +42,35 @@ def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
         )
 
 
-def _any_along(label: np.ndarray, axis: int) -> np.ndarray:
-    """Projection of label != 0 along axis 0 or 1: a vectorised OR of whole rows, of 64-bit
-    words (8 bytes at a time) when the label is a C-contiguous integer array."""
-    if label.dtype.kind not in "biu":
-        return np.logical_or.reduce(label != 0, axis=axis)
-    row = label.shape[2] * label.dtype.itemsize
-    if label.strides[2] == label.dtype.itemsize and row % 8 == 0 and label.strides[1] == row:
-        words = np.bitwise_or.reduce(label.view(np.uint64), axis=axis)
-        return words.view(label.dtype) != 0
-    return np.bitwise_or.reduce(label, axis=axis) != 0
+def _words(label: np.ndarray) -> np.ndarray | None:
+    """The label as (n0, n1 * row) 64-bit words when it is a C-contiguous integer array with
+    8-byte rows (OR-ing words keeps every byte's non-zero-ness), else None."""
+    if label.dtype.kind not in "biu" or not label.flags.c_contiguous:
+        return None
+    if (label.shape[2] * label.dtype.itemsize) % 8:
+        return None
+    return label.view(np.uint64).reshape(label.shape[0], -1)
 
 
 def _liver_box(label: np.ndarray) -> Box:
-    """Bounding box of label > 0 shrunk by one voxel per side (reductions on shrinking views)."""
-    yz = _any_along(label, 0)
+    """Bounding box of label > 0 shrunk by one voxel per side, from two vectorised projections
+    (OR along axis 0, then per x-slice OR in chunks of 512 words)."""
+    words = _words(label)
+    if words is None:
+        nonzero = label != 0
+        yz, x_any = nonzero.any(axis=0), nonzero.reshape(label.shape[0], -1).any(axis=1)
+    else:
+        yz = np.bitwise_or.reduce(words, axis=0).view(label.dtype).reshape(label.shape[1:]) != 0
+        n0, width = words.shape
+        chunk = min(512, width)
+        full = width // chunk * chunk
+        acc = np.bitwise_or.reduce(words[:, :full].reshape(n0, -1, chunk), axis=1)
+        if full < width:
+            acc[:, : width - full] |= words[:, full:]
+        x_any = acc.any(axis=1)
     if not yz.any():
         raise TumorsweepError("label has no liver (no voxel > 0): cannot place tumours")
-    ys, zs = np.flatnonzero(yz.any(axis=1)), np.flatnonzero(yz.any(axis=0))
-    xs = np.flatnonzero(_any_along(label[:, ys[0] : ys[-1] + 1], 1).any(axis=1))
+    xs, ys, zs = np.flatnonzero(x_any), np.flatnonzero(yz.any(axis=1)), np.flatnonzero(yz.any(0))
     lo = (int(xs[0]) + 1, int(ys[0]) + 1, int(zs[0]) + 1)
     hi = (int(xs[-1]), int(ys[-1]), int(zs[-1]))
     return lo, hi
@@ -94,7 +104,12 @@ def _draw_blobs(
 
 def _tight_box(mask: np.ndarray, origin: tuple[int, ...]) -> Box:
     """Bounding box of a non-empty blob mask, in the coordinates `origin` refers to."""
-    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != i))) for i in range(3)]
+    yz = mask.any(axis=0)
+    spans = [
+        np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)),
+        np.flatnonzero(yz.any(axis=1)),
+        np.flatnonzero(yz.any(axis=0)),
+    ]
     lo = tuple(o + int(s[0]) for o, s in zip(origin, spans, strict=True))
     hi = tuple(o + int(s[-1]) + 1 for o, s in zip(origin, spans, strict=True))
     return lo, hi
@@ -189,47 +204,61 @@ def synthesize_tumors_inplace(
         )
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     label_box = label[box]
-    bad_values = float(label_box.max()) > 2
+    # One vectorised pass: the max projection along x gives the label maximum, the liver's
+    # z-levels and a lower bound on its voxel count (the full count only when that is short).
+    top = label_box.max(axis=0)
+    bad_values = float(top.max()) > 2
     if np.issubdtype(label.dtype, np.signedinteger) or np.issubdtype(label.dtype, np.floating):
         bad_values = bad_values or float(label.min()) < 0
     if np.issubdtype(label.dtype, np.floating):
         bad_values = bad_values or bool(np.any(label_box != np.rint(label_box)))
     if bad_values:
         raise TumorsweepError("label values must be 0 (background), 1 (liver) or 2 (tumour)")
-    liver = label_box >= 1
-    liver_voxels = np.count_nonzero(liver)
-    if liver_voxels < _MIN_LIVER_VOXELS:
-        raise TumorsweepError(
-            f"liver has {liver_voxels} voxels inside its box; need >= {_MIN_LIVER_VOXELS}"
-        )
-    z_levels = np.flatnonzero(liver.any(axis=(0, 1)))
+    if np.count_nonzero(top >= 1) < _MIN_LIVER_VOXELS:
+        liver_voxels = np.count_nonzero(label_box >= 1)
+        if liver_voxels < _MIN_LIVER_VOXELS:
+            raise TumorsweepError(
+                f"liver has {liver_voxels} voxels inside its box; need >= {_MIN_LIVER_VOXELS}"
+            )
+    z_levels = np.flatnonzero((top >= 1).any(axis=0))
     slice_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    # Values are validated to be 0, 1 or 2, so the label box itself reads as the liver mask
+    # (non-zero = liver); a boolean copy of the box is made only where a caller needs one.
+    liver = label_box if label_box.dtype == bool else None
+    if config.location == "gmm" or config.style == "zhang":
+        liver = label_box >= 1
 
     def place() -> tuple[int, int, int]:
         if config.location == "gmm":
             return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_levels)
-        return uniform_centre(liver, rng, z_levels, slice_cache)
+        return uniform_centre(label_box if liver is None else liver, rng, z_levels, slice_cache)
 
     blobs = _draw_blobs(config, rng, place)
-    tumour = np.zeros(liver.shape, dtype=bool)
+    shape = label_box.shape
+    tumour = np.zeros(shape, dtype=bool)
     boxes: list[Box] = []
     for blob in blobs:
         if config.style == "zhang":
             b_lo, b_hi, mask = rotated_noisy_ellipsoid(
-                blob.centre, blob.semi_axes, config.zhang.surface_noise, liver.shape, rng
+                blob.centre, blob.semi_axes, config.zhang.surface_noise, shape, rng
             )
         else:
-            b_lo, b_hi, mask = deformed_ellipsoid(blob, liver.shape, rng)
+            b_lo, b_hi, mask = deformed_ellipsoid(blob, shape, rng)
         if mask.any():
-            tumour[tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))] |= mask
-            boxes.append(_tight_box(mask, b_lo))
-    tumour &= liver
+            sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
+            mask &= label_box[sl] >= 1
+            tumour[sl] |= mask
+            boxes.append(_tight_box(mask, b_lo) if mask.any() else None)
+    boxes = [b for b in boxes if b is not None]
     if not boxes:
         return 0
-    label_box[tumour] = 2
-    blend = _blend_zhang if config.style == "zhang" else _blend_hu
-    blend(image_hu[box], liver, tumour, boxes, config, rng)
-    return int(np.count_nonzero(tumour))
+    union = tuple(slice(min(b[0][i] for b in boxes), max(b[1][i] for b in boxes)) for i in range(3))
+    np.copyto(label_box[union], 2, where=tumour[union])
+    if config.style == "zhang":
+        _blend_zhang(image_hu[box], liver, tumour, boxes, config, rng)
+    else:
+        _blend_hu(image_hu[box], label_box, tumour, boxes, config, rng)
+    return int(np.count_nonzero(tumour[union]))
 
 
 def _blend_hu(
@@ -240,7 +269,8 @@ def _blend_hu(
     config: SynthesisConfig,
     rng: np.random.Generator,
 ) -> None:
-    """Hu: inside the liver, I -= T * blur(G) * delta, in place, region by region."""
+    """Hu: inside the liver (`liver`: a mask or the validated label box, >= 1 inside),
+    I -= T * blur(G) * delta, in place, region by region."""
     tex = config.texture
     edge_sigma = rng.uniform(tex.edge_blur_min, tex.edge_blur_max)
     drop = rng.uniform(tex.hu_drop_min, tex.hu_drop_max)
@@ -255,7 +285,7 @@ def _blend_hu(
         weight *= texture.sample(*region, scale=drop)
         _clear_overlaps(weight, region, regions[:k])
         view = image[sl]
-        np.subtract(view, weight, out=view, where=liver[sl])
+        np.subtract(view, weight, out=view, where=liver[sl] >= 1)
 
 
 def _clear_overlaps(values: np.ndarray, region: Box, done: list[Box]) -> None:
