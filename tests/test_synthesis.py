@@ -107,3 +107,37 @@ def test_config_rejects_bad_knobs_naming_the_field():
         SynthesisConfig(type_probs={"huge": 1.0})
     with pytest.raises(ValidationError, match="hu_drop_min"):
         SynthesisConfig(texture={"hu_drop_min": 150.0, "hu_drop_max": 100.0})
+
+
+def test_liver_box_same_for_every_label_layout():
+    from core.synthesis.synthesize import _liver_box
+
+    _, label = liver_case(shape=(50, 44, 40), radii=(15, 12, 10), centre=(20, 25, 18))
+    expected = _liver_box(label)
+    for variant in (
+        label.astype(np.int16),
+        label.astype(bool),
+        label.astype(np.float32),
+        np.asfortranarray(label),
+        label[:, :, :37],
+    ):
+        assert _liver_box(variant) == expected
+
+
+def test_uniform_centres_are_uniform_over_the_eroded_slice():
+    from scipy import ndimage
+
+    from core.synthesis.location import uniform_centre
+
+    _, label = liver_case(shape=(40, 36, 20), radii=(14, 10, 8))
+    rng = np.random.default_rng(0)
+    z_levels = np.flatnonzero(label.any(axis=(0, 1)))
+    centres = np.array([uniform_centre(label, rng, z_levels, {}) for _ in range(3000)])
+    z = np.bincount(centres[:, 2]).argmax()
+    eroded = ndimage.binary_erosion(label[:, :, z] > 0, np.ones((5, 5), bool), border_value=1)
+    picks = centres[centres[:, 2] == z]
+    assert np.all(eroded[picks[:, 0], picks[:, 1]])
+    # every eroded pixel about equally likely: the pick counts are Poisson-like
+    counts = np.bincount(np.ravel_multi_index(picks[:, :2].T, eroded.shape), minlength=eroded.size)
+    counts = counts[eroded.ravel()]
+    assert counts.var() < 2.0 * counts.mean()

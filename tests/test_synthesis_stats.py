@@ -239,3 +239,21 @@ def test_zhang_style_darkens_inside_the_liver_only():
     assert (new_label == 2).sum() > 0 and np.all(label[new_label == 2] == 1)
     assert np.array_equal(new_image[label == 0], image[label == 0])
     assert (image - new_image)[new_label == 2].mean() > 5
+
+
+def test_smooth_field_from_byte_noise_is_a_unit_gaussian():
+    from scipy import stats
+
+    from core.synthesis.texture import SmoothField
+
+    rng = np.random.default_rng(3)
+    for sigma in (4.0, 12.0):
+        # one voxel per independent field: the marginal, free of spatial correlation
+        values = np.array(
+            [
+                SmoothField(rng, sigma, (0, 0, 0), (2, 2, 2)).sample((1, 1, 1), (2, 2, 2))[0, 0, 0]
+                for _ in range(1500)
+            ]
+        )
+        assert abs(values.mean()) < 0.1 and abs(values.std() - 1) < 0.1
+        assert abs(stats.skew(values)) < 0.2 and abs(stats.kurtosis(values)) < 0.4
