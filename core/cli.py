@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every registered sub-command."""
     parser = argparse.ArgumentParser(
         prog="tumorsweep",
-        description="Synthetic liver-tumour ablation studies: data, synthesis, evaluation, reports.",
+        description="Synthetic liver-tumour ablation studies: data, synthesis, evaluation, report.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:

@@ -71,7 +71,10 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     base = TrialConfig.model_validate(context.base)
     cfg = apply_overrides(base, overrides, source="trial")
     trial_id = tune.get_context().get_trial_id()
-    swept_text = ",".join(f"{k.split('.')[-1]}={overrides.get(k)}" for k in context.swept)
+    flat = flatten(cfg)
+    swept_text = ",".join(
+        f"{k.split('.')[-1]}={flat.get(k)}" for k in context.swept if k != "model.name"
+    )
     run_name = f"{cfg.model.name}-{swept_text}-seed{cfg.seed}"
     eval_set = context.cases.get("eval_set", "test")
     run_id = tracking.attach_trial_run(
@@ -85,7 +88,7 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
             "eval_set": eval_set,
             tracking.CONFIG_KEY_TAG: config_key(overrides, context.swept),
         },
-        params={**flatten(cfg), "seed": cfg.seed},
+        params={**flat, "seed": cfg.seed},
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -120,6 +123,32 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     tracking.finish_run(context.tracking_uri, run_id)
 
 
+def _trial_status_callback(context: TrialContext):
+    """Driver-side safety net: a trial that Tune ends without the trial itself closing its
+    MLflow run (stopped early by ASHA, its actor killed, an error outside fit) still gets a
+    final status and reason instead of staying RUNNING forever."""
+    from ray import tune
+
+    class CloseTrialRuns(tune.Callback):
+        def _close(self, trial, status: str, error: str = "") -> None:
+            run_id = tracking.find_trial_run(
+                context.tracking_uri,
+                context.experiment_id,
+                context.parent_run_id,
+                trial.trial_id,
+            )
+            if run_id:
+                tracking.close_if_running(context.tracking_uri, run_id, status, error)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._close(trial, "FINISHED")
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._close(trial, "FAILED", f"trial {trial.trial_id} errored (see Ray logs)")
+
+    return CloseTrialRuns()
+
+
 def _root_cause(exc: BaseException) -> str:
     """The innermost message of a chain of Ray wrappers (what actually went wrong)."""
     seen = exc
@@ -129,24 +158,52 @@ def _root_cause(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
-def _check_capacity(options: SweepOptions) -> None:
-    """Fail clearly (instead of waiting forever) when one trial cannot be placed."""
+# Each trial's driver (the Tune function trainable) holds 0.01 CPU while its TorchTrainer's
+# workers hold whole CPUs; one logical CPU is kept for those drivers so that N trials of
+# c CPUs fit on N*c cores (a local Ray is started with one extra logical CPU for the same reason).
+DRIVER_RESERVE_CPU = 1
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """A local Ray sized for this machine, plus the logical CPU reserved for trial drivers."""
+    import os
+
+    import ray
+
+    cores = num_cpus or os.cpu_count() or 1
+    # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner needs:
+    # without it every finished trial leaks its workers' CPUs and later trials never start.
+    ray.init(
+        num_cpus=cores + DRIVER_RESERVE_CPU,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+    )
+
+
+def _capacity(options: SweepOptions) -> int:
+    """How many trials fit at once; fail clearly (instead of waiting) when none does."""
     import ray
 
     total = ray.cluster_resources()
     need_cpu = options.workers_per_trial * options.cpus_per_worker
     need_gpu = options.workers_per_trial * options.gpus_per_trial
-    if need_cpu > total.get("CPU", 0) or need_gpu > total.get("GPU", 0):
+    cpu_free = total.get("CPU", 0) - DRIVER_RESERVE_CPU
+    fits = int(cpu_free // need_cpu) if need_cpu else 1 << 30
+    if need_gpu:
+        fits = min(fits, int(total.get("GPU", 0) // need_gpu))
+    if fits < 1:
         raise TumorsweepError(
             f"one trial needs {options.workers_per_trial} worker(s) x "
             f"{options.cpus_per_worker} CPU / {options.gpus_per_trial} GPU = {need_cpu} CPU, "
-            f"{need_gpu} GPU, but the Ray cluster has {total.get('CPU', 0):g} CPU, "
-            f"{total.get('GPU', 0):g} GPU; lower --workers-per-trial/--cpus-per-worker/"
-            "--gpus-per-trial or add nodes"
+            f"{need_gpu} GPU, but the Ray cluster has {cpu_free:g} CPU (after "
+            f"{DRIVER_RESERVE_CPU} kept for trial drivers), {total.get('GPU', 0):g} GPU; lower "
+            "--workers-per-trial/--cpus-per-worker/--gpus-per-trial or add nodes"
         )
+    return fits
 
 
-def _searcher(space: SearchSpace, options: SweepOptions):
+def _searcher(space: SearchSpace, concurrent: int):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -160,7 +217,7 @@ def _searcher(space: SearchSpace, options: SweepOptions):
         else optuna.samplers.RandomSampler(seed=space.searcher.seed)
     )
     search = OptunaSearch(sampler=sampler, metric=space.metric, mode=space.mode)
-    return ConcurrencyLimiter(search, max_concurrent=max(1, options.max_concurrent or 2))
+    return ConcurrencyLimiter(search, max_concurrent=concurrent)
 
 
 def _scheduler(space: SearchSpace, epochs: int):
@@ -188,6 +245,18 @@ def run_sweep(
         str(Path(options.storage).resolve()) if "://" not in options.storage else (options.storage)
     )
     latest = Path(storage) / f"{experiment}.latest" if "://" not in storage else None
+    if not ray.is_initialized():
+        if options.address:
+            ray.init(address=options.address, log_to_driver=True)
+        else:
+            start_local_ray()
+    fits = _capacity(options)
+    concurrent = min(options.max_concurrent, fits) if options.max_concurrent else fits
+    if options.max_concurrent > fits:
+        print(
+            f"note: --max-concurrent {options.max_concurrent} capped at {fits}: the cluster "
+            "fits no more trials at once (more would time out waiting for workers)"
+        )
     experiment_id = tracking.ensure_experiment(options.tracking_uri, experiment)
 
     if options.resume:
@@ -212,10 +281,6 @@ def run_sweep(
             },
         )
         tracking.log_params(options.tracking_uri, parent_run_id, flatten(base))
-
-    if not ray.is_initialized():
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=True)
-    _check_capacity(options)
 
     seeds = list(range(base.seed, base.seed + (options.seeds or space.seeds)))
     resources = {"CPU": options.cpus_per_worker}
@@ -247,17 +312,18 @@ def run_sweep(
             trainable,
             param_space=param_space(space, seeds),
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(space, options),
+                search_alg=_searcher(space, concurrent),
                 scheduler=_scheduler(space, base.schedule.epochs),
                 metric=space.metric,
                 mode=space.mode,
                 num_samples=space.searcher.num_samples,
-                max_concurrent_trials=options.max_concurrent or None,
+                max_concurrent_trials=concurrent,
             ),
             run_config=tune.RunConfig(
                 name=sweep_name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[_trial_status_callback(context)],
                 verbose=1,
             ),
         )

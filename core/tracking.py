@@ -80,20 +80,33 @@ def attach_trial_run(
 ) -> str:
     """The nested run of one trial: re-attach to it if this trial already has one (resume)."""
     client = _client(tracking_uri)
-    existing = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = "
-        f"'{parent_run_id}'",
-        max_results=1,
-    )
-    if existing:
-        run_id = existing[0].info.run_id
+    run_id = find_trial_run(tracking_uri, experiment_id, parent_run_id, trial_id)
+    if run_id:
         client.update_run(run_id, status="RUNNING")
         return run_id
     all_tags = {ROLE_TAG: "trial", PARENT_TAG: parent_run_id, TRIAL_ID_TAG: trial_id, **tags}
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
     log_params(tracking_uri, run.info.run_id, params)
     return run.info.run_id
+
+
+def find_trial_run(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str
+) -> str | None:
+    """The nested run of a Tune trial in this sweep, if it has one."""
+    found = _client(tracking_uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = "
+        f"'{parent_run_id}'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+def close_if_running(tracking_uri: str, run_id: str, status: str, error: str = "") -> None:
+    """Give a run its final status unless it already has one (the trial set it itself)."""
+    if _client(tracking_uri).get_run(run_id).info.status == "RUNNING":
+        finish_run(tracking_uri, run_id, status=status, error=error)
 
 
 def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:

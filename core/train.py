@@ -254,6 +254,8 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
 
     from core.models import build
 
+    began = time.perf_counter()
+    timing = {"time_setup_s": 0.0, "time_train_s": 0.0, "time_eval_s": 0.0}
     cfg = TrialConfig.model_validate(loop_config["trial"])
     cases = loop_config["cases"]
     tracking_uri = loop_config.get("tracking_uri")
@@ -309,6 +311,7 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
         cases.get("test", []) if cfg.eval.select_on == "test" else cases.get("validation", [])
     )
     pending_epochs: list[tuple[int, dict[str, float]]] = []
+    timing["time_setup_s"] = time.perf_counter() - began
     for epoch in range(state["epoch"], cfg.schedule.epochs):
         model.train()
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
@@ -334,6 +337,7 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
             count += 1
             fetched = time.perf_counter()
         elapsed = time.perf_counter() - start
+        timing["time_train_s"] += elapsed
         scheduler.step()
         epoch_metrics = {
             "train_loss": _mean_across_ranks(total / max(count, 1), device),
@@ -348,7 +352,9 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
         if (epoch + 1) % cfg.schedule.val_every == 0 or last:
             val_metrics: dict[str, float] = {}
             if is_chief and validation:
+                evaluated = time.perf_counter()
                 rows = _evaluate(model, validation, cfg, device)
+                timing["time_eval_s"] += time.perf_counter() - evaluated
                 val_metrics = _summary(rows, prefix="val_")
                 value = val_metrics.get(cfg.eval.select_metric, math.nan)
                 if math.isfinite(value) and sign * value > state["best_value"]:
@@ -388,9 +394,12 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
     if is_chief:
         if state["best_weights"] is not None:
             _unwrap(model).load_state_dict(state["best_weights"])
+        evaluated = time.perf_counter()
         test_rows = _evaluate(model, cases.get("test", []), cfg, device)
+        timing["time_eval_s"] += time.perf_counter() - evaluated
         final = _summary(test_rows)
         final["best_epoch"] = float(state["best_epoch"])
+        final.update(timing)
         final["best_" + cfg.eval.select_metric] = sign * state["best_value"]
         if log_to_mlflow:
             tracking.log_metrics(tracking_uri, run_id, final, step=cfg.schedule.epochs)
@@ -402,7 +411,8 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
                     )
                 tracking.log_artifacts(tracking_uri, run_id, files)
     session.barrier()
-    session.report({"epoch": cfg.schedule.epochs, "done": 1, **final})
+    # No "done" key: Tune reads it as "stop this trial now".
+    session.report({"epoch": cfg.schedule.epochs, **final})
     return final
 
 

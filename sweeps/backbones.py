@@ -1,4 +1,4 @@
-"""Run the `backbones` study: see search_spaces/backbones.yaml and `python sweeps/backbones.py --help`."""
+"""Run the `backbones` study (search_spaces/backbones.yaml); `--help` lists the flags."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Run the `gmm_location` study: see search_spaces/gmm_location.yaml and `python sweeps/gmm_location.py --help`."""
+"""Run the `gmm_location` study (search_spaces/gmm_location.yaml); `--help` lists the flags."""
 
 import sys
 

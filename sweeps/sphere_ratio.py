@@ -1,4 +1,4 @@
-"""Run the `sphere_ratio` study: see search_spaces/sphere_ratio.yaml and `python sweeps/sphere_ratio.py --help`."""
+"""Run the `sphere_ratio` study (search_spaces/sphere_ratio.yaml); `--help` lists the flags."""
 
 import sys
 

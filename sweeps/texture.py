@@ -1,4 +1,4 @@
-"""Run the `texture` study: see search_spaces/texture.yaml and `python sweeps/texture.py --help`."""
+"""Run the `texture` study (search_spaces/texture.yaml); `--help` lists the flags."""
 
 import sys
 

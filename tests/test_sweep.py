@@ -28,7 +28,9 @@ TINY = [
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from core.sweep import start_local_ray
+
+    start_local_ray(num_cpus=2)
     yield
     ray.shutdown()
 
@@ -148,4 +150,4 @@ def test_unplaceable_trial_fails_fast(ray_local, tmp_path: Path, phantom_dir: Pa
     space = "study: s\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
     code, _ = _sweep(tmp_path, phantom_dir, space, ["--workers-per-trial", "8"])
     assert code == 2
-    assert "the Ray cluster has 2 CPU" in capsys.readouterr().err
+    assert "the Ray cluster has 2 CPU (after 1 kept for trial drivers)" in capsys.readouterr().err
