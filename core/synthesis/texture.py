@@ -63,27 +63,40 @@ def bank_half_range(sigma: float, shape: tuple[int, int, int]) -> float:
     return float((field.max() - field.min()) / 2 / _discrete_kernel_l2(coarse_sigma))
 
 
-def gaussian_matrix(
-    out_pos: np.ndarray, in_pos: np.ndarray, sigma: float, truncate: float
-) -> np.ndarray:
-    """Matrix of scipy's truncated, normalised 1-D Gaussian from samples at `in_pos` to `out_pos`
-    (zero beyond the inputs, like mode="constant"): one factor of a separable 3-D filter."""
+@lru_cache(maxsize=256)
+def _kernel(sigma: float, truncate: float) -> np.ndarray:
     radius = int(truncate * sigma + 0.5)
     taps = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (taps / sigma) ** 2)
-    kernel /= kernel.sum()
-    distance = np.subtract.outer(np.asarray(in_pos), np.asarray(out_pos)).T
-    inside = np.abs(distance) <= radius
-    return np.where(inside, kernel[np.clip(distance + radius, 0, 2 * radius)], 0.0).astype(
-        np.float32
-    )
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def gaussian_matrix(
+    out_pos: np.ndarray, in_pos: np.ndarray, sigma: float, truncate: float
+) -> np.ndarray:
+    """Matrix of scipy's truncated, normalised 1-D Gaussian from samples at the consecutive
+    integer positions `in_pos` to those at `out_pos` (zero beyond the inputs, like
+    mode="constant"): one factor of a separable 3-D filter. A Toeplitz band, built as a
+    sliding window over the padded kernel."""
+    kernel = _kernel(float(sigma), float(truncate))
+    radius = len(kernel) // 2
+    n_out, n_in = len(out_pos), len(in_pos)
+    # row i, column j holds g(in_pos[j] - out_pos[i]) = h[n_out - 1 - i + j]
+    shift = int(in_pos[0]) - int(out_pos[0]) - (n_out - 1)
+    h = np.zeros(n_out + n_in - 1, dtype=np.float32)
+    a, b = max(0, -radius - shift), min(len(h), radius - shift + 1)
+    if a < b:
+        h[a:b] = kernel[a + shift + radius : b + shift + radius]
+    return np.lib.stride_tricks.sliding_window_view(h, n_in)[::-1].copy()
 
 
 def linear_matrix(out_pos: np.ndarray, in_pos: np.ndarray) -> np.ndarray:
     """Matrix of linear interpolation from samples at (evenly spaced) `in_pos` to `out_pos`."""
     step = float(in_pos[1] - in_pos[0]) if len(in_pos) > 1 else 1.0
-    distance = np.abs(np.subtract.outer(np.asarray(out_pos, np.float64), in_pos)) / step
-    return np.clip(1.0 - distance, 0.0, None).astype(np.float32)
+    distance = np.abs(np.subtract.outer(np.asarray(out_pos, np.float32), in_pos.astype(np.float32)))
+    distance *= np.float32(-1.0 / step)
+    distance += np.float32(1.0)
+    return np.maximum(distance, np.float32(0.0), out=distance)
 
 
 def contract(values: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
