@@ -22,6 +22,9 @@ _REACH_GRID = 17
 # |f''| <= 16 * 1.25^2 max|C| along an axis for the quadratic basis; between grid points
 # (spacing h = 1/16) a maximum can exceed the grid's by at most h^2 / 8 * |f''| ~ 0.012 max|C|.
 _BETWEEN_GRID = 0.02
+_COARSE_MIN_VOXELS = 48**3  # boxes from here on are first scanned on every other voxel
+_COARSE_THRESHOLD = 2.0  # relaxed squared radius for that scan (exactness is checked after)
+_COARSE_MARGIN = 3
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,6 @@ def deformed_ellipsoid(
     blob: Blob, shape: tuple[int, ...], rng: np.random.Generator
 ) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
     """Mask of a deformed ellipsoid clipped to a volume of `shape`: (lo, hi, mask of [lo, hi))."""
-    radii = np.asarray(blob.semi_axes, dtype=np.float32)
     control = rng.normal(
         0.0,
         blob.elastic_sigma * PLANAR_EQUIVALENT_SCALE,
@@ -69,34 +71,63 @@ def deformed_ellipsoid(
     lo, hi = _clip_box(blob.centre, half, shape)
     if any(a >= b for a, b in zip(lo, hi, strict=True)):
         return lo, hi, np.zeros([max(0, b - a) for a, b in zip(lo, hi, strict=True)], bool)
-    # Coordinates in the blob's 4r-wide frame (centre at 2r), normalised to [0, 1] per axis.
-    sizes = [b - a for a, b in zip(lo, hi, strict=True)]
-    bases = [
-        _quadratic_basis(
-            (np.arange(a, b, dtype=np.float32) - (c - 2 * r)) / np.float32(max(4 * r - 1, 1))
-        )
-        for a, b, c, r in zip(lo, hi, blob.centre, blob.semi_axes, strict=True)
-    ]
     # The quadratic basis reproduces linear functions, so adding each control point's own
     # frame coordinate minus 2r to the displacement gives x + d(x) - 2r in one contraction.
     nodes = np.array([0.0, 0.5, 1.0], dtype=np.float32)
+    coeffs = []
+    for axis, r in enumerate(blob.semi_axes):
+        offset = nodes * np.float32(max(4 * r - 1, 1)) - np.float32(2 * r)
+        coeffs.append(control[axis] + offset.reshape([-1 if i == axis else 1 for i in range(3)]))
+    if np.prod(np.subtract(hi, lo)) >= _COARSE_MIN_VOXELS:
+        # Large boxes are mostly empty: locate the blob on every other voxel with a relaxed
+        # threshold, evaluate exactly on its box plus a margin, and keep that result only if
+        # the blob does not touch a face of the reduced box that lies inside the full one.
+        coarse = _normalised_radius2(blob, coeffs, lo, hi, 2) < _COARSE_THRESHOLD
+        if coarse.any():
+            sub_lo, sub_hi = [], []
+            for axis in range(3):
+                seen = np.flatnonzero(coarse.any(axis=tuple(a for a in range(3) if a != axis)))
+                sub_lo.append(max(lo[axis], lo[axis] + 2 * int(seen[0]) - _COARSE_MARGIN))
+                sub_hi.append(min(hi[axis], lo[axis] + 2 * int(seen[-1]) + 1 + _COARSE_MARGIN))
+            mask = _normalised_radius2(blob, coeffs, sub_lo, sub_hi, 1) < 1
+            if not _touches_inner_face(mask, sub_lo, sub_hi, lo, hi):
+                return tuple(sub_lo), tuple(sub_hi), mask
+    return lo, hi, _normalised_radius2(blob, coeffs, lo, hi, 1) < 1
+
+
+def _touches_inner_face(mask, sub_lo, sub_hi, lo, hi) -> bool:
+    """Whether `mask` (on [sub_lo, sub_hi)) is set on a face that is not a face of [lo, hi)."""
+    for axis in range(3):
+        for index, inner in ((0, sub_lo[axis] > lo[axis]), (-1, sub_hi[axis] < hi[axis])):
+            if inner and np.take(mask, index, axis=axis).any():
+                return True
+    return False
+
+
+def _normalised_radius2(blob: Blob, coeffs: list[np.ndarray], lo, hi, stride: int) -> np.ndarray:
+    """sum_a (rint(x_a + d_a(x) - 2 r_a) / r_a)^2 on voxels lo + stride * k inside [lo, hi)."""
+    # Coordinates in the blob's 4r-wide frame (centre at 2r), normalised to [0, 1] per axis.
+    bases = [
+        _quadratic_basis(
+            (np.arange(a, b, stride, dtype=np.float32) - (c - 2 * r))
+            / np.float32(max(4 * r - 1, 1))
+        )
+        for a, b, c, r in zip(lo, hi, blob.centre, blob.semi_axes, strict=True)
+    ]
+    sizes = [len(b) for b in bases]
     total = np.empty(sizes, dtype=np.float32)
     shift = np.empty(sizes, dtype=np.float32)
     for axis in range(3):
-        r = blob.semi_axes[axis]
-        coeff = control[axis].copy()
-        offset = nodes * np.float32(max(4 * r - 1, 1)) - np.float32(2 * r)
-        coeff += offset.reshape([-1 if i == axis else 1 for i in range(3)])
         # d(x, y, z) = sum_ijk Bx[x,i] By[y,j] Bz[z,k] C[i,j,k]: contract z, then y, then x.
-        yz = np.matmul(bases[1], coeff @ bases[2].T)  # (3, ny, nz)
+        yz = np.matmul(bases[1], coeffs[axis] @ bases[2].T)  # (3, ny, nz)
         out = total if axis == 0 else shift
         np.matmul(bases[0], yz.reshape(_CONTROL_POINTS, -1), out=out.reshape(sizes[0], -1))
         np.rint(out, out=out)
-        out *= np.float32(1.0 / radii[axis])
+        out *= np.float32(1.0 / blob.semi_axes[axis])
         np.square(out, out=out)
         if axis:
             total += shift
-    return lo, hi, total < 1
+    return total
 
 
 def rotated_noisy_ellipsoid(
