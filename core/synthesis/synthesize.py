@@ -20,6 +20,9 @@ from core.synthesis.texture import contract, draw_hu_texture, gaussian_matrix
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
 _MIN_LIVER_VOXELS = 100
+# Two regions merge when their union costs at most this many voxels more than the pair: about
+# the per-region fixed cost (matrices, calls) of small regions.
+_MERGE_SLACK = 40_000
 _BLUR_TRUNCATE = 3.0  # edge blur support in sigmas (the kernel mass beyond is 0.3%)
 
 
@@ -142,7 +145,7 @@ def _regions(boxes: list[Box], margin: int, shape: tuple[int, ...]) -> list[Box]
                     tuple(map(max, grown[i][1], grown[j][1])),
                 )
                 volume = _volume(union)
-                if volume <= volumes[i] + volumes[j]:
+                if volume <= volumes[i] + volumes[j] + _MERGE_SLACK:
                     grown[i], volumes[i] = union, volume
                     del grown[j], volumes[j]
                     merged = True
