@@ -56,21 +56,29 @@ def _words(label: np.ndarray) -> np.ndarray | None:
 
 
 def _liver_box(label: np.ndarray) -> Box:
-    """Bounding box of label > 0 shrunk by one voxel per side, from two vectorised projections
-    (OR along axis 0, then per x-slice OR in chunks of 512 words)."""
+    """Bounding box of label > 0 shrunk by one voxel per side, reading the label about once:
+    the empty end slabs, then a vectorised OR projection of the slabs between them."""
     words = _words(label)
     if words is None:
         nonzero = label != 0
         yz, x_any = nonzero.any(axis=0), nonzero.reshape(label.shape[0], -1).any(axis=1)
     else:
-        yz = np.bitwise_or.reduce(words, axis=0).view(label.dtype).reshape(label.shape[1:]) != 0
-        n0, width = words.shape
-        chunk = min(512, width)
-        full = width // chunk * chunk
-        acc = np.bitwise_or.reduce(words[:, :full].reshape(n0, -1, chunk), axis=1)
-        if full < width:
-            acc[:, : width - full] |= words[:, full:]
-        x_any = acc.any(axis=1)
+        # first and last non-empty x-slabs, scanning 8 slabs at a time from each end (reads
+        # only the empty slabs), then the (y, z) projection of the slabs in between
+        n0 = words.shape[0]
+        x_any = np.zeros(n0, dtype=bool)
+        for start in range(0, n0, 8):
+            x_any[start : start + 8] = words[start : start + 8].any(axis=1)
+            if x_any[start : start + 8].any():
+                break
+        first = int(np.argmax(x_any)) if x_any.any() else n0
+        for stop in range(n0, first, -8):
+            x_any[max(first, stop - 8) : stop] = words[max(first, stop - 8) : stop].any(axis=1)
+            if x_any[max(first, stop - 8) : stop].any():
+                break
+        last = n0 - int(np.argmax(x_any[::-1]))
+        inner = words[first:last] if first < last else words[:0]
+        yz = np.bitwise_or.reduce(inner, axis=0).view(label.dtype).reshape(label.shape[1:]) != 0
     if not yz.any():
         raise TumorsweepError("label has no liver (no voxel > 0): cannot place tumours")
     xs, ys, zs = np.flatnonzero(x_any), np.flatnonzero(yz.any(axis=1)), np.flatnonzero(yz.any(0))
