@@ -5,7 +5,8 @@ Instead of drawing an ellipsoid in a 4r-wide array and warping it three times (o
 elastic pass per axis pair, as the original does), a voxel x belongs to the blob when
 round(x + d(x)) lies inside the ellipsoid, where d is one smooth 3-D displacement field
 interpolated from 3x3x3 random control vectors spread over that 4r-wide frame. Only the
-ellipsoid's box plus the largest possible displacement is evaluated.
+ellipsoid's box plus the largest displacement along each axis is evaluated, and large boxes are
+first scanned on every other voxel so that the exact test runs on the blob's own box.
 """
 
 from __future__ import annotations
