@@ -251,6 +251,13 @@ def run_sweep(
         else:
             start_local_ray()
     fits = _capacity(options)
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    total = ray.cluster_resources()
+    print(
+        f"Ray cluster: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU, "
+        f"{total.get('GPU', 0):g} GPU; up to {fits} trial(s) at once",
+        flush=True,
+    )
     concurrent = min(options.max_concurrent, fits) if options.max_concurrent else fits
     if options.max_concurrent > fits:
         print(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from core.config import TrialConfig, flatten, to_yaml
 from core.errors import TumorsweepError
 
 CHECKPOINT_FILE = "state.pt"
+# Fault-tolerance tests set this to an epoch number: the chief worker process then exits hard
+# at the start of that epoch on its first attempt, as if its node had been lost.
+FAULT_ENV = "TUMORSWEEP_FAULT_AT_EPOCH"
 SUMMARY_METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
 
 
@@ -294,6 +298,10 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state.update({k: saved[k] for k in state})
+        if log_to_mlflow:
+            tracking.log_metrics(
+                tracking_uri, run_id, {"resumed_at_epoch": state["epoch"]}, step=state["epoch"]
+            )
 
     if log_to_mlflow and restored is None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -312,7 +320,10 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
     )
     pending_epochs: list[tuple[int, dict[str, float]]] = []
     timing["time_setup_s"] = time.perf_counter() - began
+    crash_at = int(os.environ.get(FAULT_ENV, "-1"))
     for epoch in range(state["epoch"], cfg.schedule.epochs):
+        if epoch == crash_at and restored is None and is_chief:
+            os._exit(17)  # fault injection: die like a lost node, mid-trial
         model.train()
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)

@@ -31,7 +31,7 @@ def test_paper_preset_is_the_published_protocol() -> None:
 
 def test_demo_preset_changes_only_values() -> None:
     cfg = make_config("demo", {"synthesis.sphere_ratio": 0.25})
-    assert cfg.schedule.patch_size == (64, 64, 32)
+    assert cfg.schedule.patch_size == (32, 32, 32)
     assert cfg.synthesis.sphere_ratio == 0.25
     assert cfg.data.spacing == (2.0, 2.0, 2.0)
 

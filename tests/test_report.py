@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import execute_aggregate_notebook
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
@@ -344,28 +344,9 @@ def test_cli_bad_experiment_is_one_line_exit_2(
 
 
 def test_notebook_runs_top_to_bottom_and_shows_the_tables(
-    store: _Store, report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: _Store, report, tmp_path: Path
 ) -> None:
-    papermill = pytest.importorskip("papermill")
-    nbformat = pytest.importorskip("nbformat")
-    kernel = "tumorsweep-report-test"  # this interpreter, whatever kernels the machine has
-    spec = tmp_path / "jupyter" / "kernels" / kernel
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": kernel}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    source = Path(__file__).parents[1] / "notebooks" / "aggregate.ipynb"
-    assert "parameters" in nbformat.read(source, as_version=4).cells[0].metadata["tags"]
-    executed = tmp_path / "aggregate.ipynb"
-    papermill.execute_notebook(
-        str(source),
-        str(executed),
-        parameters={"tracking_uri": store.uri, "experiment": "sphere_ratio"},
-        kernel_name=kernel,
-        cwd=str(tmp_path),
-        progress_bar=False,
-    )
-    outputs = [o for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", [])]
+    outputs = execute_aggregate_notebook(store.uri, "sphere_ratio", tmp_path)
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     expected_cell = paper_table(report.summary, "sphere_ratio").loc["Tumor Dice"]
     assert f"| Tumor Dice | {' | '.join(expected_cell)} |" in markdown

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import execute_aggregate_notebook
 
 from core.sweep_cli import main
 
@@ -112,6 +113,17 @@ def test_grid_sweep_logs_nested_runs_and_isolates_a_failure(
         assert {"per_case_test.csv", "config.yaml", "synthesis_preview.png"} <= artifacts
     out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri" in out
+    for trial in finished:  # the printed results table holds each trial's tumour Dice
+        assert f"{trial.data.metrics['tumor_dice']:.5f}" in out
+
+    # The aggregation notebook runs top to bottom on what this real sweep recorded.
+    (tmp_path / "nb").mkdir()
+    outputs = execute_aggregate_notebook(uri, "grid", tmp_path / "nb")
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "| Tumor Dice |" in markdown and "FAILED" in markdown
+    for trial in finished:
+        assert f"{trial.data.metrics['tumor_dice']:.5f}" in markdown
+        assert f"{trial.data.metrics['liver_nsd']:.5f}" in markdown
 
 
 OPTUNA = """

@@ -1,0 +1,107 @@
+"""Fault tolerance with real processes: a killed sweep driver and a crashed trial worker.
+
+Each case runs `sweeps/sphere_ratio.py` as a separate process (its own local Ray), as a user
+would, against a real MLflow SQLite store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--set", "schedule.epochs=2", "--set", "schedule.warmup_epochs=1",
+    "--set", "schedule.val_every=1", "--set", "schedule.patch_size=[32, 32, 32]",
+    "--set", "eval.overlap=0.0",
+]  # fmt: skip
+
+
+def _command(tmp_path: Path, phantom_dir: Path, space: str, *extra: str) -> list[str]:
+    path = tmp_path / "space.yaml"
+    path.write_text(space)
+    return [
+        sys.executable, str(ROOT / "sweeps" / "sphere_ratio.py"),
+        "--data", str(phantom_dir), "--preset", "demo", "--search-space", str(path),
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--storage", str(tmp_path / "ray"), "--experiment", "ft", "--max-concurrent", "1",
+        *TINY, *extra,
+    ]  # fmt: skip
+
+
+def _trials(tmp_path: Path) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ft")
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id])
+    return [r for r in runs if r.data.tags.get("tumorsweep.role") == "trial"]
+
+
+def _history(tmp_path: Path, run_id: str, metric: str) -> list[int]:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return sorted(m.step for m in client.get_metric_history(run_id, metric))
+
+
+GRID = """
+study: ft
+sweep:
+  synthesis.sphere_ratio: {grid: [0.0, 0.5, 1.0]}
+searcher: {type: grid}
+"""
+
+
+def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path, phantom_dir: Path) -> None:
+    command = _command(tmp_path, phantom_dir, GRID)
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        if any(t.info.status == "FINISHED" for t in _trials(tmp_path)):
+            break
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(2)
+    else:
+        pytest.fail("no trial finished before the deadline")
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-sweep
+    first.wait()
+    done_before = {t.info.run_id for t in _trials(tmp_path) if t.info.status == "FINISHED"}
+    assert 1 <= len(done_before) < 3
+
+    second = subprocess.run(
+        [*command, "--resume"], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "Resuming sweep ft-" in second.stdout
+    trials = _trials(tmp_path)
+    assert len(trials) == 3, [t.info.run_name for t in trials]
+    assert len({t.data.tags["tumorsweep.trial_id"] for t in trials}) == 3
+    assert all(t.info.status == "FINISHED" for t in trials)
+    assert done_before <= {t.info.run_id for t in trials}
+    for trial in trials:  # no epoch logged twice, whichever process trained it
+        assert _history(tmp_path, trial.info.run_id, "train_loss") == [0, 1]
+        assert 0.0 <= trial.data.metrics["tumor_dice"] <= 1.0
+
+
+def test_crashed_worker_resumes_from_its_checkpoint(tmp_path: Path, phantom_dir: Path) -> None:
+    space = "study: ft\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
+    command = _command(tmp_path, phantom_dir, space, "--set", "schedule.epochs=3")
+    env = {**os.environ, "TUMORSWEEP_FAULT_AT_EPOCH": "1"}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, env=env
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (trial,) = _trials(tmp_path)
+    assert trial.info.status == "FINISHED"
+    assert trial.data.metrics["resumed_at_epoch"] == 1.0
+    assert _history(tmp_path, trial.info.run_id, "train_loss") == [0, 1, 2]
+    assert 0.0 <= trial.data.metrics["liver_dice"] <= 1.0
