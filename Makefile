@@ -1,6 +1,6 @@
 # Two commands for a newcomer (see README "Quick start"):
 #   make study   set up .venv and run the sphere-ratio study (demo preset on phantom CTs)
-#   make test    set up .venv and run the test suite
+#   make test    set up .venv (with the dev tools) and run the test suite
 # Torch: with an NVIDIA GPU pip takes the normal (CUDA) build; without one we pin the CPU build
 # torch==2.13.0 so a laptop or CI never downloads gigabytes of CUDA libraries.
 
@@ -9,25 +9,31 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: setup study test lint mlflow-ui clean
+.PHONY: setup setup-dev study test lint mlflow-ui clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.runtime
+
+setup-dev: $(VENV)/.dev
 
 study: setup
 	$(PY) sweeps/sphere_ratio.py $(ARGS)
 
-test: setup
+test: setup-dev
 	$(PY) -m pytest -q $(ARGS)
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 mlflow-ui: setup

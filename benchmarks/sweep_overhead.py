@@ -61,6 +61,7 @@ def ours(trials: int, storage: str, data: Path) -> dict[str, float]:
 
     from core.sweep_cli import main
 
+    Path(storage).mkdir(parents=True, exist_ok=True)
     space = Path(storage) / "space.yaml"
     ratios = ", ".join(str(round(0.1 * i, 2)) for i in range(trials))
     space.write_text(f"study: overhead\nsweep:\n  synthesis.sphere_ratio: {{grid: [{ratios}]}}\n")

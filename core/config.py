@@ -66,6 +66,9 @@ class ModelConfig(_Strict):
 
     name: str = "unet"
     pretrained: str | None = Field(None, description="local model_swinvit.pt (Swin-UNETR only)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="constructor overrides, e.g. SegMamba widths"
+    )
 
     @field_validator("name")
     @classmethod
@@ -86,7 +89,7 @@ class ScheduleConfig(_Strict):
     weight_decay: float = Field(1e-5, ge=0)
     batch_size: int = Field(2, ge=1, description="patches per worker per step")
     patch_size: IntTriple = (96, 96, 96)
-    crops_per_volume: int = Field(1, ge=1, description="patches per volume per epoch")
+    crops_per_volume: int = Field(1, ge=1, description="patches cut per synthesised volume")
     val_every: int = Field(100, ge=1, description="validate and checkpoint every k epochs")
     amp: bool = Field(True, description="mixed precision on GPU (ignored on CPU)")
 
@@ -99,6 +102,11 @@ class ScheduleConfig(_Strict):
 
     @model_validator(mode="after")
     def _warmup(self) -> ScheduleConfig:
+        if self.batch_size % self.crops_per_volume:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of crops_per_volume "
+                f"({self.crops_per_volume}): a step takes whole volumes' crops"
+            )
         if self.warmup_epochs >= self.epochs and self.epochs > 1:
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})"
@@ -109,6 +117,14 @@ class ScheduleConfig(_Strict):
 class EvalConfig(_Strict):
     """Sliding-window inference, post-processing, metrics and checkpoint selection."""
 
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, value: IntTriple | None) -> IntTriple | None:
+        if value is not None and any(side <= 0 or side % 32 for side in value):
+            raise ValueError(f"roi sides must be positive multiples of 32, got {value}")
+        return value
+
+    roi: IntTriple | None = Field(None, description="sliding-window size; None = patch size")
     overlap: float = Field(0.75, ge=0, lt=1)
     sw_batch_size: int = Field(1, ge=1)
     tolerance_mm: float = Field(2.0, gt=0)
@@ -139,6 +155,7 @@ _DEMO: dict[str, Any] = {
     "data.phantom_spacing": (2.0, 2.0, 2.0),
     "data.phantom_cases": 12,
     "data.phantom_tumor_cases": 6,
+    "data.loader_workers": 1,
     "synthesis.radius": {"tiny": 2.0, "small": 4.0, "medium": 8.0, "large": 16.0},
     "synthesis.type_probs": {"tiny": 0.25, "small": 0.4, "medium": 0.35, "large": 0.0, "mix": 0.0},
     "synthesis.elastic_sigma": {
@@ -147,13 +164,14 @@ _DEMO: dict[str, Any] = {
         "medium": (1.5, 3.0),
         "large": (2.5, 5.0),
     },
-    "schedule.epochs": 50,
-    "schedule.warmup_epochs": 3,
-    "schedule.lr": 1e-3,
+    "schedule.epochs": 32,
+    "schedule.warmup_epochs": 2,
+    "schedule.lr": 3e-3,
     "schedule.batch_size": 4,
     "schedule.patch_size": (32, 32, 32),
     "schedule.crops_per_volume": 4,
-    "schedule.val_every": 10,
+    "schedule.val_every": 16,
+    "eval.roi": (64, 64, 64),
     "eval.overlap": 0.25,
 }
 

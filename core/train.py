@@ -162,7 +162,7 @@ def _evaluate(model, cases, cfg: TrialConfig, device) -> list[dict[str, Any]]:
         _unwrap(model),
         cases,
         preprocess,
-        roi=cfg.schedule.patch_size,
+        roi=cfg.eval.roi or cfg.schedule.patch_size,
         overlap=cfg.eval.overlap,
         tolerance_mm=cfg.eval.tolerance_mm,
         liver_mode=cfg.eval.liver_mode,
@@ -236,17 +236,17 @@ def _build_loader(cfg: TrialConfig, cases: dict[str, Any], session) -> Any:
         window=cfg.data.window,
         patch_size=cfg.schedule.patch_size,
         synthesis=_synthesis_transform(cfg, cases),
+        num_samples=cfg.schedule.crops_per_volume,
     )
     transform.set_random_state(seed=cfg.seed * 1000 + session.world_rank)
     items = [{"image": c["image"], "label": c["label"]} for c in train_list]
     dataset = CacheDataset(items, transform, cache_rate=cfg.data.cache_rate, progress=False)
-    if cfg.schedule.crops_per_volume > 1:
-        dataset = torch.utils.data.ConcatDataset([dataset] * cfg.schedule.crops_per_volume)
-    loader = DataLoader(
+    loader = DataLoader(  # each volume yields crops_per_volume patches
         dataset,
-        batch_size=cfg.schedule.batch_size,
+        batch_size=cfg.schedule.batch_size // cfg.schedule.crops_per_volume,
         shuffle=True,
         num_workers=cfg.data.loader_workers,
+        persistent_workers=cfg.data.loader_workers > 0,
         drop_last=False,
     )
     return session.prepare_loader(loader)
@@ -269,7 +269,10 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
 
     torch.manual_seed(cfg.seed + session.world_rank)
     device = session.device
-    model = session.prepare_model(build(cfg.model.name, pretrained=cfg.model.pretrained))
+    options = dict(cfg.model.options)
+    if cfg.model.name.startswith("segmamba"):  # inter-slice scan depths follow the patch
+        options.setdefault("patch_size", cfg.schedule.patch_size)
+    model = session.prepare_model(build(cfg.model.name, pretrained=cfg.model.pretrained, **options))
     loader = _build_loader(cfg, cases, session)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(
@@ -284,6 +287,7 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     sign = 1.0 if cfg.eval.select_mode == "max" else -1.0
+    best_key = "best_" + cfg.eval.select_metric
     state = {
         "epoch": 0,
         "best_value": -math.inf,
@@ -357,7 +361,8 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
             "data_wait_fraction": wait / elapsed if elapsed > 0 else 0.0,
         }
         pending_epochs.append((epoch, epoch_metrics))
-        report = {"epoch": epoch + 1, **epoch_metrics}
+        # Tune checks the search metric is in every report: the best so far (NaN before any).
+        report = {"epoch": epoch + 1, **epoch_metrics, best_key: _best(state, sign)}
 
         last = epoch + 1 == cfg.schedule.epochs
         if (epoch + 1) % cfg.schedule.val_every == 0 or last:
@@ -383,7 +388,7 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
                 tracking.log_metrics(tracking_uri, run_id, val_metrics, step=epoch)
             pending_epochs.clear()
             report.update(val_metrics)
-            report["best_" + cfg.eval.select_metric] = sign * state["best_value"]
+            report[best_key] = _best(state, sign)
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint = None
                 if is_chief:
@@ -411,7 +416,7 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
         final = _summary(test_rows)
         final["best_epoch"] = float(state["best_epoch"])
         final.update(timing)
-        final["best_" + cfg.eval.select_metric] = sign * state["best_value"]
+        final[best_key] = _best(state, sign)
         if log_to_mlflow:
             tracking.log_metrics(tracking_uri, run_id, final, step=cfg.schedule.epochs)
             with tempfile.TemporaryDirectory() as tmp:
@@ -425,6 +430,11 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
     # No "done" key: Tune reads it as "stop this trial now".
     session.report({"epoch": cfg.schedule.epochs, **final})
     return final
+
+
+def _best(state: dict[str, Any], sign: float) -> float:
+    """The best validation value so far in the metric's own sign; NaN before any."""
+    return sign * state["best_value"] if math.isfinite(state["best_value"]) else math.nan
 
 
 def _model_facts(model: torch.nn.Module) -> dict[str, Any]:

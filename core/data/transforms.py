@@ -74,8 +74,11 @@ def train_transforms(
     patch_size: Sequence[int] = (96, 96, 96),
     synthesis: MapTransform | None = None,
     augment: bool = True,
+    num_samples: int = 1,
 ) -> Compose:
     """Training chain: load, RAS, resample, [synthesis in HU], window, pad, 1:1 crop, augment.
+
+    `num_samples` crops are cut from each synthesised volume (one synthesis, several patches).
 
     The label ends as an int64 tensor of class indices (0/1/2), the image as float32 in [0, 1]
     (before intensity augmentation).
@@ -94,7 +97,7 @@ def train_transforms(
             spatial_size=patch,
             pos=1,
             neg=1,
-            num_samples=1,
+            num_samples=num_samples,
             image_key="image",
             image_threshold=0,
         ),
