@@ -285,6 +285,8 @@ def run_sweep(
                 "tumorsweep.baseline": json.dumps(space.baseline),
                 "tumorsweep.preset": options.preset,
                 "eval_set": cases.get("eval_set", "test"),
+                "tumorsweep.data_root": cases.get("root", ""),
+                "tumorsweep.data_warnings": json.dumps(cases.get("warnings", [])),
             },
         )
         tracking.log_params(options.tracking_uri, parent_run_id, flatten(base))

@@ -91,8 +91,6 @@ def resolve_cases(cfg: TrialConfig) -> dict[str, Any]:
         seed=cfg.data.phantom_seed,
     )
     study.check_selection(cfg.eval.select_on, cfg.eval.allow_test_selection)
-    for warning in study.warnings:
-        print(f"WARNING: {warning}", file=sys.stderr)
     return {
         "train": study.train_cases(real_tumors=False),
         "train_tumor": study.train_cases(real_tumors=True),
@@ -100,6 +98,7 @@ def resolve_cases(cfg: TrialConfig) -> dict[str, Any]:
         "test": study.test,
         "eval_set": study.eval_set,
         "root": str(root),
+        "warnings": list(study.warnings),
     }
 
 

@@ -201,20 +201,10 @@ def _save_synthesis_preview(cfg: TrialConfig, cases: dict[str, Any], path: Path)
     healthy = cases.get("train", [])
     if transform is None or not healthy:
         return None
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
-
+    from core.data.transforms import resampled_pair
     from core.synthesis import save_preview
 
-    load = Compose(
-        [
-            LoadImaged(keys=("image", "label")),
-            EnsureChannelFirstd(keys=("image", "label")),
-            Orientationd(keys=("image", "label"), axcodes="RAS"),
-            Spacingd(
-                keys=("image", "label"), pixdim=cfg.data.spacing, mode=("bilinear", "nearest")
-            ),
-        ]
-    )
+    load = resampled_pair(cfg.data.spacing)
     sample = load({"image": healthy[0]["image"], "label": healthy[0]["label"]})
     transform.set_random_state(seed=cfg.seed)
     sample = transform(sample)

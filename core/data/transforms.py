@@ -68,6 +68,12 @@ def _window(window: Sequence[float]) -> ScaleIntensityRanged:
     )
 
 
+def resampled_pair(spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Compose:
+    """Image and label loaded, RAS, resampled, still in HU: where synthesis operates."""
+    _check(spacing, HU_WINDOW, (1, 1, 1))
+    return Compose(_load_and_resample(spacing, KEYS, allow_missing=False))
+
+
 def train_transforms(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     window: Sequence[float] = HU_WINDOW,
