@@ -138,6 +138,11 @@ def log_metrics(
         client.log_batch(run_id, metrics=items[start : start + 1000])
 
 
+def logged_steps(tracking_uri: str, run_id: str, metric: str) -> set[int]:
+    """Steps at which a run already has `metric` (a resumed trial skips them)."""
+    return {m.step for m in _client(tracking_uri).get_metric_history(run_id, metric)}
+
+
 def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[str | Path]) -> None:
     """Upload local files to the run's artifact root."""
     client = _client(tracking_uri)

@@ -29,7 +29,7 @@ from core.errors import TumorsweepError
 
 CHECKPOINT_FILE = "state.pt"
 # Fault-tolerance tests set this to an epoch number: the chief worker process then exits hard
-# at the start of that epoch on its first attempt, as if its node had been lost.
+# at the start of that epoch, once per trial, as if its node had been lost.
 FAULT_ENV = "TUMORSWEEP_FAULT_AT_EPOCH"
 SUMMARY_METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
 
@@ -286,13 +286,16 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
         "best_val_rows": [],
     }
     restored = session.get_checkpoint()
+    logged: dict[str, set[int]] = {"train": set(), "val": set()}
     if restored is not None:
         saved = torch.load(restored / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
         _unwrap(model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state.update({k: saved[k] for k in state})
-        if log_to_mlflow:
+        if log_to_mlflow:  # epochs logged after this checkpoint, before the failure
+            logged["train"] = tracking.logged_steps(tracking_uri, run_id, "train_loss")
+            logged["val"] = tracking.logged_steps(tracking_uri, run_id, "val_liver_dice")
             tracking.log_metrics(
                 tracking_uri, run_id, {"resumed_at_epoch": state["epoch"]}, step=state["epoch"]
             )
@@ -316,8 +319,11 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
     timing["time_setup_s"] = time.perf_counter() - began
     crash_at = int(os.environ.get(FAULT_ENV, "-1"))
     for epoch in range(state["epoch"], cfg.schedule.epochs):
-        if epoch == crash_at and restored is None and is_chief:
-            os._exit(17)  # fault injection: die like a lost node, mid-trial
+        if epoch == crash_at and is_chief:
+            marker = Path(tempfile.gettempdir()) / f"tumorsweep-fault-{run_id or os.getpid()}"
+            if not marker.exists():  # once per trial: die like a lost node, mid-trial
+                marker.touch()
+                os._exit(17)
         model.train()
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
@@ -374,8 +380,10 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
             state["epoch"] = epoch + 1
             if log_to_mlflow:
                 for step, values in pending_epochs:
-                    tracking.log_metrics(tracking_uri, run_id, values, step=step)
-                tracking.log_metrics(tracking_uri, run_id, val_metrics, step=epoch)
+                    if step not in logged["train"]:
+                        tracking.log_metrics(tracking_uri, run_id, values, step=step)
+                if epoch not in logged["val"]:
+                    tracking.log_metrics(tracking_uri, run_id, val_metrics, step=epoch)
             pending_epochs.clear()
             report.update(val_metrics)
             report[best_key] = _best(state, sign)

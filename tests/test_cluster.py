@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -30,30 +31,36 @@ def two_node_cluster():
             f"--dashboard-port={_free_port()}", "--disable-usage-stats"]  # fmt: skip
     worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
               "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
+    # Loopback-only test cluster: token auth off on every node and the driver alike (a real
+    # cluster propagates ~/.ray/auth_token instead).
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     try:
-        subprocess.run(head, check=True, capture_output=True, timeout=120)
-        subprocess.run(worker, check=True, capture_output=True, timeout=120)
-        yield f"127.0.0.1:{port}"
+        subprocess.run(head, check=True, capture_output=True, timeout=120, env=env)
+        subprocess.run(worker, check=True, capture_output=True, timeout=120, env=env)
+        yield f"127.0.0.1:{port}", env
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, check=False)
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
 
 
 def test_sweep_runs_on_a_two_node_cluster(
-    two_node_cluster: str, tmp_path: Path, phantom_dir: Path
+    two_node_cluster: tuple[str, dict], tmp_path: Path, phantom_dir: Path
 ) -> None:
+    address, env = two_node_cluster
     space = tmp_path / "space.yaml"
     space.write_text(
         "study: c\nsweep:\n  synthesis.sphere_ratio: {grid: [0.0, 1.0]}\nsearcher: {type: grid}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [
-        sys.executable, str(ROOT / "sweeps" / "sphere_ratio.py"), "--address", two_node_cluster,
+        sys.executable, str(ROOT / "sweeps" / "sphere_ratio.py"), "--address", address,
         "--data", str(phantom_dir), "--preset", "demo", "--search-space", str(space),
         "--tracking-uri", uri, "--storage", str(tmp_path / "ray"), "--experiment", "cluster",
         "--set", "schedule.epochs=1", "--set", "schedule.warmup_epochs=0",
         "--set", "schedule.patch_size=[32, 32, 32]", "--set", "eval.overlap=0.0",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, env=env
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Ray cluster: 2 node(s), 3 CPU" in result.stdout
     assert "up to 2 trial(s) at once" in result.stdout

@@ -95,13 +95,14 @@ def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path, phantom_
 def test_crashed_worker_resumes_from_its_checkpoint(tmp_path: Path, phantom_dir: Path) -> None:
     space = "study: ft\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
     command = _command(tmp_path, phantom_dir, space, "--set", "schedule.epochs=3")
-    env = {**os.environ, "TUMORSWEEP_FAULT_AT_EPOCH": "1"}
+    env = {**os.environ, "TUMORSWEEP_FAULT_AT_EPOCH": "2"}
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=600, check=False, env=env
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (trial,) = _trials(tmp_path)
     assert trial.info.status == "FINISHED"
-    assert trial.data.metrics["resumed_at_epoch"] == 1.0
+    # Restored from the last checkpoint the controller had registered (after epoch 0 or 1).
+    assert trial.data.metrics["resumed_at_epoch"] in (1.0, 2.0)
     assert _history(tmp_path, trial.info.run_id, "train_loss") == [0, 1, 2]
     assert 0.0 <= trial.data.metrics["liver_dice"] <= 1.0
