@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -126,8 +127,6 @@ def log_metrics(
     from mlflow.entities import Metric
 
     client = _client(tracking_uri)
-    import time
-
     now = int(time.time() * 1000)
     items = [
         Metric(k, float(v), now, step or 0)

@@ -308,7 +308,7 @@ def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
             preview = _save_synthesis_preview(cfg, cases, Path(tmp) / "synthesis_preview.png")
             files += [preview] if preview else []
             tracking.log_artifacts(tracking_uri, run_id, files)
-            extra = {k: v for k, v in _model_facts(model).items()}
+            extra = _model_facts(model)
             if extra:
                 tracking.log_params(tracking_uri, run_id, extra)
 
