@@ -93,10 +93,10 @@ def data_wait(settings: Settings, workers: int, root: str) -> tuple[float, float
     and seconds per step. A fraction near 0 means the loader keeps the GPU fed."""
     from monai.data import CacheDataset, DataLoader
 
-    from core.data import load_study, train_transforms
+    from core.data import load_split, train_transforms
     from core.synthesis import SynthesisConfig, TumorSynthesisd
 
-    study = load_study(root)
+    study = load_split(root)
     items = [{"image": c["image"], "label": c["label"]} for c in study.train_cases(False)]
     patch = (settings.size,) * 3
     transform = train_transforms(

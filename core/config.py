@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.data.config import DataConfig
 from core.errors import TumorsweepError
 from core.synthesis.config import SynthesisConfig
 
@@ -26,39 +27,6 @@ IntTriple = tuple[int, int, int]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(_Strict):
-    """Where the CTs come from and how they are resampled and windowed."""
-
-    root: str | None = Field(None, description="dataset path; None = built-in phantom CTs")
-    format: Literal["auto", "msd", "lits", "nnunet", "folds"] = "auto"
-    split: str | None = Field(None, description="named evaluation set used as the test list")
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    spacing: Triple = (1.0, 1.0, 1.0)
-    window: tuple[float, float] = (-21.0, 189.0)
-    real_tumors: bool = Field(False, description="control: train on real tumours")
-    cache_rate: float = Field(1.0, ge=0, le=1)
-    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes per trainer")
-    phantom_cases: int = Field(12, ge=4)
-    phantom_tumor_cases: int = Field(6, ge=3)
-    phantom_shape: IntTriple = (128, 128, 96)
-    phantom_spacing: Triple = (1.0, 1.0, 1.0)
-    phantom_seed: int = 0
-
-    @field_validator("spacing", "phantom_spacing")
-    @classmethod
-    def _positive(cls, value: Triple) -> Triple:
-        if min(value) <= 0:
-            raise ValueError(f"spacing must be positive, got {value}")
-        return value
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[0] >= value[1]:
-            raise ValueError(f"window must be (low, high) with low < high, got {value}")
-        return value
 
 
 class ModelConfig(_Strict):
@@ -132,8 +100,29 @@ class EvalConfig(_Strict):
     postprocess: bool = True
     select_metric: str = Field("val_tumor_dice", description="validation metric for best ckpt")
     select_mode: Literal["max", "min"] = "max"
-    select_on: Literal["validation", "test"] = "validation"
+    select_on: Literal["validation", "test", "last"] = Field(
+        "validation", description="list to select checkpoints on; last = no selection"
+    )
     allow_test_selection: bool = Field(False, description="override: select on the test list")
+
+    @field_validator("select_metric")
+    @classmethod
+    def _selectable(cls, value: str) -> str:
+        if value not in selectable_metrics():
+            raise ValueError(
+                f"unknown selection metric {value!r}; valid: {', '.join(selectable_metrics())}"
+            )
+        return value
+
+
+def selectable_metrics() -> tuple[str, ...]:
+    """Validation summaries a checkpoint can be selected on (and Tune can search on as
+    `best_<name>`): per-case means and pooled values of each class metric, and the mean of
+    liver and tumour Dice."""
+    per_class = [f"{c}_{m}" for c in ("liver", "tumor") for m in ("dice", "nsd")]
+    return tuple(f"val_{n}" for n in [*per_class, *(f"{n}_global" for n in per_class)]) + (
+        "val_mean_dice",
+    )
 
 
 class TrialConfig(_Strict):

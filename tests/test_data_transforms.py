@@ -9,7 +9,7 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Invertd, MapTransform, Randomizable
 
-from core.data.folds import load_study
+from core.data.layouts import load_split
 from core.data.phantom import write_phantom_dataset
 from core.data.transforms import eval_transforms, train_transforms
 from core.errors import TumorsweepError
@@ -46,7 +46,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("ph")
     write_phantom_dataset(root, cases=4, seed=4, shape=(40, 40, 24), spacing=(3.0, 3.0, 4.0),
                           tumor_cases=2, orientation="LPS")  # fmt: skip
-    return load_study(root)
+    return load_split(root)
 
 
 def names(chain) -> list[str]:

@@ -1,39 +1,35 @@
-"""Data layer: phantom CT generator, dataset layouts and named splits, MONAI transform chains.
+"""Data layer: dataset layouts and named splits, case lists, NIfTI reading, MONAI transform
+chains, the phantom CT generator and check-data.
 
-The transform chains import MONAI and torch, so they load on first use only: importing
-`core.data` for the phantom or a study stays light.
+Everything loads on first use (PEP 562), so importing one piece (say `core.data.config` in a
+Ray worker) does not import MONAI, torch or nibabel for the others.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import Any
 
-from core.data.folds import Study, load_study
-from core.data.io import load_pair, load_volume
-from core.data.phantom import make_phantom_case, write_phantom_dataset
-from core.data.splits import NAMED_SPLITS
+_EXPORTS = {
+    "CaseEntry": "core.data.cases",
+    "CaseLists": "core.data.cases",
+    "resolve_cases": "core.data.cases",
+    "DataConfig": "core.data.config",
+    "DatasetSplit": "core.data.layouts",
+    "load_split": "core.data.layouts",
+    "load_pair": "core.data.io",
+    "load_volume": "core.data.io",
+    "make_phantom_case": "core.data.phantom",
+    "write_phantom_dataset": "core.data.phantom",
+    "NAMED_SPLITS": "core.data.splits",
+    "train_transforms": "core.data.transforms",
+    "eval_transforms": "core.data.transforms",
+}
 
-if TYPE_CHECKING:
-    from core.data.transforms import eval_transforms, train_transforms
-
-_LAZY = {"train_transforms", "eval_transforms"}
-
-__all__ = [
-    "NAMED_SPLITS",
-    "Study",
-    "eval_transforms",
-    "load_pair",
-    "load_study",
-    "load_volume",
-    "make_phantom_case",
-    "train_transforms",
-    "write_phantom_dataset",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from core.data import transforms
-
-        return getattr(transforms, name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'core.data' has no attribute {name!r}")

@@ -59,17 +59,17 @@ def _check_data(args: argparse.Namespace) -> int:
     from core.data.check import check_dataset
 
     result = check_dataset(args.data, split=args.split)
-    study = result.study
+    split = result.split
     print(
-        f"{study.name} ({study.fmt}): {len(study.train)} train, {len(study.validation)} "
-        f"validation, {len(study.test)} test ({study.eval_set})"
+        f"{split.name} ({split.fmt}): {len(split.train)} train, {len(split.validation)} "
+        f"validation, {len(split.test)} test ({split.eval_set})"
     )
     print(result.table())
-    for message in study.warnings:
+    for message in split.warnings + result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     found = result.first_problem()
     if found is None:
-        print("ok: every case passed")
+        print("ok: every case passed" + (" (see the warnings)" if result.warnings else ""))
         return 0
     kind, messages = found
     print(f"error: {len(messages)} case(s) with problem '{kind}':", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""Studies from the dataset layouts users already have: train / validation / test case lists.
+"""The dataset layouts users already have, split into train / validation / test case lists.
 
 Layouts: MSD Task03 (`dataset.json`), LiTS (`volume-N.nii` / `segmentation-N.nii`), nnU-Net v2
 raw, and SyntheticTumors-style JSON folds. A named evaluation set (`core.data.splits`) becomes
-the test list; checkpoints are selected on a separate validation list, and any overlap between
-the lists is reported loudly, because the public studies select and report on the same cases.
+the test list; checkpoints are selected on a separate validation list. Overlaps between the
+lists are found here and listed (`DatasetSplit.overlaps`); `core.data.cases` refuses them for a
+study, because the public studies select and report on the same cases.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _entry(image: Path, label: Path, tumor: bool | None) -> dict:
 
 
 @dataclass
-class Study:
+class DatasetSplit:
     """A dataset split into training, validation (checkpoint selection) and test (reporting)."""
 
     name: str
@@ -75,41 +76,25 @@ class Study:
             return entry["case_id"] not in TUMOR_FREE
         label = entry["label"]
         if label not in self._tumor_cache:
-            import nibabel as nib
+            from core.data.io import read_labels
 
-            try:
-                data = np.asanyarray(nib.load(label).dataobj)
-            except Exception as exc:  # nibabel raises many types for broken files
-                raise TumorsweepError(f"{label}: not a readable NIfTI label ({exc})") from exc
-            self._tumor_cache[label] = bool((data == 2).any())
+            self._tumor_cache[label] = bool((read_labels(label) == 2).any())
         return self._tumor_cache[label]
 
     def train_cases(self, real_tumors: bool) -> list[dict]:
         """Training cases for one arm: healthy ones (synthesis) or tumour ones (real control)."""
         return [e for e in self.train if self.has_tumor(e) == real_tumors]
 
-    def check_selection(self, select_on: str, allow_test_selection: bool = False) -> None:
-        """Refuse to select checkpoints on the reported (test) cases unless explicitly allowed."""
-        if select_on in ("test", self.eval_set) and select_on != "validation":
-            if not allow_test_selection:
-                raise TumorsweepError(
-                    f"select_on={select_on!r}: selecting checkpoints on the test list "
-                    f"({self.eval_set}, {len(self.test)} cases) inflates the reported numbers; "
-                    "select on 'validation' or set the allow-test-selection override"
-                )
-            self._warn(
-                f"checkpoints are selected on the test list {self.eval_set}: reported numbers "
-                "are optimistic (override set)"
-            )
-        elif select_on == "validation":
-            if not self.validation:
-                raise TumorsweepError(
-                    f"select_on='validation': study {self.name} has no validation cases"
-                )
-        else:
-            raise TumorsweepError(
-                f"select_on={select_on!r}: expected 'validation' or 'test' ({self.eval_set})"
-            )
+    def overlaps(self) -> dict[str, list[str]]:
+        """Case names shared by two lists, keyed "validation/train", "test/train" and
+        "validation/test" (only the pairs that share any)."""
+        pairs = {
+            "validation/train": (self.validation, self.train),
+            "test/train": (self.test, self.train),
+            "validation/test": (self.validation, self.test),
+        }
+        found = {key: _overlap(first, second) for key, (first, second) in pairs.items()}
+        return {key: names for key, names in found.items() if names}
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -292,19 +277,20 @@ def _overlap(first: list[dict], second: list[dict]) -> list[str]:
     return sorted({a["case"] for a in first for b in second if _same_case(a, b)})
 
 
-def load_study(
+def load_split(
     root: str | Path,
     fmt: str = "auto",
     split: str | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
-) -> Study:
+) -> DatasetSplit:
     """Load a dataset and split it into train / validation / test lists.
 
     A named `split` (see `NAMED_SPLITS`) takes its LiTS case numbers from the dataset as the
     test list. Validation is the dataset's own validation list if it has one, else a
     deterministic `val_fraction` (at least one) of the remaining tumour cases drawn with
-    `seed`; train is the rest. Overlaps between the lists are warned about, not hidden.
+    `seed`; train is the rest. Overlaps between the lists are warned about here and refused
+    for a study by `core.data.cases.resolve_cases`.
     """
     path = Path(root).expanduser()
     if fmt not in ("auto", *FORMATS):
@@ -324,7 +310,7 @@ def load_study(
         name, data_root, lists = _load_decathlon(path, detected)
     everything = _unique(lists["training"] + lists["validation"] + lists["test"])
     _check_exists(everything, path)
-    study = Study(name, data_root, detected, [], [], [], split or "test")
+    study = DatasetSplit(name, data_root, detected, [], [], [], split or "test")
 
     if split is None:
         test, picked_test = lists["test"], []
@@ -356,12 +342,11 @@ def load_study(
     train = [e for e in lists["training"] if e["image"] not in removed]
     study.train, study.validation, study.test = train, validation, test
 
-    for first, second, what in (
-        (validation, train, "validation cases also in training"),
-        (test, train, "test cases also in training"),
-        (validation, test, "validation (checkpoint selection) cases also in the test list"),
-    ):
-        shared = _overlap(first, second)
-        if shared:
-            study._warn(f"{name}: {len(shared)} {what}: {' '.join(shared[:10])}")
+    what = {
+        "validation/train": "validation cases also in training",
+        "test/train": "test cases also in training",
+        "validation/test": "validation (checkpoint selection) cases also in the test list",
+    }
+    for key, shared in study.overlaps().items():
+        study._warn(f"{name}: {len(shared)} {what[key]}: {' '.join(shared[:10])}")
     return study

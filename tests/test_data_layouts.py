@@ -1,4 +1,4 @@
-"""Study loading: every dataset layout, named splits, overlap warnings, selection refusal."""
+"""Dataset layouts: every layout, named splits, overlap warnings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.data.folds import load_study
+from core.data.layouts import load_split
 from core.data.splits import NAMED_SPLITS
 from core.errors import TumorsweepError
 
@@ -81,7 +81,7 @@ def test_named_split_sizes() -> None:
 
 def test_msd_lists_flags_and_macos_litter(tmp_path) -> None:
     root = msd_dataset(tmp_path, {0: False, 1: False, 2: True, 3: True, 4: True}, [3], [4])
-    study = load_study(root)
+    study = load_split(root)
     assert (study.fmt, study.name, study.eval_set) == ("msd", "Task03_Liver", "test")
     assert cases(study.train) == ["liver_0", "liver_1", "liver_2"]
     assert cases(study.validation) == ["liver_3"] and cases(study.test) == ["liver_4"]
@@ -91,7 +91,7 @@ def test_msd_lists_flags_and_macos_litter(tmp_path) -> None:
     assert cases(study.train_cases(real_tumors=False)) == ["liver_0", "liver_1"]
     assert cases(study.train_cases(real_tumors=True)) == ["liver_2"]
     assert study.warnings == []
-    assert load_study(root / "dataset.json", fmt="msd").train == study.train
+    assert load_split(root / "dataset.json", fmt="msd").train == study.train
 
 
 @pytest.mark.filterwarnings("ignore:.*no test list")
@@ -99,10 +99,10 @@ def test_validation_fraction_is_deterministic_and_drawn_from_tumour_cases(tmp_pa
     tumors = {n: n >= 2 for n in range(12)}
     root = msd_dataset(tmp_path, tumors, flags=False)
     picks = [
-        cases(load_study(root, fmt="folds", val_fraction=0.3, seed=s).validation) for s in (0, 0, 1)
+        cases(load_split(root, fmt="folds", val_fraction=0.3, seed=s).validation) for s in (0, 0, 1)
     ]
     assert picks[0] == picks[1] and len(picks[0]) == 3 and picks[0] != picks[2]
-    study = load_study(root, fmt="folds", val_fraction=0.3, seed=0)
+    study = load_split(root, fmt="folds", val_fraction=0.3, seed=0)
     assert all(n not in ("liver_0", "liver_1") for n in picks[0])  # read from the labels
     assert not set(cases(study.validation)) & set(cases(study.train))
     assert len(study.train) == 9 and len(study.train_cases(real_tumors=False)) == 2
@@ -111,7 +111,7 @@ def test_validation_fraction_is_deterministic_and_drawn_from_tumour_cases(tmp_pa
 @pytest.mark.parametrize("split", sorted(NAMED_SPLITS))
 @pytest.mark.filterwarnings("ignore:.*no tumour cases left")
 def test_lits_named_splits(lits_root, split) -> None:
-    study = load_study(lits_root, split=split)
+    study = load_split(lits_root, split=split)
     assert study.fmt == "lits" and study.eval_set == split
     assert [e["case_id"] for e in study.test] == list(NAMED_SPLITS[split])
     assert len(study.train) + len(study.validation) + len(study.test) == 131
@@ -131,7 +131,7 @@ def test_lits_named_splits(lits_root, split) -> None:
 def test_named_split_lists_missing_case_numbers(tmp_path) -> None:
     root = msd_dataset(tmp_path, {2: True, 13: True, 15: True})
     with pytest.raises(TumorsweepError, match=r"lacks case numbers 17 19 21 33"):
-        load_study(root, split="hu-val")
+        load_split(root, split="hu-val")
 
 
 @pytest.mark.filterwarnings("ignore:.*no test list")
@@ -150,14 +150,14 @@ def test_nnunet_raw_dataset(tmp_path) -> None:
         "file_ending": ".nii.gz",
     }
     (tmp_path / "dataset.json").write_text(json.dumps(description))
-    study = load_study(tmp_path, val_fraction=0.5)
+    study = load_split(tmp_path, val_fraction=0.5)
     assert study.fmt == "nnunet" and study.name == "Dataset003_Liver"
     assert [e["case_id"] for e in study.train + study.validation] == [0, 2, 1]
     assert study.train[0]["image"].endswith("liver_000_0000.nii.gz")
     description["numTraining"] = 5
     (tmp_path / "dataset.json").write_text(json.dumps(description))
     with pytest.raises(TumorsweepError, match="numTraining is 5 but labelsTr holds 3"):
-        load_study(tmp_path)
+        load_split(tmp_path)
 
 
 @pytest.mark.filterwarnings("ignore:.*no test list")
@@ -173,24 +173,12 @@ def test_folds_json_with_data_root_warns_on_overlap(tmp_path) -> None:
         "validation": [{"image": "img3.nii.gz", "label": "lab3.nii.gz"}],
     }))  # fmt: skip
     with pytest.warns(UserWarning, match="1 validation cases also in training: img3"):
-        study = load_study(fold)
+        study = load_split(fold)
     assert (study.fmt, study.name, study.test) == ("folds", "healthy_fold0", [])
     assert any("no test list" in w for w in study.warnings)
     assert any("validation cases also in training" in w for w in study.warnings)
     assert cases(study.train_cases(real_tumors=False)) == ["img1", "img2"]
     assert study.train[0]["case_id"] is None
-
-
-def test_selection_on_the_test_list_is_refused_unless_overridden(tmp_path) -> None:
-    study = load_study(msd_dataset(tmp_path, {0: False, 1: True, 2: True}, [1], [2]))
-    study.check_selection("validation", allow_test_selection=False)
-    with pytest.raises(TumorsweepError, match="selecting checkpoints on the test list"):
-        study.check_selection("test", allow_test_selection=False)
-    with pytest.warns(UserWarning, match="optimistic"):
-        study.check_selection("test", allow_test_selection=True)
-    assert any("optimistic" in w for w in study.warnings)
-    with pytest.raises(TumorsweepError, match="'best'"):
-        study.check_selection("best", allow_test_selection=True)
 
 
 def _description(root: Path, text: str) -> Path:
@@ -213,13 +201,13 @@ MISSING_FILES = json.dumps({"numTraining": 1, "training": [{"image": "a.nii", "l
 )
 def test_bad_dataset_paths(tmp_path, make, message) -> None:
     with pytest.raises(TumorsweepError, match=message):
-        load_study(make(tmp_path))
+        load_split(make(tmp_path))
 
 
 @pytest.mark.filterwarnings("ignore:.*no test list")
 def test_bad_arguments(tmp_path) -> None:
     root = msd_dataset(tmp_path, {0: True})
     with pytest.raises(TumorsweepError, match="format 'decathlon' unknown"):
-        load_study(root, fmt="decathlon")
+        load_split(root, fmt="decathlon")
     with pytest.raises(TumorsweepError, match="split 'hu' unknown"):
-        load_study(root, split="hu")
+        load_split(root, split="hu")

@@ -1,0 +1,173 @@
+"""A study's case lists, resolved once on the driver and shipped to every trial: `CaseLists`.
+
+Resolution reads the dataset layout (or writes the built-in phantom once), takes the named
+evaluation set as the test list and a disjoint validation list for checkpoint selection, and
+holds the leakage guard: a selection list that overlaps the reported list, or training that
+overlaps either, is refused unless `data.allow_overlap` is set (the override is then recorded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+from core.data.config import DataConfig
+from core.data.layouts import DatasetSplit, load_split
+from core.errors import TumorsweepError
+
+SELECTIONS = ("validation", "test", "last")
+
+
+class CaseEntry(TypedDict):
+    """One case: resolved image and label paths, its name, LiTS number and tumour flag."""
+
+    image: str
+    label: str
+    case: str
+    case_id: int | None
+    tumor: bool | None
+
+
+@dataclass(frozen=True)
+class CaseLists:
+    """The lists every trial of a study shares (frozen: trials never edit them).
+
+    `train` holds the healthy training cases (tumours are synthesised into them),
+    `train_tumor` the real-tumour training cases (the real control, GMM location fits),
+    `validation` the checkpoint-selection list, `test` the reported list named `eval_set`.
+    `selection` is where checkpoints are chosen: "validation", "test" (override) or "last"
+    (no validation list: the final epoch's weights are reported).
+    """
+
+    train: tuple[CaseEntry, ...]
+    train_tumor: tuple[CaseEntry, ...]
+    validation: tuple[CaseEntry, ...]
+    test: tuple[CaseEntry, ...]
+    eval_set: str
+    root: str
+    selection: str = "validation"
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def selection_cases(self) -> tuple[CaseEntry, ...]:
+        """The cases checkpoints are selected on (empty for "last")."""
+        return {"validation": self.validation, "test": self.test}.get(self.selection, ())
+
+    def held_out(self) -> set[str]:
+        """Names and image paths of every validation and test case (nothing may train on them)."""
+        return {key for e in self.validation + self.test for key in (e["case"], e["image"])}
+
+
+def cache_dir() -> Path:
+    """Where tumorsweep keeps what it can rebuild: the phantom CTs, check results, Ray results."""
+    return Path(os.environ.get("TUMORSWEEP_CACHE", Path.cwd() / ".tumorsweep"))
+
+
+def phantom_root(data: DataConfig) -> Path:
+    """Generate the built-in phantom dataset once per parameter set, then reuse it."""
+    from core.data.phantom import write_phantom_dataset
+
+    params = {
+        "cases": data.phantom_cases,
+        "tumor_cases": data.phantom_tumor_cases,
+        "shape": list(data.phantom_shape),
+        "spacing": list(data.phantom_spacing),
+        "seed": data.phantom_seed,
+    }
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    root = cache_dir() / "phantom" / digest
+    if not (root / "dataset.json").is_file():
+        print(f"Writing phantom CTs to {root} ...", flush=True)
+        partial = root.with_name(f".{digest}.partial")
+        write_phantom_dataset(
+            partial,
+            cases=params["cases"],
+            seed=params["seed"],
+            shape=tuple(params["shape"]),
+            spacing=tuple(params["spacing"]),
+            tumor_cases=params["tumor_cases"],
+        )
+        partial.replace(root)  # whole or not at all: an interrupted write is rebuilt next time
+    return root
+
+
+def _entries(entries: list[dict]) -> tuple[CaseEntry, ...]:
+    return tuple(CaseEntry(**{key: e[key] for key in CaseEntry.__annotations__}) for e in entries)
+
+
+def _guard_overlaps(split: DatasetSplit, allow_overlap: bool) -> list[str]:
+    """Refuse shared cases between lists (or, with the override, describe them)."""
+    found = split.overlaps()
+    if not found:
+        return []
+    described = [
+        f"{len(names)} case(s) in both the {pair.replace('/', ' and the ')} list: "
+        f"{' '.join(names[:10])}"
+        for pair, names in found.items()
+    ]
+    if not allow_overlap:
+        raise TumorsweepError(
+            f"{split.root}: {'; '.join(described)}. Selecting or reporting on cases a model "
+            "trained or was selected on inflates the numbers; fix the dataset lists or set "
+            "data.allow_overlap=true (recorded in MLflow and in the report)"
+        )
+    return [f"override data.allow_overlap: {text}" for text in described]
+
+
+def _selection(split: DatasetSplit, select_on: str, allow_test_selection: bool) -> tuple[str, str]:
+    """Where checkpoints are selected, and a note when that is not the validation list."""
+    if select_on not in SELECTIONS:
+        raise TumorsweepError(f"eval.select_on={select_on!r}: expected one of {SELECTIONS}")
+    if select_on == "test":
+        if not allow_test_selection:
+            raise TumorsweepError(
+                f"eval.select_on='test': selecting checkpoints on the test list "
+                f"({split.eval_set}, {len(split.test)} cases) inflates the reported numbers; "
+                "select on 'validation' or set eval.allow_test_selection=true"
+            )
+        return "test", (
+            f"override eval.allow_test_selection: checkpoints are selected on the test list "
+            f"{split.eval_set}: reported numbers are optimistic"
+        )
+    if select_on == "validation" and not split.validation:
+        return "last", (
+            f"no validation cases outside the test list {split.eval_set}: no checkpoint "
+            "selection, the final epoch's weights are reported"
+        )
+    return select_on, ""
+
+
+def resolve_cases(
+    data: DataConfig, select_on: str = "validation", allow_test_selection: bool = False
+) -> CaseLists:
+    """The study's case lists, with the leakage guard applied (see the module docstring)."""
+    root = Path(data.root) if data.root else phantom_root(data)
+    split = load_split(
+        root,
+        fmt=data.format,
+        split=data.split,
+        val_fraction=data.val_fraction,
+        seed=data.split_seed,
+    )
+    notes = _guard_overlaps(split, data.allow_overlap)
+    selection, note = _selection(split, select_on, allow_test_selection)
+    notes += [note] if note else []
+    if not split.test:
+        raise TumorsweepError(
+            f"{root}: no test cases (the dataset has no test list and no --split was named): "
+            "nothing to report on"
+        )
+    overlap_warnings = [w for w in split.warnings if " also in " in w]
+    return CaseLists(
+        train=_entries(split.train_cases(real_tumors=False)),
+        train_tumor=_entries(split.train_cases(real_tumors=True)),
+        validation=_entries(split.validation),
+        test=_entries(split.test),
+        eval_set=split.eval_set,
+        root=str(root),
+        selection=selection,
+        warnings=tuple(w for w in split.warnings if w not in overlap_warnings) + tuple(notes),
+    )

@@ -1,0 +1,52 @@
+"""Validated data fields of a trial: where the CTs come from, how they are resampled, windowed
+and cached, and the built-in phantom's size when no dataset is given."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Triple = tuple[float, float, float]
+IntTriple = tuple[int, int, int]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the CTs come from and how they are resampled and windowed."""
+
+    root: str | None = Field(None, description="dataset path; None = built-in phantom CTs")
+    format: Literal["auto", "msd", "lits", "nnunet", "folds"] = "auto"
+    split: str | None = Field(None, description="named evaluation set used as the test list")
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = Field(0, description="seed of the validation draw when none is listed")
+    spacing: Triple = (1.0, 1.0, 1.0)
+    window: tuple[float, float] = (-21.0, 189.0)
+    real_tumors: bool = Field(False, description="control: train on real tumours")
+    allow_overlap: bool = Field(
+        False, description="override: let training, validation and test lists share cases"
+    )
+    cache_rate: float = Field(1.0, ge=0, le=1)
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes per trainer")
+    phantom_cases: int = Field(12, ge=4)
+    phantom_tumor_cases: int = Field(6, ge=3)
+    phantom_shape: IntTriple = (128, 128, 96)
+    phantom_spacing: Triple = (1.0, 1.0, 1.0)
+    phantom_seed: int = 0
+
+    @field_validator("spacing", "phantom_spacing")
+    @classmethod
+    def _positive(cls, value: Triple) -> Triple:
+        if min(value) <= 0:
+            raise ValueError(f"spacing must be positive, got {value}")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] >= value[1]:
+            raise ValueError(f"window must be (low, high) with low < high, got {value}")
+        return value
