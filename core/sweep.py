@@ -16,6 +16,7 @@ from typing import Any
 
 from core import tracking
 from core.config import TrialConfig, apply_overrides, flatten
+from core.data.cases import CaseLists
 from core.errors import TumorsweepError
 from core.search_space import SearchSpace, config_key, param_space, trial_overrides
 
@@ -46,7 +47,7 @@ class TrialContext:
     """Everything a trial needs that is the same for the whole sweep (sent once via Ray)."""
 
     base: dict[str, Any]
-    cases: dict[str, Any]
+    cases: CaseLists
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
@@ -56,6 +57,7 @@ class TrialContext:
     use_gpu: bool
     resources_per_worker: dict[str, float]
     max_failures: int
+    first_seed: int = 0
 
 
 def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
@@ -65,7 +67,7 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from core.train import train_loop_per_worker
+    from core.train import prepare_location_model, train_loop_per_worker
 
     overrides = trial_overrides(tune_config)
     base = TrialConfig.model_validate(context.base)
@@ -76,7 +78,7 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
         f"{k.split('.')[-1]}={flat.get(k)}" for k in context.swept if k != "model.name"
     )
     run_name = f"{cfg.model.name}-{swept_text}-seed{cfg.seed}"
-    eval_set = context.cases.get("eval_set", "test")
+    eval_set = context.cases.eval_set
     run_id = tracking.attach_trial_run(
         context.tracking_uri,
         context.experiment_id,
@@ -84,11 +86,11 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
         trial_id,
         run_name,
         tags={
-            "backbone": cfg.model.name,
-            "eval_set": eval_set,
+            tracking.BACKBONE_TAG: cfg.model.name,
+            tracking.EVAL_SET_TAG: eval_set,
             tracking.CONFIG_KEY_TAG: config_key(overrides, context.swept),
         },
-        params={**flat, "seed": cfg.seed},
+        params={**flat, tracking.SEED_PARAM: cfg.seed},
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -98,6 +100,8 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
             "tracking_uri": context.tracking_uri,
             "run_id": run_id,
             "threads": int(context.resources_per_worker.get("CPU", 1)),
+            "location_model": prepare_location_model(cfg, context.cases),
+            "preview": cfg.seed == context.first_seed,  # one preview per configuration
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=context.workers,
@@ -234,7 +238,7 @@ def _scheduler(space: SearchSpace, epochs: int):
 
 
 def run_sweep(
-    space: SearchSpace, options: SweepOptions, cases: dict[str, Any], base: TrialConfig
+    space: SearchSpace, options: SweepOptions, cases: CaseLists, base: TrialConfig
 ) -> dict[str, Any]:
     """Run (or resume) the sweep; returns the parent run id, experiment and Tune results."""
     import ray
@@ -280,13 +284,13 @@ def run_sweep(
             experiment_id,
             sweep_name,
             tags={
-                "tumorsweep.study": space.study,
-                "tumorsweep.swept": json.dumps(space.swept_names()),
-                "tumorsweep.baseline": json.dumps(space.baseline),
-                "tumorsweep.preset": options.preset,
-                "eval_set": cases.get("eval_set", "test"),
-                "tumorsweep.data_root": cases.get("root", ""),
-                "tumorsweep.data_warnings": json.dumps(cases.get("warnings", [])),
+                tracking.STUDY_TAG: space.study,
+                tracking.SWEPT_TAG: json.dumps(space.swept_names()),
+                tracking.BASELINE_TAG: json.dumps(space.baseline),
+                tracking.PRESET_TAG: options.preset,
+                tracking.EVAL_SET_TAG: cases.eval_set,
+                tracking.DATA_ROOT_TAG: cases.root,
+                tracking.DATA_WARNINGS_TAG: json.dumps(list(cases.warnings)),
             },
         )
         tracking.log_params(options.tracking_uri, parent_run_id, flatten(base))
@@ -307,6 +311,7 @@ def run_sweep(
         use_gpu=bool(options.gpus_per_trial),
         resources_per_worker=resources,
         max_failures=options.max_failures,
+        first_seed=seeds[0],
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": 0.01})
     if options.resume:

@@ -8,20 +8,17 @@ paper. Never a separate demo code path: the preset only changes config values.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.config import TrialConfig, make_config, parse_assignment
+from core.config import apply_overrides, make_config, parse_assignment
+from core.data.cases import cache_dir, resolve_cases
 from core.errors import TumorsweepError
 from core.search_space import load_search_space
 from core.tracking import default_tracking_uri
-
-CACHE_DIR = Path(os.environ.get("TUMORSWEEP_CACHE", Path.cwd() / ".tumorsweep"))
 
 
 def build_parser(study: str) -> argparse.ArgumentParser:
@@ -50,56 +47,6 @@ def build_parser(study: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="validate and list trials, run none")
     return p
-
-
-def phantom_root(cfg: TrialConfig) -> Path:
-    """Generate the built-in phantom dataset once per parameter set, then reuse it."""
-    from core.data import write_phantom_dataset
-
-    params = {
-        "cases": cfg.data.phantom_cases,
-        "tumor_cases": cfg.data.phantom_tumor_cases,
-        "shape": list(cfg.data.phantom_shape),
-        "spacing": list(cfg.data.phantom_spacing),
-        "seed": cfg.data.phantom_seed,
-    }
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    root = CACHE_DIR / "phantom" / digest
-    if not (root / "dataset.json").is_file():
-        print(f"Writing phantom CTs to {root} ...", flush=True)
-        write_phantom_dataset(
-            root,
-            cases=params["cases"],
-            seed=params["seed"],
-            shape=tuple(params["shape"]),
-            spacing=tuple(params["spacing"]),
-            tumor_cases=params["tumor_cases"],
-        )
-    return root
-
-
-def resolve_cases(cfg: TrialConfig) -> dict[str, Any]:
-    """The study's case lists as plain dicts every trial receives."""
-    from core.data import load_study
-
-    root = Path(cfg.data.root) if cfg.data.root else phantom_root(cfg)
-    study = load_study(
-        root,
-        fmt=cfg.data.format,
-        split=cfg.data.split,
-        val_fraction=cfg.data.val_fraction,
-        seed=cfg.data.phantom_seed,
-    )
-    study.check_selection(cfg.eval.select_on, cfg.eval.allow_test_selection)
-    return {
-        "train": study.train_cases(real_tumors=False),
-        "train_tumor": study.train_cases(real_tumors=True),
-        "validation": study.validation,
-        "test": study.test,
-        "eval_set": study.eval_set,
-        "root": str(root),
-        "warnings": list(study.warnings),
-    }
 
 
 def main(study: str, argv: Sequence[str] | None = None) -> int:
@@ -133,13 +80,17 @@ def _run(study: str, args: argparse.Namespace) -> int:
         f"metric {space.metric} ({space.mode})",
         flush=True,
     )
-    cases = resolve_cases(base)
+    cases = resolve_cases(base.data, base.eval.select_on, base.eval.allow_test_selection)
     print(
-        f"Data: {len(cases['train'])} healthy + {len(cases['train_tumor'])} real-tumour training, "
-        f"{len(cases['validation'])} validation, {len(cases['test'])} test cases "
-        f"(test list: {cases['eval_set']})",
+        f"Data: {len(cases.train)} healthy + {len(cases.train_tumor)} real-tumour training, "
+        f"{len(cases.validation)} validation, {len(cases.test)} test cases "
+        f"(test list: {cases.eval_set}; checkpoints selected on: {cases.selection})",
         flush=True,
     )
+    for note in cases.warnings:
+        print(f"note: {note}", flush=True)
+    if cases.selection != base.eval.select_on:  # recorded as the trials' eval.select_on
+        base = apply_overrides(base, {"eval.select_on": cases.selection})
     if args.dry_run:
         from core.search_space import expand_grid
 
@@ -152,7 +103,7 @@ def _run(study: str, args: argparse.Namespace) -> int:
         address=args.address,
         tracking_uri=args.tracking_uri or default_tracking_uri(),
         experiment=args.experiment or "",
-        storage=args.storage or str(CACHE_DIR / "ray_results"),
+        storage=args.storage or str(cache_dir() / "ray_results"),
         workers_per_trial=args.workers_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         cpus_per_worker=args.cpus_per_worker,

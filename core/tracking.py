@@ -1,27 +1,51 @@
-"""MLflow naming and logging shared by the sweep driver and the rank-0 trainer.
+"""MLflow names and logging, shared by the sweep driver, the rank-0 trainer and the report.
 
-DESIGN.md fixes the names the notebook and the UI rely on: experiment = study; parent run = one
-sweep invocation; nested child run per trial tagged with backbone and evaluation set; params =
-flattened config; metrics `liver_dice`... plus per-epoch curves with step = epoch.
+Naming (what the notebook and the UI rely on): experiment = study; parent run = one sweep
+invocation (`ROLE_TAG` "sweep"); a nested child run per trial (`ROLE_TAG` "trial",
+`PARENT_TAG`) tagged with backbone and evaluation set; params = the flattened config plus
+`seed`; metrics `liver_dice`... plus per-epoch curves with step = epoch. Every tag, param and
+artifact name lives here; other modules import them.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core.errors import TumorsweepError
 
-ROLE_TAG = "tumorsweep.role"
+# Tags
+ROLE_TAG = "tumorsweep.role"  # "sweep" (parent run) or "trial" (child run)
+PARENT_TAG = "mlflow.parentRunId"
 TRIAL_ID_TAG = "tumorsweep.trial_id"
 CONFIG_KEY_TAG = "tumorsweep.config_key"
 ERROR_TAG = "tumorsweep.error"
-PARENT_TAG = "mlflow.parentRunId"
+BACKBONE_TAG = "backbone"
+EVAL_SET_TAG = "eval_set"
+STUDY_TAG = "tumorsweep.study"
+SWEPT_TAG = "tumorsweep.swept"  # JSON list of the swept dotted fields
+BASELINE_TAG = "tumorsweep.baseline"  # JSON object: the baseline column's swept values
+PRESET_TAG = "tumorsweep.preset"
+DATA_ROOT_TAG = "tumorsweep.data_root"
+DATA_WARNINGS_TAG = "tumorsweep.data_warnings"  # JSON list of strings
+DRIVER_HOST_TAG = "tumorsweep.driver_host"
+DRIVER_PID_TAG = "tumorsweep.driver_pid"
+# Params beyond the flattened config
+SEED_PARAM = "seed"
+# Artifacts of a trial
+PER_CASE_TEST_ARTIFACT = "per_case_test.csv"
+PER_CASE_VAL_ARTIFACT = "per_case_val.csv"
+CONFIG_ARTIFACT = "config.yaml"
+PREVIEW_ARTIFACT = "synthesis_preview.png"
+# Metrics the trainer logs per epoch (step = epoch) and which mark a logged epoch
+TRAIN_STEP_METRIC = "train_loss"
+VAL_STEP_METRIC = "val_liver_dice"
+RESUMED_METRIC = "resumed_at_epoch"
 MAX_PARAM_LENGTH = 6000
 
 
@@ -61,13 +85,18 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
         raise TumorsweepError(f"MLflow tracking URI {tracking_uri!r}: {exc}") from None
 
 
+def driver_tags() -> dict[str, str]:
+    """Tags saying which process drives a sweep (so a dead driver's runs can be recognised)."""
+    return {DRIVER_HOST_TAG: socket.gethostname(), DRIVER_PID_TAG: str(os.getpid())}
+
+
 def start_parent_run(
     tracking_uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str]
 ) -> str:
     """The parent run of one sweep invocation."""
     client = _client(tracking_uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: "sweep", **tags})
-    return run.info.run_id
+    all_tags = {ROLE_TAG: "sweep", **driver_tags(), **tags}
+    return client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
 
 
 def attach_trial_run(
@@ -110,43 +139,35 @@ def close_if_running(tracking_uri: str, run_id: str, status: str, error: str = "
         finish_run(tracking_uri, run_id, status=status, error=error)
 
 
-def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:
-    """Log params in batches (MLflow caps a batch at 100 params)."""
+def _params(params: Mapping[str, Any]) -> list:
     from mlflow.entities import Param
 
-    client = _client(tracking_uri)
-    items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[start : start + 100])
+    return [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
 
 
-def log_metrics(
-    tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int | None = None
-) -> None:
-    """Log finite numeric metrics at one step (NaN stays out: missing, never zero)."""
+def _metrics(metrics: Mapping[str, float], step: int | None) -> list:
+    """Finite numeric metrics as MLflow entities (NaN stays out: missing, never zero)."""
     from mlflow.entities import Metric
 
-    client = _client(tracking_uri)
     now = int(time.time() * 1000)
-    items = [
+    return [
         Metric(k, float(v), now, step or 0)
         for k, v in metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
     ]
-    for start in range(0, len(items), 1000):
-        client.log_batch(run_id, metrics=items[start : start + 1000])
 
 
-def logged_steps(tracking_uri: str, run_id: str, metric: str) -> set[int]:
-    """Steps at which a run already has `metric` (a resumed trial skips them)."""
-    return {m.step for m in _client(tracking_uri).get_metric_history(run_id, metric)}
+def _log_batches(client, run_id: str, params: list | None = None, metrics: list | None = None):
+    """MLflow caps a batch at 100 params and 1000 metrics."""
+    for start in range(0, len(params or []), 100):
+        client.log_batch(run_id, params=params[start : start + 100])
+    for start in range(0, len(metrics or []), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
-def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[str | Path]) -> None:
-    """Upload local files to the run's artifact root."""
-    client = _client(tracking_uri)
-    for path in paths:
-        client.log_artifact(run_id, str(path))
+def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params in batches."""
+    _log_batches(_client(tracking_uri), run_id, params=_params(params))
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", error: str = "") -> None:
@@ -157,8 +178,54 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", error: 
     client.set_terminated(run_id, status=status)
 
 
-def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
-    """Set several tags on a run."""
-    client = _client(tracking_uri)
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value if isinstance(value, str) else json.dumps(value))
+class TrialLogger(Protocol):
+    """What the trainer records about its trial (MLflow, or nothing)."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Params of the trial beyond its config (model facts)."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Finite metrics at one step (epoch)."""
+
+    def log_artifacts(self, paths: Iterable[str | Path]) -> None:
+        """Files kept with the trial."""
+
+    def logged_steps(self, metric: str) -> set[int]:
+        """Steps already holding `metric` (a resumed trial does not log them twice)."""
+
+
+class NullLogger:
+    """A logger that records nothing (tests, notebooks, non-chief ranks)."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        return None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        return None
+
+    def log_artifacts(self, paths: Iterable[str | Path]) -> None:
+        return None
+
+    def logged_steps(self, metric: str) -> set[int]:
+        return set()
+
+
+class MlflowTrialLogger:
+    """Logs to one MLflow run through one client kept for the whole trial."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.run_id = run_id
+        self._client = _client(tracking_uri)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        _log_batches(self._client, self.run_id, params=_params(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        _log_batches(self._client, self.run_id, metrics=_metrics(metrics, step))
+
+    def log_artifacts(self, paths: Iterable[str | Path]) -> None:
+        for path in paths:
+            self._client.log_artifact(self.run_id, str(path))
+
+    def logged_steps(self, metric: str) -> set[int]:
+        return {m.step for m in self._client.get_metric_history(self.run_id, metric)}

@@ -1,12 +1,11 @@
-"""The per-worker training loop: what Ray Train's TorchTrainer runs on every worker.
+"""The trainer of one trial: what every Ray Train worker (or one local process) runs.
 
-Paper protocol (PROTOCOL section 4): random patches through the MONAI chain with tumour synthesis
-in HU, AdamW, linear warm-up then cosine stepped per epoch, Dice + cross-entropy, AMP on GPU,
-validation every k epochs with sliding-window inference and the metrics of core.evaluate, best
-checkpoint by a configurable validation metric, and at the end the best weights scored once on
-the test list. Checkpoints go through Ray Train so a failed worker group resumes where it was.
-
-The loop talks to Ray only through a small `Session`, so tests run it directly in one process.
+The protocol, step by step (`fit`): build the model, loss, optimiser and loader; restore the
+last checkpoint, or record the trial's start; per epoch `train_epoch`; every `val_every`
+epochs `validate` on the selection list (chief rank), keep the best weights by
+`eval.select_metric`, `save_checkpoint`; at the end `final_test` scores the selected weights
+once on the test list. Ray is reached only through a `Session` and MLflow only through a
+`TrialLogger`, so every step runs in a plain process in tests.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
 import tempfile
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,164 +23,429 @@ import numpy as np
 import torch
 
 from core import tracking
-from core.config import TrialConfig, flatten, to_yaml
+from core.config import TrialConfig, flatten, selectable_metrics, to_yaml
+from core.data.cases import CaseLists
 from core.errors import TumorsweepError
-
-CHECKPOINT_FILE = "state.pt"
-# Fault-tolerance tests set this to an epoch number: the chief worker process then exits hard
-# at the start of that epoch, once per trial, as if its node had been lost.
-FAULT_ENV = "TUMORSWEEP_FAULT_AT_EPOCH"
-SUMMARY_METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
+from core.session import LocalSession, RaySession, Session, with_test_hooks
+from core.tracking import NullLogger, TrialLogger
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite: the trial stops with this reason."""
 
 
-class LocalSession:
-    """Single-process stand-in for Ray Train's context (tests, notebooks, debugging)."""
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides the live weights: progress and the selected model."""
 
-    world_rank = 0
-    world_size = 1
-
-    def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
-        self.reports: list[dict[str, Any]] = []
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.device = torch.device("cpu")
-
-    def get_checkpoint(self) -> Path | None:
-        if self.checkpoint_dir and (self.checkpoint_dir / CHECKPOINT_FILE).exists():
-            return self.checkpoint_dir
-        return None
-
-    def report(self, metrics: dict[str, Any], checkpoint: Path | None = None) -> None:
-        self.reports.append(dict(metrics))
-        if checkpoint is not None and self.checkpoint_dir is not None:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            (checkpoint / CHECKPOINT_FILE).replace(self.checkpoint_dir / CHECKPOINT_FILE)
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(self.device)
-
-    def prepare_loader(self, loader: Any) -> Any:
-        return loader
-
-    def barrier(self) -> None:
-        return None
+    epoch: int = 0
+    best_value: float = -math.inf  # the selection metric, signed so that larger is better
+    best_epoch: int = -1
+    best_weights: dict[str, torch.Tensor] | None = None
+    best_val: dict[str, float] = field(default_factory=dict)
+    best_val_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-class RaySession:
-    """Ray Train's context: rank, DDP wrapping, distributed sampler, checkpoints."""
+@dataclass
+class Trainer:
+    """The built pieces of one trial on one rank."""
 
-    def __init__(self) -> None:
-        import ray.train
-        import ray.train.torch
+    cfg: TrialConfig
+    cases: CaseLists
+    session: Session
+    logger: TrialLogger
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None  # None: full precision
+    loader: Any
+    synthesis: Any  # the TumorSynthesisd of the chain, or None (real-tumour control)
+    timing: dict[str, float] = field(default_factory=dict)
 
-        self._train = ray.train
-        self._torch = ray.train.torch
-        context = ray.train.get_context()
-        self.world_rank = context.get_world_rank()
-        self.world_size = context.get_world_size()
-        self.device = ray.train.torch.get_device()
-
-    def get_checkpoint(self) -> Path | None:
-        checkpoint = self._train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        local = Path(tempfile.mkdtemp(prefix="tumorsweep-restore-"))
-        return Path(checkpoint.to_directory(str(local)))
-
-    def report(self, metrics: dict[str, Any], checkpoint: Path | None = None) -> None:
-        ckpt = self._train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
-        self._train.report(metrics, checkpoint=ckpt)
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return self._torch.prepare_model(model)
-
-    def prepare_loader(self, loader: Any) -> Any:
-        return self._torch.prepare_data_loader(loader)
-
-    def barrier(self) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
+    @property
+    def is_chief(self) -> bool:
+        return self.session.world_rank == 0
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point. `loop_config` holds `trial` (a TrialConfig as JSON), `cases`,
-    and optionally `tracking_uri` + `run_id` of the trial's MLflow run."""
+    """Ray Train entry point, the only place that unpacks Ray's dict: `trial` (a TrialConfig
+    as JSON), `cases` (CaseLists), `threads`, optional `tracking_uri` + `run_id`,
+    `location_model` and `preview`."""
     torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
-    fit(loop_config, RaySession())
-
-
-def lr_factor(epoch: int, warmup_epochs: int, epochs: int) -> float:
-    """Linear warm-up from ~0 to 1 over `warmup_epochs`, then cosine to 0 at `epochs`."""
-    if epoch < warmup_epochs:
-        return (epoch + 1) / (warmup_epochs + 1)
-    span = max(1, epochs - warmup_epochs)
-    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-def _synthesis_transform(cfg: TrialConfig, cases: dict[str, Any]):
-    """TumorSynthesisd for synthetic training, None for the real-tumour control."""
-    if cfg.data.real_tumors or not cfg.synthesis.enabled:
-        return None
-    from core.synthesis import LocationModel, TumorSynthesisd, fit_location_model
-
-    location_model = None
-    if cfg.synthesis.location == "gmm":
-        if cfg.synthesis.location_model:
-            location_model = LocationModel.load(cfg.synthesis.location_model)
-        else:
-            labels = [case["label"] for case in cases.get("train_tumor", [])]
-            if not labels:
-                raise TumorsweepError(
-                    "synthesis.location=gmm needs real-tumour training cases to fit the "
-                    "location model, or synthesis.location_model pointing at a fitted JSON"
-                )
-            location_model = fit_location_model(
-                labels,
-                n_components=cfg.synthesis.gmm_components,
-                covariance_type=cfg.synthesis.gmm_covariance,
-                seed=cfg.seed,
-            )
-    return TumorSynthesisd(
-        keys=("image", "label"), config=cfg.synthesis, location_model=location_model
+    session = with_test_hooks(RaySession(), loop_config.get("run_id") or "local")
+    uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
+    chief = session.world_rank == 0
+    logger = tracking.MlflowTrialLogger(uri, run_id) if chief and uri and run_id else NullLogger()
+    fit(
+        TrialConfig.model_validate(loop_config["trial"]),
+        loop_config["cases"],
+        session,
+        logger,
+        location_model=loop_config.get("location_model"),
+        preview=loop_config.get("preview", True),
     )
 
 
-def _evaluate(model, cases, cfg: TrialConfig, device) -> list[dict[str, Any]]:
+def fit(
+    cfg: TrialConfig,
+    cases: CaseLists,
+    session: Session,
+    logger: TrialLogger | None = None,
+    location_model: Any = None,
+    preview: bool = True,
+) -> dict[str, float]:
+    """Train, select and test one trial; returns the final test metrics."""
+    began = time.perf_counter()
+    trainer = build(cfg, cases, session, logger or NullLogger(), location_model)
+    state = restore(trainer)
+    if state is None:
+        state = TrainState()
+        start_trial(trainer, preview)
+    logged = {name: trainer.logger.logged_steps(name) for name in _STEP_METRICS}
+    trainer.timing = {"time_setup_s": time.perf_counter() - began, "time_train_s": 0.0}
+    trainer.timing["time_eval_s"] = 0.0
+    pending: list[tuple[int, dict[str, float]]] = []
+    for epoch in range(state.epoch, cfg.schedule.epochs):
+        pending.append((epoch, train_epoch(trainer, epoch)))
+        report = {"epoch": epoch + 1, **pending[-1][1], **selected_metrics(state)}
+        if not is_checkpoint_epoch(cfg, epoch):
+            session.report(report)
+            continue
+        val = validate(trainer, state, epoch) if trainer.is_chief else {}
+        session.barrier()
+        state.epoch = epoch + 1
+        log_epochs(trainer, pending, val, epoch, logged)
+        pending.clear()
+        save_checkpoint(trainer, state, {**report, **val, **selected_metrics(state)})
+    final = final_test(trainer, state)
+    session.barrier()
+    session.report({"epoch": cfg.schedule.epochs, **final})  # no "done" key: Tune stops on it
+    return final
+
+
+_STEP_METRICS = (tracking.TRAIN_STEP_METRIC, tracking.VAL_STEP_METRIC)
+
+
+def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
+    """Refuse, before any worker starts, a trial that cannot run on these cases."""
+    if not training_cases(cfg, cases):
+        kind = "real-tumour" if cfg.data.real_tumors else "healthy (tumour-free)"
+        raise TumorsweepError(f"{cases.root}: no {kind} training cases in the study")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
+        raise TumorsweepError(f"model.pretrained: file not found: {cfg.model.pretrained}")
+    synth = cfg.synthesis
+    if synth.location != "gmm" or not uses_synthesis(cfg):
+        return
+    if synth.location_model:
+        from core.synthesis import LocationModel
+
+        fitted_on = set(getattr(LocationModel.load(synth.location_model), "fitted_on", ()) or ())
+        leaked = sorted(fitted_on & cases.held_out())
+        if leaked and not cfg.data.allow_overlap:
+            raise TumorsweepError(
+                f"synthesis.location_model {synth.location_model}: fitted on validation/test "
+                f"cases {' '.join(leaked[:10])}; refit on training cases only (tumorsweep "
+                "fit-location --split ...) or set data.allow_overlap=true"
+            )
+    elif not cases.train_tumor:
+        raise TumorsweepError(
+            "synthesis.location=gmm needs real-tumour training cases to fit the location "
+            "model, or synthesis.location_model pointing at a fitted JSON"
+        )
+
+
+def uses_synthesis(cfg: TrialConfig) -> bool:
+    """Whether training samples get synthetic tumours (not the real-tumour control)."""
+    return cfg.synthesis.enabled and not cfg.data.real_tumors
+
+
+def training_cases(cfg: TrialConfig, cases: CaseLists) -> tuple[dict, ...]:
+    """The training arm: healthy cases (synthesis) or real-tumour cases (the control)."""
+    return cases.train_tumor if cfg.data.real_tumors else cases.train
+
+
+def prepare_location_model(cfg: TrialConfig, cases: CaseLists) -> Any:
+    """The GMM location model of a trial (loaded, or fitted on its training tumours), once."""
+    if cfg.synthesis.location != "gmm" or not uses_synthesis(cfg):
+        return None
+    from core.synthesis import LocationModel, fit_location_model
+
+    if cfg.synthesis.location_model:
+        return LocationModel.load(cfg.synthesis.location_model)
+    return fit_location_model(
+        [case["label"] for case in cases.train_tumor],
+        n_components=cfg.synthesis.gmm_components,
+        covariance_type=cfg.synthesis.gmm_covariance,
+        seed=cfg.seed,
+    )
+
+
+def build(
+    cfg: TrialConfig,
+    cases: CaseLists,
+    session: Session,
+    logger: TrialLogger,
+    location_model: Any = None,
+) -> Trainer:
+    """Model (on the session's device, DDP-wrapped), loss, optimiser, schedule, AMP, loader."""
+    from core.data.loaders import training_loader
+    from core.data.transforms import train_transforms
+    from core.models import build as build_model
+    from core.optim import build_optimisation
+
+    check_trial(cfg, cases)
+    torch.manual_seed(cfg.seed + session.world_rank)
+    options = dict(cfg.model.options)
+    if cfg.model.name.startswith("segmamba"):  # inter-slice scan depths follow the patch
+        options.setdefault("patch_size", cfg.schedule.patch_size)
+    model = session.prepare_model(build_model(cfg.model.name, cfg.model.pretrained, **options))
+    loss_fn, optimizer, scheduler = build_optimisation(cfg, model)
+    use_amp = cfg.schedule.amp and session.device.type == "cuda"
+    amp_dtype = None
+    if use_amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    synthesis = _synthesis_transform(cfg, cases, location_model)
+    transform = train_transforms(
+        spacing=cfg.data.spacing,
+        window=cfg.data.window,
+        patch_size=cfg.schedule.patch_size,
+        synthesis=synthesis,
+        num_samples=cfg.schedule.crops_per_volume,
+    )
+    loader = training_loader(
+        training_cases(cfg, cases),
+        transform,
+        batch_size=cfg.schedule.batch_size,
+        crops_per_volume=cfg.schedule.crops_per_volume,
+        cache_rate=cfg.data.cache_rate,
+        loader_workers=cfg.data.loader_workers,
+        seed=cfg.seed * 1000 + session.world_rank,
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    return Trainer(
+        cfg, cases, session, logger, model, loss_fn, optimizer, scheduler, scaler, amp_dtype,
+        session.prepare_loader(loader), synthesis,
+    )  # fmt: skip
+
+
+def _synthesis_transform(cfg: TrialConfig, cases: CaseLists, location_model: Any) -> Any:
+    """TumorSynthesisd for synthetic training, None for the real-tumour control."""
+    if not uses_synthesis(cfg):
+        return None
+    from core.synthesis import TumorSynthesisd
+
+    model = location_model if location_model is not None else prepare_location_model(cfg, cases)
+    return TumorSynthesisd(keys=("image", "label"), config=cfg.synthesis, location_model=model)
+
+
+def restore(trainer: Trainer) -> TrainState | None:
+    """The state of the last checkpoint, loaded into model, optimiser and schedule; None if
+    the trial starts fresh."""
+    saved = trainer.session.load_checkpoint()
+    if saved is None:
+        return None
+    _unwrap(trainer.model).load_state_dict(saved["model"])
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    trainer.scheduler.load_state_dict(saved["scheduler"])
+    trainer.scaler.load_state_dict(saved["scaler"])
+    state = TrainState(**{name: saved[name] for name in TrainState.__dataclass_fields__})
+    trainer.logger.log_metrics({tracking.RESUMED_METRIC: state.epoch}, step=state.epoch)
+    return state
+
+
+def start_trial(trainer: Trainer, preview: bool) -> None:
+    """Record the resolved config, a synthesis preview and model facts with the trial."""
+    if isinstance(trainer.logger, NullLogger):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [Path(tmp) / tracking.CONFIG_ARTIFACT]
+        files[0].write_text(to_yaml(trainer.cfg))
+        if preview and trainer.synthesis is not None and trainer.cases.train:
+            files.append(_synthesis_preview(trainer, Path(tmp) / tracking.PREVIEW_ARTIFACT))
+        trainer.logger.log_artifacts(files)
+    trainer.logger.log_params(_model_facts(trainer.model))
+
+
+def train_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
+    """One pass over the loader; returns the epoch's loss, lr, time and data-wait fraction."""
+    model, optimizer, device = trainer.model, trainer.optimizer, trainer.session.device
+    model.train()
+    if hasattr(trainer.loader, "sampler") and hasattr(trainer.loader.sampler, "set_epoch"):
+        trainer.loader.sampler.set_epoch(epoch)
+    total, count, wait = 0.0, 0, 0.0
+    start = fetched = time.perf_counter()
+    for batch in trainer.loader:
+        wait += time.perf_counter() - fetched
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=trainer.amp_dtype, enabled=bool(trainer.amp_dtype)):
+            loss = trainer.loss_fn(model(image), label)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"loss became {loss.item()} at epoch {epoch} (lr "
+                f"{optimizer.param_groups[0]['lr']:.2e}); stopping this trial"
+            )
+        trainer.scaler.scale(loss).backward()
+        trainer.scaler.step(optimizer)
+        trainer.scaler.update()
+        total += float(loss.detach())
+        count += 1
+        fetched = time.perf_counter()
+    elapsed = time.perf_counter() - start
+    trainer.timing["time_train_s"] += elapsed
+    lr = optimizer.param_groups[0]["lr"]
+    trainer.scheduler.step()
+    return {
+        "train_loss": _mean_across_ranks(total / max(count, 1), device),
+        "lr": lr,
+        "epoch_seconds": elapsed,
+        "data_wait_fraction": wait / elapsed if elapsed > 0 else 0.0,
+    }
+
+
+def is_checkpoint_epoch(cfg: TrialConfig, epoch: int) -> bool:
+    """Validate and checkpoint every `val_every` epochs and after the last one."""
+    return (epoch + 1) % cfg.schedule.val_every == 0 or epoch + 1 == cfg.schedule.epochs
+
+
+def validate(trainer: Trainer, state: TrainState, epoch: int) -> dict[str, float]:
+    """Score the selection list (chief) and keep the weights if they are the best so far."""
+    cases = trainer.cases.selection_cases()
+    if trainer.cases.selection == "last":  # no selection list: the latest weights are kept
+        state.best_epoch, state.best_weights = epoch, None
+        return {}
+    if not cases:
+        return {}
+    started = time.perf_counter()
+    rows = evaluate(trainer, cases)
+    trainer.timing["time_eval_s"] += time.perf_counter() - started
+    summary = summarise(rows, prefix="val_")
+    sign = 1.0 if trainer.cfg.eval.select_mode == "max" else -1.0
+    value = summary.get(trainer.cfg.eval.select_metric, math.nan)
+    if math.isfinite(value) and sign * value > state.best_value:
+        state.best_value, state.best_epoch = sign * value, epoch
+        state.best_weights = copy.deepcopy(_unwrap(trainer.model).state_dict())
+        state.best_val, state.best_val_rows = summary, _plain(rows)
+    return summary
+
+
+def selected_metrics(state: TrainState) -> dict[str, float]:
+    """Every validation metric at the selected checkpoint, as `best_<name>` (NaN before any
+    validation: Tune expects its search metric in every report)."""
+    return {f"best_{name}": state.best_val.get(name, math.nan) for name in selectable_metrics()}
+
+
+def log_epochs(
+    trainer: Trainer,
+    pending: list[tuple[int, dict[str, float]]],
+    val: dict[str, float],
+    epoch: int,
+    logged: dict[str, set[int]],
+) -> None:
+    """Log the epochs trained since the last checkpoint and this validation (epochs a failed
+    attempt already logged are skipped)."""
+    for step, values in pending:
+        if step not in logged[tracking.TRAIN_STEP_METRIC]:
+            trainer.logger.log_metrics(values, step=step)
+    if epoch not in logged[tracking.VAL_STEP_METRIC]:
+        trainer.logger.log_metrics(val, step=epoch)
+
+
+def save_checkpoint(trainer: Trainer, state: TrainState, report: dict[str, Any]) -> None:
+    """Report with a checkpoint: weights, optimiser, schedule, AMP scaler and the state (the
+    chief writes it; tensors and plain values only, so it loads with weights_only=True)."""
+    checkpoint = None
+    if trainer.is_chief:
+        checkpoint = {
+            "model": _unwrap(trainer.model).state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(),
+            "scaler": trainer.scaler.state_dict(),
+            **{f.name: getattr(state, f.name) for f in fields(state)},
+        }
+    trainer.session.report(report, checkpoint=checkpoint)
+
+
+def final_test(trainer: Trainer, state: TrainState) -> dict[str, float]:
+    """Score the selected weights once on the test list (chief); log metrics and per-case
+    tables."""
+    if not trainer.is_chief:
+        return {}
+    if state.best_weights is not None:
+        _unwrap(trainer.model).load_state_dict(state.best_weights)
+    started = time.perf_counter()
+    test_rows = evaluate(trainer, trainer.cases.test)
+    trainer.timing["time_eval_s"] += time.perf_counter() - started
+    final = summarise(test_rows)
+    final["best_epoch"] = float(state.best_epoch)
+    final.update(trainer.timing)
+    final.update(selected_metrics(state))
+    trainer.logger.log_metrics(final, step=trainer.cfg.schedule.epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [_write_rows(test_rows, Path(tmp) / tracking.PER_CASE_TEST_ARTIFACT)]
+        if state.best_val_rows:
+            files.append(
+                _write_rows(state.best_val_rows, Path(tmp) / tracking.PER_CASE_VAL_ARTIFACT)
+            )
+        trainer.logger.log_artifacts(files)
+    return final
+
+
+def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:
+    """Per-case metric rows of the current weights on `cases` (native label grids)."""
     from core.data.transforms import eval_transforms
     from core.evaluate import evaluate_cases
 
-    preprocess = eval_transforms(cfg.data.spacing, cfg.data.window)
+    cfg = trainer.cfg
     return evaluate_cases(
-        _unwrap(model),
-        cases,
-        preprocess,
+        _unwrap(trainer.model),
+        list(cases),
+        eval_transforms(cfg.data.spacing, cfg.data.window),
         roi=cfg.eval.roi or cfg.schedule.patch_size,
         overlap=cfg.eval.overlap,
         tolerance_mm=cfg.eval.tolerance_mm,
         liver_mode=cfg.eval.liver_mode,
         postprocess=cfg.eval.postprocess,
-        device=device,
+        device=trainer.session.device,
     )
 
 
-def _summary(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
+def summarise(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
+    """Case-set summary of metric rows (`core.evaluate.aggregate`) plus the mean of liver and
+    tumour Dice (Hu et al.'s selection metric), numeric values only, keys prefixed."""
     from core.evaluate import aggregate
 
     if not rows:
         return {}
-    summary = aggregate(rows)
-    return {
-        f"{prefix}{key}": float(value)
-        for key, value in summary.items()
+    summary = {
+        key: float(value)
+        for key, value in aggregate(rows).items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     }
+    summary["mean_dice"] = 0.5 * (summary["liver_dice"] + summary["tumor_dice"])
+    return {f"{prefix}{key}": value for key, value in summary.items()}
+
+
+def _synthesis_preview(trainer: Trainer, path: Path) -> Path:
+    """One healthy training case with tumours synthesised as in training (probability 1)."""
+    from core.data.transforms import resampled_pair
+    from core.synthesis import TumorSynthesisd, save_preview
+
+    cfg = trainer.cfg.model_copy(deep=True)
+    cfg.synthesis.prob = 1.0
+    transform = TumorSynthesisd(
+        keys=("image", "label"),
+        config=cfg.synthesis,
+        location_model=trainer.synthesis.location_model,
+    )
+    case = trainer.cases.train[0]
+    sample = resampled_pair(cfg.data.spacing)({"image": case["image"], "label": case["label"]})
+    transform.set_random_state(seed=cfg.seed)
+    sample = transform(sample)
+    save_preview(np.asarray(sample["image"][0]), np.asarray(sample["label"][0]), path)
+    return path
 
 
 def _write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -193,246 +457,13 @@ def _write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _save_synthesis_preview(cfg: TrialConfig, cases: dict[str, Any], path: Path) -> Path | None:
-    """One training case with tumours synthesised as in training (probability forced to 1)."""
-    synth_cfg = cfg.model_copy(deep=True)
-    synth_cfg.synthesis.prob = 1.0
-    transform = _synthesis_transform(synth_cfg, cases)
-    healthy = cases.get("train", [])
-    if transform is None or not healthy:
-        return None
-    from core.data.transforms import resampled_pair
-    from core.synthesis import save_preview
-
-    load = resampled_pair(cfg.data.spacing)
-    sample = load({"image": healthy[0]["image"], "label": healthy[0]["label"]})
-    transform.set_random_state(seed=cfg.seed)
-    sample = transform(sample)
-    save_preview(np.asarray(sample["image"][0]), np.asarray(sample["label"][0]), path)
-    return path
+def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with numpy scalars turned into Python numbers (checkpoints hold plain values)."""
+    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in r.items()} for r in rows]
 
 
-def _build_loader(cfg: TrialConfig, cases: dict[str, Any], session) -> Any:
-    from monai.data import CacheDataset, DataLoader
-
-    from core.data.transforms import train_transforms
-
-    train_list = cases["train_tumor"] if cfg.data.real_tumors else cases["train"]
-    if not train_list:
-        kind = "real-tumour" if cfg.data.real_tumors else "healthy (tumour-free)"
-        raise TumorsweepError(f"no {kind} training cases in the study")
-    transform = train_transforms(
-        spacing=cfg.data.spacing,
-        window=cfg.data.window,
-        patch_size=cfg.schedule.patch_size,
-        synthesis=_synthesis_transform(cfg, cases),
-        num_samples=cfg.schedule.crops_per_volume,
-    )
-    transform.set_random_state(seed=cfg.seed * 1000 + session.world_rank)
-    items = [{"image": c["image"], "label": c["label"]} for c in train_list]
-    dataset = CacheDataset(items, transform, cache_rate=cfg.data.cache_rate, progress=False)
-    loader = DataLoader(  # each volume yields crops_per_volume patches
-        dataset,
-        batch_size=cfg.schedule.batch_size // cfg.schedule.crops_per_volume,
-        shuffle=True,
-        num_workers=cfg.data.loader_workers,
-        persistent_workers=cfg.data.loader_workers > 0,
-        drop_last=False,
-    )
-    return session.prepare_loader(loader)
-
-
-def fit(loop_config: dict[str, Any], session) -> dict[str, float]:
-    """Train, validate, checkpoint and test one trial; returns the final test metrics."""
-    from monai.losses import DiceCELoss
-
-    from core.models import build
-
-    began = time.perf_counter()
-    timing = {"time_setup_s": 0.0, "time_train_s": 0.0, "time_eval_s": 0.0}
-    cfg = TrialConfig.model_validate(loop_config["trial"])
-    cases = loop_config["cases"]
-    tracking_uri = loop_config.get("tracking_uri")
-    run_id = loop_config.get("run_id")
-    is_chief = session.world_rank == 0
-    log_to_mlflow = bool(is_chief and tracking_uri and run_id)
-
-    torch.manual_seed(cfg.seed + session.world_rank)
-    device = session.device
-    options = dict(cfg.model.options)
-    if cfg.model.name.startswith("segmamba"):  # inter-slice scan depths follow the patch
-        options.setdefault("patch_size", cfg.schedule.patch_size)
-    model = session.prepare_model(build(cfg.model.name, pretrained=cfg.model.pretrained, **options))
-    loader = _build_loader(cfg, cases, session)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda e: lr_factor(e, cfg.schedule.warmup_epochs, cfg.schedule.epochs),
-    )
-    use_amp = cfg.schedule.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    sign = 1.0 if cfg.eval.select_mode == "max" else -1.0
-    best_key = "best_" + cfg.eval.select_metric
-    state = {
-        "epoch": 0,
-        "best_value": -math.inf,
-        "best_epoch": -1,
-        "best_weights": None,
-        "best_val_rows": [],
-    }
-    restored = session.get_checkpoint()
-    logged: dict[str, set[int]] = {"train": set(), "val": set()}
-    if restored is not None:
-        saved = torch.load(restored / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-        _unwrap(model).load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state.update({k: saved[k] for k in state})
-        if log_to_mlflow:  # epochs logged after this checkpoint, before the failure
-            logged["train"] = tracking.logged_steps(tracking_uri, run_id, "train_loss")
-            logged["val"] = tracking.logged_steps(tracking_uri, run_id, "val_liver_dice")
-            tracking.log_metrics(
-                tracking_uri, run_id, {"resumed_at_epoch": state["epoch"]}, step=state["epoch"]
-            )
-
-    if log_to_mlflow and restored is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            config_path = Path(tmp) / "config.yaml"
-            config_path.write_text(to_yaml(cfg))
-            files = [config_path]
-            preview = _save_synthesis_preview(cfg, cases, Path(tmp) / "synthesis_preview.png")
-            files += [preview] if preview else []
-            tracking.log_artifacts(tracking_uri, run_id, files)
-            extra = _model_facts(model)
-            if extra:
-                tracking.log_params(tracking_uri, run_id, extra)
-
-    validation = (
-        cases.get("test", []) if cfg.eval.select_on == "test" else cases.get("validation", [])
-    )
-    pending_epochs: list[tuple[int, dict[str, float]]] = []
-    timing["time_setup_s"] = time.perf_counter() - began
-    crash_at = int(os.environ.get(FAULT_ENV, "-1"))
-    for epoch in range(state["epoch"], cfg.schedule.epochs):
-        if epoch == crash_at and is_chief:
-            marker = Path(tempfile.gettempdir()) / f"tumorsweep-fault-{run_id or os.getpid()}"
-            if not marker.exists():  # once per trial: die like a lost node, mid-trial
-                marker.touch()
-                os._exit(17)
-        model.train()
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        total, count, wait, start = 0.0, 0, 0.0, time.perf_counter()
-        fetched = time.perf_counter()
-        for batch in loader:
-            wait += time.perf_counter() - fetched
-            image = batch["image"].to(device)
-            label = batch["label"].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = loss_fn(model(image), label)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"loss became {loss.item()} at epoch {epoch} (lr "
-                    f"{optimizer.param_groups[0]['lr']:.2e}); stopping this trial"
-                )
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach())
-            count += 1
-            fetched = time.perf_counter()
-        elapsed = time.perf_counter() - start
-        timing["time_train_s"] += elapsed
-        scheduler.step()
-        epoch_metrics = {
-            "train_loss": _mean_across_ranks(total / max(count, 1), device),
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_seconds": elapsed,
-            "data_wait_fraction": wait / elapsed if elapsed > 0 else 0.0,
-        }
-        pending_epochs.append((epoch, epoch_metrics))
-        # Tune checks the search metric is in every report: the best so far (NaN before any).
-        report = {"epoch": epoch + 1, **epoch_metrics, best_key: _best(state, sign)}
-
-        last = epoch + 1 == cfg.schedule.epochs
-        if (epoch + 1) % cfg.schedule.val_every == 0 or last:
-            val_metrics: dict[str, float] = {}
-            if is_chief and validation:
-                evaluated = time.perf_counter()
-                rows = _evaluate(model, validation, cfg, device)
-                timing["time_eval_s"] += time.perf_counter() - evaluated
-                val_metrics = _summary(rows, prefix="val_")
-                value = val_metrics.get(cfg.eval.select_metric, math.nan)
-                if math.isfinite(value) and sign * value > state["best_value"]:
-                    state.update(
-                        best_value=sign * value,
-                        best_epoch=epoch,
-                        best_weights=copy.deepcopy(_unwrap(model).state_dict()),
-                        best_val_rows=rows,
-                    )
-            session.barrier()
-            state["epoch"] = epoch + 1
-            if log_to_mlflow:
-                for step, values in pending_epochs:
-                    if step not in logged["train"]:
-                        tracking.log_metrics(tracking_uri, run_id, values, step=step)
-                if epoch not in logged["val"]:
-                    tracking.log_metrics(tracking_uri, run_id, val_metrics, step=epoch)
-            pending_epochs.clear()
-            report.update(val_metrics)
-            report[best_key] = _best(state, sign)
-            with tempfile.TemporaryDirectory() as tmp:
-                checkpoint = None
-                if is_chief:
-                    checkpoint = Path(tmp)
-                    torch.save(
-                        {
-                            "model": _unwrap(model).state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            **state,
-                        },
-                        checkpoint / CHECKPOINT_FILE,
-                    )
-                session.report(report, checkpoint=checkpoint)
-        else:
-            session.report(report)
-
-    final: dict[str, float] = {}
-    if is_chief:
-        if state["best_weights"] is not None:
-            _unwrap(model).load_state_dict(state["best_weights"])
-        evaluated = time.perf_counter()
-        test_rows = _evaluate(model, cases.get("test", []), cfg, device)
-        timing["time_eval_s"] += time.perf_counter() - evaluated
-        final = _summary(test_rows)
-        final["best_epoch"] = float(state["best_epoch"])
-        final.update(timing)
-        final[best_key] = _best(state, sign)
-        if log_to_mlflow:
-            tracking.log_metrics(tracking_uri, run_id, final, step=cfg.schedule.epochs)
-            with tempfile.TemporaryDirectory() as tmp:
-                files = [_write_rows(test_rows, Path(tmp) / "per_case_test.csv")]
-                if state["best_val_rows"]:
-                    files.append(
-                        _write_rows(state["best_val_rows"], Path(tmp) / "per_case_val.csv")
-                    )
-                tracking.log_artifacts(tracking_uri, run_id, files)
-    session.barrier()
-    # No "done" key: Tune reads it as "stop this trial now".
-    session.report({"epoch": cfg.schedule.epochs, **final})
-    return final
-
-
-def _best(state: dict[str, Any], sign: float) -> float:
-    """The best validation value so far in the metric's own sign; NaN before any."""
-    return sign * state["best_value"] if math.isfinite(state["best_value"]) else math.nan
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
 
 
 def _model_facts(model: torch.nn.Module) -> dict[str, Any]:
@@ -454,20 +485,11 @@ def _mean_across_ranks(value: float, device: torch.device) -> float:
 
 def run_local(
     cfg: TrialConfig,
-    cases: dict[str, Any],
+    cases: CaseLists,
     checkpoint_dir: str | Path | None = None,
-    tracking_uri: str | None = None,
-    run_id: str | None = None,
+    logger: TrialLogger | None = None,
 ) -> dict[str, Any]:
-    """Run one trial in this process without Ray (tests and debugging)."""
+    """Run one trial in this process without Ray (tests, notebooks, debugging)."""
     session = LocalSession(checkpoint_dir)
-    final = fit(
-        {
-            "trial": cfg.model_dump(mode="json"),
-            "cases": cases,
-            "tracking_uri": tracking_uri,
-            "run_id": run_id,
-        },
-        session,
-    )
+    final = fit(cfg, cases, session, logger, prepare_location_model(cfg, cases))
     return {"final": final, "reports": session.reports, "params": flatten(cfg)}

@@ -79,7 +79,7 @@ def test_parse_assignment_reads_yaml_values() -> None:
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
-    from core.train import lr_factor
+    from core.optim import lr_factor
 
     factors = [lr_factor(e, warmup_epochs=4, epochs=20) for e in range(20)]
     assert factors[0] == pytest.approx(0.2)

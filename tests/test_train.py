@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.config import make_config
-from core.sweep_cli import resolve_cases
+from core.data.cases import CaseLists, resolve_cases
 from core.train import TrainingDivergedError, run_local
 
 FAST = {
@@ -26,10 +26,10 @@ FAST = {
 @pytest.fixture(scope="module")
 def cases(phantom_dir: Path) -> dict:
     cfg = make_config("demo", {"data.root": str(phantom_dir)})
-    return resolve_cases(cfg)
+    return resolve_cases(cfg.data)
 
 
-def test_unet_loss_falls_and_metrics_are_finite(cases: dict, tmp_path: Path) -> None:
+def test_unet_loss_falls_and_metrics_are_finite(cases: CaseLists, tmp_path: Path) -> None:
     torch.set_num_threads(1)
     cfg = make_config("demo", {**FAST, "schedule.patch_size": (64, 64, 32), "schedule.epochs": 6})
     out = run_local(cfg, cases, checkpoint_dir=tmp_path / "ckpt")
@@ -45,11 +45,11 @@ def test_unet_loss_falls_and_metrics_are_finite(cases: dict, tmp_path: Path) -> 
     assert (tmp_path / "ckpt" / "state.pt").exists()
 
 
-def test_resume_continues_from_checkpoint(cases: dict, tmp_path: Path) -> None:
+def test_resume_continues_from_checkpoint(cases: CaseLists, tmp_path: Path) -> None:
     torch.set_num_threads(1)
     first = make_config("demo", {**FAST, "schedule.epochs": 4})
     run_local(first, cases, checkpoint_dir=tmp_path)
-    state = torch.load(tmp_path / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
     assert state["epoch"] == 4
     longer = make_config("demo", {**FAST, "schedule.epochs": 6})
     out = run_local(longer, cases, checkpoint_dir=tmp_path)
@@ -57,15 +57,15 @@ def test_resume_continues_from_checkpoint(cases: dict, tmp_path: Path) -> None:
     assert epochs == [5, 6]
 
 
-def test_real_tumour_control_trains_on_tumour_cases(cases: dict) -> None:
+def test_real_tumour_control_trains_on_tumour_cases(cases: CaseLists) -> None:
     torch.set_num_threads(1)
-    assert cases["train_tumor"], "phantom must hold real-tumour training cases"
+    assert cases.train_tumor, "phantom must hold real-tumour training cases"
     cfg = make_config("demo", {**FAST, "schedule.epochs": 1, "data.real_tumors": True})
     out = run_local(cfg, cases)
     assert math.isfinite(out["final"]["liver_dice"])
 
 
-def test_nan_loss_stops_with_a_reason(cases: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_with_a_reason(cases: CaseLists, monkeypatch: pytest.MonkeyPatch) -> None:
     import monai.losses
 
     class NanLoss(torch.nn.Module):
@@ -90,7 +90,7 @@ def test_nan_loss_stops_with_a_reason(cases: dict, monkeypatch: pytest.MonkeyPat
     ],
 )
 def test_each_backbone_family_trains(
-    cases: dict, backbone: str, options: dict, patch: tuple
+    cases: CaseLists, backbone: str, options: dict, patch: tuple
 ) -> None:
     """One short run per family (SegMamba through the exact CPU scan): loss falls, metrics
     are finite; SegMamba's inter-slice scan depths follow the 32^3 patch."""

@@ -1,0 +1,157 @@
+"""Where a trial's training loop runs: its rank, device, DDP wrapping and checkpoint storage.
+
+`Session` is the small protocol the trainer talks to; `RaySession` is Ray Train's worker
+context, `LocalSession` a single process (tests, notebooks, debugging). Checkpoints are plain
+dicts of tensors and Python numbers saved with `torch.save` and read back with
+`torch.load(weights_only=True)`: a checkpoint on shared storage cannot run code on a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+CHECKPOINT_FILE = "state.pt"
+# Test hook: fault-tolerance tests set this to an epoch number; the chief worker then exits hard
+# right after reporting that epoch, once per trial, as if its node had been lost.
+FAULT_ENV = "TUMORSWEEP_FAULT_AT_EPOCH"
+
+
+class Session(Protocol):
+    """What the trainer needs from where it runs."""
+
+    world_rank: int
+    world_size: int
+    device: torch.device
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The latest checkpoint's state, or None when the trial starts fresh."""
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+        """Report metrics (every rank), optionally with a checkpoint state (chief only)."""
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move the model to the device (and wrap it for DDP)."""
+
+    def prepare_loader(self, loader: Any) -> Any:
+        """Shard the loader across ranks."""
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+
+def save_state(state: dict[str, Any], folder: Path) -> Path:
+    """Write a checkpoint state into `folder` (atomically: a temp file, then a rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{CHECKPOINT_FILE}.partial"
+    torch.save(state, partial)
+    return partial.replace(folder / CHECKPOINT_FILE)
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    """Read a checkpoint state; tensors and plain Python values only (weights_only)."""
+    return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+class LocalSession:
+    """Single-process stand-in for Ray Train's context; checkpoints go to `checkpoint_dir`."""
+
+    world_rank = 0
+    world_size = 1
+
+    def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.device = torch.device("cpu")
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        if self.checkpoint_dir and (self.checkpoint_dir / CHECKPOINT_FILE).exists():
+            return load_state(self.checkpoint_dir)
+        return None
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint is not None and self.checkpoint_dir is not None:
+            save_state(checkpoint, self.checkpoint_dir)
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def prepare_loader(self, loader: Any) -> Any:
+        return loader
+
+    def barrier(self) -> None:
+        return None
+
+
+class RaySession:
+    """Ray Train's context: rank, DDP wrapping, distributed sampler, checkpoints."""
+
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        self._train = ray.train
+        self._torch = ray.train.torch
+        context = ray.train.get_context()
+        self.world_rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        checkpoint = self._train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:  # a local copy, if any, is removed after
+            return load_state(Path(folder))
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+        if checkpoint is None:
+            self._train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="tumorsweep-ckpt-") as folder:
+            save_state(checkpoint, Path(folder))  # report() persists it to storage before
+            self._train.report(metrics, checkpoint=self._train.Checkpoint.from_directory(folder))
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self._torch.prepare_model(model)
+
+    def prepare_loader(self, loader: Any) -> Any:
+        return self._torch.prepare_data_loader(loader)
+
+    def barrier(self) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+
+class FaultAfterEpochSession:
+    """Test hook wrapping a session: the chief process exits hard once per trial right after
+    reporting epoch `epoch` (as a lost node would), so tests exercise real recovery."""
+
+    def __init__(self, inner: Session, epoch: int, marker: Path) -> None:
+        self._inner, self._epoch, self._marker = inner, epoch, marker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+        self._inner.report(metrics, checkpoint)
+        due = metrics.get("epoch") == self._epoch and "train_loss" in metrics
+        if due and self._inner.world_rank == 0 and not self._marker.exists():
+            self._marker.touch()
+            time.sleep(0.5)  # let the report reach the controller
+            os._exit(17)
+
+
+def with_test_hooks(session: Session, trial_key: str) -> Session:
+    """The session, wrapped by the fault hook when `TUMORSWEEP_FAULT_AT_EPOCH` is set."""
+    epoch = os.environ.get(FAULT_ENV)
+    if not epoch:
+        return session
+    marker = Path(tempfile.gettempdir()) / f"tumorsweep-fault-{trial_key}"
+    return FaultAfterEpochSession(session, int(epoch), marker)
