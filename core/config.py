@@ -49,11 +49,14 @@ class ModelConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    """Optimisation: AdamW, linear warm-up then cosine to 0, stepped per epoch."""
+    """Optimisation: AdamW, linear warm-up then cosine annealing, stepped per epoch (the public
+    code's LinearWarmupCosineAnnealingLR; see core.optim)."""
 
     epochs: int = Field(4000, ge=1)
     warmup_epochs: int = Field(100, ge=0)
     lr: float = Field(2e-4, gt=0, le=1)
+    warmup_start_lr: float = Field(0.0, ge=0, description="lr of the first warm-up epoch")
+    min_lr: float = Field(0.0, ge=0, description="lr the cosine anneals to at `epochs`")
     weight_decay: float = Field(1e-5, ge=0)
     batch_size: int = Field(2, ge=1, description="patches per worker per step")
     patch_size: IntTriple = (96, 96, 96)
@@ -82,6 +85,16 @@ class ScheduleConfig(_Strict):
         return self
 
 
+class LossConfig(_Strict):
+    """Dice + cross-entropy on the softmax; defaults are Hu et al.'s `main.py`."""
+
+    squared_pred: bool = True
+    smooth_nr: float = Field(0.0, ge=0)
+    smooth_dr: float = Field(1e-6, ge=0)
+    lambda_dice: float = Field(1.0, ge=0)
+    lambda_ce: float = Field(1.0, ge=0)
+
+
 class EvalConfig(_Strict):
     """Sliding-window inference, post-processing, metrics and checkpoint selection."""
 
@@ -98,7 +111,11 @@ class EvalConfig(_Strict):
     tolerance_mm: float = Field(2.0, gt=0)
     liver_mode: Literal["ge1", "eq1"] = "ge1"
     postprocess: bool = True
-    select_metric: str = Field("val_tumor_dice", description="validation metric for best ckpt")
+    select_metric: str = Field(
+        "val_mean_dice",
+        description="validation metric of the best checkpoint (Hu et al.: the "
+        "mean of liver and tumour Dice)",
+    )
     select_mode: Literal["max", "min"] = "max"
     select_on: Literal["validation", "test", "last"] = Field(
         "validation", description="list to select checkpoints on; last = no selection"
@@ -132,6 +149,7 @@ class TrialConfig(_Strict):
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     seed: int = 0
 

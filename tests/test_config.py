@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from core.config import (
     TrialConfig,
@@ -78,13 +80,78 @@ def test_parse_assignment_reads_yaml_values() -> None:
         parse_assignment("synthesis.sphere_ratio")
 
 
-def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
-    from core.optim import lr_factor
+def _published_schedule(base: float, warmup: int, epochs: int, start: float, eta_min: float):
+    """lr per epoch of LinearWarmupCosineAnnealingLR as published (its recursive get_lr, one
+    scheduler.step() per epoch after training, as in Hu et al.'s monai_trainer.py)."""
+    lrs = [start]
+    for last in range(1, epochs):
+        previous = lrs[-1]
+        if last < warmup:
+            lrs.append(previous + (base - start) / (warmup - 1))
+        elif last == warmup:
+            lrs.append(base)
+        elif (last - 1 - epochs) % (2 * (epochs - warmup)) == 0:
+            lrs.append(
+                previous + (base - eta_min) * (1 - math.cos(math.pi / (epochs - warmup))) / 2
+            )
+        else:
+            ratio = (1 + math.cos(math.pi * (last - warmup) / (epochs - warmup))) / (
+                1 + math.cos(math.pi * (last - warmup - 1) / (epochs - warmup))
+            )
+            lrs.append(ratio * (previous - eta_min) + eta_min)
+    return lrs
 
-    factors = [lr_factor(e, warmup_epochs=4, epochs=20) for e in range(20)]
-    assert factors[0] == pytest.approx(0.2)
-    assert factors[3] == pytest.approx(0.8)
-    assert factors[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[4:], factors[5:], strict=False))
-    assert factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 15 / 16)))
-    assert lr_factor(20, warmup_epochs=4, epochs=20) == pytest.approx(0.0)
+
+@pytest.mark.parametrize(
+    ("warmup", "epochs", "start", "eta_min"),
+    [(100, 4000, 0.0, 0.0), (5, 40, 1e-5, 1e-6), (2, 32, 0, 0)],
+)
+def test_trainer_schedule_is_the_published_warmup_cosine(warmup, epochs, start, eta_min) -> None:
+    """The scheduler the trainer builds trains each epoch at the published schedule's lr."""
+    from core.optim import build_optimisation
+
+    cfg = make_config(
+        "paper",
+        {
+            "schedule.epochs": epochs,
+            "schedule.warmup_epochs": warmup,
+            "schedule.lr": 4e-4,
+            "schedule.warmup_start_lr": start,
+            "schedule.min_lr": eta_min,
+        },
+    )
+    _, optimizer, scheduler = build_optimisation(cfg, torch.nn.Linear(2, 2))
+    ours = []
+    for _ in range(epochs):
+        ours.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = _published_schedule(4e-4, warmup, epochs, start, eta_min)
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-15)
+    assert ours[0] == start and max(ours) == pytest.approx(4e-4)
+
+
+def test_trainer_loss_is_the_published_dice_ce() -> None:
+    """DiceCE with squared predictions, smooth_nr 0, smooth_dr 1e-6, written out from its
+    definition: 1 - mean over (batch, class) of 2 sum(p g) / (sum p^2 + sum g^2 + 1e-6), plus
+    the mean cross-entropy of the logits."""
+    from core.optim import build_optimisation
+
+    loss_fn, _, _ = build_optimisation(make_config("paper"), torch.nn.Linear(2, 2))
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 6, 5, 4, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 1, 6, 5, 4), generator=generator)
+    labels[1][labels[1] == 2] = 1  # one sample without class 2: smooth_nr = 0 matters there
+    p = torch.softmax(logits, dim=1)
+    g = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 4, 1, 2, 3).double()
+    dims = (2, 3, 4)
+    dice = 1 - 2 * (p * g).sum(dims) / ((p * p).sum(dims) + (g * g).sum(dims) + 1e-6)
+    ce = torch.nn.functional.cross_entropy(logits, labels[:, 0])
+    assert float(loss_fn(logits, labels)) == pytest.approx(float(dice.mean() + ce), rel=1e-8)
+
+
+def test_paper_preset_selects_on_mean_dice_of_the_validation_list() -> None:
+    cfg = make_config("paper")
+    assert (cfg.eval.select_metric, cfg.eval.select_on) == ("val_mean_dice", "validation")
+    with pytest.raises(TumorsweepError, match="unknown selection metric 'val_tumour_dice'"):
+        make_config("paper", {"eval.select_metric": "val_tumour_dice"})
