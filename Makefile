@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: setup setup-dev study test lint mlflow-ui clean
+.PHONY: setup setup-dev study test lint mlflow-ui clean clean-results
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,12 @@ lint: setup-dev
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1
 
+# Caches only: the phantom CTs and data-check results are rebuilt on the next run.
 clean:
-	rm -rf .tumorsweep mlflow.db mlartifacts
+	rm -rf .tumorsweep/phantom .tumorsweep/checks .pytest_cache .ruff_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Results: every study's MLflow store, its artifacts and the checkpoints --resume needs.
+clean-results:
+	@echo "Deleting mlflow.db, mlartifacts/ and .tumorsweep/ray_results/ (all study results)."
+	rm -rf mlflow.db mlartifacts .tumorsweep/ray_results

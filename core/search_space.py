@@ -190,3 +190,15 @@ def expand_grid(space: SearchSpace) -> list[dict[str, Any]]:
     axes = [[(name, v) for v in spec["grid"]] for name, spec in space.sweep.items()]
     rows = space.configs or [{}]
     return [dict(row) | dict(combo) for row in rows for combo in itertools.product(*axes)]
+
+
+def trial_probes(space: SearchSpace) -> list[dict[str, Any]]:
+    """Overrides that stand for every trial of a study: each grid row, or (Optuna) the base
+    plus each sampled field at each listed value or bound. Checked before Ray starts."""
+    if space.searcher.type == "grid":
+        return expand_grid(space)
+    probes: list[dict[str, Any]] = [{}]
+    for name, spec in space.sweep.items():
+        kind, values = next(iter(spec.items()))
+        probes += [{name: value} for value in values]
+    return probes

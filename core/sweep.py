@@ -8,8 +8,13 @@ its own nested run by Tune trial id, so a resumed sweep never logs a trial twice
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,20 +174,46 @@ DRIVER_RESERVE_CPU = 1
 
 
 def start_local_ray(num_cpus: int | None = None) -> None:
-    """A local Ray sized for this machine, plus the logical CPU reserved for trial drivers."""
+    """A local Ray sized for this machine, plus the logical CPU reserved for trial drivers;
+    a watchdog stops it if this driver dies without stopping it (SIGKILL)."""
     import os
 
     import ray
 
+    from core import ray_watchdog
+
     cores = num_cpus or os.cpu_count() or 1
     # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner needs:
     # without it every finished trial leaks its workers' CPUs and later trials never start.
-    ray.init(
+    context = ray.init(
         num_cpus=cores + DRIVER_RESERVE_CPU,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         log_to_driver=True,
     )
+    ray_watchdog.start(os.getpid(), context.address_info["session_dir"])
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the cluster at `address`, or start a local Ray (unless one is up already)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if not address:
+        start_local_ray()
+        return
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except (ConnectionError, RuntimeError) as exc:
+        raise TumorsweepError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+
+
+def safe_name(name: str) -> str:
+    """A name usable as one file name (sweep folders and state files are named after the
+    experiment, which may hold '/' or '..')."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return cleaned or "experiment"
 
 
 def _capacity(options: SweepOptions) -> int:
@@ -241,64 +272,17 @@ def run_sweep(
     space: SearchSpace, options: SweepOptions, cases: CaseLists, base: TrialConfig
 ) -> dict[str, Any]:
     """Run (or resume) the sweep; returns the parent run id, experiment and Tune results."""
-    import ray
-    from ray import tune
-
     experiment = options.experiment or space.study
-    storage = (
-        str(Path(options.storage).resolve()) if "://" not in options.storage else (options.storage)
-    )
-    latest = Path(storage) / f"{experiment}.latest" if "://" not in storage else None
-    if not ray.is_initialized():
-        if options.address:
-            ray.init(address=options.address, log_to_driver=True)
-        else:
-            start_local_ray()
-    fits = _capacity(options)
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    total = ray.cluster_resources()
-    print(
-        f"Ray cluster: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU, "
-        f"{total.get('GPU', 0):g} GPU; up to {fits} trial(s) at once",
-        flush=True,
-    )
-    concurrent = min(options.max_concurrent, fits) if options.max_concurrent else fits
-    if options.max_concurrent > fits:
-        print(
-            f"note: --max-concurrent {options.max_concurrent} capped at {fits}: the cluster "
-            "fits no more trials at once (more would time out waiting for workers)"
-        )
+    storage = options.storage if "://" in options.storage else str(Path(options.storage).resolve())
+    connect_ray(options.address)
+    concurrent = _concurrency(options)
     experiment_id = tracking.ensure_experiment(options.tracking_uri, experiment)
-
     if options.resume:
-        if latest is None or not latest.is_file():
-            raise TumorsweepError(f"--resume: no earlier sweep of {experiment!r} under {storage}")
-        sweep_name = latest.read_text().strip()
-        state = json.loads((Path(storage) / sweep_name / STATE_FILE).read_text())
-        parent_run_id = state["parent_run_id"]
-        print(f"Resuming sweep {sweep_name} (MLflow parent run {parent_run_id})")
+        sweep_name, parent_run_id = _resume_parent(options.tracking_uri, storage, experiment)
     else:
-        sweep_name = f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-        parent_run_id = tracking.start_parent_run(
-            options.tracking_uri,
-            experiment_id,
-            sweep_name,
-            tags={
-                tracking.STUDY_TAG: space.study,
-                tracking.SWEPT_TAG: json.dumps(space.swept_names()),
-                tracking.BASELINE_TAG: json.dumps(space.baseline),
-                tracking.PRESET_TAG: options.preset,
-                tracking.EVAL_SET_TAG: cases.eval_set,
-                tracking.DATA_ROOT_TAG: cases.root,
-                tracking.DATA_WARNINGS_TAG: json.dumps(list(cases.warnings)),
-            },
-        )
-        tracking.log_params(options.tracking_uri, parent_run_id, flatten(base))
-
+        sweep_name = f"{safe_name(experiment)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        parent_run_id = _start_parent(options, experiment_id, sweep_name, space, cases, base)
     seeds = list(range(base.seed, base.seed + (options.seeds or space.seeds)))
-    resources = {"CPU": options.cpus_per_worker}
-    if options.gpus_per_trial:
-        resources["GPU"] = options.gpus_per_trial
     context = TrialContext(
         base=base.model_dump(mode="json"),
         cases=cases,
@@ -309,48 +293,20 @@ def run_sweep(
         storage=storage,
         workers=options.workers_per_trial,
         use_gpu=bool(options.gpus_per_trial),
-        resources_per_worker=resources,
+        resources_per_worker={"CPU": options.cpus_per_worker}
+        | ({"GPU": options.gpus_per_trial} if options.gpus_per_trial else {}),
         max_failures=options.max_failures,
         first_seed=seeds[0],
     )
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": 0.01})
-    if options.resume:
-        tuner = tune.Tuner.restore(
-            str(Path(storage) / sweep_name),
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=False,
-        )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(space, seeds),
-            tune_config=tune.TuneConfig(
-                search_alg=_searcher(space, concurrent),
-                scheduler=_scheduler(space, base.schedule.epochs),
-                metric=space.metric,
-                mode=space.mode,
-                num_samples=space.searcher.num_samples,
-                max_concurrent_trials=concurrent,
-            ),
-            run_config=tune.RunConfig(
-                name=sweep_name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=[_trial_status_callback(context)],
-                verbose=1,
-            ),
-        )
-        Path(storage, sweep_name).mkdir(parents=True, exist_ok=True)
-        Path(storage, sweep_name, STATE_FILE).write_text(
-            json.dumps({"parent_run_id": parent_run_id, "experiment": experiment})
-        )
-        if latest is not None:
-            latest.write_text(sweep_name)
-    results = tuner.fit()
+    tuner = _tuner(space, options, context, sweep_name, seeds, concurrent, base.schedule.epochs)
+    if not options.resume:
+        _write_sweep_state(storage, experiment, sweep_name, parent_run_id)
+    with _sigterm_as_sigint():
+        results = tuner.fit()
+    killed = _close_unfinished(options.tracking_uri, experiment_id, parent_run_id)
     failed = [r for r in results if r.error is not None]
     status = "FAILED" if failed and len(failed) == len(results) else "FINISHED"
-    tracking.finish_run(options.tracking_uri, parent_run_id, status=status)
+    tracking.finish_run(options.tracking_uri, parent_run_id, status="KILLED" if killed else status)
     return {
         "experiment": experiment,
         "parent_run_id": parent_run_id,
@@ -358,4 +314,151 @@ def run_sweep(
         "storage": storage,
         "results": results,
         "failed": len(failed),
+        "interrupted": bool(killed),
     }
+
+
+def _concurrency(options: SweepOptions) -> int:
+    """Trials at once: what the cluster fits, capped by --max-concurrent."""
+    import ray
+
+    fits = _capacity(options)
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    total = ray.cluster_resources()
+    print(
+        f"Ray cluster: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU, "
+        f"{total.get('GPU', 0):g} GPU; up to {fits} trial(s) at once",
+        flush=True,
+    )
+    if options.max_concurrent > fits:
+        print(
+            f"note: --max-concurrent {options.max_concurrent} capped at {fits}: the cluster "
+            "fits no more trials at once (more would time out waiting for workers)"
+        )
+    return min(options.max_concurrent, fits) if options.max_concurrent else fits
+
+
+def _start_parent(
+    options: SweepOptions,
+    experiment_id: str,
+    sweep_name: str,
+    space: SearchSpace,
+    cases: CaseLists,
+    base: TrialConfig,
+) -> str:
+    """The MLflow parent run of a new sweep, with the study's tags and the base config."""
+    parent_run_id = tracking.start_parent_run(
+        options.tracking_uri,
+        experiment_id,
+        sweep_name,
+        tags={
+            tracking.STUDY_TAG: space.study,
+            tracking.SWEPT_TAG: json.dumps(space.swept_names()),
+            tracking.BASELINE_TAG: json.dumps(space.baseline),
+            tracking.PRESET_TAG: options.preset,
+            tracking.EVAL_SET_TAG: cases.eval_set,
+            tracking.DATA_ROOT_TAG: cases.root,
+            tracking.DATA_WARNINGS_TAG: json.dumps(list(cases.warnings)),
+        },
+    )
+    tracking.log_params(options.tracking_uri, parent_run_id, flatten(base))
+    return parent_run_id
+
+
+def _latest_file(storage: str, experiment: str) -> Path | None:
+    return None if "://" in storage else Path(storage) / f"{safe_name(experiment)}.latest"
+
+
+def _write_sweep_state(storage: str, experiment: str, sweep_name: str, parent: str) -> None:
+    """Where `--resume` finds this sweep: its folder's state file and the experiment's
+    `.latest` pointer (both under the storage folder whatever the experiment is called)."""
+    folder = Path(storage, sweep_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"parent_run_id": parent, "experiment": experiment}
+    (folder / STATE_FILE).write_text(json.dumps(state))
+    latest = _latest_file(storage, experiment)
+    if latest is not None:
+        latest.write_text(sweep_name)
+
+
+def _resume_parent(tracking_uri: str, storage: str, experiment: str) -> tuple[str, str]:
+    """The interrupted sweep's name and parent run, reopened under this driver."""
+    latest = _latest_file(storage, experiment)
+    if latest is None or not latest.is_file():
+        raise TumorsweepError(f"--resume: no earlier sweep of {experiment!r} under {storage}")
+    sweep_name = latest.read_text().strip()
+    state = json.loads((Path(storage) / sweep_name / STATE_FILE).read_text())
+    parent_run_id = state["parent_run_id"]
+    tracking.reopen_parent_run(tracking_uri, parent_run_id)
+    print(f"Resuming sweep {sweep_name} (MLflow parent run {parent_run_id})")
+    return sweep_name, parent_run_id
+
+
+def _tuner(
+    space: SearchSpace,
+    options: SweepOptions,
+    context: TrialContext,
+    sweep_name: str,
+    seeds: list[int],
+    concurrent: int,
+    epochs: int,
+):
+    """A new Tuner over the study's param space, or the interrupted one restored."""
+    from ray import tune
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": 0.01})
+    if options.resume:
+        return tune.Tuner.restore(
+            str(Path(context.storage) / sweep_name),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+        )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(space, seeds),
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(space, concurrent),
+            scheduler=_scheduler(space, epochs),
+            metric=space.metric,
+            mode=space.mode,
+            num_samples=space.searcher.num_samples,
+            max_concurrent_trials=concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_name,
+            storage_path=context.storage,
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[_trial_status_callback(context)],
+            verbose=1,
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """While Tune runs, SIGTERM stops the sweep the way Ctrl-C does (Tune saves its state
+    and returns), so the driver can still close its MLflow runs."""
+
+    def forward(_signum, _frame) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _close_unfinished(tracking_uri: str, experiment_id: str, parent_run_id: str) -> int:
+    """Mark trial runs Tune left running (an interrupted sweep) KILLED; returns how many."""
+    running = tracking.running_trials(tracking_uri, experiment_id, parent_run_id)
+    for run_id in running:
+        tracking.finish_run(
+            tracking_uri, run_id, status="KILLED", error="sweep interrupted (resume with --resume)"
+        )
+    return len(running)

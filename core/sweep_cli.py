@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core import preflight
 from core.config import apply_overrides, make_config, parse_assignment
 from core.data.cases import cache_dir, resolve_cases
 from core.errors import TumorsweepError
-from core.search_space import load_search_space
+from core.search_space import SearchSpace, load_search_space, trial_probes
 from core.tracking import default_tracking_uri
 
 
@@ -64,18 +65,18 @@ def _run(study: str, args: argparse.Namespace) -> int:
 
     preset = args.preset or ("paper" if args.data else "demo")
     space = load_search_space(args.search_space or study, preset=preset)
-    overrides = dict(space.fixed)
-    if args.data:
-        overrides["data.root"] = str(Path(args.data).resolve())
-    if args.split:
-        overrides["data.split"] = args.split
-    overrides.update(parse_assignment(text) for text in args.set)
-    base = make_config(preset, overrides)
+    base = make_config(preset, _overrides(space, args))
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    preflight.check_resources(
+        args.workers_per_trial, args.cpus_per_worker, args.gpus_per_trial, args.seeds,
+        args.max_concurrent, args.address,
+    )  # fmt: skip
+    preflight.check_tracking_uri(tracking_uri)
+    preflight.check_address(args.address)
     if args.data is None and preset == "paper":
         print("note: paper preset on the phantom CTs (no --data given)")
-    source = args.data or "built-in phantom CTs"
     print(
-        f"Study {space.study}: preset {preset!r} ({source}); "
+        f"Study {space.study}: preset {preset!r} ({args.data or 'built-in phantom CTs'}); "
         f"{space.searcher.type} search over {', '.join(space.swept_names()) or 'nothing'}; "
         f"metric {space.metric} ({space.mode})",
         flush=True,
@@ -87,21 +88,21 @@ def _run(study: str, args: argparse.Namespace) -> int:
         f"(test list: {cases.eval_set}; checkpoints selected on: {cases.selection})",
         flush=True,
     )
-    for note in cases.warnings:
+    for note in [*cases.warnings, *preflight.check_data(cases)]:
         print(f"note: {note}", flush=True)
     if cases.selection != base.eval.select_on:  # recorded as the trials' eval.select_on
         base = apply_overrides(base, {"eval.select_on": cases.selection})
+    probes = trial_probes(space)
+    preflight.check_trials((apply_overrides(base, p, source="trial") for p in probes), cases)
     if args.dry_run:
-        from core.search_space import expand_grid
-
-        rows = expand_grid(space) if space.searcher.type == "grid" else [space.sweep]
-        for row in rows:
-            print("  trial:", json.dumps(row, default=str))
+        for probe in probes:
+            print("  trial:", json.dumps(probe, default=str))
+        print("dry run: data, trials, resources and tracking store checked; nothing ran")
         return 0
     options = SweepOptions(
         preset=preset,
         address=args.address,
-        tracking_uri=args.tracking_uri or default_tracking_uri(),
+        tracking_uri=tracking_uri,
         experiment=args.experiment or "",
         storage=args.storage or str(cache_dir() / "ray_results"),
         workers_per_trial=args.workers_per_trial,
@@ -119,7 +120,21 @@ def _run(study: str, args: argparse.Namespace) -> int:
         f"\nMLflow: mlflow ui --backend-store-uri {options.tracking_uri}  "
         f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']})"
     )
+    if outcome["interrupted"]:
+        print("interrupted: the unfinished trials are marked KILLED; --resume finishes them")
+        return 130
     return 1 if outcome["failed"] else 0
+
+
+def _overrides(space: SearchSpace, args: argparse.Namespace) -> dict[str, Any]:
+    """The study's fixed fields, then --data / --split, then every --set."""
+    overrides = dict(space.fixed)
+    if args.data:
+        overrides["data.root"] = str(Path(args.data).resolve())
+    if args.split:
+        overrides["data.split"] = args.split
+    overrides.update(parse_assignment(text) for text in args.set)
+    return overrides
 
 
 def results_table(tracking_uri: str, outcome: dict[str, Any]) -> str:

@@ -133,6 +133,24 @@ def find_trial_run(
     return found[0].info.run_id if found else None
 
 
+def reopen_parent_run(tracking_uri: str, run_id: str) -> None:
+    """A resumed sweep's parent run: RUNNING again, driven by this process."""
+    client = _client(tracking_uri)
+    client.update_run(run_id, status="RUNNING")
+    for key, value in driver_tags().items():
+        client.set_tag(run_id, key, value)
+
+
+def running_trials(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[str]:
+    """Ids of the sweep's trial runs still marked RUNNING."""
+    found = _client(tracking_uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=10_000,
+    )
+    return [run.info.run_id for run in found]
+
+
 def close_if_running(tracking_uri: str, run_id: str, status: str, error: str = "") -> None:
     """Give a run its final status unless it already has one (the trial set it itself)."""
     if _client(tracking_uri).get_run(run_id).info.status == "RUNNING":

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -72,8 +73,13 @@ def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path, phantom_
         time.sleep(2)
     else:
         pytest.fail("no trial finished before the deadline")
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-sweep
+    ray_processes = psutil.Process(first.pid).children(recursive=True)
+    assert any("raylet" in " ".join(p.cmdline()) for p in ray_processes)
+    os.kill(first.pid, signal.SIGKILL)  # the driver alone, mid-sweep (as the OOM killer would)
     first.wait()
+    # the local Ray it started follows it: dashboard and agents included, within seconds
+    gone, alive = psutil.wait_procs(ray_processes, timeout=30)
+    assert not alive, [" ".join(p.cmdline())[:120] for p in alive]
     done_before = {t.info.run_id for t in _trials(tmp_path) if t.info.status == "FINISHED"}
     assert 1 <= len(done_before) < 3
 
@@ -106,3 +112,29 @@ def test_crashed_worker_resumes_from_its_checkpoint(tmp_path: Path, phantom_dir:
     assert trial.data.metrics["resumed_at_epoch"] in (1.0, 2.0)
     assert _history(tmp_path, trial.info.run_id, "train_loss") == [0, 1, 2]
     assert 0.0 <= trial.data.metrics["liver_dice"] <= 1.0
+
+
+def test_sigterm_marks_the_runs_killed_and_exits_non_zero(
+    tmp_path: Path, phantom_dir: Path
+) -> None:
+    space = "study: ft\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
+    command = _command(tmp_path, phantom_dir, space, "--set", "schedule.epochs=40")
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        trials = _trials(tmp_path)
+        if trials and _history(tmp_path, trials[0].info.run_id, "train_loss"):
+            break
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        time.sleep(1)
+    else:
+        pytest.fail("the trial never logged an epoch")
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=180) == 130, (tmp_path / "driver.log").read_text()[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ft")
+    statuses = {r.data.tags["tumorsweep.role"]: r.info.status for r in client.search_runs(
+        [experiment.experiment_id])}  # fmt: skip
+    assert statuses == {"sweep": "KILLED", "trial": "KILLED"}
+    assert "--resume finishes them" in (tmp_path / "driver.log").read_text()

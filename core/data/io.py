@@ -69,7 +69,7 @@ def as_labels(path: str | Path, data: np.ndarray) -> np.ndarray:
     if low < 0 or high > 2:
         values = np.unique(data)
         extra = [v.item() for v in values if v not in LABEL_VALUES]
-        shown = ", ".join(str(v) for v in extra[:5])
+        shown = ", ".join(f"{v:g}" for v in extra[:5])
         raise TumorsweepError(f"{path}: label values {shown} outside {{0, 1, 2}}")
     return data.astype(np.uint8, copy=False)
 
