@@ -1,54 +1,50 @@
-"""Statistics of one configuration or one pair of them that do not overclaim.
+"""Statistics of a configuration, and of a pair of them, that do not overclaim.
 
-The data of a configuration is a trials x cases matrix (one row per seed / trial, one column
-per evaluation case, NaN where a metric is undefined). Two sources of noise are in it:
-training runs (a seed better or worse on *every* case at once) and cases (the evaluation set
-is a sample of patients). Treating cases as the unit, as a per-case Wilcoxon test does,
-leaves the first out: with 3 seeds, seed SD 0.05 and case noise SD 0.02, such a test "finds"
-a difference between two identical configurations most of the time (86% at 0.05 in the
-simulation of tests/test_report_units.py).
+A configuration's data is a trials x cases matrix (one row per seed, one column per evaluation
+case, NaN where a metric is undefined) holding two kinds of noise: training runs (a seed that
+is better or worse on *every* case at once) and cases (the evaluation set samples patients).
+A test with cases as the unit, like the per-case Wilcoxon this replaces, leaves the first
+out: with 3 seeds, seed SD 0.05 and case noise SD 0.02 it calls two identical configurations
+different 85% of the time at 0.05 (simulated, tests/test_report_units.py).
 
-Confidence interval (`bootstrap_ci`): the 95% percentile bootstrap of the configuration mean
-(mean over trials of each trial's mean over the cases it scored). With >= 2 trials it is
-two-level: every seed scores the same cases, so seeds and cases are crossed and are resampled
-independently (Owen's "pigeonhole" bootstrap): a resample draws n cases and S trials with
-replacement and averages the drawn trials' means over the drawn cases. One trial: cases only.
-Draws: `rng = numpy.random.default_rng(seed)`, case picks
-`rng.integers(0, n, size=(n_resamples, n))`, then (>= 2 trials) trial picks
-`rng.integers(0, S, size=(n_resamples, S))`; cases no trial scored are dropped first, cases
-sorted by name. With 3 seeds the seed level is approximate (3 seeds give 10 distinct seed
-resamples, and their spread is 2/3 of the seed variance): in simulation the interval covered
-88% when seed variance dominated (seed SD 0.05, case SD 0.15), 93% at seed SD 0.02, and the
-cases-only interval of a single seed 87% (it cannot see seed variance).
+Interval (`bootstrap_ci`): 95% percentile bootstrap of the configuration mean (the mean over
+trials of each trial's mean over the cases it scored). With >= 2 trials it is two-level: all
+seeds score the same cases, so seeds and cases are crossed and are resampled independently
+(Owen's pigeonhole bootstrap): draw n cases and S trials with replacement, average the drawn
+trials' means over the drawn cases. One trial: cases only. Cases are sorted by name, trials
+by seed, cases no trial scored dropped; draws: `rng = numpy.random.default_rng(seed)`, case
+picks `rng.integers(0, n, size=(n_resamples, n))`, then trial picks `rng.integers(0, S,
+size=(n_resamples, S))`. Few seeds make it approximate (3 seeds give 10 distinct resamples
+whose spread is 2/3 of the seed variance): simulated coverage was 89% with seed variance
+dominating (seed SD 0.05, case SD 0.15, 3 seeds), 93% at seed SD 0.02, and 87% for the
+cases-only interval of one seed, which cannot see seed variance.
 
-Paired test against the baseline (`paired_test`), on the cases every trial of both
-configurations scored:
-- both with >= 2 trials: a two-level Welch t-test (`two_level_t_test`). The difference of the
-  configuration means D has variance seed_A/S_A + seed_B/S_B + case x configuration/n; it is
-  estimated by s_A^2/S_A + s_B^2/S_B + s_d^2/n, with s_k^2 the sample variance of
-  configuration k's per-trial means over the shared cases and s_d^2 that of the per-case
-  differences of seed-averaged values; t = D / sqrt(that), Satterthwaite degrees of freedom
-  from the three terms (S_A - 1, S_B - 1, n - 1). The within-trial case noise is counted in
-  both terms, which makes the test conservative, never liberal. A permutation of trials is
-  not used because it cannot reach 0.05 with 3 + 3 trials (20 splits: the smallest two-sided
-  p is 0.1), and a trial-level test alone (Welch on per-trial means) conditions on the 22
-  cases: in simulation it rejected 19% of true nulls where configurations differ case by
-  case but not on average; the case term brings that to <= 0.05. With no case term left
-  (every per-case difference equal) it is exactly Welch's test on per-trial means; with no
-  seed variance, the paired t-test on the per-case differences.
+Paired test against the baseline (`paired_test`), over the cases every trial of both scored:
+- both with >= 2 trials: a two-level Welch t-test (`two_level_t_test`). The difference D of
+  the configuration means has variance seed_A/S_A + seed_B/S_B + (case x configuration)/n,
+  estimated by s_A^2/S_A + s_B^2/S_B + s_d^2/n: s_k^2 is the sample variance of configuration
+  k's per-trial means, s_d^2 that of the per-case differences of seed-averaged values;
+  t = D / sqrt(sum), Satterthwaite degrees of freedom from the three terms (S_A - 1, S_B - 1,
+  n - 1). Within-trial case noise is in both estimates, which errs conservative (0.7% rejected
+  at 0.05 when seeds do not matter at all). Why not simpler: an exact permutation of trials
+  cannot reach 0.05 with 3 + 3 seeds (20 splits, smallest two-sided p 0.1), and Welch's test
+  on per-trial means alone conditions on the evaluated cases: it rejected 18% of true nulls
+  where configurations differ case by case but not on average (case x configuration SD 0.05),
+  where this test rejects 4.0%. With every per-case difference equal it is exactly Welch's
+  test on per-trial means; with identical seeds, the paired t-test on per-case differences.
 - a configuration with a single trial: a case-level sign-flip test of the mean per-case
-  difference (`sign_flip_test`; exact up to 2^16 sign patterns, else 20,000 seeded random
-  ones). It cannot account for seed-to-seed variance, and the table says so.
-Holm's step-down correction (`holm`) then runs over every comparison of one table (each
-metric x configuration against its baseline): it controls the family-wise error rate under
-any dependence between the tests, which matters because Dice and NSD of one case are
-strongly correlated.
+  difference (`sign_flip_test`: exact over all 2^n sign patterns up to 16 cases, else 20,000
+  seeded random ones). It cannot account for seed variance, and the table says so.
+Holm's step-down correction (`holm`) then runs over all comparisons of one table (every metric
+x configuration against its baseline): it holds the family-wise error rate under any
+dependence, which matters because a case's Dice and NSD are strongly correlated.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
