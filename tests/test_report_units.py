@@ -172,6 +172,8 @@ def test_two_level_t_sums_both_levels_with_satterthwaite_df() -> None:
     dof = terms.sum() ** 2 / (terms**2 / np.array([2, 3, 19])).sum()
     t = (ours.mean() - baseline.mean()) / np.sqrt(terms.sum())
     assert two_level_t_test(ours, baseline) == pytest.approx(2 * stats.t.sf(abs(t), dof), rel=1e-9)
+    with pytest.raises(ValueError, match="need >= 2 trials each"):
+        two_level_t_test(ours[:1], baseline)
 
 
 @pytest.mark.parametrize("n", [7, 12])

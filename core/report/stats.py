@@ -102,6 +102,10 @@ def two_level_t_test(ours: np.ndarray, baseline: np.ndarray) -> float:
     """Two-sided p of the two-level Welch t-test (module docstring) of two trials x cases
     matrices over the same cases, without NaN, each with >= 2 trials."""
     ours, baseline = np.asarray(ours, dtype=float), np.asarray(baseline, dtype=float)
+    if len(ours) < 2 or len(baseline) < 2 or ours.shape[1] != baseline.shape[1]:
+        raise ValueError(
+            f"need >= 2 trials each over the same cases: {ours.shape}, {baseline.shape}"
+        )
     n_cases = ours.shape[1]
     terms, dofs = [], []
     for matrix in (ours, baseline):
