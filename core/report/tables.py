@@ -120,8 +120,10 @@ def _statistics_notes(chosen: pd.DataFrame) -> list[str]:
             f"* differs from {against} at {ALPHA:g} after Holm's correction over the {n_tests} "
             "comparisons (metric x column) of this table; raw and adjusted p in summary.csv"
         )
+    elif len(baselines):
+        notes.append(f"no paired tests: no column besides {against} has per-case values")
     else:
-        notes.append(f"no paired tests: no per-case values to compare against ({against})")
+        notes.append("no paired tests: no baseline column found")
     ci = {
         CI_TWO_LEVEL: "two-level bootstrap (seeds, then cases) for ",
         CI_CASES: "bootstrap over cases only (one seed: seed-to-seed variance not included) for ",
