@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from core.errors import TumorsweepError
 from core.report import build_report, report_markdown, write_report
+from core.report.build import check_out_dir
 from core.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
 
 
@@ -27,14 +29,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pool every sweep of each experiment (default: only the latest)",
     )
     parser.add_argument(
-        "--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples over cases"
+        "--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples (seeds and cases)"
     )
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed")
     parser.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Build the report, write it to --out and print its Markdown."""
+    """Check the arguments, build the report, write it to --out and print its Markdown."""
+    if args.resamples < 1:
+        raise TumorsweepError(f"--resamples must be at least 1, got {args.resamples}")
+    check_out_dir(args.out)
     report = build_report(
         args.tracking_uri,
         args.experiment,

@@ -1,15 +1,23 @@
 """core.report against a real MLflow SQLite store holding known sweeps (DESIGN.md naming).
 
-The store: experiment `sphere_ratio` with an old sweep and a latest one (sphere ratio 0, 0.15,
-0.25 x seeds 0-2 finished, one 0.25 seed FAILED, 0.05 only RUNNING, 0.10 only FAILED, 0.12
-finished without liver_nsd, one 0.15 seed without tumor_nsd), a small `backbones` study and an
-experiment with no runs. Expected numbers are computed here from the values written.
+The store: experiment `sphere_ratio` with an old sweep and a latest one scored with the hu2023
+protocol (sphere ratio 0, 0.15, 0.25 x seeds 0-2 finished, one 0.25 seed FAILED, 0.05 only
+RUNNING, 0.10 only FAILED, 0.12 one seed without liver_nsd, one 0.15 seed without tumor_nsd); a
+small `backbones` study from before the `eval.protocol` param; `seed_noise`, where whole
+training runs are better or worse on every case, with overrides and a data warning;
+`stopped`, with KILLED trials and RUNNING ones whose driver is gone, alive, or elsewhere;
+studies with hostile names; and an experiment with no runs. Expected numbers are computed
+here from the values written, with scipy and numpy.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,11 +28,12 @@ import pytest
 from conftest import execute_aggregate_notebook
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-from scipy.stats import wilcoxon
+from scipy import stats
 
 from core.cli import main
 from core.errors import TumorsweepError
-from core.report import build_report, load_runs, paper_table, summary_table
+from core.report import build_report, file_stem, load_runs, paper_table, summary_table
+from core.report.tables import table_notes
 
 CASES = [f"liver_{n}" for n in (2, 13, 15, 17, 19, 21, 33, 42)]
 METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
@@ -62,15 +71,20 @@ class _Store:
         self.swept: dict[str, list[str]] = {}
 
     def experiment(self, name: str) -> str:
-        return self.client.create_experiment(name, artifact_location=str(self.root / name))
+        # artifacts in a folder of our own naming: experiment names here may be hostile paths
+        location = self.root / "artifacts" / str(len(self.client.search_experiments()))
+        return self.client.create_experiment(name, artifact_location=str(location))
 
-    def sweep(self, exp: str, swept: list[str], baseline: dict, start: int) -> str:
+    def sweep(
+        self, exp: str, swept: list[str], baseline: dict, start: int, tags: dict | None = None
+    ) -> str:
         tags = {
             "tumorsweep.role": "sweep",
             "tumorsweep.study": exp,
             "tumorsweep.swept": json.dumps(swept),
             "tumorsweep.baseline": json.dumps(baseline),
             "tumorsweep.preset": "demo",
+            **(tags or {}),
         }
         run_id = self.client.create_run(exp, start_time=start, tags=tags).info.run_id
         self.swept[run_id] = swept
@@ -85,6 +99,7 @@ class _Store:
         status: str = "FINISHED",
         drop: tuple[str, ...] = (),
         eval_set: str = "hu-val",
+        table: pd.DataFrame | None = None,
     ) -> str:
         swept = {k: params[k] for k in self.swept[parent]}
         tags = {
@@ -105,7 +120,8 @@ class _Store:
         )
         if status == "FINISHED":
             key = (exp, json.dumps(swept, sort_keys=True), seed)
-            table = _per_case(params.get("synthesis.sphere_ratio", 0.0), seed)
+            if table is None:
+                table = _per_case(params.get("synthesis.sphere_ratio", 0.0), seed)
             artifact = self.root / run_id / "per_case_test.csv"
             artifact.parent.mkdir()
             table.to_csv(artifact, index=False)
@@ -119,7 +135,7 @@ class _Store:
         return run_id
 
 
-def _unet(ratio: float) -> dict:
+def _unet(ratio: float, **more: object) -> dict:
     return {
         "model.name": "unet",
         "model.pretrained": None,
@@ -127,7 +143,32 @@ def _unet(ratio: float) -> dict:
         "synthesis.style": "hu",
         "synthesis.location": "uniform",
         "synthesis.sphere_ratio": ratio,
+        **more,
     }
+
+
+HU2023 = {"eval.protocol": "hu2023"}
+BASE_CASES = np.linspace(0.45, 0.75, len(CASES))
+# seed_noise: per-trial shifts shared by every case (no other noise): seeds dominate
+SEED_SHIFTS = {0.0: [0.0, 0.08, -0.06], 0.15: [0.07, -0.02, 0.12], 0.25: [0.20, 0.22, 0.24]}
+DATA_WARNING = "training and test lists share 2 cases: liver_13, liver_15"
+
+
+def _shifted(shift: float) -> pd.DataFrame:
+    return pd.DataFrame({"case": CASES, **{m: BASE_CASES + shift for m in METRICS}})
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def _driver(pid: int, host: str | None = None) -> dict:
+    return {"tumorsweep.driver_host": host or socket.gethostname(), "tumorsweep.driver_pid": pid}
+
+
+HOSTILE = ("../../escape_study", "report")
 
 
 @pytest.fixture(scope="module")
@@ -142,42 +183,138 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
         for seed in range(3):
             failed = ratio == 0.25 and seed == 2
             drop = ("tumor_nsd",) if (ratio, seed) == (0.15, 0) else ()
-            s.trial(exp, new, _unet(ratio), seed, "FAILED" if failed else "FINISHED", drop)
-    s.trial(exp, new, _unet(0.05), 0, "RUNNING")
-    s.trial(exp, new, _unet(0.10), 0, "FAILED")
-    s.trial(exp, new, _unet(0.12), 0, drop=("liver_nsd",))
+            status = "FAILED" if failed else "FINISHED"
+            s.trial(exp, new, _unet(ratio, **HU2023), seed, status, drop)
+    s.trial(exp, new, _unet(0.05, **HU2023), 0, "RUNNING")
+    s.trial(exp, new, _unet(0.10, **HU2023), 0, "FAILED")
+    s.trial(exp, new, _unet(0.12, **HU2023), 0, drop=("liver_nsd",))
     bb = s.experiment("backbones")
     swept = ["model.name", "data.real_tumors"]
     sweep = s.sweep(bb, swept, {"model.name": "unet", "data.real_tumors": False}, start=3_000)
     for real in (False, True):
         s.trial(bb, sweep, {**_unet(0.0), "data.real_tumors": real}, 0, eval_set="global")
+    noise = s.experiment("seed_noise")
+    warned = {"tumorsweep.data_warnings": json.dumps([DATA_WARNING])}
+    sweep = s.sweep(noise, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 4_000, warned)
+    for ratio, shifts in SEED_SHIFTS.items():
+        for seed, shift in enumerate(shifts):
+            params = _unet(ratio, **{"eval.protocol": "tumorsweep"})
+            params["eval.allow_test_selection"] = ratio == 0.15
+            params["data.allow_overlap"] = (ratio, seed) == (0.0, 1)
+            s.trial(noise, sweep, params, seed, eval_set="test", table=_shifted(shift))
+    stopped = s.experiment("stopped")
+    gone = s.sweep(
+        stopped, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 5_000, _driver(_dead_pid())
+    )
+    s.trial(stopped, gone, _unet(0.15), 0, "KILLED")
+    s.trial(stopped, gone, _unet(0.25), 0, "RUNNING")
+    elsewhere = s.sweep(
+        stopped, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 6_000, _driver(1, "elsewhere")
+    )
+    s.trial(stopped, elsewhere, _unet(0.10), 0, "RUNNING")
+    alive = s.sweep(
+        stopped, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 7_000, _driver(os.getpid())
+    )
+    s.trial(stopped, alive, _unet(0.0), 0)
+    s.trial(stopped, alive, _unet(0.05), 0, "RUNNING")
+    for name in (str(root / "outside" / "abs_study"), *HOSTILE):
+        hostile = s.experiment(name)
+        sweep = s.sweep(hostile, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=8_000)
+        s.trial(hostile, sweep, _unet(0.0), 0)
     s.experiment("empty_study")
     return s
 
 
+def _trials(store: _Store, exp: str, ratio: float) -> list[pd.DataFrame]:
+    key = json.dumps({"synthesis.sphere_ratio": ratio})
+    return [t for (e, k, _), t in store.per_case.items() if (e, k) == (exp, key)]
+
+
+def _matrix(tables: list[pd.DataFrame], metric: str) -> pd.DataFrame:
+    """trials x sorted cases, cases no trial scored dropped."""
+    rows = [t.set_index("case")[metric].reindex(sorted(CASES)) for t in tables]
+    return pd.DataFrame(rows).reset_index(drop=True).dropna(axis=1, how="all")
+
+
+def _bootstrap(matrix: pd.DataFrame, n_resamples: int = 2000) -> tuple[float, float]:
+    """The documented draws, evaluated one resample at a time."""
+    values = matrix.to_numpy()
+    n_trials, n_cases = values.shape
+    rng = np.random.default_rng(0)
+    case_picks = rng.integers(0, n_cases, size=(n_resamples, n_cases))
+    trial_picks = (
+        rng.integers(0, n_trials, size=(n_resamples, n_trials))
+        if n_trials > 1
+        else np.zeros((n_resamples, 1), dtype=int)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = [
+            np.nanmean([np.nanmean(values[j, cases]) for j in trials])
+            for cases, trials in zip(case_picks, trial_picks, strict=True)
+        ]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return low, high
+
+
+def _p_value(ours: pd.DataFrame, base: pd.DataFrame) -> float:
+    """Two-level Welch t from scipy's standard errors, or scipy's exact paired permutation
+    test for a single seed, over the cases every trial of both scored."""
+    shared = [c for c in ours.columns if c in base.columns]
+    shared = [c for c in shared if ours[c].notna().all() and base[c].notna().all()]
+    a, b = ours[shared].to_numpy(), base[shared].to_numpy()
+    if len(a) == 1:
+        return stats.permutation_test(
+            (a.mean(axis=0), b.mean(axis=0)),
+            lambda x, y, axis: np.mean(x - y, axis=axis),
+            permutation_type="samples",
+            n_resamples=np.inf,
+            vectorized=True,
+        ).pvalue
+    diffs = a.mean(axis=0) - b.mean(axis=0)
+    terms = np.array([stats.sem(a.mean(axis=1)), stats.sem(b.mean(axis=1)), stats.sem(diffs)])
+    terms = terms**2
+    dof = terms.sum() ** 2 / (terms**2 / np.array([len(a) - 1, len(b) - 1, len(diffs) - 1])).sum()
+    return 2 * stats.t.sf(abs(diffs.mean()) / np.sqrt(terms.sum()), dof)
+
+
+def _holm_adjusted(p: np.ndarray) -> np.ndarray:
+    order = np.argsort(p)
+    scaled = np.minimum(1, np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p)))))
+    adjusted = np.empty_like(p)
+    adjusted[order] = scaled
+    return adjusted
+
+
 def _expected(store: _Store, ratio: float, metric: str) -> dict:
-    """Mean/std over seeds, bootstrap CI and Wilcoxon p computed from what was written."""
-    exp = next(iter(store.per_case))[0]  # the sphere_ratio experiment, written first
+    """Mean/std over seeds, bootstrap CI, raw and Holm p computed from what was written."""
+    exp = store.client.get_experiment_by_name("sphere_ratio").experiment_id
     key = json.dumps({"synthesis.sphere_ratio": ratio})
     seeds = [v for (e, k, _), v in store.metrics.items() if (e, k) == (exp, key)]
     values = np.array([m[metric] for m in seeds if metric in m])
-
-    def case_means(k: str) -> pd.Series:
-        chosen = [t for (e, kk, _), t in store.per_case.items() if (e, kk) == (exp, k)]
-        stacked = np.vstack([t.set_index("case").loc[sorted(CASES), metric] for t in chosen])
-        with warnings.catch_warnings():  # the case no seed scored is all NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            means = pd.Series(np.nanmean(stacked, axis=0), index=sorted(CASES))
-        return means.dropna()
-
-    ours = case_means(key)
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(ours), size=(2000, len(ours)))
-    low, high = np.percentile(ours.to_numpy()[picks].mean(axis=1), [2.5, 97.5])
-    base = case_means(json.dumps({"synthesis.sphere_ratio": 0.0}))
-    p = wilcoxon(ours.to_numpy(), base.loc[ours.index].to_numpy()).pvalue if ratio else math.nan
+    ours = _matrix(_trials(store, exp, ratio), metric)
+    low, high = _bootstrap(ours)
+    compared = (0.12, 0.15, 0.25)
+    raw = {
+        (r, m): _p_value(_matrix(_trials(store, exp, r), m), _matrix(_trials(store, exp, 0.0), m))
+        for r in compared
+        for m in METRICS
+    }
+    holm = dict(zip(raw, _holm_adjusted(np.array(list(raw.values()))), strict=True))
     std = values.std(ddof=1) if len(values) > 1 else math.nan
-    return {"mean": values.mean(), "std": std, "low": low, "high": high, "p": p, "n": len(values)}
+    return {
+        "mean": values.mean() if len(values) else math.nan,
+        "std": std,
+        "low": low,
+        "high": high,
+        "p": raw.get((ratio, metric), math.nan),
+        "p_holm": holm.get((ratio, metric), math.nan),
+        "n": len(values),
+    }
+
+
+def report_notes(report, experiment: str) -> list[str]:
+    return table_notes(report.summary, experiment)
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +342,7 @@ def test_load_runs_is_tidy_and_takes_the_latest_sweep(store: _Store) -> None:
         "UNET(+15% Sphere)",
         "UNET(+25% Sphere)",
     }
+    assert set(runs["eval.protocol"]) == {"hu2023"}
     pooled = load_runs(store.uri, "sphere_ratio", all_sweeps=True)
     assert pooled["parent_run_id"].nunique() == 2 and 0.5 in set(pooled["synthesis.sphere_ratio"])
 
@@ -223,22 +361,83 @@ def test_summary_holds_the_independently_computed_numbers(
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(
         (expected["low"], expected["high"]), abs=1e-12
     )
-    assert row["p_value"] == pytest.approx(expected["p"], abs=1e-12)
+    assert (row["ci_method"], row["test"]) == ("seeds+cases", "two-level t")
+    assert row["p_value"] == pytest.approx(expected["p"], rel=1e-9)
+    assert row["p_holm"] == pytest.approx(expected["p_holm"], rel=1e-9)
     cell = paper_table(report.summary, "sphere_ratio").loc[ROW_NAMES[metric], label]
-    star = "*" if expected["p"] < 0.05 else ""
+    star = "*" if expected["p_holm"] < 0.05 else ""
     assert cell == (
         f"{expected['mean']:.5f} ± {expected['std']:.5f} "
         f"[{expected['low']:.5f}, {expected['high']:.5f}]{star}"
     )
 
 
-def test_a_consistent_drop_is_flagged_with_the_exact_p_value(store: _Store, report) -> None:
+def test_a_single_seed_gets_a_case_interval_and_a_sign_flip_test(store: _Store, report) -> None:
+    expected = _expected(store, 0.12, "tumor_dice")
+    row = report.summary.set_index(["label", "metric"]).loc[("UNET(+12% Sphere)", "tumor_dice")]
+    assert (row["ci_method"], row["test"], row["n_paired"]) == ("cases", "case sign-flip", 7)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(
+        (expected["low"], expected["high"]), abs=1e-12
+    )
+    assert row["p_value"] == pytest.approx(expected["p"], abs=1e-12)
+    assert row["p_holm"] == pytest.approx(expected["p_holm"], rel=1e-9)
+    notes = " ".join(report_notes(report, "sphere_ratio"))
+    assert "bootstrap over cases only (one seed: seed-to-seed variance not included) for " in notes
+    assert (
+        "case-level sign-flip test for UNET(+12% Sphere) (a column with a single seed: the "
+        "p-value cannot account for seed variance)" in notes
+    )
+
+
+def test_a_consistent_drop_survives_holm(store: _Store, report) -> None:
     summary = report.summary.set_index(["label", "metric"])
-    assert summary.loc[("UNET(+25% Sphere)", "tumor_dice"), "significant"]
-    assert summary.loc[("UNET(+25% Sphere)", "tumor_dice"), "n_paired"] == len(CASES) - 1
-    # all 7 paired differences negative: the exact two-sided p is 2 / 2**7
-    assert summary.loc[("UNET(+25% Sphere)", "tumor_dice"), "p_value"] == 2 / 2**7
+    row = summary.loc[("UNET(+25% Sphere)", "tumor_dice")]
+    assert row["significant"] and row["p_holm"] < 0.05 and row["n_paired"] == len(CASES) - 1
+    # liver values carry no effect: raw p-values are not starred once corrected
+    liver = summary.xs("liver_dice", level="metric")
+    assert not liver["significant"].any()
     assert math.isnan(summary.loc[("UNET", "tumor_dice"), "p_value"])  # the baseline itself
+    notes = report_notes(report, "sphere_ratio")
+    assert "Holm's correction over the 12 comparisons (metric x column)" in " ".join(notes)
+
+
+def test_seed_luck_is_not_called_significant(store: _Store) -> None:
+    """Whole runs better or worse on every case: the per-case Wilcoxon of the old report
+    calls the columns different; the two-level test (= Welch on per-trial means here, as every
+    per-case difference is the same) does not."""
+    report = build_report(store.uri, "seed_noise", n_resamples=200)
+    row = report.summary.set_index(["label", "metric"]).loc[("UNET(+15% Sphere)", "tumor_dice")]
+    ours = np.array(SEED_SHIFTS[0.15]) + BASE_CASES.mean()
+    base = np.array(SEED_SHIFTS[0.0]) + BASE_CASES.mean()
+    welch = stats.ttest_ind(ours, base, equal_var=False).pvalue
+    assert row["p_value"] == pytest.approx(welch, rel=1e-9) and welch > 0.3
+    difference = np.mean(SEED_SHIFTS[0.15]) - np.mean(SEED_SHIFTS[0.0])
+    old = stats.wilcoxon(BASE_CASES + difference, BASE_CASES).pvalue
+    assert old < 0.01 and not row["significant"]
+    assert (
+        not paper_table(report.summary, "seed_noise")
+        .loc["Tumor Dice", "UNET(+15% Sphere)"]
+        .endswith("*")
+    )
+
+
+def test_holm_takes_back_a_raw_p_below_alpha(store: _Store) -> None:
+    """seed_noise: 2 columns x 4 metrics against the baseline; +25% beats it on every seed, raw
+    p (Welch here) 0.027, but not after Holm over the 8 comparisons."""
+    summary = build_report(store.uri, "seed_noise", n_resamples=200).summary
+    tested = summary.dropna(subset=["p_value"])
+    raw = {
+        ratio: stats.ttest_ind(SEED_SHIFTS[ratio], SEED_SHIFTS[0.0], equal_var=False).pvalue
+        for ratio in (0.15, 0.25)
+    }
+    expected = [raw[0.15] if "15%" in label else raw[0.25] for label in tested["label"]]
+    assert tested["p_value"].to_numpy() == pytest.approx(expected, rel=1e-9)
+    holm = _holm_adjusted(np.array(expected))
+    assert tested["p_holm"].to_numpy() == pytest.approx(holm, rel=1e-9)
+    strong = tested[tested["label"] == "UNET(+25% Sphere)"]
+    assert (strong["p_value"] < 0.05).all() and not strong["significant"].any()
+    table = paper_table(summary, "seed_noise")
+    assert not any(cell.endswith("*") for cell in table["UNET(+25% Sphere)"])
 
 
 def test_failed_running_and_missing_are_shown_as_such(report) -> None:
@@ -252,7 +451,25 @@ def test_failed_running_and_missing_are_shown_as_such(report) -> None:
     assert "0.00000" not in table.to_string()
 
 
-def test_published_values_sit_beside_ours(report) -> None:
+def test_killed_and_stale_trials_are_shown_as_such(store: _Store) -> None:
+    report = build_report(store.uri, "stopped", all_sweeps=True, n_resamples=200)
+    table = paper_table(report.summary, "stopped")
+    assert (table["UNET(+15% Sphere)"].iloc[:4] == "KILLED").all()
+    assert table.loc["Trials", "UNET(+15% Sphere)"] == "0/1 seeds, 1 KILLED"
+    assert (table["UNET(+25% Sphere)"].iloc[:4] == "stale (driver gone)").all()
+    assert table.loc["Trials", "UNET(+25% Sphere)"] == "0/1 seeds, 1 stale (driver gone)"
+    # driver alive on this machine, or on another machine (cannot tell): still running
+    assert (table["UNET(+5% Sphere)"].iloc[:4] == "running").all()
+    assert (table["UNET(+10% Sphere)"].iloc[:4] == "running").all()
+    assert "0.00000" not in table.to_string()
+    notes = " ".join(report_notes(report, "stopped"))
+    assert "KILLED: trials stopped by a signal" in notes and "stale (driver gone): " in notes
+    assert "no paired tests: no column besides UNET has per-case values" in notes
+    latest = build_report(store.uri, "stopped", n_resamples=200).summary
+    assert set(latest["label"]) == {"UNET", "UNET(+5% Sphere)"}
+
+
+def test_published_values_sit_beside_ours_when_scored_alike(report) -> None:
     table = paper_table(report.summary, "sphere_ratio")
     assert list(table.columns[:2]) == ["UNET", "UNET [published]"]
     assert table.loc["Tumor Dice", "UNET [published]"] == "0.57500 (paper 0.5981)"
@@ -267,6 +484,45 @@ def test_published_values_sit_beside_ours(report) -> None:
         "UNET(+15% Sphere)",
         "UNET(+25% Sphere)",
     ]
+    notes = " ".join(report_notes(report, "sphere_ratio"))
+    assert "published values beside ours were scored like ours (hu2023 protocol)" in notes
+
+
+def test_published_values_scored_otherwise_stand_apart(store: _Store) -> None:
+    """Trials from before `eval.protocol` count as tumorsweep; the published UNET(Global) was
+    scored with hu2023: it goes to a labelled column at the right, not beside ours."""
+    report = build_report(store.uri, "backbones", n_resamples=200)
+    table = report.table("backbones")
+    apart = "UNET(Synthetic,Global) [published, hu2023 protocol; ours: tumorsweep]"
+    assert list(table.columns) == ["UNET(Synthetic,Global)", "UNET(Real,Global)", apart]
+    assert table.loc["Tumor Dice", apart] == "0.60817"
+    assert not any(c.endswith("[published]") for c in table.columns)
+    notes = " ".join(report_notes(report, "backbones"))
+    assert (
+        "published values for UNET(Synthetic,Global) were scored with the hu2023 protocol "
+        "(Hu et al.'s validation.py" in notes
+    )
+    assert "ours with tumorsweep" in notes and "not comparable" in notes
+    assert summary_table(store.uri, "backbones").count("0.60817") == 0
+
+
+def test_overrides_and_data_warnings_are_declared(store: _Store, report) -> None:
+    report = build_report(store.uri, "seed_noise", n_resamples=200)
+    notes = report_notes(report, "seed_noise")
+    assert (
+        "override eval.allow_test_selection=true in UNET(+15% Sphere): checkpoints may have "
+        "been selected on the test list, so these numbers are optimistic" in notes
+    )
+    assert (
+        "override data.allow_overlap=true in UNET: training cases may overlap the validation "
+        "or test list, so these numbers are optimistic" in notes
+    )
+    assert f"data warning recorded by the sweep: {DATA_WARNING}" in notes
+    assert "no published value matches these columns (backbone, evaluation set test" in " ".join(
+        notes
+    )
+    clean = " ".join(report_notes(report, "sphere_ratio"))
+    assert "override" not in clean and "data warning" not in clean
 
 
 def test_several_experiments_and_real_vs_synthetic_labels(store: _Store) -> None:
@@ -290,7 +546,7 @@ def test_unknown_or_empty_experiment_is_a_clear_error(
     with pytest.raises(TumorsweepError, match=message) as caught:
         load_runs(store.uri, experiment)
     if "not found" in message:
-        assert "backbones, empty_study, sphere_ratio" in str(caught.value)
+        assert "backbones, empty_study, " in str(caught.value)
 
 
 def test_summary_table_for_the_end_of_a_sweep(store: _Store) -> None:
@@ -303,52 +559,121 @@ def test_summary_table_for_the_end_of_a_sweep(store: _Store) -> None:
     assert "| UNET(+10% Sphere) | FAILED |" in text
 
 
+def _report_args(uri: str, experiment: str, out: Path, *more: str) -> list[str]:
+    return ["report", "--tracking-uri", uri, "--experiment", experiment, "--out", str(out), *more]
+
+
 def test_cli_writes_markdown_csv_latex_and_plots(
     store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "report"
-    code = main(
-        [
-            "report",
-            "--tracking-uri",
-            store.uri,
-            "--experiment",
-            "sphere_ratio",
-            "--out",
-            str(out),
-            "--resamples",
-            "300",
-        ]
-    )
-    assert code == 0
+    assert main(_report_args(store.uri, "sphere_ratio", out, "--resamples", "300")) == 0
     printed = capsys.readouterr().out
     assert "| Tumor Dice |" in printed and "UNET(+15% Sphere)" in printed
     for name in ("report.md", "summary.csv", "runs.csv", "sphere_ratio.md", "sphere_ratio.csv"):
         assert (out / name).stat().st_size > 0
     tex = (out / "sphere_ratio.tex").read_text()
     assert r"\begin{tabular}" in tex and r"UNET(+15\% Sphere)" in tex and r"$\pm$" in tex
+    assert "Holm's correction" in tex
     summary = pd.read_csv(out / "summary.csv")
-    assert {"mean", "std", "ci_low", "ci_high", "p_value", "published"} <= set(summary.columns)
+    wanted = {"mean", "std", "ci_low", "ci_high", "ci_method", "test", "p_value", "p_holm"}
+    assert wanted | {"published", "published_comparable"} <= set(summary.columns)
     assert (out / "sphere_ratio_knob.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "sphere_ratio_per_case.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
-def test_cli_bad_experiment_is_one_line_exit_2(
+def _files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def test_cli_keeps_hostile_experiment_names_inside_out(store: _Store, tmp_path: Path) -> None:
+    absolute = str(store.root / "outside" / "abs_study")
+    out = tmp_path / "a" / "b" / "out"
+    before = _files_under(store.root) | _files_under(tmp_path)
+    names = [absolute, *HOSTILE]
+    assert main(_report_args(store.uri, ",".join(names), out, "--resamples", "50")) == 0
+    written = (_files_under(store.root) | _files_under(tmp_path)) - before
+    assert written and all(out in p.parents for p in written)
+    assert not (store.root / "outside").exists()
+    assert not (tmp_path / "a" / "escape_study.md").exists()
+    stems = [file_stem(n) for n in names]
+    assert len(set(stems)) == 3 and "report" not in stems
+    for stem in stems:
+        assert {f"{stem}{e}" for e in (".md", ".csv", ".tex", "_knob.png")} <= {
+            p.name for p in written
+        }
+    assert "## ../../escape_study" in (out / "report.md").read_text()
+
+
+def _one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert err.startswith("tumorsweep report: error: ")
+    return err
+
+
+def test_cli_unknown_experiment_is_one_line_and_writes_nothing(
     store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    args = ["report", "--tracking-uri", store.uri, "--experiment", "nope", "--out", str(tmp_path)]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("tumorsweep report: error: experiment 'nope' not found")
-    assert "\n" not in err
+    out = tmp_path / "out"
+    assert main(_report_args(store.uri, "nope", out)) == 2
+    assert "experiment 'nope' not found" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_cli_store_in_a_missing_folder_is_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}"
+    assert main(_report_args(uri, "sphere_ratio", tmp_path / "out")) == 2
+    err = _one_line_error(capsys)
+    assert f"SQLite database {tmp_path / 'missing' / 'mlflow.db'} does not exist" in err
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "out").exists()
+
+
+def test_cli_out_that_is_a_file_is_refused(
+    store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "taken.txt"
+    out.write_text("mine")
+    assert main(_report_args(store.uri, "sphere_ratio", out)) == 2
+    assert f"--out {out} is an existing file, not a directory" in _one_line_error(capsys)
+    assert out.read_text() == "mine" and _files_under(tmp_path) == {out}
+
+
+def test_cli_zero_resamples_is_refused(
+    store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    assert main(_report_args(store.uri, "sphere_ratio", out, "--resamples", "0")) == 2
+    assert "--resamples must be at least 1, got 0" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_cli_unreachable_server_fails_fast(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    code = main(_report_args(f"http://127.0.0.1:{port}", "sphere_ratio", tmp_path / "out"))
+    assert code == 2 and time.monotonic() - start < 10
+    assert f"cannot reach the MLflow server at http://127.0.0.1:{port}" in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
 
 
 def test_notebook_runs_top_to_bottom_and_shows_the_tables(
-    store: _Store, report, tmp_path: Path
+    store: _Store, report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the kernel imports `core` from this checkout, not from wherever the package is installed
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1]))
     outputs = execute_aggregate_notebook(store.uri, "sphere_ratio", tmp_path)
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     expected_cell = paper_table(report.summary, "sphere_ratio").loc["Tumor Dice"]
     assert f"| Tumor Dice | {' | '.join(expected_cell)} |" in markdown
     assert "| running |" in markdown and "| FAILED |" in markdown
+    for note in report_notes(report, "sphere_ratio"):
+        assert f"- {note}" in markdown
+    text = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "p_holm" in text and "ci_method" in text and "published_comparable" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2

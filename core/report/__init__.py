@@ -3,29 +3,47 @@
 No Ray, no torch: this reads what the sweep wrote to MLflow (see DESIGN.md "MLflow naming").
 """
 
-from core.report.build import Report, build_report, report_markdown, summary_table, write_report
+from core.report.build import (
+    Report,
+    build_report,
+    file_stem,
+    report_markdown,
+    summary_table,
+    write_report,
+)
 from core.report.plots import plot_knob, plot_per_case
 from core.report.reference import match_published, published_table
 from core.report.runs import load_per_case, load_runs
-from core.report.stats import bootstrap_ci, paired_wilcoxon, summarise
+from core.report.stats import (
+    bootstrap_ci,
+    holm,
+    paired_test,
+    sign_flip_test,
+    two_level_t_test,
+)
+from core.report.summary import summarise
 from core.report.tables import paper_table, to_latex, to_markdown
 
 __all__ = [
     "Report",
     "bootstrap_ci",
     "build_report",
+    "file_stem",
+    "holm",
     "load_per_case",
     "load_runs",
     "match_published",
-    "paired_wilcoxon",
+    "paired_test",
     "paper_table",
     "plot_knob",
     "plot_per_case",
     "published_table",
     "report_markdown",
+    "sign_flip_test",
     "summarise",
     "summary_table",
     "to_latex",
     "to_markdown",
+    "two_level_t_test",
     "write_report",
 ]

@@ -1,7 +1,18 @@
-"""From an MLflow store to a written report: load, summarise, render, save."""
+"""From an MLflow store to a written report: load, summarise, render, save.
+
+Experiment names come from the store and may be anything (`/abs/x`, `../../x`): files are
+named by `file_stem`, written to a scratch folder inside the output folder first and moved
+into place only when all of them were written, so a report never lands outside `--out` and
+a failure leaves no half-written report behind.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +21,13 @@ import pandas as pd
 from core.errors import TumorsweepError
 from core.report.plots import plot_knob, plot_per_case
 from core.report.runs import PER_CASE_COLUMNS, load_per_case, load_runs
-from core.report.stats import BOOTSTRAP_SEED, N_RESAMPLES, summarise
+from core.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
+from core.report.summary import summarise
 from core.report.tables import paper_table, seeds_table, table_notes, to_latex, to_markdown
+
+REPORT_FILES = ("report.md", "summary.csv", "runs.csv")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_MAX_STEM = 80
 
 
 @dataclass(frozen=True)
@@ -56,36 +72,67 @@ def report_markdown(report: Report) -> str:
     return "\n".join(parts)
 
 
-def write_report(report: Report, out_dir: str | Path) -> list[Path]:
-    """Write report.md, summary.csv (exact numbers, p-values), runs.csv, and per experiment
-    `<experiment>.md`, `.csv`, `.tex`, `<experiment>_knob.png` and `_per_case.png`."""
+def file_stem(experiment: str) -> str:
+    """A safe file name stem for an experiment: letters, digits, `_` and `-` only; a name that
+    had to change (or would clash with the report's own files) gets a hash of itself."""
+    stem = _UNSAFE.sub("_", experiment).strip("_-")[:_MAX_STEM] or "experiment"
+    if stem != experiment or f"{stem}.md" in REPORT_FILES:
+        digest = hashlib.sha256(experiment.encode("utf-8")).hexdigest()[:8]
+        stem = f"{stem}-{digest}"
+    return stem
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """The output folder, checked before any work: a folder, or creatable (created later)."""
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TumorsweepError(f"cannot create output directory {out}: {exc}") from exc
-    written = [out / "report.md", out / "summary.csv", out / "runs.csv"]
-    written[0].write_text(report_markdown(report), encoding="utf-8")
-    report.summary.to_csv(written[1], index=False)
-    report.runs.to_csv(written[2], index=False)
+    if out.exists() and not out.is_dir():
+        raise TumorsweepError(f"--out {out} is an existing file, not a directory")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise TumorsweepError(f"--out {out}: {parent} is not a writable directory")
+    return out
+
+
+def _write_files(report: Report, folder: Path) -> list[str]:
+    """Write every file of the report into `folder`; returns their names."""
+    names = list(REPORT_FILES)
+    (folder / names[0]).write_text(report_markdown(report), encoding="utf-8")
+    report.summary.to_csv(folder / names[1], index=False)
+    report.runs.to_csv(folder / names[2], index=False)
     for experiment in report.experiments:
         table = report.table(experiment)
-        stem = out / experiment
-        paths = [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
-        paths[0].write_text(to_markdown(table) + "\n", encoding="utf-8")
-        table.to_csv(paths[1], index_label="metric")
+        stem = file_stem(experiment)
+        (folder / f"{stem}.md").write_text(to_markdown(table) + "\n", encoding="utf-8")
+        table.to_csv(folder / f"{stem}.csv", index_label="metric")
         caption = f"{experiment}: " + "; ".join(table_notes(report.summary, experiment))
-        paths[2].write_text(to_latex(table, caption) + "\n", encoding="utf-8")
-        figures = {
-            out / f"{experiment}_knob.png": plot_knob(report.summary, experiment),
-            out / f"{experiment}_per_case.png": plot_per_case(
-                report.per_case, report.summary, experiment
-            ),
-        }
-        for path, figure in figures.items():
-            figure.savefig(path, dpi=100)
-        written += paths + list(figures)
-    return written
+        (folder / f"{stem}.tex").write_text(to_latex(table, caption) + "\n", encoding="utf-8")
+        plot_knob(report.summary, experiment).savefig(folder / f"{stem}_knob.png", dpi=100)
+        plot_per_case(report.per_case, report.summary, experiment).savefig(
+            folder / f"{stem}_per_case.png", dpi=100
+        )
+        names += [f"{stem}{end}" for end in (".md", ".csv", ".tex", "_knob.png", "_per_case.png")]
+    return names
+
+
+def write_report(report: Report, out_dir: str | Path) -> list[Path]:
+    """Write report.md, summary.csv (exact numbers, raw and Holm-adjusted p), runs.csv, and per
+    experiment `<stem>.md`, `.csv`, `.tex`, `<stem>_knob.png` and `_per_case.png` (stem =
+    `file_stem(experiment)`), all inside `out_dir`; returns the paths written."""
+    out = check_out_dir(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    except OSError as exc:
+        raise TumorsweepError(f"cannot create output directory {out}: {exc}") from exc
+    try:
+        names = _write_files(report, scratch)
+        for name in names:
+            os.replace(scratch / name, out / name)
+    except OSError as exc:
+        raise TumorsweepError(f"cannot write the report into {out}: {exc}") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [out / name for name in names]
 
 
 def summary_table(tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from core.report.stats import case_means
+from core.report.summary import case_means
 from core.report.tables import METRIC_NAMES
 
 
@@ -29,7 +29,8 @@ def plot_knob(
     summary: pd.DataFrame, experiment: str, metrics: tuple[str, ...] = ("tumor_dice", "tumor_nsd")
 ) -> Figure:
     """Mean over seeds per configuration with its 95% bootstrap CI (std where no CI), and the
-    published value as a cross; configurations without numbers are marked by their status."""
+    published value as a cross where it was scored with our protocol; configurations without
+    numbers are marked by their status."""
     chosen = summary[summary["experiment"] == experiment]
     fig = Figure(figsize=(5 * len(metrics), 4))
     axes = fig.subplots(1, len(metrics), squeeze=False)
@@ -42,7 +43,7 @@ def plot_knob(
         std_only = ok & ~has_ci & rows["std"].notna()
         ax.errorbar(x[std_only], rows["mean"][std_only], yerr=rows["std"][std_only], fmt="none")
         ax.plot(x[ok], rows["mean"][ok], "o", color="C0", label="ours (95% CI)")
-        published = rows["published"].notna()
+        published = rows["published"].notna() & rows["published_comparable"]
         if published.any():
             ax.plot(x[published], rows["published"][published], "x", color="C3", label="published")
         for xi, status in zip(x[~ok], rows["status"][~ok], strict=True):

@@ -4,6 +4,8 @@ A published column matches one of our configurations when backbone and evaluatio
 every param the column lists has the same value in our trials, and those params cover every
 knob the study swept (so a texture study never borrows the baseline's published number).
 The replication's own training is preferred over evaluated released checkpoints.
+Each published value also carries the evaluation protocol it was scored with (`protocol`);
+whether it may stand beside ours is decided where our protocol is known (core.report.summary).
 """
 
 from __future__ import annotations
@@ -21,20 +23,31 @@ from core.report.labels import is_missing, is_pretrained
 
 REFERENCE_FILE = "reference/published.yaml"
 SOURCE_PREFERENCE = ("replication", "checkpoint")
+# Evaluation protocols (the `eval.protocol` param); trials that logged none used the default.
+PROTOCOLS = {
+    "tumorsweep": "tumorsweep's own evaluation",
+    "hu2023": (
+        "Hu et al.'s validation.py: logits inverted with linear interpolation, then argmax, "
+        "largest 6-connected component of label 1, liver scored as label == 1"
+    ),
+}
+DEFAULT_PROTOCOL = "tumorsweep"
 
 
 @cache
 def published_table() -> pd.DataFrame:
     """Every published value, one row per column x metric.
 
-    Columns: source, table, label, backbone, eval_set, params (dict), metric, value, paper
-    (the original paper's figure, NaN where the table gives none).
+    Columns: source, table, label, backbone, eval_set, protocol, params (dict), metric,
+    value, paper (the original paper's figure, NaN where the table gives none).
     """
     text = resources.files("core").joinpath(REFERENCE_FILE).read_text(encoding="utf-8")
     document = yaml.safe_load(text)
     metrics = document["metrics"]
     rows = []
     for table in document["tables"]:
+        if table.get("protocol", document["protocol"]) not in PROTOCOLS:
+            raise ValueError(f"{REFERENCE_FILE}: {table['table']}: unknown protocol")
         for column in table["columns"]:
             if len(column["values"]) != len(metrics):
                 raise ValueError(f"{REFERENCE_FILE}: {column['label']} needs {len(metrics)} values")
@@ -46,6 +59,7 @@ def published_table() -> pd.DataFrame:
                         "label": column["label"],
                         "backbone": column["backbone"],
                         "eval_set": column.get("eval_set", table["eval_set"]),
+                        "protocol": table.get("protocol", document["protocol"]),
                         "params": {**table.get("params", {}), **column.get("params", {})},
                         "metric": metric,
                         "value": float(value),

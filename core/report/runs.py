@@ -1,29 +1,30 @@
 """Read a sweep's MLflow runs into tidy DataFrames (one row per trial x metric, per-case values).
 
 Follows the MLflow naming of DESIGN.md: an experiment per study, a parent run per sweep
-(`tumorsweep.role`="sweep", with `tumorsweep.swept` and `tumorsweep.baseline`), a nested child
-run per trial with `backbone`, `eval_set` and `tumorsweep.config_key` tags, params as strings.
+(`tumorsweep.role`="sweep", with `tumorsweep.swept`, `tumorsweep.baseline`, and where the sweep
+wrote them `tumorsweep.data_warnings`, `tumorsweep.driver_host`, `tumorsweep.driver_pid`), a
+nested child run per trial with `backbone`, `eval_set` and `tumorsweep.config_key` tags, params
+as strings. A trial still RUNNING whose sweep driver ran on this machine and is gone is STALE.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
+import socket
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from core.errors import TumorsweepError
 from core.report.labels import trial_labels
-from core.report.reference import reference_param_names
+from core.report.reference import DEFAULT_PROTOCOL, reference_param_names
+from core.report.store import reading
 
 # Final metrics every trial should carry; a trial lacking one still gets a row (value NaN).
 FINAL_METRICS = (
@@ -40,9 +41,11 @@ PER_CASE_ARTIFACT = "per_case_test.csv"
 PER_CASE_METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
 PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "case", "metric", "value"]
 
-# Params kept as columns whether swept or not: they name the column (label) or key the
-# published numbers.
-_LABEL_PARAMS = ("model.name", "model.pretrained", "data.real_tumors")
+# Params kept as columns whether swept or not: they name the column (label), key the
+# published numbers, or are overrides the table must declare.
+PROTOCOL_PARAM = "eval.protocol"
+OVERRIDE_PARAMS = ("eval.allow_test_selection", "data.allow_overlap")
+_KEPT_PARAMS = ("model.name", "model.pretrained", "data.real_tumors", PROTOCOL_PARAM)
 
 
 def parse_param(text: str) -> Any:
@@ -63,13 +66,6 @@ def parse_param(text: str) -> Any:
         except json.JSONDecodeError:
             return text
     return text
-
-
-def _client(tracking_uri: str) -> MlflowClient:
-    try:
-        return MlflowClient(tracking_uri=tracking_uri)
-    except MlflowException as exc:
-        raise TumorsweepError(f"cannot open MLflow tracking URI {tracking_uri!r}: {exc}") from exc
 
 
 def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
@@ -133,29 +129,65 @@ def _parent_runs(
     return parents if all_sweeps else parents[:1]
 
 
-def _trial_record(run: Run, experiment: str, parent: Run, swept: list[str]) -> dict[str, Any]:
+def driver_gone(parent: Run) -> bool:
+    """Whether the sweep's driver process ran on this machine and no longer exists."""
+    host = parent.data.tags.get("tumorsweep.driver_host")
+    try:
+        pid = int(parent.data.tags.get("tumorsweep.driver_pid", ""))
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    return False
+
+
+def _sweep_facts(parent: Run, experiment: str) -> dict[str, Any]:
+    """What every trial row repeats of its sweep: swept knobs, baseline, warnings, staleness."""
+    warnings = _json_tag(parent, "tumorsweep.data_warnings", [], experiment)
+    return {
+        "swept": _json_tag(parent, "tumorsweep.swept", [], experiment),
+        "baseline": parent.data.tags.get("tumorsweep.baseline", "{}"),
+        "data_warnings": [str(w) for w in warnings] if isinstance(warnings, list) else [warnings],
+        "stale": driver_gone(parent),
+    }
+
+
+def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any]) -> dict[str, Any]:
     params = {name: parse_param(value) for name, value in run.data.params.items()}
+    swept = sweep["swept"]
     swept_values = {name: params.get(name) for name in swept}
     config_key = run.data.tags.get("tumorsweep.config_key") or json.dumps(
         swept_values, sort_keys=True
     )
-    status = run.info.status
+    status = "RUNNING" if run.info.status == "SCHEDULED" else run.info.status
+    if status == "RUNNING" and sweep["stale"]:
+        status = "STALE"
     record = {
         "experiment": experiment,
         "parent_run_id": parent.info.run_id,
         "run_id": run.info.run_id,
-        "status": "RUNNING" if status == "SCHEDULED" else status,
+        "status": status,
         "error": run.data.tags.get("tumorsweep.error"),
         "backbone": run.data.tags.get("backbone") or params.get("model.name"),
         "eval_set": run.data.tags.get("eval_set"),
         "config_key": config_key,
         "seed": params.get("seed"),
         "swept": json.dumps(swept),
-        "baseline": parent.data.tags.get("tumorsweep.baseline", "{}"),
+        "baseline": sweep["baseline"],
+        "data_warnings": json.dumps(sweep["data_warnings"]),
+        "overrides": json.dumps([name for name in OVERRIDE_PARAMS if params.get(name) is True]),
         "metrics": dict(run.data.metrics),
     }
-    kept = dict.fromkeys([*swept, *_LABEL_PARAMS, *reference_param_names()])
+    kept = dict.fromkeys([*swept, *_KEPT_PARAMS, *reference_param_names()])
     record.update({name: params.get(name) for name in kept})
+    if record[PROTOCOL_PARAM] is None:  # trials from before the protocol param
+        record[PROTOCOL_PARAM] = DEFAULT_PROTOCOL
     return record
 
 
@@ -171,35 +203,49 @@ def load_runs(
     latest sweep (parent run) of each experiment counts; `all_sweeps` pools every sweep, and
     `parent_run_id` picks one. Every trial gets a row for each of `FINAL_METRICS` (value NaN
     when missing, e.g. failed or unfinished trials) plus one per other metric it logged
-    (latest value). Columns: experiment, parent_run_id, run_id, status, error, backbone,
-    eval_set, config_key, seed, label, metric, value, swept, baseline, then the params.
+    (latest value). Columns: experiment, parent_run_id, run_id, status (MLflow's FINISHED,
+    FAILED, KILLED, RUNNING, or STALE), error, backbone, eval_set, config_key, seed, label,
+    metric, value, swept, baseline, data_warnings (JSON list, the sweep's), overrides (JSON
+    list of `OVERRIDE_PARAMS` set true), then the params (`eval.protocol` "tumorsweep" where
+    the trial logged none).
     """
     names = [experiments] if isinstance(experiments, str) else list(experiments)
     names = [n.strip() for name in names for n in name.split(",") if n.strip()]
     if not names:
         raise TumorsweepError("no experiment named: give one or more experiment names")
-    client = _client(tracking_uri)
+    with reading(tracking_uri) as client:
+        records = _records(client, tracking_uri, names, all_sweeps, parent_run_id)
+    trials = pd.DataFrame.from_records(records)
+    trials.insert(trials.columns.get_loc("config_key") + 2, "label", trial_labels(trials))
+    return _one_row_per_metric(trials)
+
+
+def _records(
+    client: MlflowClient,
+    tracking_uri: str,
+    names: list[str],
+    all_sweeps: bool,
+    parent_run_id: str | None,
+) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for name in names:
         experiment_id = _experiment_id(client, name, tracking_uri)
         parents = _parent_runs(client, name, experiment_id, parent_run_id, all_sweeps)
         found = 0
         for parent in parents:
-            swept = _json_tag(parent, "tumorsweep.swept", [], name)
+            sweep = _sweep_facts(parent, name)
             trials = _search_all(
                 client, experiment_id, f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
             )
             trials = [t for t in trials if t.data.tags.get("tumorsweep.role", "trial") == "trial"]
-            records.extend(_trial_record(t, name, parent, swept) for t in trials)
+            records.extend(_trial_record(t, name, parent, sweep) for t in trials)
             found += len(trials)
         if not found:
             raise TumorsweepError(
                 f"experiment {name!r} is empty: "
                 f"its sweep run {parents[0].info.run_id} has no trials"
             )
-    trials = pd.DataFrame.from_records(records)
-    trials.insert(trials.columns.get_loc("config_key") + 2, "label", trial_labels(trials))
-    return _one_row_per_metric(trials)
+    return records
 
 
 def _one_row_per_metric(trials: pd.DataFrame) -> pd.DataFrame:
@@ -223,21 +269,6 @@ def param_columns(runs: pd.DataFrame) -> list[str]:
     return list(runs.columns[runs.columns.get_loc("baseline") + 1 :])
 
 
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """Silence MLflow's per-download progress bar (one per trial) and restore the setting."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
-
-
 def load_per_case(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
     """Per-case values of finished trials, from each one's `per_case_test.csv` artifact.
 
@@ -245,10 +276,9 @@ def load_per_case(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
     case x metric). Trials without the artifact are skipped; a malformed CSV raises naming
     the run and file.
     """
-    client = _client(tracking_uri)
     finished = runs[runs["status"] == "FINISHED"].drop_duplicates("run_id")
     frames = []
-    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
+    with tempfile.TemporaryDirectory() as tmp, reading(tracking_uri) as client:
         for trial in finished.itertuples(index=False):
             listed = {a.path for a in client.list_artifacts(trial.run_id)}
             if PER_CASE_ARTIFACT not in listed:

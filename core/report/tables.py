@@ -1,10 +1,14 @@
 """Paper-style tables from `summarise` output, rendered as Markdown and LaTeX.
 
 Rows Liver Dice, Liver NSD, Tumor Dice, Tumor NSD (plus the trial count); one column per
-configuration, each followed by the published value where one matches. A cell reads
-`mean ± std [CI low, CI high]*`: mean and sample std over seeds, 95% bootstrap interval over
-cases, `*` when the paired Wilcoxon test against the baseline column gives p < 0.05. Columns
-without numbers say why (FAILED, running, n/a), never 0.
+configuration. A cell reads `mean ± std [CI low, CI high]*`: mean and sample std over seeds,
+the 95% bootstrap interval (two-level over seeds and cases, or cases only for one seed), `*`
+when the paired test against the baseline column survives Holm's correction over the table.
+A published value stands in the column beside ours only when it was scored with our
+evaluation protocol on our evaluation set; matched but scored otherwise, it goes to a
+separate column at the right whose name says both protocols. Columns without numbers say why
+(FAILED, KILLED, running, stale (driver gone), n/a), never 0. `table_notes` says all of this
+for one table, including overrides of the leakage guards and the sweep's data warnings.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import math
 
 import pandas as pd
 
-from core.report.stats import ALPHA, TABLE_METRICS
+from core.report.reference import PROTOCOLS
+from core.report.stats import ALPHA, CI_CASES, CI_TWO_LEVEL, SIGN_FLIP, TWO_LEVEL_T
+from core.report.summary import TABLE_METRICS
 
 METRIC_NAMES = {
     "liver_dice": "Liver Dice",
@@ -23,6 +29,15 @@ METRIC_NAMES = {
 }
 TRIALS_ROW = "Trials"
 PUBLISHED_SUFFIX = " [published]"
+# What the notes say about each override param a trial set true.
+OVERRIDE_NOTES = {
+    "eval.allow_test_selection": (
+        "checkpoints may have been selected on the test list, so these numbers are optimistic"
+    ),
+    "data.allow_overlap": (
+        "training cases may overlap the validation or test list, so these numbers are optimistic"
+    ),
+}
 
 
 def _given(value: float) -> bool:
@@ -50,42 +65,143 @@ def format_published(row: pd.Series) -> str:
 
 
 def format_trials(row: pd.Series) -> str:
-    """How many trials gave numbers, and how many failed or are still running."""
+    """How many trials gave numbers, and how many failed, were killed or are unfinished."""
     parts = [f"{row['n_seeds']}/{row['n_trials']} seeds"]
-    if row["n_failed"]:
-        parts.append(f"{row['n_failed']} FAILED")
-    if row["n_running"]:
-        parts.append(f"{row['n_running']} running")
+    for count, word in (
+        ("n_failed", "FAILED"),
+        ("n_killed", "KILLED"),
+        ("n_running", "running"),
+        ("n_stale", "stale (driver gone)"),
+    ):
+        if row[count]:
+            parts.append(f"{row[count]} {word}")
     return ", ".join(parts) + (" (baseline)" if row["is_baseline"] else "")
+
+
+def published_apart_name(row: pd.Series) -> str:
+    """Column name of a published value scored with another protocol than ours."""
+    return (
+        f"{row['label']} [published, {row['published_protocol']} protocol; ours: {row['protocol']}]"
+    )
 
 
 def paper_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """The formatted table of one experiment: metric rows x configuration columns (strings)."""
     chosen = summary[summary["experiment"] == experiment]
     columns: dict[str, list[str]] = {}
+    apart: dict[str, list[str]] = {}
     for label, config in chosen.groupby("label", sort=False):
         by_metric = config.set_index("metric")
         tumor = by_metric.loc["tumor_dice"]
         columns[label] = [format_value(by_metric.loc[m]) for m in TABLE_METRICS]
         columns[label].append(format_trials(tumor))
-        if by_metric["published"].notna().any() or by_metric["paper"].notna().any():
-            columns[label + PUBLISHED_SUFFIX] = [
-                format_published(by_metric.loc[m]) for m in TABLE_METRICS
-            ] + [f"{tumor['published_label']} ({tumor['published_source']})"]
+        if by_metric["published_label"].notna().any():
+            cells = [format_published(by_metric.loc[m]) for m in TABLE_METRICS]
+            cells.append(f"{tumor['published_label']} ({tumor['published_source']})")
+            if tumor["published_comparable"]:
+                columns[label + PUBLISHED_SUFFIX] = cells
+            else:
+                apart[published_apart_name(tumor)] = cells
     index = [METRIC_NAMES[m] for m in TABLE_METRICS] + [TRIALS_ROW]
-    return pd.DataFrame(columns, index=index)
+    return pd.DataFrame({**columns, **apart}, index=index)
+
+
+def _labels(rows: pd.DataFrame) -> str:
+    return ", ".join(dict.fromkeys(rows["label"]))
+
+
+def _statistics_notes(chosen: pd.DataFrame) -> list[str]:
+    baselines = chosen["baseline_label"].dropna().unique()
+    against = ", ".join(baselines) if len(baselines) else "no baseline column found"
+    n_tests = int(chosen["p_value"].notna().sum())
+    notes = ["mean ± sample std over seeds [95% bootstrap CI of the mean]"]
+    if n_tests:
+        notes.append(
+            f"* differs from {against} at {ALPHA:g} after Holm's correction over the {n_tests} "
+            "comparisons (metric x column) of this table; raw and adjusted p in summary.csv"
+        )
+    elif len(baselines):
+        notes.append(f"no paired tests: no column besides {against} has per-case values")
+    else:
+        notes.append("no paired tests: no baseline column found")
+    ci = {
+        CI_TWO_LEVEL: "two-level bootstrap (seeds, then cases) for ",
+        CI_CASES: "bootstrap over cases only (one seed: seed-to-seed variance not included) for ",
+    }
+    parts = [
+        text + _labels(chosen[chosen["ci_method"] == method])
+        for method, text in ci.items()
+        if (chosen["ci_method"] == method).any()
+    ]
+    if parts:
+        notes.append("95% CI: " + "; ".join(parts))
+    tests = {
+        TWO_LEVEL_T: "two-level Welch t-test of the per-trial means over shared cases, "
+        "seed-to-seed and case-to-case variance both in its error, for ",
+        SIGN_FLIP: "case-level sign-flip test for ",
+    }
+    for method, text in tests.items():
+        rows = chosen[chosen["test"] == method]
+        if rows.empty:
+            continue
+        note = "p: " + text + _labels(rows)
+        if method == SIGN_FLIP:
+            note += " (a column with a single seed: the p-value cannot account for seed variance)"
+        notes.append(note)
+    return notes
+
+
+def _published_notes(chosen: pd.DataFrame) -> list[str]:
+    matched = chosen[chosen["published_label"].notna()]
+    if matched.empty:
+        return [
+            "no published value matches these columns (backbone, evaluation set "
+            f"{', '.join(map(str, chosen['eval_set'].unique()))} and swept params)"
+        ]
+    notes = ["published: koukihk/Synthetic-Tumors replication (paper: the original paper's figure)"]
+    beside = matched[matched["published_comparable"]]
+    if not beside.empty:
+        protocol = beside["protocol"].iloc[0]
+        notes.append(
+            f"published values beside ours were scored like ours ({protocol} protocol) on the "
+            "same evaluation set"
+        )
+    for (theirs, ours), rows in matched[~matched["published_comparable"]].groupby(
+        ["published_protocol", "protocol"], sort=False
+    ):
+        notes.append(
+            f"published values for {_labels(rows)} were scored with the {theirs} protocol "
+            f"({PROTOCOLS.get(theirs, theirs)}), ours with {ours} "
+            f"({PROTOCOLS.get(ours, 'several protocols')}): not comparable, so they are shown "
+            "apart in the right-hand columns, not beside ours"
+        )
+    return notes
+
+
+def _trust_notes(chosen: pd.DataFrame) -> list[str]:
+    configs = chosen.drop_duplicates("label")
+    notes = []
+    for name, consequence in OVERRIDE_NOTES.items():
+        rows = configs[[name in overrides for overrides in configs["overrides"]]]
+        if not rows.empty:
+            notes.append(f"override {name}=true in {_labels(rows)}: {consequence}")
+    warnings = dict.fromkeys(w for ws in configs["data_warnings"] for w in ws)
+    notes += [f"data warning recorded by the sweep: {warning}" for warning in warnings]
+    if configs["n_killed"].any():
+        notes.append("KILLED: trials stopped by a signal before they finished (no numbers)")
+    if configs["n_stale"].any():
+        notes.append(
+            "stale (driver gone): trials MLflow still lists as RUNNING whose sweep driver on "
+            "this machine no longer exists; they will not finish"
+        )
+    return notes
 
 
 def table_notes(summary: pd.DataFrame, experiment: str) -> list[str]:
-    """Footnotes for one experiment's table: what the numbers and the star mean."""
+    """Footnotes for one experiment's table: what the numbers, the intervals and the star
+    mean, which published values are comparable, and what makes numbers less trustworthy."""
     chosen = summary[summary["experiment"] == experiment]
-    baselines = chosen["baseline_label"].dropna().unique()
-    against = ", ".join(baselines) if len(baselines) else "no baseline column found"
-    return [
-        "mean ± sample std over seeds [95% bootstrap CI over cases, seed-averaged per case]",
-        f"* p < {ALPHA:g}, two-sided paired Wilcoxon over shared cases against {against}",
-        "published: koukihk/Synthetic-Tumors replication (paper: the original paper's figure)",
-    ]
+    return _statistics_notes(chosen) + _published_notes(chosen) + _trust_notes(chosen)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -147,7 +263,8 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
 
 
 def seeds_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """One row per configuration: tumour Dice mean, std, seeds, liver Dice, published value."""
+    """One row per configuration: tumour Dice mean, std, seeds, liver Dice, and the published
+    value where it was scored with our protocol (left empty otherwise)."""
     chosen = summary[summary["experiment"] == experiment].set_index(["label", "metric"])
     rows = {}
     for label in dict.fromkeys(chosen.index.get_level_values("label")):
@@ -158,6 +275,8 @@ def seeds_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
             "± std": f"{tumor['std']:.5f}" if ok and _given(tumor["std"]) else "",
             "Seeds": format_trials(tumor),
             "Liver Dice": f"{liver['mean']:.5f}" if liver["status"] == "ok" else liver["status"],
-            "Published Tumor Dice": format_published(tumor),
+            "Published Tumor Dice": format_published(tumor)
+            if tumor["published_comparable"]
+            else "",
         }
     return pd.DataFrame.from_dict(rows, orient="index")
