@@ -21,6 +21,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from core import tracking
 from core.errors import TumorsweepError
 from core.report.labels import trial_labels
 from core.report.reference import DEFAULT_PROTOCOL, reference_param_names
@@ -37,7 +38,7 @@ FINAL_METRICS = (
     "liver_nsd_global",
     "tumor_nsd_global",
 )
-PER_CASE_ARTIFACT = "per_case_test.csv"
+PER_CASE_ARTIFACT = tracking.PER_CASE_TEST_ARTIFACT
 PER_CASE_METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
 PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "case", "metric", "value"]
 
@@ -117,7 +118,7 @@ def _parent_runs(
     parent_run_id: str | None,
     all_sweeps: bool,
 ) -> list[Run]:
-    parents = _search_all(client, experiment_id, "tags.`tumorsweep.role` = 'sweep'")
+    parents = _search_all(client, experiment_id, f"tags.`{tracking.ROLE_TAG}` = 'sweep'")
     if parent_run_id is not None:
         parents = [p for p in parents if p.info.run_id == parent_run_id]
         if not parents:
@@ -131,9 +132,9 @@ def _parent_runs(
 
 def driver_gone(parent: Run) -> bool:
     """Whether the sweep's driver process ran on this machine and no longer exists."""
-    host = parent.data.tags.get("tumorsweep.driver_host")
+    host = parent.data.tags.get(tracking.DRIVER_HOST_TAG)
     try:
-        pid = int(parent.data.tags.get("tumorsweep.driver_pid", ""))
+        pid = int(parent.data.tags.get(tracking.DRIVER_PID_TAG, ""))
     except ValueError:
         return False
     if host != socket.gethostname() or pid <= 0:
@@ -149,10 +150,10 @@ def driver_gone(parent: Run) -> bool:
 
 def _sweep_facts(parent: Run, experiment: str) -> dict[str, Any]:
     """What every trial row repeats of its sweep: swept knobs, baseline, warnings, staleness."""
-    warnings = _json_tag(parent, "tumorsweep.data_warnings", [], experiment)
+    warnings = _json_tag(parent, tracking.DATA_WARNINGS_TAG, [], experiment)
     return {
-        "swept": _json_tag(parent, "tumorsweep.swept", [], experiment),
-        "baseline": parent.data.tags.get("tumorsweep.baseline", "{}"),
+        "swept": _json_tag(parent, tracking.SWEPT_TAG, [], experiment),
+        "baseline": parent.data.tags.get(tracking.BASELINE_TAG, "{}"),
         "data_warnings": [str(w) for w in warnings] if isinstance(warnings, list) else [warnings],
         "stale": driver_gone(parent),
     }
@@ -162,7 +163,7 @@ def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any])
     params = {name: parse_param(value) for name, value in run.data.params.items()}
     swept = sweep["swept"]
     swept_values = {name: params.get(name) for name in swept}
-    config_key = run.data.tags.get("tumorsweep.config_key") or json.dumps(
+    config_key = run.data.tags.get(tracking.CONFIG_KEY_TAG) or json.dumps(
         swept_values, sort_keys=True
     )
     status = "RUNNING" if run.info.status == "SCHEDULED" else run.info.status
@@ -173,11 +174,11 @@ def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any])
         "parent_run_id": parent.info.run_id,
         "run_id": run.info.run_id,
         "status": status,
-        "error": run.data.tags.get("tumorsweep.error"),
-        "backbone": run.data.tags.get("backbone") or params.get("model.name"),
-        "eval_set": run.data.tags.get("eval_set"),
+        "error": run.data.tags.get(tracking.ERROR_TAG),
+        "backbone": run.data.tags.get(tracking.BACKBONE_TAG) or params.get("model.name"),
+        "eval_set": run.data.tags.get(tracking.EVAL_SET_TAG),
         "config_key": config_key,
-        "seed": params.get("seed"),
+        "seed": params.get(tracking.SEED_PARAM),
         "swept": json.dumps(swept),
         "baseline": sweep["baseline"],
         "data_warnings": json.dumps(sweep["data_warnings"]),
@@ -235,9 +236,9 @@ def _records(
         for parent in parents:
             sweep = _sweep_facts(parent, name)
             trials = _search_all(
-                client, experiment_id, f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+                client, experiment_id, f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'"
             )
-            trials = [t for t in trials if t.data.tags.get("tumorsweep.role", "trial") == "trial"]
+            trials = [t for t in trials if t.data.tags.get(tracking.ROLE_TAG, "trial") == "trial"]
             records.extend(_trial_record(t, name, parent, sweep) for t in trials)
             found += len(trials)
         if not found:
