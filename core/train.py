@@ -192,13 +192,14 @@ def build(
     """Model (on the session's device, DDP-wrapped), loss, optimiser, schedule, AMP, loader."""
     from core.data.loaders import training_loader
     from core.data.transforms import train_transforms
+    from core.models import backbone
     from core.models import build as build_model
     from core.optim import build_optimisation
 
     check_trial(cfg, cases)
     torch.manual_seed(cfg.seed + session.world_rank)
     options = dict(cfg.model.options)
-    if cfg.model.name.startswith("segmamba"):  # inter-slice scan depths follow the patch
+    if backbone(cfg.model.name).takes_patch_size:  # e.g. SegMamba's inter-slice scan depths
         options.setdefault("patch_size", cfg.schedule.patch_size)
     model = session.prepare_model(build_model(cfg.model.name, cfg.model.pretrained, **options))
     loss_fn, optimizer, scheduler = build_optimisation(cfg, model)
@@ -468,8 +469,10 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def _model_facts(model: torch.nn.Module) -> dict[str, Any]:
     """Facts about the built model worth recording next to the config."""
+    from core.models import count_parameters
+
     inner = _unwrap(model)
-    facts: dict[str, Any] = {"model.parameters": sum(p.numel() for p in inner.parameters())}
+    facts: dict[str, Any] = {"model.parameters": count_parameters(inner)}
     if getattr(inner, "nslices", None) is not None:
         facts["model.nslices"] = inner.nslices
     return facts

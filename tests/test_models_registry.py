@@ -6,13 +6,31 @@ import torch
 from core.errors import TumorsweepError
 from core.models import (
     BACKBONES,
+    REGISTRY,
     build,
-    check_patch_size,
     count_parameters,
     load_pretrained_encoder,
 )
 
 CLASSIC = ["unet", "swin_unetr_base", "swin_unetr_small", "swin_unetr_tiny", "nnunet"]
+
+
+def test_registry_entries_carry_their_facts():
+    assert [REGISTRY[n].display for n in ("unet", "nnunet", "segmamba_tom")] == [
+        "UNET",
+        "nnUNet",
+        "SegMambaToM",
+    ]
+    assert {n for n, b in REGISTRY.items() if b.pretrained_encoder} == {
+        "swin_unetr_base",
+        "swin_unetr_small",
+        "swin_unetr_tiny",
+    }
+    assert {n for n, b in REGISTRY.items() if b.takes_patch_size} == {
+        "segmamba_v0",
+        "segmamba_v1",
+        "segmamba_tom",
+    }
 
 
 def test_registry_lists_every_backbone():
@@ -81,18 +99,6 @@ def test_unknown_override_is_named():
 def test_pretrained_rejected_for_non_swin(tmp_path):
     with pytest.raises(TumorsweepError, match="unet"):
         build("unet", pretrained=str(tmp_path / "w.pt"))
-
-
-@pytest.mark.parametrize("patch", [(96, 96, 96), 64, [32, 64, 128]])
-def test_patch_sizes_divisible_by_32_pass(patch):
-    sides = check_patch_size("unet", patch)
-    assert len(sides) == 3 and all(s % 32 == 0 for s in sides)
-
-
-@pytest.mark.parametrize("patch", [(96, 96, 80), 48, (96, 96)])
-def test_patch_sizes_not_divisible_by_32_fail(patch):
-    with pytest.raises(TumorsweepError, match="patch size"):
-        check_patch_size("swin_unetr_base", patch)
 
 
 def _save_encoder_like_model_swinvit(model, path):

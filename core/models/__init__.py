@@ -2,10 +2,20 @@
 
 from core.models.registry import (
     BACKBONES,
+    REGISTRY,
+    Backbone,
+    backbone,
     build,
-    check_patch_size,
     count_parameters,
     load_pretrained_encoder,
 )
 
-__all__ = ["BACKBONES", "build", "check_patch_size", "count_parameters", "load_pretrained_encoder"]
+__all__ = [
+    "BACKBONES",
+    "REGISTRY",
+    "Backbone",
+    "backbone",
+    "build",
+    "count_parameters",
+    "load_pretrained_encoder",
+]

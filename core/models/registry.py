@@ -1,7 +1,11 @@
 """Backbone registry: one `build(name, **overrides)` for every segmenter a study can sweep.
 
-Each backbone is a factory whose keyword arguments are the paper's defaults (PROTOCOL section 4),
-so an override is just a keyword and a typo is caught here instead of deep inside MONAI.
+Each backbone is a `Backbone` entry: a factory whose keyword arguments are the published
+defaults (Hu et al.'s UNet and Swin-UNETR, DiffTumor's DynUNet, SegMamba), so an override is
+just a keyword and a typo is caught here instead of deep inside MONAI, plus the facts other
+modules need (display name in the tables, whether a pretrained encoder applies, whether the
+constructor takes the patch size). Importing this module loads neither torch nor MONAI, so the
+report reads display names from here without them.
 """
 
 from __future__ import annotations
@@ -9,16 +13,17 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from monai.networks.nets import DynUNet, SwinUNETR, UNet
+from typing import TYPE_CHECKING
 
 from core.errors import TumorsweepError
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
-PATCH_MULTIPLE = 32
 SWIN_PRETRAINED_FEATURE_SIZE = 48
 
 
@@ -31,6 +36,8 @@ def _unet(
     norm: str = "instance",
     dropout: float = 0.0,
 ) -> torch.nn.Module:
+    from monai.networks.nets import UNet
+
     return UNet(
         spatial_dims=3,
         in_channels=in_channels,
@@ -57,6 +64,8 @@ def _swin_factory(feature_size: int) -> Callable[..., torch.nn.Module]:
         use_checkpoint: bool = False,
         use_v2: bool = False,
     ) -> torch.nn.Module:
+        from monai.networks.nets import SwinUNETR
+
         return SwinUNETR(
             in_channels=in_channels,
             out_channels=out_channels,
@@ -87,6 +96,8 @@ def _nnunet(
 ) -> torch.nn.Module:
     """MONAI DynUNet as DiffTumor uses it; no deep supervision, so train and eval return one
     tensor."""
+    from monai.networks.nets import DynUNet
+
     return DynUNet(
         spatial_dims=3,
         in_channels=in_channels,
@@ -111,32 +122,49 @@ def _segmamba_factory(version: str) -> Callable[..., torch.nn.Module]:
     return factory
 
 
-_FACTORIES: dict[str, Callable[..., torch.nn.Module]] = {
-    "unet": _unet,
-    "swin_unetr_base": _swin_factory(48),
-    "swin_unetr_small": _swin_factory(24),
-    "swin_unetr_tiny": _swin_factory(12),
-    "nnunet": _nnunet,
-    "segmamba_v0": _segmamba_factory("v0"),
-    "segmamba_v1": _segmamba_factory("v1"),
-    "segmamba_tom": _segmamba_factory("tom"),
+@dataclass(frozen=True)
+class Backbone:
+    """One registry entry: how to build it and what the rest of tumorsweep needs to know."""
+
+    factory: Callable[..., torch.nn.Module]
+    display: str  # column label in the published tables' style
+    pretrained_encoder: bool = False  # accepts a self-supervised Swin encoder (model_swinvit.pt)
+    takes_patch_size: bool = False  # the constructor needs the training patch size
+
+
+REGISTRY: dict[str, Backbone] = {
+    "unet": Backbone(_unet, "UNET"),
+    "swin_unetr_base": Backbone(_swin_factory(48), "Swin-UNETR-Base", pretrained_encoder=True),
+    "swin_unetr_small": Backbone(_swin_factory(24), "Swin-UNETR-Small", pretrained_encoder=True),
+    "swin_unetr_tiny": Backbone(_swin_factory(12), "Swin-UNETR-Tiny", pretrained_encoder=True),
+    "nnunet": Backbone(_nnunet, "nnUNet"),
+    "segmamba_v0": Backbone(_segmamba_factory("v0"), "SegMambaV0", takes_patch_size=True),
+    "segmamba_v1": Backbone(_segmamba_factory("v1"), "SegMambaV1", takes_patch_size=True),
+    "segmamba_tom": Backbone(_segmamba_factory("tom"), "SegMambaToM", takes_patch_size=True),
 }
 
-BACKBONES: tuple[str, ...] = tuple(_FACTORIES)
+BACKBONES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def backbone(name: str) -> Backbone:
+    """The registry entry of `name`, or an error listing the valid names."""
+    _check_name(name)
+    return REGISTRY[name]
 
 
 def _check_name(name: str) -> None:
-    if name not in _FACTORIES:
+    if name not in REGISTRY:
         raise TumorsweepError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
 
 
 def _allowed_overrides(name: str) -> tuple[str, ...]:
-    if name.startswith("segmamba"):
+    factory = REGISTRY[name].factory
+    if REGISTRY[name].takes_patch_size:  # SegMamba: the class's own keyword arguments
         from core.models.segmamba import SegMamba
 
         params = inspect.signature(SegMamba.__init__).parameters
         return tuple(p for p in params if p not in ("self", "version"))
-    return tuple(inspect.signature(_FACTORIES[name]).parameters)
+    return tuple(inspect.signature(factory).parameters)
 
 
 def build(name: str, pretrained: str | Path | None = None, **overrides: object) -> torch.nn.Module:
@@ -151,33 +179,18 @@ def build(name: str, pretrained: str | Path | None = None, **overrides: object) 
         raise TumorsweepError(
             f"unknown override {unknown[0]!r} for backbone {name!r}; allowed: {', '.join(allowed)}"
         )
-    if pretrained is not None and not name.startswith("swin_unetr"):
+    if pretrained is not None and not REGISTRY[name].pretrained_encoder:
+        with_encoder = ", ".join(n for n, b in REGISTRY.items() if b.pretrained_encoder)
         raise TumorsweepError(
-            f"pretrained weights ({pretrained}) are supported only for swin_unetr_*, not {name!r}"
+            f"pretrained weights ({pretrained}) apply to {with_encoder} only, not {name!r}"
         )
     try:
-        model = _FACTORIES[name](**overrides)
+        model = REGISTRY[name].factory(**overrides)
     except (TypeError, ValueError, AssertionError) as err:
         raise TumorsweepError(f"backbone {name!r} rejects overrides {overrides}: {err}") from err
     if pretrained is not None:
         load_pretrained_encoder(model, pretrained)
     return model
-
-
-def check_patch_size(name: str, patch: int | Sequence[int]) -> tuple[int, int, int]:
-    """Return `patch` as three sides after checking each is a positive multiple of 32, the
-    total downsampling of the deepest backbone (so every skip connection lines up)."""
-    _check_name(name)
-    sides = (patch,) * 3 if isinstance(patch, int) else tuple(patch)
-    if len(sides) != 3 or any(not isinstance(s, int) or s <= 0 for s in sides):
-        raise TumorsweepError(f"patch size {patch!r} for {name!r} must be three positive ints")
-    bad = [s for s in sides if s % PATCH_MULTIPLE]
-    if bad:
-        raise TumorsweepError(
-            f"patch size {tuple(sides)} for backbone {name!r}: side {bad[0]} is not divisible "
-            f"by {PATCH_MULTIPLE}"
-        )
-    return sides  # type: ignore[return-value]
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -186,6 +199,8 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     if not path.is_file():
         raise TumorsweepError(f"pretrained encoder file not found: {path}")
     try:
@@ -213,6 +228,8 @@ def load_pretrained_encoder(model: torch.nn.Module, path: str | Path) -> tuple[i
     Returns (matched, total): encoder tensors filled from the file and encoder tensors in the
     model. A tensor matches when its name and shape agree; the rest keep their initialisation.
     """
+    from monai.networks.nets import SwinUNETR
+
     path = Path(path)
     if not isinstance(model, SwinUNETR):
         raise TumorsweepError(f"pretrained encoder {path} needs a Swin-UNETR backbone")

@@ -14,15 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-BACKBONE_NAMES = {
-    "unet": "UNET",
-    "swin_unetr_base": "Swin-UNETR-Base",
-    "swin_unetr_small": "Swin-UNETR-Small",
-    "swin_unetr_tiny": "Swin-UNETR-Tiny",
-    "nnunet": "nnUNet",
-    "segmamba_v0": "SegMambaV0",
-    "segmamba_v1": "SegMambaV1",
-}
+from core.models.registry import REGISTRY
 
 # Swept params whose label is set by other rules (backbone name, pretrain wording).
 _NAMED_ELSEWHERE = ("model.name", "model.pretrained")
@@ -72,9 +64,10 @@ def config_label(
     backbone: str, eval_set: Any, swept_values: Mapping[str, Any], pretrained: Any = None
 ) -> str:
     """One configuration's column label, e.g. `Swin-UNETR-Base (pretrain,Global)`."""
-    name = BACKBONE_NAMES.get(backbone, backbone)
+    entry = REGISTRY.get(str(backbone))
+    name = entry.display if entry else str(backbone)
     qualifiers = []
-    is_swin = str(backbone).startswith("swin_unetr")
+    is_swin = bool(entry and entry.pretrained_encoder)  # the tables say pretrain or not
     pretrain = is_pretrained(pretrained)
     if pretrain is not None and (is_swin or "model.pretrained" in swept_values):
         qualifiers.append("pretrain" if pretrain else "no.pretrain")
