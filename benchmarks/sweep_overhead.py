@@ -1,12 +1,20 @@
-"""Per-trial overhead of a sweep: ours versus Ray's own cost for a Train run inside Tune.
+"""Per-trial overhead of a sweep: what tumorsweep adds on top of Ray's own cost per trial.
 
-Baseline (measured in the same run): N Tune trials, each fitting a TorchTrainer whose loop only
-reports once - the cost of Ray itself (controller, placement group, worker start, teardown).
-Ours: the same N trials through `core.sweep` on the phantom CTs with one tiny epoch; the trainer
-reports its own setup/train/eval seconds, so overhead = trial wall time - train - eval.
-Trials run one at a time so wall times do not overlap.
+Measured in the same run, trials one at a time so wall times do not overlap, each as two
+sweeps of 2 and 2 + N trials: the difference is the cost of N more trials, so what a sweep
+pays once (starting Ray actors and importing torch/MONAI in them, Tune's setup, the parent run)
+cancels and is reported separately as the fixed cost.
+- Tune baseline: N Tune trials of a function that imports torch and reports once, holding one
+  CPU, actors reused - the Ray cost of a one-worker tumorsweep trial (it trains in its Tune
+  process).
+- Train baseline: N Tune trials each fitting a TorchTrainer whose loop reports once - what a
+  trial cost when every trial started a Train controller and worker group (still the path of
+  multi-worker trials).
+- Ours: N trials through `core.sweep.run_sweep` on phantom CTs with one tiny epoch; the
+  trainer logs its setup/train/eval seconds, so overhead = wall - train - eval, and what
+  tumorsweep adds = overhead - Tune baseline.
 
-    python benchmarks/sweep_overhead.py [--trials 3]
+    python benchmarks/sweep_overhead.py [--trials 4]
 """
 
 from __future__ import annotations
@@ -17,19 +25,26 @@ import time
 from pathlib import Path
 
 
-def _noop_loop(config: dict) -> None:
+def _tune_noop(config: dict) -> None:
+    import torch  # noqa: F401  (any PyTorch trial imports it)
+    from ray import tune
+
+    tune.report({"score": 1.0})
+
+
+def _train_noop_loop(config: dict) -> None:
     import ray.train
 
-    ray.train.report({"done": 1})
+    ray.train.report({"score": 1.0})
 
 
-def _ray_trial(config: dict) -> None:
+def _train_trial(config: dict) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trainer = TorchTrainer(
-        _noop_loop,
+        _train_noop_loop,
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=ray.train.RunConfig(
             name=f"noop-{config['i']}",
@@ -40,72 +55,101 @@ def _ray_trial(config: dict) -> None:
     trainer.fit()
 
 
-def ray_baseline(trials: int, storage: str) -> float:
-    """Seconds per trial of Train-inside-Tune with an empty training loop."""
+def baseline(trials: int, storage: str, function, resources: dict, reuse: bool) -> float:
+    """Seconds for `function` as N sequential Tune trials (one Tuner)."""
     from ray import tune
 
     tuner = tune.Tuner(
-        tune.with_resources(_ray_trial, {"cpu": 0.01}),
+        tune.with_resources(function, resources),
         param_space={"i": tune.grid_search(list(range(trials))), "storage": storage},
-        tune_config=tune.TuneConfig(max_concurrent_trials=1),
-        run_config=tune.RunConfig(name="baseline", storage_path=storage, verbose=0),
+        tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=reuse),
+        run_config=tune.RunConfig(
+            name=f"{function.__name__}-{trials}", storage_path=storage, verbose=0
+        ),
     )
     start = time.perf_counter()
     tuner.fit()
-    return (time.perf_counter() - start) / trials
+    return time.perf_counter() - start
+
+
+def marginal(measure, extra: int) -> tuple[float, float]:
+    """(seconds per extra trial, fixed seconds) from sweeps of 2 and 2 + extra trials."""
+    small, large = measure(2), measure(2 + extra)
+    per_trial = (large - small) / extra
+    return per_trial, small - 2 * per_trial
 
 
 def ours(trials: int, storage: str, data: Path) -> dict[str, float]:
-    """Seconds per trial of our sweep, split into overhead and training + evaluation."""
+    """Wall seconds of a tumorsweep sweep of `trials` one-epoch trials, and the summed
+    train+eval and setup seconds its trainers logged."""
     from mlflow import MlflowClient
 
-    from core.sweep_cli import main
+    from core.config import apply_overrides, make_config
+    from core.data.cases import resolve_cases
+    from core.search_space import SearchSpace
+    from core.sweep import SweepOptions, run_sweep
 
-    Path(storage).mkdir(parents=True, exist_ok=True)
-    space = Path(storage) / "space.yaml"
-    ratios = ", ".join(str(round(0.1 * i, 2)) for i in range(trials))
-    space.write_text(f"study: overhead\nsweep:\n  synthesis.sphere_ratio: {{grid: [{ratios}]}}\n")
-    uri = f"sqlite:///{Path(storage) / 'mlflow.db'}"
-    args = ["--data", str(data), "--preset", "demo", "--search-space", str(space),
-            "--tracking-uri", uri, "--storage", storage, "--max-concurrent", "1",
-            "--set", "schedule.epochs=1", "--set", "schedule.warmup_epochs=0",
-            "--set", "schedule.patch_size=[32, 32, 32]", "--set", "eval.overlap=0.0"]  # fmt: skip
+    ratios = [round(0.05 * i, 2) for i in range(trials)]
+    space = SearchSpace(study="overhead", sweep={"synthesis.sphere_ratio": {"grid": ratios}})
+    base = make_config("demo", {"data.root": str(data)})
+    base = apply_overrides(
+        base,
+        {"schedule.epochs": 1, "schedule.warmup_epochs": 0, "schedule.val_every": 1},
+    )
+    folder = Path(storage) / f"ours-{trials}"
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    options = SweepOptions(tracking_uri=uri, storage=str(folder), max_concurrent=1)
+    cases = resolve_cases(base.data)
     start = time.perf_counter()
-    main("overhead", args)
-    wall = (time.perf_counter() - start) / trials
+    run_sweep(space, options, cases, base)
+    wall = time.perf_counter() - start
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("overhead")
-    runs = [r for r in client.search_runs([exp.experiment_id]) if "time_train_s" in r.data.metrics]
+    experiment = client.get_experiment_by_name("overhead")
+    runs = client.search_runs([experiment.experiment_id])
+    runs = [r for r in runs if "time_train_s" in r.data.metrics]
     work = sum(r.data.metrics["time_train_s"] + r.data.metrics["time_eval_s"] for r in runs)
     setup = sum(r.data.metrics["time_setup_s"] for r in runs)
-    return {"wall": wall, "work": work / len(runs), "setup": setup / len(runs)}
+    return {"wall": wall, "work": work, "setup": setup}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=4, help="N: extra trials measured")
     args = parser.parse_args()
     from core.data import write_phantom_dataset
     from core.sweep import start_local_ray
 
-    start_local_ray()
+    start_local_ray(reserve=1)
+    n = args.trials
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "phantom"
         write_phantom_dataset(
             data, cases=8, seed=0, shape=(64, 64, 48), spacing=(2, 2, 2), tumor_cases=4
         )
-        base = ray_baseline(args.trials, str(Path(tmp) / "ray"))
-        mine = ours(args.trials, str(Path(tmp) / "ours"), data)
-    overhead = mine["wall"] - mine["work"]
-    print(f"trials: {args.trials}, one at a time")
-    print(f"Ray Train inside Tune, empty loop : {base:6.1f} s per trial (baseline)")
-    print(f"tumorsweep trial, wall            : {mine['wall']:6.1f} s per trial")
-    print(f"  of which training + evaluation  : {mine['work']:6.1f} s")
-    print(
-        f"  overhead (wall - train - eval)  : {overhead:6.1f} s = {overhead / base:.2f}x baseline"
-    )
-    print(f"  in-trainer setup (model, cache) : {mine['setup']:6.1f} s")
-    print(f"what tumorsweep adds over Ray     : {overhead - base:6.1f} s per trial")
+        tune_trial, tune_fixed = marginal(
+            lambda k: baseline(k, f"{tmp}/t", _tune_noop, {"cpu": 1}, True), n
+        )
+        train_trial, _ = marginal(
+            lambda k: baseline(k, f"{tmp}/r", _train_trial, {"cpu": 0.01}, False), n
+        )
+        sweeps = {k: ours(k, tmp, data) for k in (2, 2 + n)}
+    small, large = sweeps[2], sweeps[2 + n]
+    wall = (large["wall"] - small["wall"]) / n
+    work = (large["work"] - small["work"]) / n
+    setup = (large["setup"] - small["setup"]) / n
+    fixed = small["wall"] - small["work"] - 2 * (wall - work)
+    added = wall - work - tune_trial
+    print(f"per extra trial, from sweeps of 2 and {2 + n} trials run one at a time:")
+    print(f"  Tune trial, empty function (baseline) : {tune_trial:6.2f} s")
+    print(f"  Train run inside Tune, empty loop     : {train_trial:6.2f} s "
+          f"({train_trial / tune_trial:.0f}x: what every trial paid before)")  # fmt: skip
+    print(f"  tumorsweep trial, wall                : {wall:6.2f} s")
+    print(f"    of which training + evaluation      : {work:6.2f} s")
+    print(f"    in-trainer setup (model, loader)    : {setup:6.2f} s")
+    print(f"  what tumorsweep adds over Ray         : {added:6.2f} s per trial")
+    print(f"once per sweep: Tune {tune_fixed:.1f} s; tumorsweep (imports in fresh actors, "
+          f"parent run, data) {fixed:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Where a trial's training loop runs: its rank, device, DDP wrapping and checkpoint storage.
 
 `Session` is the small protocol the trainer talks to; `RaySession` is Ray Train's worker
-context, `LocalSession` a single process (tests, notebooks, debugging). Checkpoints are plain
+context (multi-worker DDP trials), `TuneSession` a one-worker trial in its own Tune process,
+`LocalSession` a single process without Ray (tests, notebooks, debugging). Checkpoints are plain
 dicts of tensors and Python numbers saved with `torch.save` and read back with
 `torch.load(weights_only=True)`: a checkpoint on shared storage cannot run code on a worker.
 """
@@ -127,6 +128,45 @@ class RaySession:
     def barrier(self) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+
+class TuneSession:
+    """A one-worker trial inside its own Ray Tune process: rank 0 of 1, the GPU Ray gave the
+    trial (if any), checkpoints through Tune (a retried trial resumes from the last one)."""
+
+    world_rank = 0
+    world_size = 1
+
+    def __init__(self) -> None:
+        import ray
+        from ray import tune
+
+        self._tune = tune
+        self.device = torch.device("cuda:0" if ray.get_gpu_ids() else "cpu")
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        checkpoint = self._tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return load_state(Path(folder))
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+        if checkpoint is None:
+            self._tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="tumorsweep-ckpt-") as folder:
+            save_state(checkpoint, Path(folder))
+            self._tune.report(metrics, checkpoint=self._tune.Checkpoint.from_directory(folder))
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def prepare_loader(self, loader: Any) -> Any:
+        return loader
+
+    def barrier(self) -> None:
+        return None
 
 
 class FaultAfterEpochSession:

@@ -66,11 +66,12 @@ class TrialContext:
 
 
 def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
-    """Tune function trainable: one trial = one TorchTrainer.fit(), one nested MLflow run."""
-    import ray.train
+    """Tune function trainable: one trial, one nested MLflow run. A one-worker trial trains
+    right here in the Tune trial's process (no Train controller or worker group to start: a
+    failed trial is retried by Tune from its last checkpoint); a multi-worker trial is one
+    TorchTrainer.fit() (DDP, worker-group restarts). Both run `core.train.train_loop_per_worker`.
+    """
     from ray import tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from core.train import prepare_location_model, train_loop_per_worker
 
@@ -83,7 +84,6 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
         f"{k.split('.')[-1]}={flat.get(k)}" for k in context.swept if k != "model.name"
     )
     run_name = f"{cfg.model.name}-{swept_text}-seed{cfg.seed}"
-    eval_set = context.cases.eval_set
     run_id = tracking.attach_trial_run(
         context.tracking_uri,
         context.experiment_id,
@@ -92,22 +92,43 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
         run_name,
         tags={
             tracking.BACKBONE_TAG: cfg.model.name,
-            tracking.EVAL_SET_TAG: eval_set,
+            tracking.EVAL_SET_TAG: context.cases.eval_set,
             tracking.CONFIG_KEY_TAG: config_key(overrides, context.swept),
         },
         params={**flat, tracking.SEED_PARAM: cfg.seed},
     )
-    trainer = TorchTrainer(
+    loop_config = {
+        "trial": cfg.model_dump(mode="json"),
+        "cases": context.cases,
+        "tracking_uri": context.tracking_uri,
+        "run_id": run_id,
+        "threads": int(context.resources_per_worker.get("CPU", 1)),
+        "location_model": prepare_location_model(cfg, context.cases),
+        "preview": cfg.seed == context.first_seed,  # one preview per configuration
+    }
+    try:
+        if context.workers == 1:
+            train_loop_per_worker(loop_config, session_kind="tune")
+        else:
+            _torch_trainer(loop_config, context, trial_id).fit()
+    except Exception as exc:
+        reason = _root_cause(exc)
+        tracking.finish_run(context.tracking_uri, run_id, status="FAILED", error=reason)
+        raise RuntimeError(f"trial {trial_id} ({run_name}) failed: {reason}") from None
+    tracking.finish_run(context.tracking_uri, run_id)
+
+
+def _torch_trainer(loop_config: dict[str, Any], context: TrialContext, trial_id: str):
+    """The DDP run of a multi-worker trial (Ray Train V2 inside a Tune function trainable)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from core.train import train_loop_per_worker
+
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "trial": cfg.model_dump(mode="json"),
-            "cases": context.cases,
-            "tracking_uri": context.tracking_uri,
-            "run_id": run_id,
-            "threads": int(context.resources_per_worker.get("CPU", 1)),
-            "location_model": prepare_location_model(cfg, context.cases),
-            "preview": cfg.seed == context.first_seed,  # one preview per configuration
-        },
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=context.workers,
             use_gpu=context.use_gpu,
@@ -123,13 +144,6 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
-    try:
-        trainer.fit()
-    except Exception as exc:
-        reason = _root_cause(exc)
-        tracking.finish_run(context.tracking_uri, run_id, status="FAILED", error=reason)
-        raise RuntimeError(f"trial {trial_id} ({run_name}) failed: {reason}") from None
-    tracking.finish_run(context.tracking_uri, run_id)
 
 
 def _trial_status_callback(context: TrialContext):
@@ -167,14 +181,20 @@ def _root_cause(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
-# Each trial's driver (the Tune function trainable) holds 0.01 CPU while its TorchTrainer's
-# workers hold whole CPUs; one logical CPU is kept for those drivers so that N trials of
-# c CPUs fit on N*c cores (a local Ray is started with one extra logical CPU for the same reason).
+# A multi-worker trial's driver (the Tune function trainable) holds 0.01 CPU while its
+# TorchTrainer's workers hold whole CPUs; one logical CPU is kept for those drivers so that N
+# trials of c CPUs fit on N*c cores (a local Ray then gets one extra logical CPU). A one-worker
+# trial trains in its Tune actor, which holds the worker's resources itself: no reserve.
 DRIVER_RESERVE_CPU = 1
 
 
-def start_local_ray(num_cpus: int | None = None) -> None:
-    """A local Ray sized for this machine, plus the logical CPU reserved for trial drivers;
+def driver_reserve(workers_per_trial: int) -> int:
+    """Logical CPUs kept for trial drivers (see DRIVER_RESERVE_CPU)."""
+    return DRIVER_RESERVE_CPU if workers_per_trial > 1 else 0
+
+
+def start_local_ray(num_cpus: int | None = None, reserve: int = DRIVER_RESERVE_CPU) -> None:
+    """A local Ray sized for this machine, plus `reserve` logical CPUs for trial drivers;
     a watchdog stops it if this driver dies without stopping it (SIGKILL)."""
     import os
 
@@ -186,7 +206,7 @@ def start_local_ray(num_cpus: int | None = None) -> None:
     # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner needs:
     # without it every finished trial leaks its workers' CPUs and later trials never start.
     context = ray.init(
-        num_cpus=cores + DRIVER_RESERVE_CPU,
+        num_cpus=cores + reserve,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         log_to_driver=True,
@@ -194,14 +214,14 @@ def start_local_ray(num_cpus: int | None = None) -> None:
     ray_watchdog.start(os.getpid(), context.address_info["session_dir"])
 
 
-def connect_ray(address: str | None) -> None:
+def connect_ray(address: str | None, reserve: int) -> None:
     """Join the cluster at `address`, or start a local Ray (unless one is up already)."""
     import ray
 
     if ray.is_initialized():
         return
     if not address:
-        start_local_ray()
+        start_local_ray(reserve=reserve)
         return
     try:
         ray.init(address=address, log_to_driver=True)
@@ -223,7 +243,8 @@ def _capacity(options: SweepOptions) -> int:
     total = ray.cluster_resources()
     need_cpu = options.workers_per_trial * options.cpus_per_worker
     need_gpu = options.workers_per_trial * options.gpus_per_trial
-    cpu_free = total.get("CPU", 0) - DRIVER_RESERVE_CPU
+    reserve = driver_reserve(options.workers_per_trial)
+    cpu_free = total.get("CPU", 0) - reserve
     fits = int(cpu_free // need_cpu) if need_cpu else 1 << 30
     if need_gpu:
         fits = min(fits, int(total.get("GPU", 0) // need_gpu))
@@ -232,7 +253,7 @@ def _capacity(options: SweepOptions) -> int:
             f"one trial needs {options.workers_per_trial} worker(s) x "
             f"{options.cpus_per_worker} CPU / {options.gpus_per_trial} GPU = {need_cpu} CPU, "
             f"{need_gpu} GPU, but the Ray cluster has {cpu_free:g} CPU (after "
-            f"{DRIVER_RESERVE_CPU} kept for trial drivers), {total.get('GPU', 0):g} GPU; lower "
+            f"{reserve} kept for trial drivers), {total.get('GPU', 0):g} GPU; lower "
             "--workers-per-trial/--cpus-per-worker/--gpus-per-trial or add nodes"
         )
     return fits
@@ -274,7 +295,7 @@ def run_sweep(
     """Run (or resume) the sweep; returns the parent run id, experiment and Tune results."""
     experiment = options.experiment or space.study
     storage = options.storage if "://" in options.storage else str(Path(options.storage).resolve())
-    connect_ray(options.address)
+    connect_ray(options.address, driver_reserve(options.workers_per_trial))
     concurrent = _concurrency(options)
     experiment_id = tracking.ensure_experiment(options.tracking_uri, experiment)
     if options.resume:
@@ -406,7 +427,9 @@ def _tuner(
     """A new Tuner over the study's param space, or the interrupted one restored."""
     from ray import tune
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": 0.01})
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, context=context), _trial_resources(context)
+    )
     if options.resume:
         return tune.Tuner.restore(
             str(Path(context.storage) / sweep_name),
@@ -424,15 +447,28 @@ def _tuner(
             mode=space.mode,
             num_samples=space.searcher.num_samples,
             max_concurrent_trials=concurrent,
+            reuse_actors=context.workers == 1,  # a reused actor has MONAI imported already
         ),
         run_config=tune.RunConfig(
             name=sweep_name,
             storage_path=context.storage,
-            failure_config=tune.FailureConfig(max_failures=0),
+            # one-worker trials are retried by Tune; multi-worker ones by Ray Train
+            failure_config=tune.FailureConfig(
+                max_failures=context.max_failures if context.workers == 1 else 0
+            ),
             callbacks=[_trial_status_callback(context)],
             verbose=1,
         ),
     )
+
+
+def _trial_resources(context: TrialContext) -> dict[str, float]:
+    """What a Tune trial holds: a one-worker trial the worker's CPUs and GPUs (it trains in
+    place), a multi-worker trial a sliver for its driver (the workers hold the rest)."""
+    if context.workers > 1:
+        return {"cpu": 0.01}
+    gpus = context.resources_per_worker.get("GPU", 0)
+    return {"cpu": context.resources_per_worker["CPU"]} | ({"gpu": gpus} if gpus else {})
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from core import tracking
 from core.config import TrialConfig, flatten, selectable_metrics, to_yaml
 from core.data.cases import CaseLists
 from core.errors import TumorsweepError
-from core.session import LocalSession, RaySession, Session, with_test_hooks
+from core.session import LocalSession, RaySession, Session, TuneSession, with_test_hooks
 from core.tracking import NullLogger, TrialLogger
 
 
@@ -69,12 +69,14 @@ class Trainer:
         return self.session.world_rank == 0
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point, the only place that unpacks Ray's dict: `trial` (a TrialConfig
-    as JSON), `cases` (CaseLists), `threads`, optional `tracking_uri` + `run_id`,
-    `location_model` and `preview`."""
+def train_loop_per_worker(loop_config: dict[str, Any], session_kind: str = "train") -> None:
+    """Ray entry point, the only place that unpacks Ray's dict: `trial` (a TrialConfig as
+    JSON), `cases` (CaseLists), `threads`, optional `tracking_uri` + `run_id`,
+    `location_model` and `preview`. `session_kind`: "train" in a Ray Train worker, "tune" in
+    a one-worker trial's own Tune process."""
     torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
-    session = with_test_hooks(RaySession(), loop_config.get("run_id") or "local")
+    ray_session = RaySession() if session_kind == "train" else TuneSession()
+    session = with_test_hooks(ray_session, loop_config.get("run_id") or "local")
     uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
     chief = session.world_rank == 0
     logger = tracking.MlflowTrialLogger(uri, run_id) if chief and uri and run_id else NullLogger()
