@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -45,6 +46,7 @@ class SweepOptions:
     seeds: int = 0
     resume: bool = False
     max_failures: int = 1
+    verbose: bool = False
 
 
 @dataclass
@@ -146,30 +148,48 @@ def _torch_trainer(loop_config: dict[str, Any], context: TrialContext, trial_id:
     )
 
 
-def _trial_status_callback(context: TrialContext):
-    """Driver-side safety net: a trial that Tune ends without the trial itself closing its
-    MLflow run (stopped early by ASHA, its actor killed, an error outside fit) still gets a
-    final status and reason instead of staying RUNNING forever."""
+def _trial_events(context: TrialContext):
+    """Driver-side Tune callback: one line per trial event on the console (started, finished
+    with its test metrics, failed with its reason), and a safety net: a trial that Tune ends
+    without the trial itself closing its MLflow run (stopped early by ASHA, its actor killed,
+    an error outside fit) still gets a final status and reason instead of staying RUNNING."""
     from ray import tune
 
-    class CloseTrialRuns(tune.Callback):
-        def _close(self, trial, status: str, error: str = "") -> None:
-            run_id = tracking.find_trial_run(
-                context.tracking_uri,
-                context.experiment_id,
-                context.parent_run_id,
-                trial.trial_id,
+    def describe(trial) -> str:
+        shown = {k.split(".")[-1]: v for k, v in trial_overrides(trial.config).items()}
+        return f"trial {trial.trial_id} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
+
+    class TrialEvents(tune.Callback):
+        def _run_id(self, trial) -> str | None:
+            return tracking.find_trial_run(
+                context.tracking_uri, context.experiment_id, context.parent_run_id, trial.trial_id
             )
-            if run_id:
-                tracking.close_if_running(context.tracking_uri, run_id, status, error)
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            print(f"[tumorsweep] {describe(trial)} started", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self._close(trial, "FINISHED")
+            result = trial.last_result or {}
+            shown = ", ".join(
+                f"{name} {result[name]:.3f}"
+                for name in ("tumor_dice", "liver_dice", "tumor_nsd")
+                if isinstance(result.get(name), float)
+            )
+            print(f"[tumorsweep] {describe(trial)} finished: {shown or 'no metrics'}", flush=True)
+            run_id = self._run_id(trial)
+            if run_id:
+                tracking.close_if_running(context.tracking_uri, run_id, "FINISHED")
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._close(trial, "FAILED", f"trial {trial.trial_id} errored (see Ray logs)")
+            run_id = self._run_id(trial)
+            reason = tracking.run_error(context.tracking_uri, run_id) if run_id else ""
+            print(f"[tumorsweep] {describe(trial)} FAILED: {reason or 'see the Ray logs'}")
+            if run_id:
+                tracking.close_if_running(
+                    context.tracking_uri, run_id, "FAILED", f"trial {trial.trial_id} errored"
+                )
 
-    return CloseTrialRuns()
+    return TrialEvents()
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -193,9 +213,12 @@ def driver_reserve(workers_per_trial: int) -> int:
     return DRIVER_RESERVE_CPU if workers_per_trial > 1 else 0
 
 
-def start_local_ray(num_cpus: int | None = None, reserve: int = DRIVER_RESERVE_CPU) -> None:
+def start_local_ray(
+    num_cpus: int | None = None, reserve: int = DRIVER_RESERVE_CPU, verbose: bool = False
+) -> None:
     """A local Ray sized for this machine, plus `reserve` logical CPUs for trial drivers;
-    a watchdog stops it if this driver dies without stopping it (SIGKILL)."""
+    a watchdog stops it if this driver dies without stopping it (SIGKILL). Workers' output
+    goes to Ray's log files unless `verbose`."""
     import os
 
     import ray
@@ -209,22 +232,27 @@ def start_local_ray(num_cpus: int | None = None, reserve: int = DRIVER_RESERVE_C
         num_cpus=cores + reserve,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
-        log_to_driver=True,
+        log_to_driver=verbose,
+        logging_level=logging.INFO if verbose else logging.WARNING,
     )
     ray_watchdog.start(os.getpid(), context.address_info["session_dir"])
 
 
-def connect_ray(address: str | None, reserve: int) -> None:
+def connect_ray(address: str | None, reserve: int, verbose: bool = False) -> None:
     """Join the cluster at `address`, or start a local Ray (unless one is up already)."""
     import ray
 
     if ray.is_initialized():
         return
     if not address:
-        start_local_ray(reserve=reserve)
+        start_local_ray(reserve=reserve, verbose=verbose)
         return
     try:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(
+            address=address,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+        )
     except (ConnectionError, RuntimeError) as exc:
         raise TumorsweepError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
 
@@ -295,7 +323,9 @@ def run_sweep(
     """Run (or resume) the sweep; returns the parent run id, experiment and Tune results."""
     experiment = options.experiment or space.study
     storage = options.storage if "://" in options.storage else str(Path(options.storage).resolve())
-    connect_ray(options.address, driver_reserve(options.workers_per_trial))
+    if not options.verbose:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    connect_ray(options.address, driver_reserve(options.workers_per_trial), options.verbose)
     concurrent = _concurrency(options)
     experiment_id = tracking.ensure_experiment(options.tracking_uri, experiment)
     if options.resume:
@@ -456,7 +486,7 @@ def _tuner(
             failure_config=tune.FailureConfig(
                 max_failures=context.max_failures if context.workers == 1 else 0
             ),
-            callbacks=[_trial_status_callback(context)],
+            callbacks=[_trial_events(context)],
             verbose=1,
         ),
     )

@@ -47,6 +47,9 @@ def build_parser(study: str) -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="config override"
     )
     p.add_argument("--dry-run", action="store_true", help="validate and list trials, run none")
+    p.add_argument(
+        "--verbose", action="store_true", help="show Ray's and the workers' own output too"
+    )
     return p
 
 
@@ -112,6 +115,7 @@ def _run(study: str, args: argparse.Namespace) -> int:
         seeds=args.seeds,
         resume=args.resume,
         max_failures=args.max_failures,
+        verbose=args.verbose,
     )
     outcome = run_sweep(space, options, cases, base)
     print()

@@ -151,6 +151,11 @@ def running_trials(tracking_uri: str, experiment_id: str, parent_run_id: str) ->
     return [run.info.run_id for run in found]
 
 
+def run_error(tracking_uri: str, run_id: str) -> str:
+    """The failure reason a run was closed with ("" if none)."""
+    return _client(tracking_uri).get_run(run_id).data.tags.get(ERROR_TAG, "")
+
+
 def close_if_running(tracking_uri: str, run_id: str, status: str, error: str = "") -> None:
     """Give a run its final status unless it already has one (the trial set it itself)."""
     if _client(tracking_uri).get_run(run_id).info.status == "RUNNING":

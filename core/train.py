@@ -62,7 +62,9 @@ class Trainer:
     amp_dtype: torch.dtype | None  # None: full precision
     loader: Any
     synthesis: Any  # the TumorSynthesisd of the chain, or None (real-tumour control)
-    timing: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("time_setup_s", "time_train_s", "time_eval_s"), 0.0)
+    )
 
     @property
     def is_chief(self) -> bool:
@@ -106,8 +108,7 @@ def fit(
         state = TrainState()
         start_trial(trainer, preview)
     logged = {name: trainer.logger.logged_steps(name) for name in _STEP_METRICS}
-    trainer.timing = {"time_setup_s": time.perf_counter() - began, "time_train_s": 0.0}
-    trainer.timing["time_eval_s"] = 0.0
+    trainer.timing["time_setup_s"] = time.perf_counter() - began
     pending: list[tuple[int, dict[str, float]]] = []
     for epoch in range(state.epoch, cfg.schedule.epochs):
         pending.append((epoch, train_epoch(trainer, epoch)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -77,11 +78,13 @@ def phantom_root(data: DataConfig) -> Path:
         "spacing": list(data.phantom_spacing),
         "seed": data.phantom_seed,
     }
+    if data.phantom_partition is not None:  # (older caches keep their digest without it)
+        params["partition"] = list(data.phantom_partition)
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     root = cache_dir() / "phantom" / digest
     if not (root / "dataset.json").is_file():
         print(f"Writing phantom CTs to {root} ...", flush=True)
-        partial = root.with_name(f".{digest}.partial")
+        partial = root.with_name(f".{digest}.{os.getpid()}.partial")
         write_phantom_dataset(
             partial,
             cases=params["cases"],
@@ -89,8 +92,12 @@ def phantom_root(data: DataConfig) -> Path:
             shape=tuple(params["shape"]),
             spacing=tuple(params["spacing"]),
             tumor_cases=params["tumor_cases"],
+            partition=data.phantom_partition,
         )
-        partial.replace(root)  # whole or not at all: an interrupted write is rebuilt next time
+        try:  # whole or not at all: an interrupted write is rebuilt next time
+            partial.replace(root)
+        except OSError:  # another process finished the same phantom first
+            shutil.rmtree(partial, ignore_errors=True)
     return root
 
 

@@ -33,6 +33,9 @@ class DataConfig(_Strict):
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes per trainer")
     phantom_cases: int = Field(12, ge=4)
     phantom_tumor_cases: int = Field(6, ge=3)
+    phantom_partition: IntTriple | None = Field(
+        None, description="(train, validation, test) tumour cases; None = half test, 1/6 val"
+    )
     phantom_shape: IntTriple = (128, 128, 96)
     phantom_spacing: Triple = (1.0, 1.0, 1.0)
     phantom_seed: int = 0

@@ -591,12 +591,14 @@ def write_phantom_dataset(
     tumor_cases: int = 6,
     orientation: str = "RAS",
     preview: bool = False,
+    partition: tuple[int, int, int] | None = None,
 ) -> Path:
     """Write an MSD Task03-style phantom dataset and return the path of its dataset.json.
 
     Cases liver_0 .. liver_{cases-tumor_cases-1} are healthy (labels 0/1); the last
     `tumor_cases` carry real tumours and are split by `tumor_partition` into training (real-
-    tumour control), `validation` and `test`. Case N is drawn from seed (seed, N), so a case
+    tumour control), `validation` and `test` (or by `partition`, the (train, validation, test)
+    counts, summing to `tumor_cases`). Case N is drawn from seed (seed, N), so a case
     does not depend on how many others are written. Images are int16 HU, labels uint8.
     """
     import nibabel as nib
@@ -612,7 +614,12 @@ def write_phantom_dataset(
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
     first_tumor = cases - tumor_cases
-    n_train, n_val, _ = tumor_partition(tumor_cases)
+    if partition is not None and (sum(partition) != tumor_cases or min(partition) < 0):
+        raise TumorsweepError(
+            f"partition {tuple(partition)}: (train, validation, test) counts must be >= 0 and "
+            f"sum to tumor-cases={tumor_cases}"
+        )
+    n_train, n_val, _ = partition or tumor_partition(tumor_cases)
     lists: dict[str, list[dict]] = {"training": [], "validation": [], "test": []}
     previews = []
     for number in range(cases):
