@@ -1,7 +1,8 @@
-"""Evaluation: per-case metrics (registry), aggregation, protocols, post-processing, inference.
+"""Evaluation: per-case metrics, aggregation, protocols, post-processing, inference.
 
-Metrics, protocols and post-processing need only numpy/scipy; the inference functions (torch,
-MONAI) are imported on first use so `import core.evaluate` stays light.
+The metrics themselves are listed in `core.evaluate.registry.METRICS` (iterate that to build a
+table). Metrics, protocols and post-processing need only numpy/scipy; the inference functions
+(torch, MONAI) are imported on first use so `import core.evaluate` stays light.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from core.evaluate.aggregate import aggregate
 from core.evaluate.metrics import case_metrics
 from core.evaluate.postprocess import postprocess
 from core.evaluate.protocol import PROTOCOLS, EvalProtocol
-from core.evaluate.registry import METRICS
 
 _INFERENCE = ("sliding_window_logits", "predict_case", "evaluate_cases")
 
 __all__ = [
-    "METRICS",
     "PROTOCOLS",
     "EvalProtocol",
     "aggregate",
