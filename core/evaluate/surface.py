@@ -27,8 +27,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 # Costs in probes (one probe ~2-5 ns on one core), to choose between probing a shell of offsets
-# and a k-d tree: one gather of a block of probes, a tree point built, a tree query.
+# and a k-d tree: one gather of a block of probes, one offset of a ball built (a sort), a tree
+# point built, a tree query.
 _STEP_COST = 1000
+_BALL_COST = 30
 _TREE_BUILD = 50
 _TREE_QUERY = 250
 # Probes per gather when few corners are pending (many steps at once for far corners).
@@ -62,7 +64,11 @@ class _Direction:
         shell = len(_ball(spacing, self.reach)[0]) if self.reach >= 0 else 0
         steps = max(_ball_estimate(spacing, reach) - shell, 1)
         gathers = math.ceil(steps / max(1, _BLOCK // pending.size))
-        probing = steps * pending.size + _STEP_COST * gathers + self.grid.lookup_size(reach)
+        probing = (
+            (pending.size + _BALL_COST) * steps
+            + _STEP_COST * gathers
+            + self.grid.lookup_size(reach)
+        )
         if probing > _TREE_BUILD * self.other.size + _TREE_QUERY * pending.size:
             self._settle_by_tree(pending)
             return
@@ -262,17 +268,20 @@ def _probe(starts: np.ndarray, lookup: np.ndarray, steps: np.ndarray) -> np.ndar
     current = starts
     index = 0
     while index < len(steps) and pending.size:
-        block = steps[index : index + max(1, _BLOCK // pending.size)]
-        hits = marked[current[:, None] + block]
-        hit = hits.any(axis=1)
+        width = max(1, _BLOCK // pending.size)
+        if width == 1:  # one step for many starts: 1-D, no reduction over a block
+            hit = marked[current + steps[index]]
+        else:
+            hits = marked[current[:, None] + steps[index : index + width]]
+            hit = hits.any(axis=1)
         if hit.any():
-            found[pending[hit]] = index + hits[hit].argmax(axis=1)
+            found[pending[hit]] = index if width == 1 else index + hits[hit].argmax(axis=1)
             pending, current = pending[~hit], current[~hit]
-        index += block.size
+        index += width
     return found
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _ball(spacing: tuple[float, ...], radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integer corner offsets within `radius` mm, nearest first, with their distance levels.
 
