@@ -112,7 +112,7 @@ def _args(pred_dir, truth_dir, out) -> list[str]:
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [(3, "found [3]"), (255, "found [255]"), (-1, "found [-1]")],
+    [(3, "label values 3 outside"), (255, "label values 255 outside"), (-1, "values -1 outside")],
 )
 def test_prediction_with_other_label_values(folders, capsys, value, shown):
     pred_dir, truth_dir, tmp_path = folders
@@ -139,7 +139,7 @@ def test_prediction_holding_probabilities(folders, capsys):
     nib.save(nib.Nifti1Image(labels * 0.45, AFFINE), pred_dir / "liver_1.nii.gz")
     out = tmp_path / "new" / "rows.csv"
     argv = _args(pred_dir, truth_dir, out)
-    _fails_cleanly(tmp_path, capsys, argv, "pred/liver_1.nii.gz", "found [0.45")
+    _fails_cleanly(tmp_path, capsys, argv, "pred/liver_1.nii.gz", "non-integer values")
 
 
 def test_truth_with_other_label_values(folders, capsys):
@@ -149,7 +149,7 @@ def test_truth_with_other_label_values(folders, capsys):
     _write(truth_dir / "liver_2.nii", labels)
     out = tmp_path / "new" / "rows.csv"
     argv = _args(pred_dir, truth_dir, out)
-    _fails_cleanly(tmp_path, capsys, argv, "truth/liver_2.nii", "found [4]")
+    _fails_cleanly(tmp_path, capsys, argv, "truth/liver_2.nii", "label values 4 outside")
 
 
 def test_shape_mismatch_names_the_case_and_files(folders, capsys):
@@ -165,7 +165,7 @@ def test_affine_mismatch_names_the_case(folders, capsys):
     _write(pred_dir / "liver_2.nii.gz", np.zeros((12, 12, 8)), np.diag([1.0, 0.8, 1.5, 1.0]))
     out = tmp_path / "new" / "rows.csv"
     argv = _args(pred_dir, truth_dir, out)
-    _fails_cleanly(tmp_path, capsys, argv, "case liver_2: prediction affine", "by up to 0.2")
+    _fails_cleanly(tmp_path, capsys, argv, "case liver_2:", "affine differs", "by up to 0.2")
 
 
 def test_empty_prediction_folder(folders, capsys):

@@ -146,5 +146,5 @@ def test_missing_file_and_bad_truth_are_named(tmp_path, lps_case):
     good, labels = lps_case
     bad_label = tmp_path / "bad_label.nii.gz"
     nib.save(nib.Nifti1Image(labels.astype(np.float32) * 0.5, np.eye(4)), bad_label)
-    with pytest.raises(TumorsweepError, match=r"bad_label.nii.gz: labels must be 0, 1 or 2"):
+    with pytest.raises(TumorsweepError, match=r"bad_label.nii.gz: label holds non-integer values"):
         predict_case(NearestIntensity(), {**good, "label": bad_label}, _preprocess((1, 1, 1)))

@@ -299,10 +299,10 @@ def test_row_keys_stay_stable():
 @pytest.mark.parametrize(
     ("pred", "spacing", "tolerance", "mode", "message"),
     [
-        (np.full((3, 3, 3), 3, np.uint8), (1, 1, 1), 2.0, "ge1", "found [3]"),
-        (np.full((3, 3, 3), -1, np.int16), (1, 1, 1), 2.0, "ge1", "found [-1]"),
-        (np.full((3, 3, 3), 0.5, np.float32), (1, 1, 1), 2.0, "ge1", "found [0.5]"),
-        (np.full((3, 3, 3), np.nan), (1, 1, 1), 2.0, "ge1", "found [nan]"),
+        (np.full((3, 3, 3), 3, np.uint8), (1, 1, 1), 2.0, "ge1", "pred: label values 3"),
+        (np.full((3, 3, 3), -1, np.int16), (1, 1, 1), 2.0, "ge1", "pred: label values -1"),
+        (np.full((3, 3, 3), 0.5, np.float32), (1, 1, 1), 2.0, "ge1", "pred: label holds non-"),
+        (np.full((3, 3, 3), np.nan), (1, 1, 1), 2.0, "ge1", "pred: label holds non-"),
         (np.zeros((3, 3, 4), np.uint8), (1, 1, 1), 2.0, "ge1", "shape"),
         (np.zeros((3, 3, 3), np.uint8), (1, 0, 1), 2.0, "ge1", "spacing_mm"),
         (np.zeros((3, 3, 3), np.uint8), (1, 1, 1), -1.0, "ge1", "tolerance_mm"),
@@ -311,7 +311,7 @@ def test_row_keys_stay_stable():
 )
 def test_bad_input_raises_a_named_error(pred, spacing, tolerance, mode, message):
     truth = np.zeros((3, 3, 3), np.uint8)
-    with pytest.raises(TumorsweepError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(TumorsweepError, match=message):
         case_metrics(pred, truth, spacing, tolerance, liver_mode=mode)
 
 

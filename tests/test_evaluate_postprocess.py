@@ -93,5 +93,5 @@ def test_empty_prediction_and_bad_input():
     with pytest.raises(TumorsweepError, match="liver must be"):
         postprocess(_case(), liver="gt0")
     probabilities = _case().astype(np.float32) * 0.4
-    with pytest.raises(TumorsweepError, match=r"labels must be 0, 1 or 2, found \[0.4"):
+    with pytest.raises(TumorsweepError, match="postprocess labels: label holds non-integer"):
         postprocess(probabilities)

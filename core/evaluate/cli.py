@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data.io import AFFINE_TOLERANCE_MM, load_volume
+from core.data.io import as_labels, check_same_grid, open_nifti, spacing_of, voxels
 from core.errors import TumorsweepError
 from core.evaluate import registry
 from core.evaluate.aggregate import EMPTY_KINDS, aggregate
-from core.evaluate.labels import as_labels
 from core.evaluate.metrics import case_metrics
 from core.evaluate.naming import NIFTI_SUFFIXES, case_name
 from core.evaluate.protocol import PROTOCOLS
@@ -130,23 +129,17 @@ def _load_pair(
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Both label volumes as checked uint8 labels, and the truth spacing.
 
-    The raw voxel values are checked before anything (post-processing included) maps them.
+    Shapes and affines are compared from the headers first; the raw voxel values are checked
+    before anything (post-processing included) maps them.
     """
-    pred, pred_affine, _ = load_volume(pred_path)
-    truth, truth_affine, spacing = load_volume(truth_path)
-    pred, truth = as_labels(pred, str(pred_path)), as_labels(truth, str(truth_path))
-    if pred.shape != truth.shape:
-        raise TumorsweepError(
-            f"case {name}: prediction shape {pred.shape} ({pred_path}) differs from truth shape "
-            f"{truth.shape} ({truth_path})"
-        )
-    gap = float(np.max(np.abs(pred_affine - truth_affine)))
-    if gap > AFFINE_TOLERANCE_MM:
-        raise TumorsweepError(
-            f"case {name}: prediction affine differs from truth affine by up to {gap:.4g} "
-            f"({pred_path} vs {truth_path}); resample the prediction to the label grid"
-        )
-    return pred, truth, spacing
+    pred_image, truth_image = open_nifti(pred_path), open_nifti(truth_path)
+    try:
+        check_same_grid(pred_path, pred_image, truth_path, truth_image)
+    except TumorsweepError as exc:
+        raise TumorsweepError(f"case {name}: {exc}") from None
+    pred = as_labels(pred_path, voxels(pred_image, pred_path))
+    truth = as_labels(truth_path, voxels(truth_image, truth_path))
+    return pred, truth, spacing_of(truth_image)
 
 
 def _summary_text(summary: dict[str, float | int], cases: int, protocol: str) -> str:

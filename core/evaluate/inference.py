@@ -21,9 +21,8 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 
-from core.data.io import load_volume
+from core.data.io import as_labels, load_volume
 from core.errors import TumorsweepError
-from core.evaluate.labels import as_labels
 from core.evaluate.metrics import case_metrics
 from core.evaluate.naming import case_name
 from core.evaluate.protocol import EvalProtocol, resolve_protocol
@@ -104,7 +103,7 @@ def predict_case(
     chosen = resolve_protocol(protocol)
     image_path, label_path = _case_paths(case)
     truth, _, spacing = load_volume(label_path)
-    truth = as_labels(truth, str(label_path))
+    truth = as_labels(label_path, truth)
     data = preprocess({"image": str(image_path), "label": str(label_path)})
     image = data["image"]
     if not isinstance(image, MetaTensor):

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.data.io import as_labels
 from core.errors import TumorsweepError
 from core.evaluate import registry
-from core.evaluate.labels import as_labels
 from core.evaluate.registry import CLASSES, ClassStats
 from core.evaluate.surface import SurfacePair
 
@@ -43,8 +43,8 @@ def case_metrics(
     if box is None:
         crop_pred = crop_truth = np.zeros((0, 0, 0), np.uint8)
     else:
-        crop_pred = as_labels(pred[box], "pred")
-        crop_truth = as_labels(truth[box], "truth")
+        crop_pred = as_labels("pred", pred[box])
+        crop_truth = as_labels("truth", truth[box])
     row: dict[str, float | int | str] = {}
     for name in CLASSES:
         mask_pred = _class_mask(crop_pred, name, liver_mode)

@@ -17,8 +17,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from core.data.io import as_labels
 from core.errors import TumorsweepError
-from core.evaluate.labels import as_labels
 
 CONNECTIVITY = {6: ndimage.generate_binary_structure(3, 1), 26: np.ones((3, 3, 3), bool)}
 LIVER_LABELS = ("ge1", "eq1")
@@ -43,7 +43,7 @@ def postprocess(
         raise TumorsweepError(f"postprocess: liver must be one of {LIVER_LABELS}, got {liver!r}")
     if connectivity not in CONNECTIVITY:
         raise TumorsweepError(f"postprocess: connectivity must be 6 or 26, got {connectivity!r}")
-    labels = as_labels(labels, "postprocess labels")
+    labels = as_labels("postprocess labels", labels)
     result = np.zeros(labels.shape, np.uint8)
     liver_box = _box(labels >= 1 if liver == "ge1" else labels == 1, grow=0)
     if liver_box is None:
