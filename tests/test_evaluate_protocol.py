@@ -193,6 +193,7 @@ def test_protocol_objects_and_bad_names(case):
     assert PROTOCOLS["hu2023"].connectivity == 6 and PROTOCOLS["tumorsweep"].connectivity == 26
     custom = EvalProtocol(
         name="mixed",
+        description="our post-processing, Hu et al.'s liver for scoring",
         inversion="labels_nearest",
         liver_mode="eq1",
         component_liver="ge1",

@@ -38,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--protocol",
         choices=sorted(PROTOCOLS),
         default="tumorsweep",
-        help="post-processing and liver definition: tumorsweep (largest 26-connected liver+"
-        "tumour, liver = label >= 1) or hu2023 (largest 6-connected label-1 component, "
-        "liver = label == 1)",
+        help="post-processing and liver definition ("
+        + "; ".join(f"{name}: {protocol.description}" for name, protocol in PROTOCOLS.items())
+        + "; no inversion here: predictions are already on the label grid)",
     )
     parser.add_argument(
         "--no-postprocess",

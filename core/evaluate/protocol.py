@@ -34,9 +34,11 @@ class EvalProtocol:
       component post-processing keeps, and its connectivity (26 or 6 neighbours).
     - `stitch_dtype`: dtype the sliding-window logits are blended in ("float16" or "float32").
     - `dilation_iters`: tumours are kept within this many cross dilations of the kept liver.
+    - `description`: one line for help texts and reports.
     """
 
     name: str
+    description: str
     inversion: Literal["labels_nearest", "logits_linear"]
     liver_mode: Literal["ge1", "eq1"]
     component_liver: Literal["ge1", "eq1"]
@@ -57,6 +59,8 @@ class EvalProtocol:
 PROTOCOLS: dict[str, EvalProtocol] = {
     "tumorsweep": EvalProtocol(
         name="tumorsweep",
+        description="argmax, labels inverted nearest; largest 26-connected liver + tumour; "
+        "liver scored as label >= 1 (LiTS)",
         inversion="labels_nearest",
         liver_mode="ge1",
         component_liver="ge1",
@@ -65,6 +69,8 @@ PROTOCOLS: dict[str, EvalProtocol] = {
     ),
     "hu2023": EvalProtocol(
         name="hu2023",
+        description="Hu et al.'s validation.py: logits inverted linearly, then argmax; largest "
+        "6-connected component of label 1; liver scored as label == 1",
         inversion="logits_linear",
         liver_mode="eq1",
         component_liver="eq1",
