@@ -19,7 +19,6 @@ import numpy as np
 from core.evaluate.surface import SurfacePair
 
 CLASSES = ("liver", "tumor")
-CLASS_DISPLAY = {"liver": "Liver", "tumor": "Tumor"}
 HD_PERCENT = 95.0
 
 Column = Callable[[str], np.ndarray]  # raw count column of one class by its bare name
