@@ -52,7 +52,8 @@ class _Direction:
 
     def settle(self, reach: float) -> None:
         """Make every distance up to `reach` exact, by probing the shell of offsets beyond the
-        current reach or, where that would cost more, by a k-d tree (then every distance is).
+        current reach or, once that costs more than a k-d tree would, by the tree (which makes
+        every distance exact).
         """
         if reach <= self.reach:
             return
@@ -63,19 +64,18 @@ class _Direction:
         spacing = self.grid.spacing
         shell = len(_ball(spacing, self.reach)[0]) if self.reach >= 0 else 0
         steps = max(_ball_estimate(spacing, reach) - shell, 1)
-        gathers = math.ceil(steps / max(1, _BLOCK // pending.size))
-        probing = (
-            (pending.size + _BALL_COST) * steps
-            + _STEP_COST * gathers
-            + self.grid.lookup_size(reach)
-        )
-        if probing > _TREE_BUILD * self.other.size + _TREE_QUERY * pending.size:
+        setup = _BALL_COST * steps + self.grid.lookup_size(reach)
+        tree = _TREE_BUILD * self.other.size + _TREE_QUERY * pending.size
+        if setup >= tree:
             self._settle_by_tree(pending)
             return
         offsets, levels_of, levels = _ball(spacing, reach)
         lookup, shift = self.grid.lookup(self.other, reach)
         starts = self.grid.flat(self.corners[pending], lookup, shift)
-        found = _probe(starts, lookup, offsets[shell:] @ _c_strides(lookup))
+        found = _probe(starts, lookup, offsets[shell:] @ _c_strides(lookup), tree - setup)
+        if found is None:  # probing would cost more than the tree: at most twice the tree
+            self._settle_by_tree(pending)
+            return
         hit = found >= 0
         self.rank[pending[hit]] = levels_of[shell:][found[hit]]
         self.levels, self.reach = levels, reach
@@ -256,8 +256,11 @@ def _c_strides(grid: np.ndarray) -> np.ndarray:
     return np.array([y * z, z, 1], np.int64)
 
 
-def _probe(starts: np.ndarray, lookup: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Per start, the index of the first step landing on a marked corner, or -1.
+def _probe(
+    starts: np.ndarray, lookup: np.ndarray, steps: np.ndarray, limit: float
+) -> np.ndarray | None:
+    """Per start, the index of the first step landing on a marked corner (-1: none), or None
+    once the probes (plus `_STEP_COST` per gather) would exceed `limit`.
 
     Steps go in blocks sized so each gather holds about `_BLOCK` probes: one step at a time
     while many starts are pending, many steps at once when few are left (far corners).
@@ -266,9 +269,12 @@ def _probe(starts: np.ndarray, lookup: np.ndarray, steps: np.ndarray) -> np.ndar
     found = np.full(starts.size, -1, np.int64)
     pending = np.arange(starts.size)
     current = starts
-    index = 0
+    index = spent = 0
     while index < len(steps) and pending.size:
         width = max(1, _BLOCK // pending.size)
+        spent += pending.size * min(width, len(steps) - index) + _STEP_COST
+        if spent > limit:
+            return None
         if width == 1:  # one step for many starts: 1-D, no reduction over a block
             hit = marked[current + steps[index]]
         else:
