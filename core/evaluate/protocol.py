@@ -7,9 +7,9 @@ keeps the largest 6-connected component of the liver channel (argmax == 1, tumou
 and keeps tumour voxels within 30 cross dilations of it; liver is scored as label == 1.
 Shared by both: sliding window with Gaussian blending, overlap and window size from the caller,
 the 30-iteration dilation gate, Dice and DeepMind's surfel NSD per class on the native grid,
-and float32 blending: float16 flipped argmax voxels of a trained model and moved per-case
-liver Dice / NSD by up to 4e-5 / 1.3e-4 (`benchmarks/stitching.py`), visible in 5-decimal
-tables, for ~25% more peak memory (19.0 vs 15.2 bytes per resampled voxel).
+and float32 blending: float16 flipped 1.1e-4 of a trained model's predicted foreground and
+moved per-case liver Dice / NSD by up to 1e-4 / 2.4e-4 (`benchmarks/stitching.py`), visible in
+5-decimal tables, for ~25% more peak memory (19.0 vs 15.2 bytes per resampled voxel).
 """
 
 from __future__ import annotations
