@@ -1,4 +1,5 @@
-"""postprocess: spurious liver pieces dropped, far tumours dropped, near tumours kept."""
+"""postprocess: spurious liver pieces dropped, far tumours dropped, near tumours kept; the hu2023
+protocol's variant against Hu et al.'s `denoise_pred` written out from their script."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from core.errors import TumorsweepError
-from core.evaluate import postprocess
+from core.evaluate import PROTOCOLS, postprocess
 
 
 def _case() -> np.ndarray:
@@ -48,9 +49,49 @@ def test_gate_equals_iterated_cross_dilation():
     np.testing.assert_array_equal(out, expected)
 
 
+def _denoise_pred(labels: np.ndarray) -> np.ndarray:
+    """Hu et al.'s `denoise_pred` on the one-hot of a label map, back to labels (their order:
+    largest component of the liver channel with scipy's default structure, tumour channel
+    kept inside 30 binary dilations of it)."""
+    onehot = np.stack([labels == c for c in range(3)]).astype(np.float32)
+    components, count = ndimage.label(onehot[1])
+    sizes = [np.sum(components == index) for index in range(1, count + 1)]
+    liver = components == (int(np.argmax(sizes)) + 1) if count else np.zeros_like(labels, bool)
+    gate = ndimage.binary_dilation(liver, iterations=30)
+    tumour = onehot[2].astype(bool) * gate
+    return liver.astype(np.uint8) + 2 * tumour.astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hu2023_equals_their_denoise_pred(seed):
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.random((70, 40, 36)), 1.2)
+    labels = (field > np.quantile(field, 0.6)).astype(np.uint8)  # many pieces, diagonal contacts
+    labels[(field > np.quantile(field, 0.9)) | (rng.random(labels.shape) > 0.995)] = 2
+    labels[30:62] = 0
+    far = labels[62:]
+    far[far == 1] = 0  # tumours alone, >= 33 voxels from any liver: beyond the gate
+    expected = _denoise_pred(labels)
+    hu = PROTOCOLS["hu2023"].postprocess(labels)
+    np.testing.assert_array_equal(hu, expected)
+    assert (expected[62:] == 0).all() and (labels[62:] == 2).any()
+    assert (expected == 2).any() and (expected == 1).sum() < (labels == 1).sum()
+    # Connectivity and the liver definition each matter on this map.
+    six_ge1 = postprocess(labels, liver="ge1", connectivity=6)
+    assert not np.array_equal(postprocess(labels, liver="eq1", connectivity=26), hu)
+    assert not np.array_equal(PROTOCOLS["tumorsweep"].postprocess(labels), six_ge1)
+
+
 def test_empty_prediction_and_bad_input():
     assert not postprocess(np.zeros((4, 4, 4), np.uint8)).any()
     with pytest.raises(TumorsweepError, match="dilation_iters"):
         postprocess(_case(), dilation_iters=-1)
     with pytest.raises(TumorsweepError, match="3-D"):
         postprocess(np.zeros((4, 4), np.uint8))
+    with pytest.raises(TumorsweepError, match="connectivity"):
+        postprocess(_case(), connectivity=18)
+    with pytest.raises(TumorsweepError, match="liver must be"):
+        postprocess(_case(), liver="gt0")
+    probabilities = _case().astype(np.float32) * 0.4
+    with pytest.raises(TumorsweepError, match="postprocess labels: label holds non-integer"):
+        postprocess(probabilities)

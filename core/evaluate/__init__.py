@@ -1,7 +1,8 @@
-"""Evaluation: per-case Dice/NSD, aggregation, post-processing and sliding-window inference.
+"""Evaluation: per-case metrics, aggregation, protocols, post-processing, inference.
 
-Metrics and post-processing need only numpy/scipy; the inference functions (torch, MONAI)
-are imported on first use so `import core.evaluate` stays light.
+The metrics themselves are listed in `core.evaluate.registry.METRICS` (iterate that to build a
+table). Metrics, protocols and post-processing need only numpy/scipy; the inference functions
+(torch, MONAI) are imported on first use so `import core.evaluate` stays light.
 """
 
 from __future__ import annotations
@@ -11,10 +12,18 @@ from typing import Any
 from core.evaluate.aggregate import aggregate
 from core.evaluate.metrics import case_metrics
 from core.evaluate.postprocess import postprocess
+from core.evaluate.protocol import PROTOCOLS, EvalProtocol
 
 _INFERENCE = ("sliding_window_logits", "predict_case", "evaluate_cases")
 
-__all__ = ["aggregate", "case_metrics", "postprocess", *_INFERENCE]
+__all__ = [
+    "PROTOCOLS",
+    "EvalProtocol",
+    "aggregate",
+    "case_metrics",
+    "postprocess",
+    *_INFERENCE,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,10 @@
 """`tumorsweep evaluate`: score any method's predicted label files against ground truth.
 
-Pairs `--pred` and `--truth` NIfTI files by case name, checks each pair shares shape and
-affine, post-processes the prediction (unless `--no-postprocess`), writes one row per case to
-`--out` and prints the mean table with pooled values and empty-mask counts.
+Pairs `--pred` and `--truth` NIfTI files by case name, checks each pair (readable, 3-D, labels
+0/1/2 only in the raw files, same shape and affine), post-processes the prediction as the
+`--protocol` does (unless `--no-postprocess`), scores every case with the protocol's liver
+definition and only then writes one row per case to `--out` and prints the mean table with
+pooled values and empty-mask counts. Any problem stops the run before anything is written.
 """
 
 from __future__ import annotations
@@ -10,58 +12,81 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from core.data.io import as_labels, check_same_grid, open_nifti, spacing_of, voxels
 from core.errors import TumorsweepError
+from core.evaluate import registry
 from core.evaluate.aggregate import EMPTY_KINDS, aggregate
-from core.evaluate.metrics import CLASSES, LIVER_MODES, case_metrics
+from core.evaluate.metrics import case_metrics
 from core.evaluate.naming import NIFTI_SUFFIXES, case_name
-from core.evaluate.postprocess import postprocess
+from core.evaluate.protocol import PROTOCOLS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `evaluate` sub-command."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="Dice and NSD of predicted label files against ground truth",
+        help="Dice, NSD and HD95 of predicted label files against ground truth",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--pred", type=Path, required=True, help="folder of predicted labels")
     parser.add_argument("--truth", type=Path, required=True, help="folder of true labels")
     parser.add_argument("--tolerance-mm", type=float, default=2.0, help="NSD tolerance (mm)")
     parser.add_argument(
-        "--no-postprocess",
-        action="store_true",
-        help="score predictions as they are (default: largest liver, tumours near it)",
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default="tumorsweep",
+        help="post-processing and liver definition ("
+        + "; ".join(f"{name}: {protocol.description}" for name, protocol in PROTOCOLS.items())
+        + "; no inversion here: predictions are already on the label grid)",
     )
     parser.add_argument(
-        "--liver-mode", choices=LIVER_MODES, default="ge1", help="liver = >=1 or ==1"
+        "--no-postprocess",
+        action="store_true",
+        help="score predictions as they are (default: the protocol's post-processing)",
     )
     parser.add_argument("--out", type=Path, required=True, help="per-case CSV to write")
     parser.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Score every case pair, write the CSV, print the summary."""
+    """Check and score every case pair, then write the CSV and print the summary."""
+    protocol = PROTOCOLS[args.protocol]
     pairs = _pair_cases(args.pred, args.truth)
+    _check_out(args.out, [path for pair in pairs.values() for path in pair])
     rows = []
     for name, (pred_path, truth_path) in pairs.items():
         pred, truth, spacing = _load_pair(name, pred_path, truth_path)
         if not args.no_postprocess:
-            pred = postprocess(pred)
+            pred = protocol.postprocess(pred)
         try:
-            metrics = case_metrics(pred, truth, spacing, args.tolerance_mm, args.liver_mode)
+            metrics = case_metrics(pred, truth, spacing, args.tolerance_mm, protocol.liver_mode)
         except TumorsweepError as exc:
             raise TumorsweepError(f"case {name}: {exc}") from None
         rows.append({"case": name, **metrics})
     table = pd.DataFrame(rows)
+    text = _summary_text(aggregate(table), len(rows), protocol.name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
-    print(_summary_text(aggregate(table), len(rows)))
+    print(text)
     print(f"per-case rows: {args.out}")
     return 0
+
+
+def _check_out(out: Path, inputs: list[Path]) -> None:
+    """`--out` must be a writable file path that is none of the inputs."""
+    if out.is_dir():
+        raise TumorsweepError(f"--out {out}: is a folder; give the CSV file to write")
+    resolved = out.resolve()
+    if any(resolved == path.resolve() for path in inputs):
+        raise TumorsweepError(f"--out {out}: is one of the input label files")
+    for parent in resolved.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise TumorsweepError(f"--out {out}: {parent} is a file, not a folder")
+            break
 
 
 def _nifti_files(folder: Path, role: str) -> dict[str, Path]:
@@ -101,40 +126,43 @@ def _pair_cases(pred_folder: Path, truth_folder: Path) -> dict[str, tuple[Path, 
 
 def _load_pair(
     name: str, pred_path: Path, truth_path: Path
-) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Both label volumes as stored, and the truth spacing; shape and affine must agree."""
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Both label volumes as checked uint8 labels, and the truth spacing.
+
+    Shapes and affines are compared from the headers first; the raw voxel values are checked
+    before anything (post-processing included) maps them.
+    """
+    pred_image, truth_image = open_nifti(pred_path), open_nifti(truth_path)
     try:
-        pred_image, truth_image = nib.load(pred_path), nib.load(truth_path)
-        pred, truth = np.asarray(pred_image.dataobj), np.asarray(truth_image.dataobj)
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise TumorsweepError(f"case {name}: cannot read NIfTI ({exc})") from None
-    if pred.shape != truth.shape:
-        raise TumorsweepError(
-            f"case {name}: prediction shape {pred.shape} differs from truth shape {truth.shape}"
-        )
-    if not np.allclose(pred_image.affine, truth_image.affine, atol=1e-4):
-        raise TumorsweepError(
-            f"case {name}: prediction affine differs from truth affine "
-            f"({pred_path.name} vs {truth_path.name}); resample the prediction to the label grid"
-        )
-    spacing = tuple(float(s) for s in truth_image.header.get_zooms()[:3])
-    return pred, truth, spacing
+        check_same_grid(pred_path, pred_image, truth_path, truth_image)
+    except TumorsweepError as exc:
+        raise TumorsweepError(f"case {name}: {exc}") from None
+    pred = as_labels(pred_path, voxels(pred_image, pred_path))
+    truth = as_labels(truth_path, voxels(truth_image, truth_path))
+    return pred, truth, spacing_of(truth_image)
 
 
-def _summary_text(summary: dict[str, float | int], cases: int) -> str:
-    """The mean table: per class mean +- std, pooled values and empty-mask counts."""
+def _summary_text(summary: dict[str, float | int], cases: int, protocol: str) -> str:
+    """The mean table: per class and metric mean +- std (cases), pooled values, empty counts."""
+    metrics = registry.METRICS
+    pooled = [m for m in metrics if m.pooled is not None]
+    heads = [f"{m.name} ({m.unit})" if m.unit else m.name for m in metrics]
+    heads += [f"{m.name}_global" for m in pooled]
     lines = [
-        f"{cases} cases",
-        f"{'class':<6} {'dice':>15} {'nsd':>15} {'dice_global':>11} {'nsd_global':>10}",
+        f"{cases} cases, protocol {protocol}",
+        f"{'class':<6} " + " ".join(f"{head:>22}" for head in heads),
     ]
-    for name in CLASSES:
-        dice = f"{summary[f'{name}_dice']:.4f}+-{summary[f'{name}_dice_std']:.4f}"
-        nsd = f"{summary[f'{name}_nsd']:.4f}+-{summary[f'{name}_nsd_std']:.4f}"
-        lines.append(
-            f"{name:<6} {dice:>15} {nsd:>15} {summary[f'{name}_dice_global']:>11.4f} "
-            f"{summary[f'{name}_nsd_global']:>10.4f}"
-        )
-    for name in CLASSES:
+    for name in registry.CLASSES:
+        cells = [
+            f"{summary[f'{name}_{m.name}']:.4f}+-{summary[f'{name}_{m.name}_std']:.4f} "
+            f"(n={summary[f'{name}_{m.name}_n']})"
+            for m in metrics
+        ]
+        cells += [f"{summary[f'{name}_{m.name}_global']:.4f}" for m in pooled]
+        lines.append(f"{name:<6} " + " ".join(f"{cell:>22}" for cell in cells))
+    for name in registry.CLASSES:
         counts = ", ".join(f"{kind} {summary[f'{name}_empty_{kind}']}" for kind in EMPTY_KINDS)
-        lines.append(f"{name} empty masks (both -> 1, truth or pred only -> 0): {counts}")
+        lines.append(f"{name} empty masks: {counts}")
+    rules = "; ".join(f"{m.display} {m.empty_rule}" for m in metrics)
+    lines.append(f"empty-mask conventions: {rules}")
     return "\n".join(lines)

@@ -1,10 +1,12 @@
 """Sliding-window inference of a segmenter on one CT, inverted back to the label's native grid.
 
-Windows run on the model's device; the stitched logits live on the CPU in float16 (half the
-memory of float32: ~0.5 GB for three classes on a resampled 512x512x300 CT), and the argmax is
-taken at once so only a uint8 map is inverted. The inversion replays the preprocessing chain
-backwards with MONAI `Invertd` (nearest neighbour), so the prediction has the label file's
-shape and orientation whatever the chain did (orientation, resampling, ...).
+Windows run on the model's device (optionally under autocast); the blended logits live on the
+CPU in the protocol's stitching dtype. The inversion replays the preprocessing chain backwards
+with MONAI `Invertd`, so the prediction has the label file's shape and orientation whatever the
+chain did (orientation, resampling, ...). Two protocols (`core.evaluate.protocol`): argmax first
+and invert the uint8 labels by nearest neighbour (ours), or invert each class's logits by
+linear interpolation and take the argmax on the native grid (Hu et al.), one channel at a time
+so only two float32 native-grid volumes are held at once.
 """
 
 from __future__ import annotations
@@ -13,38 +15,48 @@ import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 
+from core.data.io import as_labels, load_volume
 from core.errors import TumorsweepError
 from core.evaluate.metrics import case_metrics
 from core.evaluate.naming import case_name
-from core.evaluate.postprocess import postprocess as postprocess_labels
+from core.evaluate.protocol import EvalProtocol, resolve_protocol
 
-_STITCH_DTYPE = torch.float16
+STITCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 def sliding_window_logits(
     model: torch.nn.Module,
     image: torch.Tensor,
+    *,
     roi: Sequence[int] = (96, 96, 96),
     overlap: float = 0.75,
     sw_batch_size: int = 1,
     mode: str = "gaussian",
-    device: torch.device | str | None = None,
     amp: bool = False,
+    stitch_dtype: str = "float32",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Blended logits (B, classes, X, Y, Z), float16 on the CPU, of `image` (B, 1, X, Y, Z).
+    """Blended logits (B, classes, X, Y, Z) on the CPU in `stitch_dtype`, of `image` (B, 1, ...).
 
     The model is put in eval mode and run without gradients on `device` (default: where its
-    parameters are); `amp` runs the windows under autocast.
+    parameters are), `sw_batch_size` windows at a time; `amp` runs them under autocast. MONAI
+    blends in the dtype of the image it is given, so the image is handed over in `stitch_dtype`.
     """
     if not isinstance(image, torch.Tensor) or image.ndim != 5:
         raise TumorsweepError(f"image: expected a (B, 1, X, Y, Z) tensor, got {_describe(image)}")
+    if stitch_dtype not in STITCH_DTYPES:
+        raise TumorsweepError(
+            f"stitch_dtype: expected one of {sorted(STITCH_DTYPES)}, got {stitch_dtype!r}"
+        )
+    if int(sw_batch_size) < 1:
+        raise TumorsweepError(f"sw_batch_size: expected an integer >= 1, got {sw_batch_size!r}")
+    dtype = STITCH_DTYPES[stitch_dtype]
     window_device = torch.device(device) if device is not None else _model_device(model)
     model.to(window_device).eval()
 
@@ -54,13 +66,13 @@ def sliding_window_logits(
         )
         with autocast:
             logits = model(window.to(window_device, torch.float32))
-        return logits.to(_STITCH_DTYPE)
+        return logits.to(dtype)
 
     with torch.no_grad():
         return sliding_window_inference(
-            image.to("cpu", _STITCH_DTYPE),
+            image.to("cpu", dtype),
             roi_size=tuple(roi),
-            sw_batch_size=sw_batch_size,
+            sw_batch_size=int(sw_batch_size),
             predictor=predict,
             overlap=overlap,
             mode=mode,
@@ -73,59 +85,117 @@ def predict_case(
     model: torch.nn.Module,
     case: dict,
     preprocess: Compose,
+    *,
     roi: Sequence[int] = (96, 96, 96),
     overlap: float = 0.75,
+    sw_batch_size: int = 1,
+    amp: bool = False,
+    protocol: str | EvalProtocol = "tumorsweep",
     postprocess: bool = True,
     device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Predicted labels (uint8, label file's grid), stored truth and its spacing in mm.
+    """Predicted labels (uint8, label file's grid), stored truth (uint8) and its spacing in mm.
 
     `case` holds "image" and "label" paths; `preprocess` is the evaluation chain (load,
     channel first, orientation, resampling, window) that the prediction is inverted through.
+    `postprocess=False` skips the protocol's post-processing.
     """
+    chosen = resolve_protocol(protocol)
     image_path, label_path = _case_paths(case)
+    truth, _, spacing = load_volume(label_path)
+    truth = as_labels(label_path, truth)
     data = preprocess({"image": str(image_path), "label": str(label_path)})
     image = data["image"]
     if not isinstance(image, MetaTensor):
         raise TumorsweepError(f"{image_path}: preprocess must return a MONAI MetaTensor image")
-    logits = sliding_window_logits(model, image.unsqueeze(0), roi, overlap, device=device)
-    labels = logits[0].argmax(dim=0, keepdim=True).to(torch.uint8)
+    logits = sliding_window_logits(
+        model,
+        image.unsqueeze(0),
+        roi=roi,
+        overlap=overlap,
+        sw_batch_size=sw_batch_size,
+        amp=amp,
+        stitch_dtype=chosen.stitch_dtype,
+        device=device,
+    )[0]
+    if chosen.inversion == "labels_nearest":
+        pred = _invert_labels(logits.argmax(dim=0, keepdim=True).to(torch.uint8), image, preprocess)
+    else:
+        pred = _invert_logits_argmax(logits, image, preprocess)
     del logits
-    data["pred"] = MetaTensor(labels, meta=image.meta)
-    restore = Invertd(keys="pred", transform=preprocess, orig_keys="image", nearest_interp=True)
-    pred = np.asarray(restore(data)["pred"].numpy()[0]).round().astype(np.uint8)
-    label_image = nib.load(str(label_path))
-    truth = np.asarray(label_image.dataobj)
     if pred.shape != truth.shape:
         raise TumorsweepError(
             f"{label_path}: prediction inverted to shape {pred.shape}, label has {truth.shape}"
         )
     if postprocess:
-        pred = postprocess_labels(pred)
-    spacing = tuple(float(s) for s in label_image.header.get_zooms()[:3])
-    return pred, truth, spacing  # type: ignore[return-value]
+        pred = chosen.postprocess(pred)
+    return pred, truth, spacing
 
 
 def evaluate_cases(
     model: torch.nn.Module,
     cases: list[dict],
     preprocess: Compose,
+    *,
     roi: Sequence[int] = (96, 96, 96),
     overlap: float = 0.75,
+    sw_batch_size: int = 1,
+    amp: bool = False,
     tolerance_mm: float = 2.0,
-    liver_mode: str = "ge1",
+    protocol: str | EvalProtocol = "tumorsweep",
     postprocess: bool = True,
     device: torch.device | str | None = None,
 ) -> list[dict]:
     """One row per case: `case` (name) plus `case_metrics` of its native-grid prediction."""
+    chosen = resolve_protocol(protocol)
     rows = []
     for case in cases:
         pred, truth, spacing = predict_case(
-            model, case, preprocess, roi, overlap, postprocess=postprocess, device=device
+            model,
+            case,
+            preprocess,
+            roi=roi,
+            overlap=overlap,
+            sw_batch_size=sw_batch_size,
+            amp=amp,
+            protocol=chosen,
+            postprocess=postprocess,
+            device=device,
         )
-        metrics = case_metrics(pred, truth, spacing, tolerance_mm, liver_mode)
+        try:
+            metrics = case_metrics(pred, truth, spacing, tolerance_mm, chosen.liver_mode)
+        except TumorsweepError as exc:
+            raise TumorsweepError(f"{case['label']}: {exc}") from None
         rows.append({"case": case.get("case") or case_name(case["label"]), **metrics})
     return rows
+
+
+def _invert_labels(labels: torch.Tensor, image: MetaTensor, preprocess: Compose) -> np.ndarray:
+    """A (1, X, Y, Z) label map on the preprocessed grid, back on the native grid (nearest)."""
+    restore = Invertd(keys="pred", transform=preprocess, orig_keys="image", nearest_interp=True)
+    inverted = restore({"image": image, "pred": labels})["pred"]
+    return np.asarray(inverted.numpy()[0]).round().astype(np.uint8)
+
+
+def _invert_logits_argmax(
+    logits: torch.Tensor, image: MetaTensor, preprocess: Compose
+) -> np.ndarray:
+    """Argmax on the native grid of the (C, X, Y, Z) logits inverted linearly, class by class.
+
+    Ties go to the lowest class, as `torch.argmax` breaks them.
+    """
+    restore = Invertd(keys="pred", transform=preprocess, orig_keys="image", nearest_interp=False)
+    best = labels = None
+    for index in range(logits.shape[0]):
+        channel = logits[index : index + 1].to(torch.float32)
+        values = restore({"image": image, "pred": channel})["pred"].as_tensor()[0]
+        if best is None:
+            best, labels = values, torch.zeros(values.shape, dtype=torch.uint8)
+            continue
+        better = values > best
+        labels[better] = index
+        best[better] = values[better]
+    return labels.numpy()
 
 
 def _case_paths(case: dict) -> tuple[Path, Path]:
