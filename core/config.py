@@ -109,14 +109,18 @@ class EvalConfig(_Strict):
     overlap: float = Field(0.75, ge=0, lt=1)
     sw_batch_size: int = Field(1, ge=1)
     tolerance_mm: float = Field(2.0, gt=0)
-    liver_mode: Literal["ge1", "eq1"] = "ge1"
+    protocol: Literal["tumorsweep", "hu2023"] = Field(
+        "tumorsweep",
+        description="evaluation protocol (core.evaluate.PROTOCOLS): ours, or Hu "
+        "et al.'s validation.py (logits inverted linearly, liver = largest 6-connected "
+        "component of label 1, scored as label == 1)",
+    )
     postprocess: bool = True
     select_metric: str = Field(
         "val_mean_dice",
         description="validation metric of the best checkpoint (Hu et al.: the "
         "mean of liver and tumour Dice)",
     )
-    select_mode: Literal["max", "min"] = "max"
     select_on: Literal["validation", "test", "last"] = Field(
         "validation", description="list to select checkpoints on; last = no selection"
     )
@@ -132,14 +136,21 @@ class EvalConfig(_Strict):
         return value
 
 
-def selectable_metrics() -> tuple[str, ...]:
+def selectable_metrics() -> dict[str, bool]:
     """Validation summaries a checkpoint can be selected on (and Tune can search on as
-    `best_<name>`): per-case means and pooled values of each class metric, and the mean of
-    liver and tumour Dice."""
-    per_class = [f"{c}_{m}" for c in ("liver", "tumor") for m in ("dice", "nsd")]
-    return tuple(f"val_{n}" for n in [*per_class, *(f"{n}_global" for n in per_class)]) + (
-        "val_mean_dice",
-    )
+    `best_<name>`), each with whether higher is better: per-case means of every registry
+    metric per class, pooled values where a metric has them, and the mean of liver and tumour
+    Dice (Hu et al.'s selection metric)."""
+    from core.evaluate.registry import CLASSES, METRICS
+
+    names: dict[str, bool] = {}
+    for metric in METRICS:
+        for cls in CLASSES:
+            names[f"val_{cls}_{metric.name}"] = metric.higher_is_better
+            if metric.pooled is not None:
+                names[f"val_{cls}_{metric.name}_global"] = metric.higher_is_better
+    names["val_mean_dice"] = True
+    return names
 
 
 class TrialConfig(_Strict):
@@ -182,7 +193,9 @@ _DEMO: dict[str, Any] = {
     "eval.overlap": 0.25,
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "demo": _DEMO}
+# The paper preset is the TrialConfig defaults (Hu et al.'s main.py) scored the way their
+# validation.py scores, so published numbers can sit beside ours.
+PRESETS: dict[str, dict[str, Any]] = {"paper": {"eval.protocol": "hu2023"}, "demo": _DEMO}
 
 
 def make_config(preset: str = "paper", overrides: Mapping[str, Any] | None = None) -> TrialConfig:

@@ -326,7 +326,7 @@ def validate(trainer: Trainer, state: TrainState, epoch: int) -> dict[str, float
     rows = evaluate(trainer, cases)
     trainer.timing["time_eval_s"] += time.perf_counter() - started
     summary = summarise(rows, prefix="val_")
-    sign = 1.0 if trainer.cfg.eval.select_mode == "max" else -1.0
+    sign = 1.0 if selectable_metrics()[trainer.cfg.eval.select_metric] else -1.0
     value = summary.get(trainer.cfg.eval.select_metric, math.nan)
     if math.isfinite(value) and sign * value > state.best_value:
         state.best_value, state.best_epoch = sign * value, epoch
@@ -409,8 +409,10 @@ def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:
         eval_transforms(cfg.data.spacing, cfg.data.window),
         roi=cfg.eval.roi or cfg.schedule.patch_size,
         overlap=cfg.eval.overlap,
+        sw_batch_size=cfg.eval.sw_batch_size,
+        amp=trainer.amp_dtype is not None,
         tolerance_mm=cfg.eval.tolerance_mm,
-        liver_mode=cfg.eval.liver_mode,
+        protocol=cfg.eval.protocol,
         postprocess=cfg.eval.postprocess,
         device=trainer.session.device,
     )

@@ -142,3 +142,18 @@ METRICS: tuple[Metric, ...] = (
         nan_when_empty=True,
     ),
 )
+
+
+def summary_names() -> dict[str, str]:
+    """Per-class summary names (`tumor_dice`, ...) in table order, with their row labels
+    (`Tumor Dice`, `Tumor HD95 (mm)`): what trials log and reports tabulate."""
+    return {
+        f"{cls}_{m.name}": f"{cls.capitalize()} {m.display}" + (f" ({m.unit})" if m.unit else "")
+        for cls in CLASSES
+        for m in METRICS
+    }
+
+
+def pooled_names() -> tuple[str, ...]:
+    """Names of the pooled ("global") summaries: `{class}_{metric}_global`."""
+    return tuple(f"{cls}_{m.name}_global" for m in METRICS if m.pooled for cls in CLASSES)

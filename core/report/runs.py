@@ -23,23 +23,15 @@ from mlflow.tracking import MlflowClient
 
 from core import tracking
 from core.errors import TumorsweepError
+from core.evaluate.registry import pooled_names, summary_names
 from core.report.labels import trial_labels
 from core.report.reference import DEFAULT_PROTOCOL, reference_param_names
 from core.report.store import reading
 
 # Final metrics every trial should carry; a trial lacking one still gets a row (value NaN).
-FINAL_METRICS = (
-    "liver_dice",
-    "liver_nsd",
-    "tumor_dice",
-    "tumor_nsd",
-    "liver_dice_global",
-    "tumor_dice_global",
-    "liver_nsd_global",
-    "tumor_nsd_global",
-)
+FINAL_METRICS = (*summary_names(), *pooled_names())
 PER_CASE_ARTIFACT = tracking.PER_CASE_TEST_ARTIFACT
-PER_CASE_METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
+PER_CASE_METRICS = tuple(summary_names())
 PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "case", "metric", "value"]
 
 # Params kept as columns whether swept or not: they name the column (label), key the

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.evaluate.registry import summary_names
 from core.report.labels import is_missing
 from core.report.reference import match_published
 from core.report.runs import PROTOCOL_PARAM, param_columns
@@ -29,7 +30,7 @@ from core.report.stats import (
     paired_test,
 )
 
-TABLE_METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
+TABLE_METRICS = tuple(summary_names())
 # Why a column has no number, most hopeful first (what `status` says when nothing finished).
 NO_NUMBER_STATUS = (
     ("n_running", "running"),

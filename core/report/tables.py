@@ -17,16 +17,12 @@ import math
 
 import pandas as pd
 
+from core.evaluate.registry import summary_names
 from core.report.reference import PROTOCOLS
 from core.report.stats import ALPHA, CI_CASES, CI_TWO_LEVEL, SIGN_FLIP, TWO_LEVEL_T
 from core.report.summary import TABLE_METRICS
 
-METRIC_NAMES = {
-    "liver_dice": "Liver Dice",
-    "liver_nsd": "Liver NSD",
-    "tumor_dice": "Tumor Dice",
-    "tumor_nsd": "Tumor NSD",
-}
+METRIC_NAMES = summary_names()
 TRIALS_ROW = "Trials"
 PUBLISHED_SUFFIX = " [published]"
 # What the notes say about each override param a trial set true.
