@@ -148,8 +148,9 @@ def validate_space(space: SearchSpace, source: str) -> None:
             raise TumorsweepError(f"{source}: baseline field {name!r} is not swept")
 
 
-def param_space(space: SearchSpace, seeds: list[int]) -> dict[str, Any]:
-    """Ray Tune param_space: dotted names stay flat keys; `seed` is a grid axis for grids."""
+def param_space(space: SearchSpace, seeds: list[int], folds: int | None = None) -> dict[str, Any]:
+    """Ray Tune param_space: dotted names stay flat keys; `seed` (and with `folds`, the fold
+    `data.fold`) is a grid axis for grids, so every configuration runs on every seed/fold."""
     from ray import tune
 
     params: dict[str, Any] = {}
@@ -163,13 +164,15 @@ def param_space(space: SearchSpace, seeds: list[int]) -> dict[str, Any]:
         params["configs"] = tune.grid_search(space.configs)
     if space.searcher.type == "grid":
         params["seed"] = tune.grid_search(seeds)
-    else:
-        if len(seeds) != 1:
-            raise TumorsweepError(
-                f"study {space.study}: --seeds {len(seeds)} needs a grid searcher; an Optuna "
-                "search draws one seed per trial (set searcher.num_samples instead)"
-            )
-        params["seed"] = seeds[0]
+        if folds:
+            params["data.fold"] = tune.grid_search(list(range(folds)))
+        return params
+    if len(seeds) != 1 or folds:
+        raise TumorsweepError(
+            f"study {space.study}: --seeds {len(seeds)} / --folds {folds} need a grid "
+            "searcher; an Optuna search draws one trial at a time (set searcher.num_samples)"
+        )
+    params["seed"] = seeds[0]
     return params
 
 

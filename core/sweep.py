@@ -54,7 +54,7 @@ class TrialContext:
     """Everything a trial needs that is the same for the whole sweep (sent once via Ray)."""
 
     base: dict[str, Any]
-    cases: CaseLists
+    cases_by_fold: dict[int | None, CaseLists]  # key None without cross-validation
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
@@ -81,6 +81,7 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     base = TrialConfig.model_validate(context.base)
     cfg = apply_overrides(base, overrides, source="trial")
     trial_id = tune.get_context().get_trial_id()
+    cases = context.cases_by_fold[cfg.data.fold]
     flat = flatten(cfg)
     swept_text = ",".join(
         f"{k.split('.')[-1]}={flat.get(k)}" for k in context.swept if k != "model.name"
@@ -94,18 +95,18 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
         run_name,
         tags={
             tracking.BACKBONE_TAG: cfg.model.name,
-            tracking.EVAL_SET_TAG: context.cases.eval_set,
+            tracking.EVAL_SET_TAG: cases.eval_set,
             tracking.CONFIG_KEY_TAG: config_key(overrides, context.swept),
         },
         params={**flat, tracking.SEED_PARAM: cfg.seed},
     )
     loop_config = {
         "trial": cfg.model_dump(mode="json"),
-        "cases": context.cases,
+        "cases": cases,
         "tracking_uri": context.tracking_uri,
         "run_id": run_id,
         "threads": int(context.resources_per_worker.get("CPU", 1)),
-        "location_model": prepare_location_model(cfg, context.cases),
+        "location_model": prepare_location_model(cfg, cases),
         "preview": cfg.seed == context.first_seed,  # one preview per configuration
     }
     try:
@@ -318,9 +319,15 @@ def _scheduler(space: SearchSpace, epochs: int):
 
 
 def run_sweep(
-    space: SearchSpace, options: SweepOptions, cases: CaseLists, base: TrialConfig
+    space: SearchSpace,
+    options: SweepOptions,
+    cases_by_fold: dict[int | None, CaseLists],
+    base: TrialConfig,
 ) -> dict[str, Any]:
-    """Run (or resume) the sweep; returns the parent run id, experiment and Tune results."""
+    """Run (or resume) the sweep on the study's case lists (one per fold with
+    cross-validation, else under key None); returns the parent run id, experiment and Tune
+    results."""
+    cases = next(iter(cases_by_fold.values()))
     experiment = options.experiment or space.study
     storage = options.storage if "://" in options.storage else str(Path(options.storage).resolve())
     if not options.verbose:
@@ -336,7 +343,7 @@ def run_sweep(
     seeds = list(range(base.seed, base.seed + (options.seeds or space.seeds)))
     context = TrialContext(
         base=base.model_dump(mode="json"),
-        cases=cases,
+        cases_by_fold=cases_by_fold,
         tracking_uri=options.tracking_uri,
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
@@ -469,7 +476,7 @@ def _tuner(
         )
     return tune.Tuner(
         trainable,
-        param_space=param_space(space, seeds),
+        param_space=param_space(space, seeds, folds=_folds(context)),
         tune_config=tune.TuneConfig(
             search_alg=_searcher(space, concurrent),
             scheduler=_scheduler(space, epochs),
@@ -490,6 +497,11 @@ def _tuner(
             verbose=1,
         ),
     )
+
+
+def _folds(context: TrialContext) -> int | None:
+    """The number of cross-validation folds (None without)."""
+    return None if None in context.cases_by_fold else len(context.cases_by_fold)
 
 
 def _trial_resources(context: TrialContext) -> dict[str, float]:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from core import preflight
-from core.config import apply_overrides, make_config, parse_assignment
-from core.data.cases import cache_dir, resolve_cases
+from core.config import TrialConfig, apply_overrides, make_config, parse_assignment
+from core.data.cases import CaseLists, cache_dir, resolve_cases
 from core.errors import TumorsweepError
 from core.search_space import SearchSpace, load_search_space, trial_probes
 from core.tracking import default_tracking_uri
@@ -40,6 +40,9 @@ def build_parser(study: str) -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=int, default=1)
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0 = fit)")
     p.add_argument("--seeds", type=int, default=0, help="seeds per configuration")
+    p.add_argument(
+        "--folds", type=int, help="cross-validation: run every configuration on each of K folds"
+    )
     p.add_argument("--storage", help="checkpoints/results: shared path or URI on a cluster")
     p.add_argument("--resume", action="store_true", help="finish the latest interrupted sweep")
     p.add_argument("--max-failures", type=int, default=1, help="worker-group restarts per trial")
@@ -84,22 +87,19 @@ def _run(study: str, args: argparse.Namespace) -> int:
         f"metric {space.metric} ({space.mode})",
         flush=True,
     )
-    cases = resolve_cases(base.data, base.eval.select_on, base.eval.allow_test_selection)
-    print(
-        f"Data: {len(cases.train)} healthy + {len(cases.train_tumor)} real-tumour training, "
-        f"{len(cases.validation)} validation, {len(cases.test)} test cases "
-        f"(test list: {cases.eval_set}; checkpoints selected on: {cases.selection})",
-        flush=True,
-    )
-    for note in [*cases.warnings, *preflight.check_data(cases)]:
-        print(f"note: {note}", flush=True)
+    cases_by_fold = _resolve(base)
+    cases = next(iter(cases_by_fold.values()))
     if cases.selection != base.eval.select_on:  # recorded as the trials' eval.select_on
         base = apply_overrides(base, {"eval.select_on": cases.selection})
     probes = trial_probes(space)
-    preflight.check_trials((apply_overrides(base, p, source="trial") for p in probes), cases)
+    for fold, fold_cases in cases_by_fold.items():
+        fold_base = apply_overrides(base, {"data.fold": fold}) if fold is not None else base
+        trials = (apply_overrides(fold_base, p, source="trial") for p in probes)
+        preflight.check_trials(trials, fold_cases)
     if args.dry_run:
         for probe in probes:
-            print("  trial:", json.dumps(probe, default=str))
+            folds = f" x {len(cases_by_fold)} folds" if None not in cases_by_fold else ""
+            print("  trial:", json.dumps(probe, default=str) + folds)
         print("dry run: data, trials, resources and tracking store checked; nothing ran")
         return 0
     options = SweepOptions(
@@ -117,7 +117,7 @@ def _run(study: str, args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         verbose=args.verbose,
     )
-    outcome = run_sweep(space, options, cases, base)
+    outcome = run_sweep(space, options, cases_by_fold, base)
     print()
     print(results_table(options.tracking_uri, outcome))
     print(
@@ -130,13 +130,35 @@ def _run(study: str, args: argparse.Namespace) -> int:
     return 1 if outcome["failed"] else 0
 
 
+def _resolve(base: TrialConfig) -> dict[int | None, CaseLists]:
+    """The study's case lists (one per fold with --folds), checked and described."""
+    folds = [None] if base.data.folds is None else list(range(base.data.folds))
+    resolved = {}
+    for fold in folds:
+        data = base.data if fold is None else base.data.model_copy(update={"fold": fold})
+        cases = resolve_cases(data, base.eval.select_on, base.eval.allow_test_selection)
+        where = "" if fold is None else f"fold {fold}: "
+        print(
+            f"Data: {where}{len(cases.train)} healthy + {len(cases.train_tumor)} real-tumour "
+            f"training, {len(cases.validation)} validation, {len(cases.test)} test cases (test "
+            f"list: {cases.eval_set}; checkpoints selected on: {cases.selection})",
+            flush=True,
+        )
+        for note in [*cases.warnings, *preflight.check_data(cases)]:
+            print(f"note: {note}", flush=True)
+        resolved[fold] = cases
+    return resolved
+
+
 def _overrides(space: SearchSpace, args: argparse.Namespace) -> dict[str, Any]:
-    """The study's fixed fields, then --data / --split, then every --set."""
+    """The study's fixed fields, then --data / --split / --folds, then every --set."""
     overrides = dict(space.fixed)
     if args.data:
         overrides["data.root"] = str(Path(args.data).resolve())
     if args.split:
         overrides["data.split"] = args.split
+    if args.folds is not None:
+        overrides["data.folds"] = args.folds
     overrides.update(parse_assignment(text) for text in args.set)
     return overrides
 

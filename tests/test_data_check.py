@@ -82,3 +82,42 @@ def test_mismatch_and_bad_split_exit_codes(phantom, capsys) -> None:
     assert "label shape (32, 32, 10) differs" in capsys.readouterr().err
     assert main(["check-data", "--data", str(phantom), "--split", "hu-val"]) == 2
     assert "lacks case numbers 13 15 17" in capsys.readouterr().err
+
+
+def test_a_dataset_resolving_to_no_case_is_an_error(tmp_path, capsys) -> None:
+    """An nnU-Net file_ending that matches nothing: zero cases, not 'ok'."""
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "labelsTr/a.nii")
+    description = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "liver": 1, "tumor": 2},
+        "file_ending": ".nii.gz",  # the files end in .nii
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    assert main(["check-data", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "resolves to 0 cases" in err and "ok:" not in err
+
+
+@pytest.mark.parametrize(
+    ("rescale", "liver_warning"),
+    [
+        (lambda hu: (hu + 1024.0) / 4096.0, False),  # normalised to [0, 1]: no air
+        (lambda hu: hu + 1024.0, True),  # stored without the -1024 offset: liver ~1130
+    ],
+    ids=["unit-range", "offset"],
+)
+def test_an_image_not_in_hounsfield_units_is_warned_about(
+    phantom, capsys, rescale, liver_warning
+) -> None:
+    path = phantom / "imagesTr/liver_1.nii.gz"
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(rescale(np.asarray(image.dataobj, np.float32)), image.affine), path)
+    assert main(["check-data", "--data", str(phantom)]) == 0
+    captured = capsys.readouterr()
+    assert "ok: every case passed (see the warnings)" in captured.out
+    assert "liver_1.nii.gz: no voxel below -500 HU" in captured.err
+    assert ("liver_1.nii.gz: liver median" in captured.err) == liver_warning
+    others = [line for line in captured.err.splitlines() if "HU" in line and "liver_1" not in line]
+    assert others == []  # the phantom's real HU images raise no warning

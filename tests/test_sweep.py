@@ -163,3 +163,25 @@ def test_unplaceable_trial_fails_fast(ray_local, tmp_path: Path, phantom_dir: Pa
     code, _ = _sweep(tmp_path, phantom_dir, space, ["--workers-per-trial", "64"])
     assert code == 2
     assert "64 CPUs per trial, but this machine has" in capsys.readouterr().err
+
+
+def test_folds_run_every_configuration_on_each_fold(ray_local, tmp_path: Path, phantom_dir) -> None:
+    space = "study: s\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
+    extra = ["--experiment", "cv", "--folds", "2", "--set", "data.val_fraction=0.3"]
+    code, uri = _sweep(tmp_path, phantom_dir, space, extra)
+    assert code == 0
+    trials = [r for r in _runs(uri, "cv") if r.data.tags.get("tumorsweep.role") == "trial"]
+    assert sorted(t.data.params["data.fold"] for t in trials) == ["0", "1"]
+    assert {t.data.params["data.folds"] for t in trials} == {"2"}
+    assert {t.data.tags["eval_set"] for t in trials} == {"2-fold"}
+    assert all(t.info.status == "FINISHED" for t in trials)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    tested = []
+    for trial in trials:  # each fold reports on its own held-out cases: disjoint
+        path = client.download_artifacts(trial.info.run_id, "per_case_test.csv", str(tmp_path))
+        tested.append(set(Path(path).read_text().splitlines()[1:]))
+        Path(path).unlink()
+    cases = [{row.split(",")[0] for row in rows} for rows in tested]
+    assert cases[0] and cases[1] and not cases[0] & cases[1]

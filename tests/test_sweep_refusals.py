@@ -61,7 +61,7 @@ def _refused(args: list[str], data: Path, tmp_path: Path, capsys, message: str) 
 def test_a_clean_dry_run_lists_the_trials_and_writes_nothing(dataset, tmp_path, capsys) -> None:
     assert main("sphere_ratio", _dry_run(dataset, tmp_path)) == 0
     out = capsys.readouterr().out
-    assert out.count("  trial:") == 6 and "nothing ran" in out
+    assert out.count("  trial:") == 7 and "nothing ran" in out
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
     # the second run reads the per-case check results from the cache (keyed by content)
     cached = list((tmp_path / "cache" / "checks").glob("*.json"))

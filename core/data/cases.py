@@ -159,6 +159,12 @@ def resolve_cases(
         val_fraction=data.val_fraction,
         seed=data.split_seed,
     )
+    if data.folds is not None:
+        from core.data.folds import fold_split
+
+        split = fold_split(
+            split, data.fold or 0, data.folds, data.folds_file, data.val_fraction, data.split_seed
+        )
     notes = _guard_overlaps(split, data.allow_overlap)
     selection, note = _selection(split, select_on, allow_test_selection)
     notes += [note] if note else []

@@ -3,8 +3,8 @@
 Every case is read and checked; problems are grouped into classes ordered from the most basic
 (a file that cannot be read) to the most specific (no liver), so the first class with any bad
 case is the one to fix first, and all of its cases are listed at once. Intensities that do not
-look like Hounsfield units (no air below -500 HU, a liver median outside 0-250 HU: an image
-normalised to [0, 1], say) are warnings. A sweep runs the same check on its case lists before
+look like Hounsfield units (no air below -500 HU, a liver median outside -100..300 HU: an
+image normalised to [0, 1], or stored with the +1024 offset, say) are warnings. A sweep runs the same check on its case lists before
 Ray starts; results are cached per file content, so a second sweep on the same data is instant.
 """
 
@@ -29,7 +29,7 @@ from core.errors import TumorsweepError
 
 SPACING_RANGE_MM = (0.2, 10.0)
 AIR_BELOW_HU = -500.0  # a CT field of view holds air outside the body
-LIVER_MEDIAN_HU = (0.0, 250.0)  # unenhanced ~55, portal venous ~100-130
+LIVER_MEDIAN_HU = (-100.0, 300.0)  # fatty ~-40 .. enhanced ~130 (unenhanced ~55)
 PROBLEM_CLASSES = (
     "unreadable",  # missing, damaged, not 3-D, NaN voxels
     "mismatch",  # image and label disagree in shape or affine

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
@@ -23,6 +23,11 @@ class DataConfig(_Strict):
     split: str | None = Field(None, description="named evaluation set used as the test list")
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = Field(0, description="seed of the validation draw when none is listed")
+    folds: int | None = Field(None, ge=2, description="cross-validation folds (None: no CV)")
+    fold: int | None = Field(None, ge=0, description="this trial's fold (set by --folds)")
+    folds_file: str | None = Field(
+        None, description="held-out cases per fold, a path with {fold}: JSON or case list"
+    )
     spacing: Triple = (1.0, 1.0, 1.0)
     window: tuple[float, float] = (-21.0, 189.0)
     real_tumors: bool = Field(False, description="control: train on real tumours")
@@ -46,6 +51,22 @@ class DataConfig(_Strict):
         if min(value) <= 0:
             raise ValueError(f"spacing must be positive, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _folds(self) -> DataConfig:
+        if self.folds is None and (self.fold is not None or self.folds_file):
+            raise ValueError("fold / folds_file need data.folds (the number of folds)")
+        if self.folds is not None:
+            if self.split is not None:
+                raise ValueError(
+                    f"data.folds with data.split={self.split!r}: in cross-validation each "
+                    "fold's held-out cases are its test list; drop one of them"
+                )
+            if self.fold is not None and self.fold >= self.folds:
+                raise ValueError(f"fold {self.fold} must be < folds {self.folds}")
+            if self.folds_file and "{fold}" not in self.folds_file:
+                raise ValueError(f"folds_file {self.folds_file!r} needs a {{fold}} placeholder")
+        return self
 
     @field_validator("window")
     @classmethod

@@ -1,0 +1,90 @@
+"""Cross-validation folds: disjoint, deterministic held-out lists from a folds file or dealt;
+each fold's lists pass the leakage guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from test_data_layouts import msd_dataset
+
+from core.data.cases import resolve_cases
+from core.data.config import DataConfig
+from core.errors import TumorsweepError
+
+TUMOURS = {n: n >= 3 for n in range(12)}  # 3 healthy, 9 tumour cases
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return msd_dataset(tmp_path_factory.mktemp("folds"), TUMOURS)
+
+
+def _names(entries) -> set[str]:
+    return {e["case"] for e in entries}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_dealt_folds_partition_the_tumour_cases(dataset: Path) -> None:
+    folds = [
+        resolve_cases(DataConfig(root=str(dataset), folds=3, fold=k, val_fraction=0.2))
+        for k in range(3)
+    ]
+    tests = [_names(f.test) for f in folds]
+    assert [len(t) for t in tests] == [3, 3, 3]
+    assert set.union(*tests) == {f"liver_{n}" for n in range(3, 12)}  # every tumour case once
+    assert not (tests[0] & tests[1]) and not (tests[1] & tests[2]) and not (tests[0] & tests[2])
+    for fold in folds:
+        assert fold.eval_set == "3-fold" and len(fold.validation) == 1
+        assert not _names(fold.validation) & _names(fold.test)
+        train = _names(fold.train) | _names(fold.train_tumor)
+        assert not train & (_names(fold.validation) | _names(fold.test))
+        assert len(train) + len(fold.validation) + len(fold.test) == 12
+        assert _names(fold.train) == {"liver_0", "liver_1", "liver_2"}  # healthy stay training
+    again = resolve_cases(DataConfig(root=str(dataset), folds=3, fold=1, val_fraction=0.2))
+    assert again == folds[1]  # deterministic per dataset and seed
+    other = resolve_cases(
+        DataConfig(root=str(dataset), folds=3, fold=1, val_fraction=0.2, split_seed=5)
+    )
+    assert _names(other.test) != tests[1]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_folds_files_json_and_case_lists(dataset: Path, tmp_path: Path) -> None:
+    held = [["liver_3", "liver_4"], ["liver_5", "liver_6", "liver_7"]]
+    for k, names in enumerate(held):  # SyntheticTumors real_k.json: 'validation' is held out
+        (tmp_path / f"real_{k}.json").write_text(
+            json.dumps({"validation": [{"image": f"img/{n}.nii.gz", "label": "x"} for n in names]})
+        )
+        (tmp_path / f"real_tumor_val_{k}.txt").write_text(
+            "".join(f"{n}.nii.gz\n" for n in names)
+        )  # DiffTumor's lists: one file name a line
+    for template in ("real_{fold}.json", "real_tumor_val_{fold}.txt"):
+        for k, names in enumerate(held):
+            data = DataConfig(
+                root=str(dataset), folds=2, fold=k, folds_file=str(tmp_path / template)
+            )
+            assert sorted(_names(resolve_cases(data).test)) == names
+    (tmp_path / "bad_1.txt").write_text("liver_99.nii.gz\n")
+    with pytest.raises(TumorsweepError, match="lacks held-out cases liver_99"):
+        resolve_cases(
+            DataConfig(
+                root=str(dataset), folds=2, fold=1, folds_file=str(tmp_path / "bad_{fold}.txt")
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"folds": 3, "fold": 3}, "fold 3 must be < folds 3"),
+        ({"folds": 3, "split": "hu-val"}, "each fold's held-out cases are its test list"),
+        ({"fold": 1}, "need data.folds"),
+        ({"folds": 2, "folds_file": "real.json"}, "needs a {fold} placeholder"),
+    ],
+)
+def test_inconsistent_fold_fields_are_refused(fields: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DataConfig(**fields)
