@@ -4,8 +4,9 @@ Every case is read and checked; problems are grouped into classes ordered from t
 (a file that cannot be read) to the most specific (no liver), so the first class with any bad
 case is the one to fix first, and all of its cases are listed at once. Intensities that do not
 look like Hounsfield units (no air below -500 HU, a liver median outside -100..300 HU: an
-image normalised to [0, 1], or stored with the +1024 offset, say) are warnings. A sweep runs the same check on its case lists before
-Ray starts; results are cached per file content, so a second sweep on the same data is instant.
+image normalised to [0, 1], or stored with the +1024 offset, say) are warnings. A sweep runs
+the same check on its case lists before Ray starts; results are cached per file content, so
+a second sweep on the same data is instant.
 """
 
 from __future__ import annotations
