@@ -1,9 +1,11 @@
-"""Run a study: Ray Tune over trials, each trial one Ray Train (DDP) run, all logged to MLflow.
+"""Run a study: Ray Tune over trials, each trial one MLflow run; multi-worker trials are Ray
+Train (DDP) runs.
 
-Ray 2.60 runs Train inside Tune through a function trainable that builds and fits a TorchTrainer
-per trial, with `TuneReportCallback` forwarding rank 0's reports (RAY_MLFLOW_NOTES.md). The driver
-creates the MLflow store and the parent run before any trial starts; every trial re-attaches to
-its own nested run by Tune trial id, so a resumed sweep never logs a trial twice.
+Each trial is a Tune function trainable. A one-worker trial trains in that process; a
+multi-worker trial builds and fits a TorchTrainer (Ray 2.60 runs Train inside Tune this way),
+with `TuneReportCallback` forwarding rank 0's reports. The driver creates the MLflow store and
+the parent run before any trial starts; every trial re-attaches to its own nested run by Tune
+trial id, so a resumed sweep never logs a trial twice.
 """
 
 from __future__ import annotations

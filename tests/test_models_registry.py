@@ -77,7 +77,8 @@ def test_nnunet_returns_one_tensor_in_train_mode():
     ],
 )
 def test_parameter_counts_match_protocol(name, expected):
-    """PROTOCOL: 4.8 M, 62.2 M, 15.7 M, 4.1 M, 16.5 M; exact counts pin the architecture."""
+    """Published sizes (UNet 4.8 M, Swin-UNETR B/S/T 62.2/15.7/4.1 M, DynUNet 16.5 M); exact
+    counts pin the architecture."""
     assert count_parameters(build(name)) == expected
 
 

@@ -22,7 +22,7 @@ SMALL = {"widths": (8, 16, 32, 64), "hidden_size": 64}
     [("segmamba_v0", 56_923_491), ("segmamba_v1", 67_106_403), ("segmamba_tom", 67_362_723)],
 )
 def test_full_size_parameter_counts(name, expected):
-    """PROTOCOL: 56.9 M, 67.1 M, 67.4 M for 1 input channel and 3 classes."""
+    """Xing et al. (SegMamba): 56.9 M, 67.1 M, 67.4 M for 1 input channel and 3 classes."""
     assert count_parameters(build(name)) == expected
 
 

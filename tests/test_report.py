@@ -1,4 +1,4 @@
-"""core.report against a real MLflow SQLite store holding known sweeps (DESIGN.md naming).
+"""core.report against a real MLflow SQLite store holding known sweeps (core/tracking.py names).
 
 The store: experiment `sphere_ratio` with an old sweep and a latest one scored with the hu2023
 protocol (sphere ratio 0, 0.15, 0.25 x seeds 0-2 finished, one 0.25 seed FAILED, 0.05 only

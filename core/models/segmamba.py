@@ -1,5 +1,5 @@
-"""SegMamba (Xing et al. 2024) written by us: V0 (Jan 2024), V1 (Mar 2024) and the current
-tri-orientated variant (ToM), as PROTOCOL section 4 describes them.
+"""SegMamba (Xing et al. 2024, ge-xing/SegMamba) written by us: V0 (Jan 2024), V1 (Mar 2024)
+and the current tri-orientated variant (ToM), as published.
 
 The public model needs a patched `mamba_ssm` fork that cannot be imported without CUDA; here
 every scan goes through `core.models.selective_scan`, which uses the official kernels on CUDA
@@ -32,7 +32,7 @@ STAGE_STRIDE = 2  # stem and each downsampling halve every side
 
 @dataclass(frozen=True)
 class Variant:
-    """What distinguishes the published SegMamba versions (PROTOCOL section 4 table)."""
+    """What distinguishes the published SegMamba versions (January 2024, March 2024, current)."""
 
     directions: tuple[str, ...]
     layer_norm_downsampling: bool  # V0: LayerNorm after the stem and before each downsampling

@@ -1,6 +1,6 @@
 """Reports of a sweep: MLflow runs -> tidy DataFrame -> paper-style tables, statistics, plots.
 
-No Ray, no torch: this reads what the sweep wrote to MLflow (see DESIGN.md "MLflow naming").
+No Ray, no torch: this reads what the sweep wrote to MLflow (names in core/tracking.py).
 """
 
 from core.report.build import (

@@ -1,6 +1,6 @@
 """Read a sweep's MLflow runs into tidy DataFrames (one row per trial x metric, per-case values).
 
-Follows the MLflow naming of DESIGN.md: an experiment per study, a parent run per sweep
+Follows the MLflow naming of core/tracking.py: an experiment per study, a parent run per sweep
 (`tumorsweep.role`="sweep", with `tumorsweep.swept`, `tumorsweep.baseline`, and where the sweep
 wrote them `tumorsweep.data_warnings`, `tumorsweep.driver_host`, `tumorsweep.driver_pid`), a
 nested child run per trial with `backbone`, `eval_set` and `tumorsweep.config_key` tags, params
