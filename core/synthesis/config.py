@@ -35,10 +35,15 @@ class TypeProbs(_Strict):
 
 
 class TextureConfig(_Strict):
-    """Texture and blending: smoothing sets, mean intensity u0, HU drop and edge blur ranges."""
+    """Texture and blending: smoothing sets, the scale and base of the probability map, mean
+    intensity u0, HU drop and edge blur ranges (defaults: the public code)."""
 
     sigma_a: list[float] = Field(default_factory=lambda: [3.0, 6.0, 9.0, 12.0, 15.0], min_length=1)
     sigma_b: list[float] = Field(default_factory=lambda: [4.0, 7.0], min_length=1)
+    scale_min: float = Field(0.19, gt=0, le=1, description="s of p = s * A + b")
+    scale_max: float = Field(0.21, gt=0, le=1)
+    base_min: float = Field(0.04, ge=0, le=1, description="b of p = s * A + b")
+    base_max: float = Field(0.06, ge=0, le=1)
     u0_min: float = Field(0.5, gt=0, le=1)
     u0_max: float = Field(0.55, gt=0, le=1)
     hu_drop_min: float = Field(65.0, ge=0, le=1000)
@@ -48,7 +53,7 @@ class TextureConfig(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> TextureConfig:
-        for name in ("u0", "hu_drop", "edge_blur"):
+        for name in ("scale", "base", "u0", "hu_drop", "edge_blur"):
             lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if lo > hi:
                 raise ValueError(f"{name}_min ({lo}) must be <= {name}_max ({hi})")

@@ -37,18 +37,20 @@ def _erode_square(plane: np.ndarray, half: int = 2) -> np.ndarray:
 def uniform_centre(
     liver: np.ndarray,
     rng: np.random.Generator,
-    z_levels: np.ndarray | None = None,
+    z_range: tuple[int, int] | None = None,
     cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[int, int, int]:
-    """Hu et al.: an axial slice in the middle 40% of the liver's z-extent, eroded once by a
-    5x5 square, and a uniformly random remaining liver pixel (unstable erosion falls back to
-    the slice, an empty slice to the nearest non-empty one). `z_levels`: the liver's
-    non-empty slices, when the caller already knows them; `cache`: candidate pixels per
-    slice, kept by the caller across the blobs of one event on the same liver."""
-    z_any = np.flatnonzero(liver.any(axis=(0, 1))) if z_levels is None else z_levels
-    z0, z1 = int(z_any[0]), int(z_any[-1])
+    """Hu et al.: the axial slice z = z0 + round(U(0.3, 0.7) (z1 - z0)) of the liver's z-extent
+    [z0, z1], eroded once by a 5x5 square, and a uniformly random remaining liver pixel.
+    Where the original fails (an empty slice, an erosion that leaves nothing) we take the
+    nearest non-empty slice, then the uneroded slice. `z_range`: the liver's first and last
+    slices when the caller knows them; `cache`: candidate pixels per slice, kept by the
+    caller across the blobs of one event on the same liver."""
+    if z_range is None:
+        z_any = np.flatnonzero(liver.any(axis=(0, 1)))
+        z_range = int(z_any[0]), int(z_any[-1])
+    z0, z1 = z_range
     z = z0 + int(round(rng.uniform(0.3, 0.7) * (z1 - z0)))
-    z = int(z_any[np.argmin(np.abs(z_any - z))])
     nx, ny = liver.shape[:2]
     # Rejection sampling: a uniform pixel of the box accepted when its 5x5 square (clipped to
     # the box, i.e. border value 1) is all liver is a uniform pixel of the eroded slice,
@@ -63,6 +65,10 @@ def uniform_centre(
             if liver[x, y, z] and liver[max(0, x - 2) : x + 3, max(0, y - 2) : y + 3, z].all():
                 return x, y, z
         plane = liver[:, :, z] != 0
+        if not plane.any():  # a gap in the liver: the nearest slice that has some
+            z_any = np.flatnonzero(liver.any(axis=(0, 1)))
+            z = int(z_any[np.argmin(np.abs(z_any - z))])
+            plane = liver[:, :, z] != 0
         eroded = _erode_square(plane)
         candidates = np.nonzero(eroded if eroded.any() else plane)
         if cache is not None:
@@ -101,7 +107,7 @@ class LocationModel:
         liver: np.ndarray,
         rng: np.random.Generator,
         max_tries: int,
-        z_levels: np.ndarray | None = None,
+        z_range: tuple[int, int] | None = None,
     ) -> tuple[int, int, int]:
         """A centre inside the liver, off its edge; after `max_tries` misses, the uniform rule."""
         lo, hi = _liver_box(liver)
@@ -116,7 +122,7 @@ class LocationModel:
             around = liver[tuple(slice(max(0, v - 1), v + 2) for v in voxel)]
             if np.count_nonzero(around) >= _EDGE_MIN_LIVER:
                 return int(voxel[0]), int(voxel[1]), int(voxel[2])
-        return uniform_centre(liver, rng, z_levels)
+        return uniform_centre(liver, rng, z_range)
 
     def save(self, path: str | Path) -> None:
         """Write the model as JSON."""

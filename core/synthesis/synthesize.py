@@ -8,6 +8,7 @@ for texture and blending, only on the blobs' own boxes widened by the edge-blur 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -45,46 +46,125 @@ def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
         )
 
 
-def _words(label: np.ndarray) -> np.ndarray | None:
-    """The label as (n0, n1 * row) 64-bit words when it is a C-contiguous integer array with
-    8-byte rows (OR-ing words keeps every byte's non-zero-ness), else None."""
-    if label.dtype.kind not in "biu" or not label.flags.c_contiguous:
-        return None
-    if (label.shape[2] * label.dtype.itemsize) % 8:
-        return None
-    return label.view(np.uint64).reshape(label.shape[0], -1)
+@dataclass(frozen=True)
+class LabelScan:
+    """What one read of a label gives: the liver box (Hu: the bounding box of label > 0 shrunk
+    as the original slices it, [first + 1, last - 1) per axis), whether any voxel is tumour
+    (2), the first and last axial slice of the box with liver, and a lower bound on the
+    box's liver voxels."""
+
+    lo: tuple[int, int, int]
+    hi: tuple[int, int, int]
+    has_tumour: bool
+    z_range: tuple[int, int]
+    liver_lower_bound: int
 
 
-def _liver_box(label: np.ndarray) -> Box:
-    """Bounding box of label > 0 shrunk by one voxel per side, reading the label about once:
-    the empty end slabs, then a vectorised OR projection of the slabs between them."""
-    words = _words(label)
-    if words is None:
-        nonzero = label != 0
-        yz, x_any = nonzero.any(axis=0), nonzero.reshape(label.shape[0], -1).any(axis=1)
-    else:
-        # first and last non-empty x-slabs, scanning 8 slabs at a time from each end (reads
-        # only the empty slabs), then the (y, z) projection of the slabs in between
-        n0 = words.shape[0]
-        x_any = np.zeros(n0, dtype=bool)
-        for start in range(0, n0, 8):
-            x_any[start : start + 8] = words[start : start + 8].any(axis=1)
-            if x_any[start : start + 8].any():
-                break
-        first = int(np.argmax(x_any)) if x_any.any() else n0
-        for stop in range(n0, first, -8):
-            x_any[max(first, stop - 8) : stop] = words[max(first, stop - 8) : stop].any(axis=1)
-            if x_any[max(first, stop - 8) : stop].any():
-                break
-        last = n0 - int(np.argmax(x_any[::-1]))
-        inner = words[first:last] if first < last else words[:0]
-        yz = np.bitwise_or.reduce(inner, axis=0).view(label.dtype).reshape(label.shape[1:]) != 0
-    if not yz.any():
+def _unsigned(array: np.ndarray) -> np.ndarray:
+    """The array's bits as unsigned integers of its width: for non-negative floats and ints the
+    order is the numeric one, while negative values, -0.0 and NaN become larger than 2."""
+    return array.view(f"u{array.dtype.itemsize}") if array.dtype != bool else array.view(np.uint8)
+
+
+def _first_nonempty(rows: np.ndarray, reverse: bool) -> int | None:
+    """Index of the first (or last) non-zero row (sub-array along axis 0) of an array, reading
+    8 rows at a time from that end; None if every row is zero."""
+    n = rows.shape[0]
+    for start in range(n - 8, -8, -8) if reverse else range(0, n, 8):
+        a, b = max(start, 0), min(start + 8, n)
+        hit = np.flatnonzero(rows[a:b].any(axis=tuple(range(1, rows.ndim))))
+        if hit.size:
+            return a + int(hit[-1] if reverse else hit[0])
+    return None
+
+
+def _bad_values(label: np.ndarray) -> str | None:
+    """Why a label is not made of 0, 1 and 2 (NaN, negative or larger values), or None."""
+    if label.dtype.kind == "f" and np.isnan(label).any():
+        return "label has NaN voxels"
+    if label.dtype.kind in "if" and float(label.min()) < 0:
+        return f"label has negative values (min {float(label.min())})"
+    if float(label.max()) > 2:
+        return f"label values must be 0, 1 or 2 (found {float(label.max())})"
+    return None
+
+
+def _span(nonzero: np.ndarray) -> tuple[int, int] | None:
+    seen = np.flatnonzero(nonzero)
+    return (int(seen[0]), int(seen[-1]) + 1) if seen.size else None
+
+
+def scan_label(label: np.ndarray) -> LabelScan:
+    """Check the label's values (no NaN, none negative, none above 2) and find the liver box
+    reading it about once: the empty end slabs along its slowest axis, then one max
+    projection of the slabs between. Works on C, Fortran and flipped layouts alike."""
+    flips = [s < 0 for s in label.strides]
+    view = label[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+    order = [int(a) for a in np.argsort([-s for s in view.strides], kind="stable")]
+    view = view.transpose(order)
+    if not view.flags.c_contiguous:
+        view, order, flips = np.ascontiguousarray(label), [0, 1, 2], [False] * 3
+    bits = _unsigned(view)
+    rows = bits.reshape(bits.shape[0], -1)
+    if rows.shape[1] * rows.itemsize % 8 == 0:
+        rows = rows.view(np.uint64)  # OR-ing words keeps each element's non-zero-ness
+    first = _first_nonempty(rows, reverse=False)
+    if first is None:
         raise TumorsweepError("label has no liver (no voxel > 0): cannot place tumours")
-    xs, ys, zs = np.flatnonzero(x_any), np.flatnonzero(yz.any(axis=1)), np.flatnonzero(yz.any(0))
-    lo = (int(xs[0]) + 1, int(ys[0]) + 1, int(zs[0]) + 1)
-    hi = (int(xs[-1]), int(ys[-1]), int(zs[-1]))
-    return lo, hi
+    last = _first_nonempty(rows[first:], reverse=True) + first
+    # The box's slabs along the view's axis 0: [first + 1, last - 1) in the caller's order.
+    box0 = (first + 2, last) if flips[order[0]] else (first + 1, last - 1)
+    # bit patterns of 1 and 2 (a boolean label holds no 2: its bytes are 0 or 1)
+    one = _unsigned(np.array(1, dtype=label.dtype))[()]
+    two = np.uint8(2) if label.dtype == bool else _unsigned(np.array(2, dtype=label.dtype))[()]
+    inside = bits[box0[0] : max(box0)]
+    outside = bits[[i for i in range(first, last + 1) if not box0[0] <= i < box0[1]]]
+    in_box = np.maximum.reduce(inside, axis=0) if len(inside) else None
+    projection = np.maximum.reduce(outside, axis=0)
+    if in_box is not None:
+        np.maximum(projection, in_box, out=projection)
+    if projection.max() > two:
+        problem = _bad_values(label)
+        if problem:
+            raise TumorsweepError(problem)
+        # valid values with other bit patterns (-0.0): project the numbers instead
+        numbers = view + 0
+        projection = np.maximum.reduce(numbers[first : last + 1], axis=0)
+        inside = numbers[box0[0] : max(box0)]
+        in_box = np.maximum.reduce(inside, axis=0) if len(inside) else None
+        two, one = 2, 1
+    spans = [(first, last + 1), _span(projection.any(axis=1)), _span(projection.any(axis=0))]
+    lo, hi = [0, 0, 0], [0, 0, 0]
+    for k, ((start, stop), axis) in enumerate(zip(spans, order, strict=True)):
+        if flips[axis]:
+            start, stop = label.shape[axis] - stop, label.shape[axis] - start
+        lo[axis], hi[axis] = start + 1, stop - 2
+        spans[k] = (lo[axis], hi[axis])
+    # view coordinates of the box on the projection's two axes
+    window = []
+    for k in (1, 2):
+        a, b = lo[order[k]], hi[order[k]]
+        if flips[order[k]]:
+            a, b = label.shape[order[k]] - b, label.shape[order[k]] - a
+        window.append(slice(a, max(a, b)))
+    box_top = in_box[tuple(window)] >= one if in_box is not None else np.zeros((0, 0), bool)
+    bound = int(np.count_nonzero(box_top))
+    if 2 in order[1:]:
+        # z is a projection axis: the box's z-levels are where its projection has liver
+        k = order.index(2) - 1
+        levels = _span(box_top.any(axis=1 - k)) or (0, 0)
+        z0, z1 = levels[0], levels[1] - 1
+        if flips[2]:
+            n = hi[2] - lo[2]
+            z0, z1 = n - 1 - z1, n - 1 - z0
+    else:
+        # z is the slab axis (Fortran order): read the box's z-slabs from each end
+        z_slabs = inside[(slice(None), *window)]
+        z0, z1 = _first_nonempty(z_slabs, False) or 0, _first_nonempty(z_slabs, True) or 0
+        if flips[2]:
+            n = hi[2] - lo[2]
+            z0, z1 = n - 1 - z1, n - 1 - z0
+    return LabelScan(tuple(lo), tuple(hi), bool(projection.max() == two), (z0, z1), bound)
 
 
 def _draw_blobs(
@@ -191,7 +271,7 @@ def synthesize_tumors(
     only inside the liver. Blobs reaching beyond the liver are clipped by it.
     """
     _check_inputs(image_hu, label)
-    new_image, new_label = image_hu.copy(), label.copy()
+    new_image, new_label = image_hu.copy(order="K"), label.copy(order="K")
     synthesize_tumors_inplace(new_image, new_label, config, rng, location_model)
     return new_image, new_label
 
@@ -202,38 +282,36 @@ def synthesize_tumors_inplace(
     config: SynthesisConfig,
     rng: np.random.Generator,
     location_model: LocationModel | None = None,
+    healthy_only: bool = False,
 ) -> int:
-    """`synthesize_tumors` writing into the given arrays (saves two volume copies when the
-    caller owns them, e.g. a data-loader sample); returns the number of tumour voxels added."""
+    """`synthesize_tumors` writing into the given arrays (no volume copies, for callers that
+    own them, e.g. a data-loader sample); returns the number of tumour voxels added.
+
+    `healthy_only`: leave a label that already has tumour voxels (2) unchanged and return 0
+    (Hu's rule for training samples), found in the same read of the label as its liver box.
+    """
     _check_inputs(image_hu, label)
     if config.location == "gmm" and location_model is None:
         raise TumorsweepError("synthesis.location is 'gmm' but no location model was given")
-    lo, hi = _liver_box(label)
+    scan = scan_label(label)
+    if healthy_only and scan.has_tumour:
+        return 0
+    lo, hi = scan.lo, scan.hi
     if any(b - a < 3 for a, b in zip(lo, hi, strict=True)):
         raise TumorsweepError(
-            f"liver bounding box {np.subtract(hi, lo) + 2} is too small for tumours"
+            f"liver bounding box {np.subtract(hi, lo) + 3} is too small for tumours"
         )
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     label_box = label[box]
-    # One vectorised pass: the max projection along x gives the label maximum, the liver's
-    # z-levels and a lower bound on its voxel count (the full count only when that is short).
-    top = label_box.max(axis=0)
-    bad_values = float(top.max()) > 2
-    if np.issubdtype(label.dtype, np.signedinteger) or np.issubdtype(label.dtype, np.floating):
-        bad_values = bad_values or float(label.min()) < 0
-    if np.issubdtype(label.dtype, np.floating):
-        bad_values = bad_values or bool(np.any(label_box != np.rint(label_box)))
-    if bad_values:
-        raise TumorsweepError("label values must be 0 (background), 1 (liver) or 2 (tumour)")
-    if np.count_nonzero(top >= 1) < _MIN_LIVER_VOXELS:
+    if scan.liver_lower_bound < _MIN_LIVER_VOXELS:
         liver_voxels = np.count_nonzero(label_box >= 1)
         if liver_voxels < _MIN_LIVER_VOXELS:
             raise TumorsweepError(
                 f"liver has {liver_voxels} voxels inside its box; need >= {_MIN_LIVER_VOXELS}"
             )
-    z_levels = np.flatnonzero((top >= 1).any(axis=0))
+    z_range = scan.z_range
     slice_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    # Values are validated to be 0, 1 or 2, so the label box itself reads as the liver mask
+    # Values are checked to be 0, 1 or 2, so the label box itself reads as the liver mask
     # (non-zero = liver); a boolean copy of the box is made only where a caller needs one.
     liver = label_box if label_box.dtype == bool else None
     if config.location == "gmm" or config.style == "zhang":
@@ -241,8 +319,8 @@ def synthesize_tumors_inplace(
 
     def place() -> tuple[int, int, int]:
         if config.location == "gmm":
-            return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_levels)
-        return uniform_centre(label_box if liver is None else liver, rng, z_levels, slice_cache)
+            return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_range)
+        return uniform_centre(label_box if liver is None else liver, rng, z_range, slice_cache)
 
     blobs = _draw_blobs(config, rng, place)
     shape = label_box.shape
