@@ -33,12 +33,11 @@ def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
             f"image dtype {getattr(image, 'dtype', type(image))}: expected a float array in HU"
         )
     if not isinstance(label, np.ndarray) or not (
-        np.issubdtype(label.dtype, np.integer)
-        or np.issubdtype(label.dtype, np.floating)
-        or label.dtype == bool
+        np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.floating)
     ):
         raise TumorsweepError(
-            f"label dtype {getattr(label, 'dtype', type(label))}: expected integer labels 0/1/2"
+            f"label dtype {getattr(label, 'dtype', type(label))}: expected integer or float "
+            "labels 0/1/2 (tumours are written as 2)"
         )
     if image.ndim != 3 or image.shape != label.shape:
         raise TumorsweepError(
@@ -127,19 +126,13 @@ def scan_label(label: np.ndarray) -> LabelScan:
         problem = _bad_values(label)
         if problem:
             raise TumorsweepError(problem)
-        # valid values with other bit patterns (-0.0): project the numbers instead
-        numbers = view + 0
-        projection = np.maximum.reduce(numbers[first : last + 1], axis=0)
-        inside = numbers[box0[0] : max(box0)]
-        in_box = np.maximum.reduce(inside, axis=0) if len(inside) else None
-        two, one = 2, 1
+        return scan_label(label + 0)  # valid values, other bit patterns (-0.0 + 0 is 0.0)
     spans = [(first, last + 1), _span(projection.any(axis=1)), _span(projection.any(axis=0))]
     lo, hi = [0, 0, 0], [0, 0, 0]
-    for k, ((start, stop), axis) in enumerate(zip(spans, order, strict=True)):
+    for (start, stop), axis in zip(spans, order, strict=True):
         if flips[axis]:
             start, stop = label.shape[axis] - stop, label.shape[axis] - start
         lo[axis], hi[axis] = start + 1, stop - 2
-        spans[k] = (lo[axis], hi[axis])
     # view coordinates of the box on the projection's two axes
     window = []
     for k in (1, 2):
@@ -313,7 +306,7 @@ def synthesize_tumors_inplace(
     slice_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     # Values are checked to be 0, 1 or 2, so the label box itself reads as the liver mask
     # (non-zero = liver); a boolean copy of the box is made only where a caller needs one.
-    liver = label_box if label_box.dtype == bool else None
+    liver = None
     if config.location == "gmm" or config.style == "zhang":
         liver = label_box >= 1
 

@@ -289,8 +289,12 @@ def draw_hu_texture(
     sigma_c = float(np.hypot(sigma_a, sigma_b))
     mean_at, range_std = bank_range(sigma_a, sigma_b, tuple(bank_shape))
     mean = base + scale * mean_at
-    smooth_amp = scale / range_std * (sigma_a / sigma_c) ** 1.5
-    grain_norm = _kernel_l2(sigma_b) * np.sqrt(reflect_variance_gain(sigma_b, tuple(bank_shape)))
+    # A's std over the bank already holds its border gain; smoothing again by sigma_b makes it
+    # that of the combined width sigma_c
+    shape = tuple(bank_shape)
+    border = reflect_variance_gain(sigma_c, shape) / reflect_variance_gain(sigma_a, shape)
+    smooth_amp = scale / range_std * (sigma_a / sigma_c) ** 1.5 * np.sqrt(border)
+    grain_norm = _kernel_l2(sigma_b) * np.sqrt(reflect_variance_gain(sigma_b, shape))
     total_std = np.sqrt(smooth_amp**2 + mean * (1 - mean) * grain_norm**2)
     alpha = (_THRESHOLD - mean) / total_std
     mean_above = mean + total_std * stats.norm.pdf(alpha) / stats.norm.sf(alpha)
