@@ -64,9 +64,15 @@ def build_bank(utils, cache: Path) -> tuple[list[np.ndarray], list[dict]]:
 
     def recording_filter(x, sigma, *args, **kwargs):
         out = filt(x, sigma, *args, **kwargs)
-        calls.append({"filter_sigma": float(sigma), "min": float(out.min()),
-                      "max": float(out.max()), "mean": float(out.mean()),
-                      "std": float(out.std())})
+        calls.append(
+            {
+                "filter_sigma": float(sigma),
+                "min": float(out.min()),
+                "max": float(out.max()),
+                "mean": float(out.mean()),
+                "std": float(out.std()),
+            }
+        )
         return out
 
     def recording_uniform(low=0.0, high=1.0, size=None):
@@ -78,21 +84,31 @@ def build_bank(utils, cache: Path) -> tuple[list[np.ndarray], list[dict]]:
     utils.gaussian_filter, utils.np.random.uniform = recording_filter, recording_uniform
     textures, meta = [], []
     try:
-        for (a, b), path in zip([(a, b) for a in SIGMA_A for b in SIGMA_B], files):
+        for (a, b), path in zip([(a, b) for a in SIGMA_A for b in SIGMA_B], files, strict=True):
             calls.clear()
             texture = utils.get_predefined_texture(BANK_SHAPE, a, b)
             np.save(path, texture)
             smooth, grain = [c for c in calls if "filter_sigma" in c]
             draws = [c["value"] for c in calls if "uniform" in c]
-            meta.append({
-                "sigma_a": a, "sigma_b": b, "scale": draws[0], "base": draws[1], "u0": draws[2],
-                "smooth_noise": smooth, "grain": grain,
-                "mean": float(texture.mean()), "std": float(texture.std()),
-                "quantiles": np.quantile(texture, [0.01, 0.05, 0.5, 0.95, 0.99]).tolist(),
-            })
+            meta.append(
+                {
+                    "sigma_a": a,
+                    "sigma_b": b,
+                    "scale": draws[0],
+                    "base": draws[1],
+                    "u0": draws[2],
+                    "smooth_noise": smooth,
+                    "grain": grain,
+                    "mean": float(texture.mean()),
+                    "std": float(texture.std()),
+                    "quantiles": np.quantile(texture, [0.01, 0.05, 0.5, 0.95, 0.99]).tolist(),
+                }
+            )
             textures.append(np.load(path, mmap_mode="r"))
-            print(f"texture {a}/{b}: mean {meta[-1]['mean']:.4f} std {meta[-1]['std']:.4f}",
-                  flush=True)
+            print(
+                f"texture {a}/{b}: mean {meta[-1]['mean']:.4f} std {meta[-1]['std']:.4f}",
+                flush=True,
+            )
     finally:
         utils.gaussian_filter, utils.np.random.uniform = filt, uniform
     meta_file.write_text(json.dumps(meta, indent=1))

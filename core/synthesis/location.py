@@ -4,7 +4,7 @@ centres of real tumours in a canonical liver-box frame (saved as small JSON, nev
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,8 @@ from scipy import ndimage
 from core.errors import TumorsweepError
 
 CANONICAL_SHAPE = (282.0, 244.0, 143.0)
+FORMAT = "tumorsweep-location-gmm/2"  # /2 records the fitted-on cases
+_FORMAT_V1 = "tumorsweep-location-gmm/1"
 _TRIES = 32  # rejection-sampling draws of a centre pixel before eroding the slice
 _EDGE_MIN_LIVER = 5  # a centre needs >= 5 liver voxels in its 3x3x3 neighbourhood
 
@@ -92,7 +94,10 @@ class LocationModel:
     """Gaussian mixture over tumour centres in the canonical liver-box frame.
 
     `covariances` is always one full 3x3 matrix per component (diag and tied fits are
-    expanded), so sampling does not depend on how the model was fitted.
+    expanded), so sampling does not depend on how the model was fitted. `fitted_on` names the
+    cases whose tumours it was fitted on and `fitted_on_labels` their label files (resolved
+    paths, "" for arrays), so a study can refuse a model fitted on its evaluation cases; both
+    are None when unknown (a model saved before they were recorded).
     """
 
     weights: list[float]
@@ -101,6 +106,8 @@ class LocationModel:
     covariance_type: str = "full"
     canonical_shape: tuple[float, float, float] = CANONICAL_SHAPE
     n_tumors: int = 0
+    fitted_on: tuple[str, ...] | None = None
+    fitted_on_labels: tuple[str, ...] | None = None
 
     def sample_centre(
         self,
@@ -127,13 +134,23 @@ class LocationModel:
     def save(self, path: str | Path) -> None:
         """Write the model as JSON."""
         payload = {
-            "format": "tumorsweep-location-gmm/1",
+            "format": FORMAT,
             "weights": self.weights,
             "means": self.means,
             "covariances": self.covariances,
             "covariance_type": self.covariance_type,
             "canonical_shape": list(self.canonical_shape),
             "n_tumors": self.n_tumors,
+            "fitted_on": None
+            if self.fitted_on is None
+            else [
+                {"case": case, "label": label}
+                for case, label in zip(
+                    self.fitted_on,
+                    self.fitted_on_labels or ("",) * len(self.fitted_on),
+                    strict=True,
+                )
+            ],
         }
         Path(path).write_text(json.dumps(payload, indent=1))
 
@@ -142,8 +159,9 @@ class LocationModel:
         """Read a model written by `save`, with a clear error for a missing or malformed file."""
         try:
             payload = json.loads(Path(path).read_text())
-            if payload.get("format") != "tumorsweep-location-gmm/1":
+            if payload.get("format") not in (FORMAT, _FORMAT_V1):
                 raise ValueError("not a tumorsweep location model (format field)")
+            fitted = payload.get("fitted_on") if payload["format"] == FORMAT else None
             model = cls(
                 weights=[float(w) for w in payload["weights"]],
                 means=[[float(v) for v in m] for m in payload["means"]],
@@ -153,6 +171,8 @@ class LocationModel:
                 covariance_type=str(payload["covariance_type"]),
                 canonical_shape=tuple(float(v) for v in payload["canonical_shape"]),
                 n_tumors=int(payload.get("n_tumors", 0)),
+                fitted_on=None if fitted is None else tuple(str(e["case"]) for e in fitted),
+                fitted_on_labels=None if fitted is None else tuple(str(e["label"]) for e in fitted),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TumorsweepError(f"location model {path}: {exc}") from exc
@@ -160,6 +180,15 @@ class LocationModel:
         if k == 0 or len(model.means) != k or len(model.covariances) != k:
             raise TumorsweepError(f"location model {path}: inconsistent component counts")
         return model
+
+
+def case_name(label: Path) -> str:
+    """A case's name from its label file: the file name without .nii / .nii.gz."""
+    name = label.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _as_label_array(label: np.ndarray | str | Path) -> np.ndarray:
@@ -192,10 +221,22 @@ def fit_location_model(
     n_components: int = 2,
     covariance_type: str = "full",
     seed: int = 0,
+    cases: Sequence[str] | None = None,
 ) -> LocationModel:
-    """Fit the GMM to the centres of every tumour in `labels` (arrays or NIfTI paths)."""
+    """Fit the GMM to the centres of every tumour in `labels` (arrays or NIfTI paths).
+
+    The model records the cases it was fitted on: `cases` (one name per label), else the
+    label files' names for paths; for arrays without names it is left unknown (None)."""
     from sklearn.mixture import GaussianMixture
 
+    labels = list(labels)
+    if cases is not None and len(cases) != len(labels):
+        raise TumorsweepError(
+            f"fit_location_model: {len(cases)} case names for {len(labels)} labels"
+        )
+    paths = ["" if isinstance(lab, np.ndarray) else str(Path(lab).resolve()) for lab in labels]
+    if cases is None and all(paths):
+        cases = [case_name(Path(p)) for p in paths]
     if covariance_type not in ("full", "diag", "tied"):
         raise TumorsweepError(f"covariance type {covariance_type!r}: expected full, diag or tied")
     centres = np.concatenate(
@@ -222,4 +263,6 @@ def fit_location_model(
         covariances=covs.tolist(),
         covariance_type=covariance_type,
         n_tumors=len(centres),
+        fitted_on=None if cases is None else tuple(str(c) for c in cases),
+        fitted_on_labels=None if cases is None else tuple(paths),
     )

@@ -19,11 +19,11 @@ voxels actually textured.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
 from scipy.ndimage import gaussian_filter
 
 from core.synthesis.config import TextureConfig
@@ -297,7 +297,11 @@ def draw_hu_texture(
     grain_norm = _kernel_l2(sigma_b) * np.sqrt(reflect_variance_gain(sigma_b, shape))
     total_std = np.sqrt(smooth_amp**2 + mean * (1 - mean) * grain_norm**2)
     alpha = (_THRESHOLD - mean) / total_std
-    mean_above = mean + total_std * stats.norm.pdf(alpha) / stats.norm.sf(alpha)
+    pdf, sf = (
+        math.exp(-0.5 * alpha**2) / math.sqrt(2 * math.pi),
+        0.5 * math.erfc(alpha / math.sqrt(2)),
+    )
+    mean_above = mean + total_std * pdf / sf
     # T's correlation between grain nodes one step apart: its two parts weighted by variance
     lag = max(1, int(sigma_b / 2))
     var_c, var_b = smooth_amp**2, mean * (1 - mean) * grain_norm**2
