@@ -218,3 +218,27 @@ def test_same_tumours_on_every_memory_layout_and_dtype():
     assert np.array_equal(flipped_image, before) and flipped_label.max() == 1
     assert (new_label == 2).sum() > 100 and np.all(flipped_label[new_label == 2] == 1)
     assert np.array_equal(new_image[flipped_label == 0], flipped_image[flipped_label == 0])
+
+
+def test_edge_blur_is_scipys_reflecting_gaussian_on_the_liver_box():
+    """Hu blurs the tumour mask over the liver box with scipy's default reflecting border;
+    ours works region by region: the same values, also where a region meets the box's faces."""
+    from scipy.ndimage import gaussian_filter
+
+    from core.synthesis.synthesize import _BLUR_TRUNCATE, _blurred
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((30, 26, 22), dtype=bool)
+    mask[0:6, 10:15, 18:22] = True  # touching three faces
+    mask[12:20, 2:9, 5:12] = rng.random((8, 7, 7)) < 0.7
+    for sigma in (1.0, 1.7):
+        radius = int(_BLUR_TRUNCATE * sigma + 0.5)
+        expected = gaussian_filter(mask.astype(np.float64), sigma, truncate=_BLUR_TRUNCATE)
+        for region in (
+            ((0, 8, 16), (8, 17, 22)),
+            ((10, 0, 3), (22, 11, 14)),
+            ((0, 0, 0), mask.shape),
+        ):
+            got = _blurred(mask, region, sigma, radius)
+            want = expected[tuple(slice(a, b) for a, b in zip(*region, strict=True))]
+            assert np.allclose(got, want, atol=1e-5), (sigma, region)

@@ -17,7 +17,7 @@ from core.errors import TumorsweepError
 from core.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
 from core.synthesis.location import LocationModel, uniform_centre
 from core.synthesis.shapes import Blob, deformed_ellipsoid, rotated_noisy_ellipsoid
-from core.synthesis.texture import contract, draw_hu_texture, gaussian_matrix
+from core.synthesis.texture import contract, draw_hu_texture, gaussian_kernel, gaussian_matrix
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
 _MIN_LIVER_VOXELS = 100
@@ -237,16 +237,31 @@ def _regions(boxes: list[Box], margin: int, shape: tuple[int, ...]) -> list[Box]
     return grown
 
 
+def _blur_matrix(out: tuple[int, int], src: tuple[int, int], n: int, sigma: float) -> np.ndarray:
+    """One axis of the edge blur from voxels [src) to voxels [out) of a box of n voxels, with
+    scipy's reflecting border at the box's faces (as the original blurs its liver box)."""
+    matrix = gaussian_matrix(np.arange(*out), np.arange(*src), sigma, _BLUR_TRUNCATE)
+    kernel = gaussian_kernel(float(sigma), _BLUR_TRUNCATE)
+    radius = len(kernel) // 2
+    if out[0] - radius >= 0 and out[1] + radius <= n:
+        return matrix
+    taps = np.arange(out[0], out[1])[:, None] + np.arange(-radius, radius + 1)[None, :]
+    folded = np.where(taps < 0, -taps - 1, np.where(taps >= n, 2 * n - 1 - taps, -1))
+    rows, cols = np.nonzero(folded >= 0)
+    np.add.at(matrix, (rows, folded[rows, cols] - src[0]), kernel[cols])
+    return matrix
+
+
 def _blurred(mask: np.ndarray, region: Box, sigma: float, radius: int) -> np.ndarray:
-    """Gaussian blur of `mask` (zero outside it) on `region`, reading `radius` voxels around it,
-    as three small matrix products (float32)."""
+    """Gaussian blur of `mask` (the liver box's tumour mask, reflected at the box's faces) on
+    `region`, reading `radius` voxels around it, as three small matrix products (float32)."""
     lo, hi = region
     ext_lo = tuple(max(0, a - radius) for a in lo)
     ext_hi = tuple(min(n, b + radius) for b, n in zip(hi, mask.shape, strict=True))
     ext = mask[tuple(slice(a, b) for a, b in zip(ext_lo, ext_hi, strict=True))]
     matrices = [
-        gaussian_matrix(np.arange(a, b), np.arange(c, d), sigma, _BLUR_TRUNCATE)
-        for a, b, c, d in zip(lo, hi, ext_lo, ext_hi, strict=True)
+        _blur_matrix((a, b), (c, d), n, sigma)
+        for a, b, c, d, n in zip(lo, hi, ext_lo, ext_hi, mask.shape, strict=True)
     ]
     return contract(ext.astype(np.float32), matrices)
 

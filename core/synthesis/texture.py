@@ -99,7 +99,7 @@ def reflect_variance_gain(sigma: float, shape: tuple[int, int, int]) -> float:
     """Mean over a bank of `shape` of the variance of white noise smoothed by `sigma` with
     scipy's reflecting borders, relative to the interior: near a face the kernel folds onto
     itself, so the bank's grain is noisier there (a few % of variance for sigma_b = 7)."""
-    kernel = _kernel(float(sigma), _TRUNCATE).astype(np.float64)
+    kernel = gaussian_kernel(float(sigma), _TRUNCATE).astype(np.float64)
     radius = len(kernel) // 2
     gain = 1.0
     for n in shape:
@@ -114,7 +114,8 @@ def reflect_variance_gain(sigma: float, shape: tuple[int, int, int]) -> float:
 
 
 @lru_cache(maxsize=256)
-def _kernel(sigma: float, truncate: float) -> np.ndarray:
+def gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
+    """Scipy's truncated, normalised 1-D Gaussian (radius int(truncate sigma + 0.5))."""
     radius = int(truncate * sigma + 0.5)
     taps = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (taps / sigma) ** 2)
@@ -128,7 +129,7 @@ def gaussian_matrix(
     integer positions `in_pos` to those at `out_pos` (zero beyond the inputs, like
     mode="constant"): one factor of a separable 3-D filter. A Toeplitz band, built as a
     sliding window over the padded kernel."""
-    kernel = _kernel(float(sigma), float(truncate))
+    kernel = gaussian_kernel(float(sigma), float(truncate))
     radius = len(kernel) // 2
     n_out, n_in = len(out_pos), len(in_pos)
     # row i, column j holds g(in_pos[j] - out_pos[i]) = h[n_out - 1 - i + j]
