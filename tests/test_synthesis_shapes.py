@@ -104,3 +104,47 @@ def test_zero_sigma_is_the_plain_ellipsoid():
     got = np.zeros((28, 20, 36), dtype=bool)
     got[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = mask
     assert np.array_equal(got, reference_ellipsoid(axes))
+
+
+def test_gradient_noise_is_smooth_seeded_bounded_and_zero_on_the_lattice():
+    from core.synthesis.shapes import GradientNoise
+
+    rng = np.random.default_rng(0)
+    noise = GradientNoise(np.random.default_rng(7))
+    points = rng.uniform(0, 40, size=(20000, 3))
+    values = noise(points)
+    assert np.abs(values).max() < 1.1 and 0.1 < values.std() < 0.5
+    assert np.allclose(noise(np.floor(points)), 0.0)
+    # Lipschitz: |grad| is bounded, so nearby points have nearby values
+    step = rng.normal(size=(20000, 3)) * 1e-3
+    assert np.abs(noise(points + step) - values).max() < 1e-2
+    # continuous across cell faces, seeded
+    face = np.floor(points[:100]) + [1.0, 0.3, 0.6]
+    assert np.allclose(noise(face - [1e-9, 0, 0]), noise(face + [1e-9, 0, 0]), atol=1e-6)
+    assert np.array_equal(GradientNoise(np.random.default_rng(7))(points[:50]), values[:50])
+    assert not np.allclose(GradientNoise(np.random.default_rng(8))(points[:50]), values[:50])
+
+
+def test_zhang_blob_radius_varies_by_the_configured_std():
+    from core.synthesis.shapes import rotated_noisy_ellipsoid
+
+    rng = np.random.default_rng(2)
+    shape = (101, 101, 101)
+    lo, _, plain = rotated_noisy_ellipsoid((50, 50, 50), (30, 30, 30), 0.0, shape, rng)
+    r2 = np.sum((np.indices(plain.shape) + np.reshape(lo, (3, 1, 1, 1)) - 50.0) ** 2, axis=0)
+    clear = np.abs(r2 - 900) > 1e-6  # voxels exactly on the sphere may round either way
+    assert np.array_equal(plain[clear], (r2 <= 900)[clear])
+    for level in (0.08, 0.15):
+        lo, hi, mask = rotated_noisy_ellipsoid((50, 50, 50), (30, 30, 30), level, shape, rng)
+        assert lo == (0, 0, 0) or not np.take(mask, 0, axis=0).any()  # reach bound holds
+        # boundary radius along random rays, relative to 30: std close to the level
+        rays = rng.standard_normal((300, 3))
+        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+        steps = np.arange(0, 50, 0.25)
+        points = np.rint(50 + rays[:, None, :] * steps[None, :, None]).astype(int) - lo
+        within = np.all((points >= 0) & (points < mask.shape), axis=-1)
+        points = np.clip(points, 0, np.array(mask.shape) - 1)
+        inside = mask[points[..., 0], points[..., 1], points[..., 2]] & within
+        radius = steps[np.argmin(inside, axis=1)] / 30  # first step outside
+        assert abs(radius.std() - level) < 0.25 * level + 0.01, (level, radius.std())
+        assert abs(radius.mean() - 1) < 0.05

@@ -61,13 +61,13 @@ def _plane_sources(
     whether the displaced position lies inside the frame (else the constant 0 is read)."""
     control = rng.normal(0.0, sigma, size=(2, _CONTROL_POINTS, _CONTROL_POINTS))
     a, b = plane
-    basis_a, basis_b = mirror_cubic_basis(frame[a]), mirror_cubic_basis(frame[b])
-    sources, valid = [], np.ones((frame[a], frame[b]), dtype=bool)
-    for k, axis in enumerate(plane):
-        pos = basis_a @ control[k] @ basis_b.T
-        pos += np.arange(frame[axis], dtype=np.float64).reshape((-1, 1) if k == 0 else (1, -1))
-        valid &= (pos >= 0) & (pos <= frame[axis] - 1)
-        sources.append(np.floor(pos + 0.5).astype(np.int64))
+    pos = mirror_cubic_basis(frame[a]) @ control @ mirror_cubic_basis(frame[b]).T  # (2, na, nb)
+    pos[0] += np.arange(frame[a], dtype=np.float64)[:, None]
+    pos[1] += np.arange(frame[b], dtype=np.float64)[None, :]
+    top = np.array([frame[a] - 1, frame[b] - 1], dtype=np.float64)[:, None, None]
+    valid = ((pos >= 0) & (pos <= top)).all(axis=0)
+    pos += 0.5
+    sources = np.floor(pos, out=pos).astype(np.int64)
     return sources[0], sources[1], valid
 
 
@@ -99,13 +99,20 @@ def _pass_table(
     return span_a, span_b, table
 
 
-def _ellipsoid_squares(r: int) -> np.ndarray:
+@lru_cache(maxsize=256)
+def _ellipsoid_squares(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame voxel along one axis (4r of them), the squared normalised coordinate that the
     original's ellipsoid test sums, with its float values (k * (2 / 2r) - 1 for the voxels
-    r..3r of its box, inf outside), so that voxels exactly on the surface fall as there."""
+    r..3r of its box, inf outside), so that voxels exactly on the surface fall as there; with
+    its distinct finite values (sorted) and each voxel's rank among them (int16 max outside)."""
     out = np.full(4 * r, np.inf)
     out[r : 3 * r + 1] = np.square(np.arange(2 * r + 1, dtype=np.float64) * (2.0 / (2 * r)) - 1.0)
-    return out
+    levels = np.unique(out[np.isfinite(out)])
+    rank = np.searchsorted(levels, out).astype(np.int16)
+    rank[~np.isfinite(out)] = np.iinfo(np.int16).max
+    for array in (out, levels, rank):
+        array.flags.writeable = False
+    return out, levels, rank
 
 
 def _at(values: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -123,13 +130,13 @@ def _planar_deformed_ellipsoid(
     r = blob.semi_axes
     frame = tuple(4 * a for a in r)
     sigma = blob.elastic_sigma
-    sq = [_ellipsoid_squares(a) for a in r]
+    sq = [_ellipsoid_squares(a)[0] for a in r]
+    _, levels, rank = _ellipsoid_squares(r[2])
     # Pass 1 (plane 0, 1) reads the ellipsoid itself: a voxel is set when
     # (sq0[x'] + sq1[y']) + sq2[z] < 1 for its source pixel (x', y'). Along z that holds for
     # the sq2 values below a per-column rank (sq2 is V-shaped), so the pass is one compare.
     src0, src1, valid = _plane_sources(frame, (0, 1), sigma, rng)
     q = np.where(valid, _at(sq[0], src0) + _at(sq[1], src1), np.inf)
-    levels = np.unique(sq[2][np.isfinite(sq[2])])
     count = np.searchsorted(levels, 1.0 - q)  # levels below 1 - q, then made exact
     for _ in range(2):
         count += (count < len(levels)) & (q + levels[np.minimum(count, len(levels) - 1)] < 1)
@@ -137,8 +144,6 @@ def _planar_deformed_ellipsoid(
     count[~np.isfinite(q)] = 0
     if not count.any():
         return None
-    rank = np.searchsorted(levels, sq[2]).astype(np.int16)
-    rank[~np.isfinite(sq[2])] = np.iinfo(np.int16).max
     (a0, b0), (a1, b1) = _span(count > 0, 0), _span(count > 0, 1)
     seen = np.flatnonzero(rank < count.max())
     a2, b2 = int(seen[0]), int(seen[-1]) + 1
@@ -198,34 +203,77 @@ def deformed_ellipsoid(
     return lo, hi, mask[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))]
 
 
+# Perlin's improved-noise gradients: the 12 edge midpoints of a cube.
+_GRADIENTS = np.array(
+    [[1, 1, 0], [-1, 1, 0], [1, -1, 0], [-1, -1, 0], [1, 0, 1], [-1, 0, 1],
+     [1, 0, -1], [-1, 0, -1], [0, 1, 1], [0, -1, 1], [0, 1, -1], [0, -1, -1]],
+    dtype=np.float64,
+)  # fmt: skip
+_NOISE_BOUND = 1.1  # |improved gradient noise| stays below ~1.04 in 3-D
+
+
+class GradientNoise:
+    """Perlin's improved 3-D gradient noise (the family simplex noise belongs to): a smooth
+    random field, zero on the integer lattice, |value| < 1.1, features about one cell wide;
+    the lattice's gradients are a permutation drawn from `rng`, so the field is seeded."""
+
+    def __init__(self, rng: np.random.Generator):
+        self._perm = np.tile(rng.permutation(256), 2)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Noise values at `points` (..., 3)."""
+        cell = np.floor(points)
+        frac = points - cell
+        cell = cell.astype(np.int64) & 255
+        fade = frac * frac * frac * (frac * (frac * 6 - 15) + 10)
+        total = np.zeros(points.shape[:-1])
+        perm = self._perm
+        for corner in np.ndindex(2, 2, 2):
+            hashed = perm[perm[perm[cell[..., 0] + corner[0]] + cell[..., 1] + corner[1]]
+                          + cell[..., 2] + corner[2]]  # fmt: skip
+            gradient = _GRADIENTS[hashed % 12]
+            weight = np.ones(points.shape[:-1])
+            dot = np.zeros(points.shape[:-1])
+            for axis, c in enumerate(corner):
+                weight *= fade[..., axis] if c else 1 - fade[..., axis]
+                dot += gradient[..., axis] * (frac[..., axis] - c)
+            total += weight * dot
+        return total
+
+
 def rotated_noisy_ellipsoid(
     centre: tuple[int, int, int],
     semi_axes: tuple[int, int, int],
     surface_noise: float,
     shape: tuple[int, ...],
     rng: np.random.Generator,
+    frequency: float = 2.0,
 ) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
-    """Zhang-style blob: a sphere whose radius is perturbed by smooth noise over directions,
-    scaled to an ellipsoid and randomly rotated; returns (lo, hi, mask of [lo, hi))."""
+    """Zhang-style blob: a unit sphere whose radius along each direction u is displaced by
+    gradient noise, 1 + a n(frequency u + offset) with a set so the displacement's std over
+    directions is `surface_noise`, scaled to the ellipsoid's semi-axes and randomly rotated;
+    returns (lo, hi, mask of [lo, hi)). The noise is evaluated only in the shell it can
+    move the surface through."""
     rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-    # Smooth noise on the sphere: a few random plane waves of the direction vector (a cheap
-    # stand-in for simplex noise), normalised to unit variance.
-    n_waves = 8
-    freqs = rng.normal(0.0, 2.0, size=(n_waves, 3))
-    phases = rng.uniform(0, 2 * np.pi, size=n_waves)
-    reach = max(semi_axes) * (1 + 3 * surface_noise) + 1
+    noise, offset = GradientNoise(rng), rng.uniform(0, 256, size=3)
+    probe = rng.standard_normal((512, 3))
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    spread = float(noise(probe * frequency + offset).std())
+    amp = surface_noise / spread if spread > 0 and surface_noise > 0 else 0.0
+    reach = max(semi_axes) * (1 + amp * _NOISE_BOUND) + 1
     lo, hi = _clip_box(centre, (int(np.ceil(reach)),) * 3, shape)
     grids = np.meshgrid(
-        *[np.arange(a, b, dtype=np.float32) - c for a, b, c in zip(lo, hi, centre, strict=True)],
+        *[np.arange(a, b, dtype=np.float64) - c for a, b, c in zip(lo, hi, centre, strict=True)],
         indexing="ij",
-        sparse=True,
     )
-    local = [sum(rotation[k, axis] * grids[k] for k in range(3)) for axis in range(3)]
-    scaled = [lc / np.float32(r) for lc, r in zip(local, semi_axes, strict=True)]
-    norm = np.sqrt(sum(s * s for s in scaled)) + np.float32(1e-6)
-    waves = sum(
-        np.cos(sum(freqs[w, axis] * scaled[axis] / norm for axis in range(3)) + phases[w])
-        for w in range(n_waves)
-    )
-    radius = 1 + surface_noise * waves * np.float32(np.sqrt(2.0 / n_waves))
-    return lo, hi, norm <= radius
+    scaled = np.stack(
+        [sum(rotation[k, axis] * grids[k] for k in range(3)) / r for axis, r in
+         enumerate(semi_axes)], axis=-1,
+    )  # fmt: skip
+    norm = np.linalg.norm(scaled, axis=-1)
+    mask = norm <= 1 - amp * _NOISE_BOUND
+    shell = np.nonzero(~mask & (norm <= 1 + amp * _NOISE_BOUND))
+    if len(shell[0]):
+        direction = scaled[shell] / np.maximum(norm[shell], 1e-9)[:, None]
+        mask[shell] = norm[shell] <= 1 + amp * noise(direction * frequency + offset)
+    return lo, hi, mask

@@ -337,7 +337,12 @@ def synthesize_tumors_inplace(
     for blob in blobs:
         if config.style == "zhang":
             b_lo, b_hi, mask = rotated_noisy_ellipsoid(
-                blob.centre, blob.semi_axes, config.zhang.surface_noise, shape, rng
+                blob.centre,
+                blob.semi_axes,
+                config.zhang.surface_noise,
+                shape,
+                rng,
+                config.zhang.surface_frequency,
             )
         else:
             b_lo, b_hi, mask = deformed_ellipsoid(blob, shape, rng)

@@ -207,10 +207,13 @@ class SmoothField:
             hi = min(last + self.margin + 1, int(self.origin[axis]) + self.noise.shape[axis])
             noise_pos = np.arange(lo, hi)
             smooth = gaussian_matrix(nodes, noise_pos, self.coarse_sigma, _TRUNCATE)
-            # Linear interpolation between nodes would lower the variance between them (the
-            # nodes correlate by rho at one step): each row is rescaled to keep it at 1.
-            interp = _restored(linear_matrix(coarse, nodes.astype(np.float64)), self.rho)
-            matrix = interp @ smooth
+            if np.array_equal(coarse, np.arange(first, first + len(coarse))):
+                matrix = smooth[: len(coarse)]  # positions on consecutive nodes
+            else:
+                # Linear interpolation between nodes would lower the variance between them
+                # (nodes correlate by rho at one step): each row is rescaled to keep it at 1.
+                interp = _restored(linear_matrix(coarse, nodes.astype(np.float64)), self.rho)
+                matrix = interp @ smooth
             matrices.append(matrix / np.cbrt(self.norm * _BYTE_STD))
             window.append(slice(lo - int(self.origin[axis]), hi - int(self.origin[axis])))
         out = contract(self.noise[tuple(window)], matrices)
