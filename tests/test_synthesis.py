@@ -231,6 +231,7 @@ def test_edge_blur_is_scipys_reflecting_gaussian_on_the_liver_box():
     mask = np.zeros((30, 26, 22), dtype=bool)
     mask[0:6, 10:15, 18:22] = True  # touching three faces
     mask[12:20, 2:9, 5:12] = rng.random((8, 7, 7)) < 0.7
+    boxes = [((0, 10, 18), (6, 15, 22)), ((12, 2, 5), (20, 9, 12))]  # the blobs' boxes
     for sigma in (1.0, 1.7):
         radius = int(_BLUR_TRUNCATE * sigma + 0.5)
         expected = gaussian_filter(mask.astype(np.float64), sigma, truncate=_BLUR_TRUNCATE)
@@ -239,6 +240,6 @@ def test_edge_blur_is_scipys_reflecting_gaussian_on_the_liver_box():
             ((10, 0, 3), (22, 11, 14)),
             ((0, 0, 0), mask.shape),
         ):
-            got = _blurred(mask, region, sigma, radius)
+            got = _blurred(mask, region, sigma, radius, boxes)
             want = expected[tuple(slice(a, b) for a, b in zip(*region, strict=True))]
             assert np.allclose(got, want, atol=1e-5), (sigma, region)

@@ -247,17 +247,31 @@ def _blur_matrix(out: tuple[int, int], src: tuple[int, int], n: int, sigma: floa
         return matrix
     taps = np.arange(out[0], out[1])[:, None] + np.arange(-radius, radius + 1)[None, :]
     folded = np.where(taps < 0, -taps - 1, np.where(taps >= n, 2 * n - 1 - taps, -1))
-    rows, cols = np.nonzero(folded >= 0)
+    rows, cols = np.nonzero((folded >= src[0]) & (folded < src[1]))  # reads within [src)
     np.add.at(matrix, (rows, folded[rows, cols] - src[0]), kernel[cols])
     return matrix
 
 
-def _blurred(mask: np.ndarray, region: Box, sigma: float, radius: int) -> np.ndarray:
+def _blurred(
+    mask: np.ndarray, region: Box, sigma: float, radius: int, boxes: list[Box]
+) -> np.ndarray:
     """Gaussian blur of `mask` (the liver box's tumour mask, reflected at the box's faces) on
-    `region`, reading `radius` voxels around it, as three small matrix products (float32)."""
+    `region`, as three small matrix products (float32). It reads the mask within `radius` of
+    the region, and there only the bounding box of the blob `boxes` it meets (zero beyond)."""
     lo, hi = region
-    ext_lo = tuple(max(0, a - radius) for a in lo)
-    ext_hi = tuple(min(n, b + radius) for b, n in zip(hi, mask.shape, strict=True))
+    ext_lo = [max(0, a - radius) for a in lo]
+    ext_hi = [min(n, b + radius) for b, n in zip(hi, mask.shape, strict=True)]
+    # the blobs whose tight box meets the window (reflected taps land inside it too)
+    meets = [
+        b for b in boxes if all(b0 < e1 and b1 > e0 for b0, b1, e0, e1 in
+                                zip(b[0], b[1], ext_lo, ext_hi, strict=True))
+    ]  # fmt: skip
+    if meets:
+        for axis in range(3):
+            ext_lo[axis] = max(ext_lo[axis], min(b[0][axis] for b in meets))
+            ext_hi[axis] = min(ext_hi[axis], max(b[1][axis] for b in meets))
+    if not meets or any(a >= b for a, b in zip(ext_lo, ext_hi, strict=True)):
+        return np.zeros(tuple(b - a for a, b in zip(lo, hi, strict=True)), dtype=np.float32)
     ext = mask[tuple(slice(a, b) for a, b in zip(ext_lo, ext_hi, strict=True))]
     matrices = [
         _blur_matrix((a, b), (c, d), n, sigma)
@@ -334,6 +348,7 @@ def synthesize_tumors_inplace(
     shape = label_box.shape
     tumour = np.zeros(shape, dtype=bool)
     boxes: list[Box] = []
+    added = 0
     for blob in blobs:
         if config.style == "zhang":
             b_lo, b_hi, mask = rotated_noisy_ellipsoid(
@@ -346,21 +361,23 @@ def synthesize_tumors_inplace(
             )
         else:
             b_lo, b_hi, mask = deformed_ellipsoid(blob, shape, rng)
+        if not mask.any():
+            continue
+        # each blob on its own box: the union's box can span most of the liver's
+        sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
+        mask &= label_box[sl] >= 1
         if mask.any():
-            sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
-            mask &= label_box[sl] >= 1
             tumour[sl] |= mask
-            boxes.append(_tight_box(mask, b_lo) if mask.any() else None)
-    boxes = [b for b in boxes if b is not None]
+            added += int(np.count_nonzero(mask & (label_box[sl] != 2)))
+            np.copyto(label_box[sl], 2, where=mask)
+            boxes.append(_tight_box(mask, b_lo))
     if not boxes:
         return 0
-    union = tuple(slice(min(b[0][i] for b in boxes), max(b[1][i] for b in boxes)) for i in range(3))
-    np.copyto(label_box[union], 2, where=tumour[union])
     if config.style == "zhang":
         _blend_zhang(image_hu[box], liver, tumour, boxes, config, rng)
     else:
         _blend_hu(image_hu[box], label_box, tumour, boxes, config, rng)
-    return int(np.count_nonzero(tumour[union]))
+    return added
 
 
 def _blend_hu(
@@ -383,7 +400,7 @@ def _blend_hu(
     texture = draw_hu_texture(rng, union_lo, union_hi, tex)
     for k, region in enumerate(regions):
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-        weight = _blurred(tumour, region, edge_sigma, radius)
+        weight = _blurred(tumour, region, edge_sigma, radius, boxes)
         weight *= texture.sample(*region, scale=drop)
         _clear_overlaps(weight, region, regions[:k])
         view = image[sl]
@@ -421,7 +438,7 @@ def _blend_zhang(
     source = image.copy() if len(regions) > 1 else image  # regions may overlap
     for region in regions:
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-        soft = _blurred(tumour, region, edge_sigma, radius) * liver[sl]
+        soft = _blurred(tumour, region, edge_sigma, radius, boxes) * liver[sl]
         scan = source[sl].astype(np.float32)
         texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
         weight = np.float32(alpha) * soft
