@@ -45,21 +45,6 @@ def test_tumours_stay_in_liver_and_ct_changes_only_there(tumor_type):
     assert label.max() == 1
 
 
-def test_hu_drop_within_configured_range():
-    image, label = liver_case()
-    config = only("medium")
-    drops = []
-    for seed in range(6):
-        new_image, new_label = synthesize_tumors(image, label, config, np.random.default_rng(seed))
-        drop = image - new_image
-        core = new_label == 2
-        assert drop.min() >= -1e-3  # the CT only darkens
-        assert drop[core].max() <= config.texture.hu_drop_max + 1e-3
-        drops.append(np.median(drop[core]))
-    # texture mean ~0.52 times blur (~0.8-1 inside) times delta in [65, 145]
-    assert 0.3 * 65 < np.median(drops) < 0.6 * 145
-
-
 def test_same_seed_same_tumours_different_seed_different():
     image, label = liver_case()
     a = synthesize_tumors(image, label, SynthesisConfig(), np.random.default_rng(7))

@@ -115,7 +115,10 @@ def reflect_variance_gain(sigma: float, shape: tuple[int, int, int]) -> float:
 
 @lru_cache(maxsize=256)
 def gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
-    """Scipy's truncated, normalised 1-D Gaussian (radius int(truncate sigma + 0.5))."""
+    """Scipy's truncated, normalised 1-D Gaussian (radius int(truncate sigma + 0.5)); sigma 0
+    is the identity, as in scipy."""
+    if sigma <= 0:
+        return np.ones(1, dtype=np.float32)
     radius = int(truncate * sigma + 0.5)
     taps = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (taps / sigma) ** 2)
