@@ -1,8 +1,10 @@
 """One synthesis event on a CT in HU: draw blobs, place them, union with the liver, texture
 and blend (Hu et al. 2023, or the Zhang et al. variant). Pure: new arrays out, rng in.
 
-All work happens inside the liver's bounding box (shrunk by one voxel per side, as in Hu) and,
-for texture and blending, only on the blobs' own boxes widened by the edge-blur support.
+All work happens inside the liver's bounding box (shrunk as Hu slices it: one voxel at the low
+end of each axis, two at the high end) and, for texture and blending, only on the blobs' own
+boxes widened by the edge-blur support. `synthesize_tumors` copies the two volumes once
+(keeping their memory layout); `synthesize_tumors_inplace` copies nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ _MIN_LIVER_VOXELS = 100
 # Two regions merge when their union costs at most this many voxels more than the pair: about
 # the per-region fixed cost (matrices, calls) of small regions.
 _MERGE_SLACK = 40_000
-_BLUR_TRUNCATE = 3.0  # edge blur support in sigmas (the kernel mass beyond is 0.3%)
+# Edge blur support in sigmas (Hu: scipy's default 4; the normalised kernel's mass beyond 3
+# sigma is 0.3% per axis, so the drop differs by < 0.5 HU, and regions are smaller).
+_BLUR_TRUNCATE = 3.0
 
 
 def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
@@ -416,6 +420,16 @@ def _clear_overlaps(values: np.ndarray, region: Box, done: list[Box]) -> None:
             values[tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))] = 0
 
 
+def _keep_done(values: np.ndarray, current: np.ndarray, region: Box, done: list[Box]) -> None:
+    """Where an earlier region already wrote (`done`), put back the `current` values."""
+    for lo, hi in done:
+        a = [max(x, y) for x, y in zip(lo, region[0], strict=True)]
+        b = [min(x, y) for x, y in zip(hi, region[1], strict=True)]
+        if all(x < y for x, y in zip(a, b, strict=True)):
+            sub = tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))
+            values[sub] = current[sub]
+
+
 def _blend_zhang(
     image: np.ndarray,
     liver: np.ndarray,
@@ -436,10 +450,12 @@ def _blend_zhang(
     target = liver_mean / factor
     regions = _regions(boxes, radius, liver.shape)
     source = image.copy() if len(regions) > 1 else image  # regions may overlap
-    for region in regions:
+    for k, region in enumerate(regions):
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
         soft = _blurred(tumour, region, edge_sigma, radius, boxes) * liver[sl]
         scan = source[sl].astype(np.float32)
         texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
         weight = np.float32(alpha) * soft
-        image[sl] = (1 - weight) * scan + weight * texture
+        blended = (1 - weight) * scan + weight * texture
+        _keep_done(blended, image[sl], region, regions[:k])  # blend each voxel once
+        image[sl] = blended
