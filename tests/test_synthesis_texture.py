@@ -97,3 +97,21 @@ def test_texture_for_another_bank_shape_follows_the_published_algorithm(sigma_a,
     tol_std = 4 * np.sqrt(ref_std.var(ddof=1) * (1 + 1 / 6) + se_std**2)
     assert abs(got_mean - ref_mean.mean()) < tol_mean, (got_mean, ref_mean, tol_mean)
     assert abs(got_std - ref_std.mean()) < tol_std, (got_std, ref_std, tol_std)
+
+
+@pytest.mark.parametrize(
+    ("sigma", "shape"), [(3.0, (20, 24, 30)), (7.0, (10, 64, 420)), (15.0, (300, 40, 33))]
+)
+def test_reflect_variance_gain_is_scipys(sigma, shape):
+    """The mean variance of reflect-smoothed unit white noise, exactly: per axis, the rows of
+    scipy's 1-D filter applied to the identity are each position's weights."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from core.synthesis.texture import reflect_variance_gain
+
+    gain = 1.0
+    for n in shape:
+        weights = gaussian_filter1d(np.eye(n), sigma, axis=1, mode="reflect", truncate=4.0)
+        interior = gaussian_filter1d(np.eye(4 * n + 200), sigma, axis=1, truncate=4.0)
+        gain *= np.mean(np.sum(weights**2, axis=1)) / np.sum(interior[2 * n + 100] ** 2)
+    assert abs(reflect_variance_gain(sigma, shape) - gain) < 1e-6 * gain  # float32 kernel

@@ -98,18 +98,32 @@ def bank_range(
 def reflect_variance_gain(sigma: float, shape: tuple[int, int, int]) -> float:
     """Mean over a bank of `shape` of the variance of white noise smoothed by `sigma` with
     scipy's reflecting borders, relative to the interior: near a face the kernel folds onto
-    itself, so the bank's grain is noisier there (a few % of variance for sigma_b = 7)."""
+    itself, so the bank's grain is noisier there (a few % of variance for sigma_b = 7).
+    Separable, and 1 away from the faces: only the positions within the radius are summed."""
     kernel = gaussian_kernel(float(sigma), _TRUNCATE).astype(np.float64)
     radius = len(kernel) // 2
+    interior = float(np.sum(kernel**2))
+    padded = np.concatenate([kernel, np.zeros(1)])  # index len(kernel): weight 0
     gain = 1.0
     for n in shape:
-        weights = np.zeros((n, n))
-        rows = np.arange(n)
-        for tap, value in zip(range(-radius, radius + 1), kernel, strict=True):
-            src = rows + tap
-            src = np.where(src < 0, -src - 1, np.where(src >= n, 2 * n - 1 - src, src))
-            np.add.at(weights, (rows, np.clip(src, 0, n - 1)), value)
-        gain *= float(np.mean(np.sum(weights**2, axis=1)) / np.sum(kernel**2))
+        if n > 2 * radius:
+            # position x < radius from the low face reads source s >= 0 with the weight
+            # k(s - x) + k(-s - 1 - x); the high face mirrors it
+            x = np.arange(radius)[:, None]
+            s = np.arange(2 * radius + 1)[None, :]
+            weights = sum(
+                padded[np.where(np.abs(t) <= radius, t + radius, len(kernel))]
+                for t in (s - x, -s - 1 - x)
+            )
+            folded = 2 * np.sum(weights**2, axis=1)
+            near = np.zeros(2 * radius)
+        else:  # thin bank: fold as often as needed, all positions
+            near = np.arange(n)
+            src = near[:, None] + np.arange(-radius, radius + 1)[None, :]
+            while (src < 0).any() or (src >= n).any():
+                src = np.where(src < 0, -src - 1, np.where(src >= n, 2 * n - 1 - src, src))
+            folded = np.array([np.sum(np.bincount(row, weights=kernel) ** 2) for row in src])
+        gain *= (n - len(near) + float(folded.sum()) / interior) / n
     return gain
 
 
