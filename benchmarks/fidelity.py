@@ -29,6 +29,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+# The checkout this file lives in, before any installed copy of tumorsweep (a worktree, or a
+# benchmark run against another branch, would otherwise time the installed code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 TYPES = ("tiny", "small", "medium", "large", "mix")
 PER_EVENT = ("voxels", "components", "hu_drop")
 PER_COMPONENT = ("radius", "axis_ratio", "depth")
