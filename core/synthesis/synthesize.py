@@ -244,7 +244,8 @@ def _regions(boxes: list[Box], margin: int, shape: tuple[int, ...]) -> list[Box]
 def _blur_matrix(out: tuple[int, int], src: tuple[int, int], n: int, sigma: float) -> np.ndarray:
     """One axis of the edge blur from voxels [src) to voxels [out) of a box of n voxels, with
     scipy's reflecting border at the box's faces (as the original blurs its liver box)."""
-    matrix = gaussian_matrix(np.arange(*out), np.arange(*src), sigma, _BLUR_TRUNCATE)
+    # the edge blur's sigma is drawn per event: its matrices are not worth keeping
+    matrix = gaussian_matrix(np.arange(*out), np.arange(*src), sigma, _BLUR_TRUNCATE, cached=False)
     kernel = gaussian_kernel(float(sigma), _BLUR_TRUNCATE)
     radius = len(kernel) // 2
     if out[0] - radius >= 0 and out[1] + radius <= n:

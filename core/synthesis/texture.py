@@ -140,22 +140,36 @@ def gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
 
 
 def gaussian_matrix(
-    out_pos: np.ndarray, in_pos: np.ndarray, sigma: float, truncate: float
+    out_pos: np.ndarray, in_pos: np.ndarray, sigma: float, truncate: float, cached: bool = True
 ) -> np.ndarray:
     """Matrix of scipy's truncated, normalised 1-D Gaussian from samples at the consecutive
     integer positions `in_pos` to those at `out_pos` (zero beyond the inputs, like
-    mode="constant"): one factor of a separable 3-D filter. A Toeplitz band, built as a
-    sliding window over the padded kernel."""
-    kernel = gaussian_kernel(float(sigma), float(truncate))
+    mode="constant"): one factor of a separable 3-D filter. It depends only on the sizes and
+    offset of the two ranges; `cached`: kept (read-only) for the next call with the same
+    ones, as the texture's fields, with few sigmas, make them again and again."""
+    key = (float(sigma), float(truncate), len(out_pos), len(in_pos))
+    offset = int(in_pos[0]) - int(out_pos[0])
+    return _cached_band(*key, offset) if cached else _band(*key, offset)
+
+
+def _band(sigma: float, truncate: float, n_out: int, n_in: int, offset: int) -> np.ndarray:
+    """A Toeplitz band, built as a sliding window over the padded kernel: row i, column j
+    holds g(offset + j - i)."""
+    kernel = gaussian_kernel(sigma, truncate)
     radius = len(kernel) // 2
-    n_out, n_in = len(out_pos), len(in_pos)
-    # row i, column j holds g(in_pos[j] - out_pos[i]) = h[n_out - 1 - i + j]
-    shift = int(in_pos[0]) - int(out_pos[0]) - (n_out - 1)
+    shift = offset - (n_out - 1)  # row i, column j: h[n_out - 1 - i + j]
     h = np.zeros(n_out + n_in - 1, dtype=np.float32)
     a, b = max(0, -radius - shift), min(len(h), radius - shift + 1)
     if a < b:
         h[a:b] = kernel[a + shift + radius : b + shift + radius]
     return np.lib.stride_tricks.sliding_window_view(h, n_in)[::-1].copy()
+
+
+@lru_cache(maxsize=512)
+def _cached_band(sigma: float, truncate: float, n_out: int, n_in: int, offset: int) -> np.ndarray:
+    band = _band(sigma, truncate, n_out, n_in, offset)
+    band.flags.writeable = False
+    return band
 
 
 def linear_matrix(out_pos: np.ndarray, in_pos: np.ndarray) -> np.ndarray:
