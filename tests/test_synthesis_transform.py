@@ -60,3 +60,16 @@ def test_picklable_and_works_in_cache_dataset():
     dataset = CacheDataset([sample(), sample()], transform=Compose([transform]), progress=False)
     assert all(count_tumour(dataset[i]) > 0 for i in range(2))
     assert count_tumour(dataset.data[0]) == 0  # the cached input is never modified
+
+
+def test_writes_into_the_sample_in_place_or_copies_once_when_asked():
+    config = SynthesisConfig(prob=1.0)
+    data = sample()
+    image_ptr, label_ptr = data["image"].data_ptr(), data["label"].data_ptr()
+    out = TumorSynthesisd(config=config).set_random_state(3)(data)
+    assert out["image"].data_ptr() == image_ptr and out["label"].data_ptr() == label_ptr
+    assert count_tumour(data) > 0  # the sample's own tensors hold the tumours
+    data = sample()
+    out = TumorSynthesisd(config=config, inplace=False).set_random_state(3)(data)
+    assert count_tumour(out) > 0 and count_tumour(data) == 0
+    assert torch.equal(data["image"], sample()["image"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +15,7 @@ from scipy import ndimage
 
 from core.errors import TumorsweepError
 from core.synthesis.config import TUMOR_TYPES, SynthesisConfig
-from core.synthesis.location import LocationModel, fit_location_model
+from core.synthesis.location import LocationModel, case_name, fit_location_model
 from core.synthesis.preview import save_preview
 from core.synthesis.synthesize import synthesize_tumors
 
@@ -87,16 +89,86 @@ def _load(path: Path) -> nib.Nifti1Image:
     return image
 
 
-def run_synthesize(args: argparse.Namespace) -> int:
-    """Resample to 1 mm, synthesise, resample back to the input grid, write image/label/preview."""
-    config = _config_from_args(args)
-    ct, liver = _load(args.image), _load(args.label)
-    if ct.shape != liver.shape or not np.allclose(ct.affine, liver.affine, atol=1e-3):
-        raise TumorsweepError(f"{args.image} and {args.label}: shapes or affines differ")
-    model = LocationModel.load(args.location_model) if config.location == "gmm" else None
-    spacing = np.asarray(ct.header.get_zooms()[:3], dtype=np.float64)
+OUTPUTS = ("image.nii.gz", "label.nii.gz", "preview.png")
+
+
+def _check_output_folder(out: Path, inputs: list[Path]) -> None:
+    """Refuse, before any work, an --out that is a file or whose outputs would be an input."""
+    if out.exists() and not out.is_dir():
+        raise TumorsweepError(f"--out {out}: exists and is not a folder")
+    sources = {p.resolve() for p in inputs}
+    for name in OUTPUTS:
+        target = out / name
+        same = target.exists() and any(p.exists() and os.path.samefile(target, p) for p in inputs)
+        if same or target.resolve() in sources:
+            raise TumorsweepError(
+                f"--out {out}: would overwrite the input {(out / name).resolve()}; "
+                "choose another folder"
+            )
+
+
+def _read_image(path: Path, ct: nib.Nifti1Image) -> np.ndarray:
     image = np.asarray(ct.dataobj, dtype=np.float32)
-    label = np.rint(np.asarray(liver.dataobj)).astype(np.uint8)
+    if not np.isfinite(image).all():
+        raise TumorsweepError(f"{path}: {int((~np.isfinite(image)).sum())} voxels are NaN or inf")
+    return image
+
+
+def _read_label(path: Path, liver: nib.Nifti1Image) -> np.ndarray:
+    """The label as uint8, refused unless every voxel is exactly 0, 1 or 2."""
+    values = np.asarray(liver.dataobj)
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise TumorsweepError(f"{path}: label has NaN or inf voxels")
+        if np.any(values != np.rint(values)):
+            raise TumorsweepError(
+                f"{path}: label has fractional values (e.g. {values[values != np.rint(values)][0]}"
+                "); expected 0 (background), 1 (liver) or 2 (tumour)"
+            )
+    if values.dtype == bool:
+        values = values.astype(np.uint8)
+    low, high = values.min(), values.max()
+    if low < 0 or high > 2:
+        found = sorted(int(v) for v in np.unique(values) if not 0 <= v <= 2)[:5]
+        raise TumorsweepError(
+            f"{path}: label values {found} found; expected 0 (background), 1 (liver), 2 (tumour)"
+        )
+    return values.astype(np.uint8)
+
+
+def _write_atomically(path: Path, write) -> None:
+    """`write(tmp)` into a temporary file beside `path`, then rename it onto `path`, so an
+    interrupted run never leaves a half-written output."""
+    suffix = "".join(path.suffixes)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run_synthesize(args: argparse.Namespace) -> int:
+    """Resample to 1 mm, synthesise, resample back to the input grid, write image/label/preview.
+
+    Every input is checked before any work and nothing is written on bad input; outputs
+    never replace an input and are written atomically."""
+    config = _config_from_args(args)
+    inputs = [args.image, args.label] + ([args.location_model] if args.location_model else [])
+    _check_output_folder(args.out, inputs)
+    ct, liver = _load(args.image), _load(args.label)
+    if ct.shape != liver.shape:
+        raise TumorsweepError(
+            f"{args.image} shape {ct.shape} and {args.label} shape {liver.shape} differ"
+        )
+    if not np.allclose(ct.affine, liver.affine, atol=1e-3):
+        raise TumorsweepError(f"{args.image} and {args.label}: affines differ")
+    model = LocationModel.load(args.location_model) if config.location == "gmm" else None
+    image = _read_image(args.image, ct)
+    label = _read_label(args.label, liver)
+    spacing = np.asarray(ct.header.get_zooms()[:3], dtype=np.float64)
     one_mm = np.allclose(spacing, 1.0, atol=1e-3)
     work_image = image if one_mm else ndimage.zoom(image, spacing, order=1)
     work_label = label if one_mm else ndimage.zoom(label, spacing, order=0)
@@ -110,9 +182,11 @@ def run_synthesize(args: argparse.Namespace) -> int:
             label >= 1, np.maximum(label, ndimage.zoom(new_label, factors, order=0)), label
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(new_image.astype(np.float32), ct.affine), args.out / "image.nii.gz")
-    nib.save(nib.Nifti1Image(new_label.astype(np.uint8), liver.affine), args.out / "label.nii.gz")
-    save_preview(new_image, new_label, args.out / "preview.png")
+    out_image = nib.Nifti1Image(new_image.astype(np.float32), ct.affine)
+    out_label = nib.Nifti1Image(new_label.astype(np.uint8), liver.affine)
+    _write_atomically(args.out / "image.nii.gz", lambda tmp: nib.save(out_image, tmp))
+    _write_atomically(args.out / "label.nii.gz", lambda tmp: nib.save(out_label, tmp))
+    _write_atomically(args.out / "preview.png", lambda tmp: save_preview(new_image, new_label, tmp))
     print(
         f"wrote {args.out}/image.nii.gz, label.nii.gz, preview.png "
         f"({int((new_label == 2).sum())} tumour voxels)"
@@ -120,8 +194,9 @@ def run_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_paths(data: Path) -> list[Path]:
-    """Label files: MSD `dataset.json` training entries, else every NIfTI in the folder."""
+def _label_paths(data: Path) -> list[tuple[str, Path]]:
+    """(case name, label file): MSD `dataset.json` training entries, else every NIfTI in the
+    folder."""
     manifest = data / "dataset.json"
     if manifest.is_file():
         try:
@@ -130,7 +205,7 @@ def _label_paths(data: Path) -> list[Path]:
         except (ValueError, KeyError, TypeError) as exc:
             raise TumorsweepError(f"{manifest}: no usable 'training' label list ({exc})") from exc
     elif data.is_dir():
-        paths = sorted(p for p in data.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+        paths = sorted(p.resolve() for p in data.iterdir() if p.name.endswith((".nii", ".nii.gz")))
     else:
         raise TumorsweepError(f"{data}: not a folder")
     paths = [p for p in paths if not p.name.startswith("._")]
@@ -139,12 +214,23 @@ def _label_paths(data: Path) -> list[Path]:
         raise TumorsweepError(f"{missing[0]}: listed label file does not exist")
     if not paths:
         raise TumorsweepError(f"{data}: no label NIfTI files found")
-    return paths
+    return [(case_name(p), p) for p in paths]
 
 
 def run_fit_location(args: argparse.Namespace) -> int:
-    """Fit the location GMM on every tumour of the labels under `--data` and save it as JSON."""
-    model = fit_location_model(_label_paths(args.data), args.components, args.covariance, args.seed)
+    """Fit the location GMM on every tumour of the labels under `--data` and save it as JSON,
+    with the cases (names and label paths) it was fitted on."""
+    cases = _label_paths(args.data)
+    model = fit_location_model(
+        [p for _, p in cases],
+        args.components,
+        args.covariance,
+        args.seed,
+        cases=[c for c, _ in cases],
+    )
     model.save(args.out)
-    print(f"fitted {args.components} components on {model.n_tumors} tumours -> {args.out}")
+    print(
+        f"fitted {args.components} components on {model.n_tumors} tumours of {len(cases)} "
+        f"cases -> {args.out}"
+    )
     return 0

@@ -35,10 +35,15 @@ class TypeProbs(_Strict):
 
 
 class TextureConfig(_Strict):
-    """Texture and blending: smoothing sets, mean intensity u0, HU drop and edge blur ranges."""
+    """Texture and blending: smoothing sets, the scale and base of the probability map, mean
+    intensity u0, HU drop and edge blur ranges (defaults: the public code)."""
 
     sigma_a: list[float] = Field(default_factory=lambda: [3.0, 6.0, 9.0, 12.0, 15.0], min_length=1)
     sigma_b: list[float] = Field(default_factory=lambda: [4.0, 7.0], min_length=1)
+    scale_min: float = Field(0.19, gt=0, le=1, description="s of p = s * A + b")
+    scale_max: float = Field(0.21, gt=0, le=1)
+    base_min: float = Field(0.04, ge=0, le=1, description="b of p = s * A + b")
+    base_max: float = Field(0.06, ge=0, le=1)
     u0_min: float = Field(0.5, gt=0, le=1)
     u0_max: float = Field(0.55, gt=0, le=1)
     hu_drop_min: float = Field(65.0, ge=0, le=1000)
@@ -48,7 +53,7 @@ class TextureConfig(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> TextureConfig:
-        for name in ("u0", "hu_drop", "edge_blur"):
+        for name in ("scale", "base", "u0", "hu_drop", "edge_blur"):
             lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if lo > hi:
                 raise ValueError(f"{name}_min ({lo}) must be <= {name}_max ({hi})")
@@ -58,13 +63,21 @@ class TextureConfig(_Strict):
 
 
 class ZhangConfig(_Strict):
-    """Zhang et al. (Sim2Real, JBHI 2023) style: noisy rotated ellipsoid, scan-derived texture.
+    """Zhang et al. (Sim2Real, JBHI 2023) style, as implemented here.
 
-    The tumour mean is the local liver mean divided by a factor in [mean_factor_min,
-    mean_factor_max] (hypodense), then alpha-blended into the CT.
+    Shape: a unit sphere whose radius along each direction u is displaced by 3-D gradient
+    noise (Perlin's improved noise, the family of the paper's simplex noise) sampled at
+    `surface_frequency` * u, its std over directions `surface_noise`; scaled to the blob's
+    semi-axes (Hu's per-type radii) and randomly rotated. Texture: the CT itself on the
+    tumour, Gaussian-blurred (sigma in [texture_blur_min, texture_blur_max]) and shifted so
+    its mean is the liver mean divided by a factor in [mean_factor_min, mean_factor_max]
+    (hypodense); alpha-blended, alpha in [alpha_min, alpha_max], through the edge-blurred
+    mask. Not implemented: the paper's elastic "deformed region" step of the texture
+    source, and its polyhedron mesh (we displace the implicit surface voxel by voxel).
     """
 
     surface_noise: float = Field(0.15, ge=0, le=0.5, description="relative radius perturbation")
+    surface_frequency: float = Field(2.0, gt=0, le=16, description="noise cells per radius")
     alpha_min: float = Field(0.2, ge=0, le=1)
     alpha_max: float = Field(0.8, ge=0, le=1)
     mean_factor_min: float = Field(1.0, ge=1, le=10)

@@ -4,7 +4,7 @@ centres of real tumours in a canonical liver-box frame (saved as small JSON, nev
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,8 @@ from scipy import ndimage
 from core.errors import TumorsweepError
 
 CANONICAL_SHAPE = (282.0, 244.0, 143.0)
+FORMAT = "tumorsweep-location-gmm/2"  # /2 records the fitted-on cases
+_FORMAT_V1 = "tumorsweep-location-gmm/1"
 _TRIES = 32  # rejection-sampling draws of a centre pixel before eroding the slice
 _EDGE_MIN_LIVER = 5  # a centre needs >= 5 liver voxels in its 3x3x3 neighbourhood
 
@@ -37,18 +39,20 @@ def _erode_square(plane: np.ndarray, half: int = 2) -> np.ndarray:
 def uniform_centre(
     liver: np.ndarray,
     rng: np.random.Generator,
-    z_levels: np.ndarray | None = None,
+    z_range: tuple[int, int] | None = None,
     cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[int, int, int]:
-    """Hu et al.: an axial slice in the middle 40% of the liver's z-extent, eroded once by a
-    5x5 square, and a uniformly random remaining liver pixel (unstable erosion falls back to
-    the slice, an empty slice to the nearest non-empty one). `z_levels`: the liver's
-    non-empty slices, when the caller already knows them; `cache`: candidate pixels per
-    slice, kept by the caller across the blobs of one event on the same liver."""
-    z_any = np.flatnonzero(liver.any(axis=(0, 1))) if z_levels is None else z_levels
-    z0, z1 = int(z_any[0]), int(z_any[-1])
+    """Hu et al.: the axial slice z = z0 + round(U(0.3, 0.7) (z1 - z0)) of the liver's z-extent
+    [z0, z1], eroded once by a 5x5 square, and a uniformly random remaining liver pixel.
+    Where the original fails (an empty slice, an erosion that leaves nothing) we take the
+    nearest non-empty slice, then the uneroded slice. `z_range`: the liver's first and last
+    slices when the caller knows them; `cache`: candidate pixels per slice, kept by the
+    caller across the blobs of one event on the same liver."""
+    if z_range is None:
+        z_any = np.flatnonzero(liver.any(axis=(0, 1)))
+        z_range = int(z_any[0]), int(z_any[-1])
+    z0, z1 = z_range
     z = z0 + int(round(rng.uniform(0.3, 0.7) * (z1 - z0)))
-    z = int(z_any[np.argmin(np.abs(z_any - z))])
     nx, ny = liver.shape[:2]
     # Rejection sampling: a uniform pixel of the box accepted when its 5x5 square (clipped to
     # the box, i.e. border value 1) is all liver is a uniform pixel of the eroded slice,
@@ -63,6 +67,10 @@ def uniform_centre(
             if liver[x, y, z] and liver[max(0, x - 2) : x + 3, max(0, y - 2) : y + 3, z].all():
                 return x, y, z
         plane = liver[:, :, z] != 0
+        if not plane.any():  # a gap in the liver: the nearest slice that has some
+            z_any = np.flatnonzero(liver.any(axis=(0, 1)))
+            z = int(z_any[np.argmin(np.abs(z_any - z))])
+            plane = liver[:, :, z] != 0
         eroded = _erode_square(plane)
         candidates = np.nonzero(eroded if eroded.any() else plane)
         if cache is not None:
@@ -86,7 +94,10 @@ class LocationModel:
     """Gaussian mixture over tumour centres in the canonical liver-box frame.
 
     `covariances` is always one full 3x3 matrix per component (diag and tied fits are
-    expanded), so sampling does not depend on how the model was fitted.
+    expanded), so sampling does not depend on how the model was fitted. `fitted_on` names the
+    cases whose tumours it was fitted on and `fitted_on_labels` their label files (resolved
+    paths, "" for arrays), so a study can refuse a model fitted on its evaluation cases; both
+    are None when unknown (a model saved before they were recorded).
     """
 
     weights: list[float]
@@ -95,13 +106,15 @@ class LocationModel:
     covariance_type: str = "full"
     canonical_shape: tuple[float, float, float] = CANONICAL_SHAPE
     n_tumors: int = 0
+    fitted_on: tuple[str, ...] | None = None
+    fitted_on_labels: tuple[str, ...] | None = None
 
     def sample_centre(
         self,
         liver: np.ndarray,
         rng: np.random.Generator,
         max_tries: int,
-        z_levels: np.ndarray | None = None,
+        z_range: tuple[int, int] | None = None,
     ) -> tuple[int, int, int]:
         """A centre inside the liver, off its edge; after `max_tries` misses, the uniform rule."""
         lo, hi = _liver_box(liver)
@@ -116,18 +129,28 @@ class LocationModel:
             around = liver[tuple(slice(max(0, v - 1), v + 2) for v in voxel)]
             if np.count_nonzero(around) >= _EDGE_MIN_LIVER:
                 return int(voxel[0]), int(voxel[1]), int(voxel[2])
-        return uniform_centre(liver, rng, z_levels)
+        return uniform_centre(liver, rng, z_range)
 
     def save(self, path: str | Path) -> None:
         """Write the model as JSON."""
         payload = {
-            "format": "tumorsweep-location-gmm/1",
+            "format": FORMAT,
             "weights": self.weights,
             "means": self.means,
             "covariances": self.covariances,
             "covariance_type": self.covariance_type,
             "canonical_shape": list(self.canonical_shape),
             "n_tumors": self.n_tumors,
+            "fitted_on": None
+            if self.fitted_on is None
+            else [
+                {"case": case, "label": label}
+                for case, label in zip(
+                    self.fitted_on,
+                    self.fitted_on_labels or ("",) * len(self.fitted_on),
+                    strict=True,
+                )
+            ],
         }
         Path(path).write_text(json.dumps(payload, indent=1))
 
@@ -136,8 +159,9 @@ class LocationModel:
         """Read a model written by `save`, with a clear error for a missing or malformed file."""
         try:
             payload = json.loads(Path(path).read_text())
-            if payload.get("format") != "tumorsweep-location-gmm/1":
+            if payload.get("format") not in (FORMAT, _FORMAT_V1):
                 raise ValueError("not a tumorsweep location model (format field)")
+            fitted = payload.get("fitted_on") if payload["format"] == FORMAT else None
             model = cls(
                 weights=[float(w) for w in payload["weights"]],
                 means=[[float(v) for v in m] for m in payload["means"]],
@@ -147,6 +171,8 @@ class LocationModel:
                 covariance_type=str(payload["covariance_type"]),
                 canonical_shape=tuple(float(v) for v in payload["canonical_shape"]),
                 n_tumors=int(payload.get("n_tumors", 0)),
+                fitted_on=None if fitted is None else tuple(str(e["case"]) for e in fitted),
+                fitted_on_labels=None if fitted is None else tuple(str(e["label"]) for e in fitted),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TumorsweepError(f"location model {path}: {exc}") from exc
@@ -154,6 +180,15 @@ class LocationModel:
         if k == 0 or len(model.means) != k or len(model.covariances) != k:
             raise TumorsweepError(f"location model {path}: inconsistent component counts")
         return model
+
+
+def case_name(label: Path) -> str:
+    """A case's name from its label file: the file name without .nii / .nii.gz."""
+    name = label.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _as_label_array(label: np.ndarray | str | Path) -> np.ndarray:
@@ -186,10 +221,22 @@ def fit_location_model(
     n_components: int = 2,
     covariance_type: str = "full",
     seed: int = 0,
+    cases: Sequence[str] | None = None,
 ) -> LocationModel:
-    """Fit the GMM to the centres of every tumour in `labels` (arrays or NIfTI paths)."""
+    """Fit the GMM to the centres of every tumour in `labels` (arrays or NIfTI paths).
+
+    The model records the cases it was fitted on: `cases` (one name per label), else the
+    label files' names for paths; for arrays without names it is left unknown (None)."""
     from sklearn.mixture import GaussianMixture
 
+    labels = list(labels)
+    if cases is not None and len(cases) != len(labels):
+        raise TumorsweepError(
+            f"fit_location_model: {len(cases)} case names for {len(labels)} labels"
+        )
+    paths = ["" if isinstance(lab, np.ndarray) else str(Path(lab).resolve()) for lab in labels]
+    if cases is None and all(paths):
+        cases = [case_name(Path(p)) for p in paths]
     if covariance_type not in ("full", "diag", "tied"):
         raise TumorsweepError(f"covariance type {covariance_type!r}: expected full, diag or tied")
     centres = np.concatenate(
@@ -216,4 +263,6 @@ def fit_location_model(
         covariances=covs.tolist(),
         covariance_type=covariance_type,
         n_tumors=len(centres),
+        fitted_on=None if cases is None else tuple(str(c) for c in cases),
+        fitted_on_labels=None if cases is None else tuple(paths),
     )

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 _WINDOW = (-21.0, 189.0)  # Hu et al.'s training window, in HU
 
@@ -27,7 +25,10 @@ def save_preview(image_hu: np.ndarray, label: np.ndarray, path: str | Path) -> P
         ("coronal", image_hu[:, centre[1], :], label[:, centre[1], :]),
         ("sagittal", image_hu[centre[0], :, :], label[centre[0], :, :]),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    # A Figure with its own Agg canvas: no pyplot, so the caller's backend is left alone.
+    fig = Figure(figsize=(12, 4.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
     for ax, (name, img, lab) in zip(axes, views, strict=True):
         ax.imshow(img.T, cmap="gray", vmin=_WINDOW[0], vmax=_WINDOW[1], origin="lower")
         if np.any(lab == 2):
@@ -36,6 +37,5 @@ def save_preview(image_hu: np.ndarray, label: np.ndarray, path: str | Path) -> P
         ax.axis("off")
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    fig.savefig(out, dpi=80, format="png")
     return out

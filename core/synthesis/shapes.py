@@ -1,31 +1,22 @@
 """Tumour blob shapes evaluated directly on a box: deformed ellipsoids (Hu) and noisy rotated
 ellipsoids (Zhang).
 
-Instead of drawing an ellipsoid in a 4r-wide array and warping it three times (one planar
-elastic pass per axis pair, as the original does), a voxel x belongs to the blob when
-round(x + d(x)) lies inside the ellipsoid, where d is one smooth 3-D displacement field
-interpolated from 3x3x3 random control vectors spread over that 4r-wide frame. Only the
-ellipsoid's box plus the largest displacement along each axis is evaluated, and large boxes are
-first scanned on every other voxel so that the exact test runs on the blob's own box.
+Hu et al. draw a solid ellipsoid in a 4r-wide frame and warp it three times with
+elasticdeform's `deform_random_grid` (3x3 control points, displacement std sigma, cubic
+B-spline interpolation of the displacement with mirror boundary, nearest-neighbour resampling,
+constant 0 outside the frame), on the planes (0, 1), (1, 2) and (0, 2). We run the same three
+passes on the same frame, but each pass only over the box where it can read a set voxel, as
+gathers of whole pixel columns (a planar pass moves every slice along its third axis alike).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-# Std factor of the single 3-D field relative to one planar pass: each axis is displaced by
-# two of the three planar passes, so its total displacement std is sqrt(2) sigma.
-PLANAR_EQUIVALENT_SCALE = float(np.sqrt(2.0))
 _CONTROL_POINTS = 3
-_REACH_GRID = 17
-# |f''| <= 16 * 1.25^2 max|C| along an axis for the quadratic basis; between grid points
-# (spacing h = 1/16) a maximum can exceed the grid's by at most h^2 / 8 * |f''| ~ 0.012 max|C|.
-_BETWEEN_GRID = 0.02
-_COARSE_MIN_VOXELS = 48**3  # boxes from here on are first scanned on every other voxel
-_COARSE_THRESHOLD = 2.0  # relaxed squared radius for that scan (exactness is checked after)
-_COARSE_MARGIN = 3
 
 
 @dataclass(frozen=True)
@@ -37,9 +28,153 @@ class Blob:
     elastic_sigma: float
 
 
-def _quadratic_basis(t: np.ndarray) -> np.ndarray:
-    """Lagrange basis through control points at t = 0, 0.5, 1 (shape (len(t), 3))."""
-    return np.stack([2 * (t - 0.5) * (t - 1), -4 * t * (t - 1), 2 * t * (t - 0.5)], axis=1)
+_MIRROR = {-1: 1, 0: 0, 1: 1, 2: 2, 3: 1, 4: 0}  # B-spline coefficient index, mirrored onto 0..2
+
+
+@lru_cache(maxsize=512)
+def mirror_cubic_basis(n: int) -> np.ndarray:
+    """(n, 3) float64 matrix B: B @ d is the cubic B-spline through the 3 control values d
+    (mirror boundary), sampled at n voxels with control point k at voxel k (n - 1) / 2.
+
+    This is how elasticdeform interpolates a 3-point displacement grid: the B-spline
+    coefficients c solve (c[k-1] + 4 c[k] + c[k+1]) / 6 = d[k] with mirrored c[-1] = c[1],
+    c[3] = c[1], and the value at t in [0, 2] is sum_m c[mirror(m)] beta3(t - m).
+    """
+    t = 2.0 * np.arange(n) / max(n - 1, 1)
+    weights = np.zeros((n, 3))
+    for m, k in _MIRROR.items():
+        x = np.abs(t - m)
+        weights[:, k] += np.where(
+            x < 1, 2 / 3 - x**2 + x**3 / 2, np.where(x < 2, (2 - x) ** 3 / 6, 0.0)
+        )
+    prefilter = np.array([[4.0, 2.0, 0.0], [1.0, 4.0, 1.0], [0.0, 2.0, 4.0]]) / 6
+    out = weights @ np.linalg.inv(prefilter)
+    out.flags.writeable = False
+    return out
+
+
+def _plane_sources(
+    frame: tuple[int, ...], plane: tuple[int, int], sigma: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One planar pass of elasticdeform's `deform_random_grid(points=3, order=0)` over the
+    frame: for each output pixel of the plane, the nearest source pixel (round half up) and
+    whether the displaced position lies inside the frame (else the constant 0 is read)."""
+    control = rng.normal(0.0, sigma, size=(2, _CONTROL_POINTS, _CONTROL_POINTS))
+    a, b = plane
+    pos = mirror_cubic_basis(frame[a]) @ control @ mirror_cubic_basis(frame[b]).T  # (2, na, nb)
+    pos[0] += np.arange(frame[a], dtype=np.float64)[:, None]
+    pos[1] += np.arange(frame[b], dtype=np.float64)[None, :]
+    top = np.array([frame[a] - 1, frame[b] - 1], dtype=np.float64)[:, None, None]
+    valid = ((pos >= 0) & (pos <= top)).all(axis=0)
+    pos += 0.5
+    sources = np.floor(pos, out=pos).astype(np.int64)
+    return sources[0], sources[1], valid
+
+
+def _span(mask: np.ndarray, axis: int) -> tuple[int, int]:
+    """[first, last + 1) of the indices along `axis` where a 2-D mask has a set pixel."""
+    seen = np.flatnonzero(mask.any(axis=1 - axis))
+    return int(seen[0]), int(seen[-1]) + 1
+
+
+def _pass_table(
+    sources: tuple[np.ndarray, np.ndarray, np.ndarray],
+    lo: tuple[int, int],
+    support: np.ndarray,
+) -> tuple[tuple[int, int], tuple[int, int], np.ndarray] | None:
+    """Where a planar pass reads a set pixel of the previous mask (`support`: its projection
+    on the plane, starting at `lo`): the output's span on each plane axis and, over those
+    spans, the flat source index into the previous mask's plane (its size where nothing is
+    read, an index that points at an appended zero)."""
+    src_a, src_b, valid = sources
+    n_a, n_b = support.shape
+    rel_a, rel_b = src_a - lo[0], src_b - lo[1]
+    inside = valid & (rel_a >= 0) & (rel_a < n_a) & (rel_b >= 0) & (rel_b < n_b)
+    flat = np.where(inside, rel_a * n_b + rel_b, n_a * n_b)
+    hits = inside & np.append(support.ravel(), False)[flat]
+    if not hits.any():
+        return None
+    span_a, span_b = _span(hits, 0), _span(hits, 1)
+    table = np.where(hits, flat, n_a * n_b)[span_a[0] : span_a[1], span_b[0] : span_b[1]]
+    return span_a, span_b, table
+
+
+@lru_cache(maxsize=256)
+def _ellipsoid_squares(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame voxel along one axis (4r of them), the squared normalised coordinate that the
+    original's ellipsoid test sums, with its float values (k * (2 / 2r) - 1 for the voxels
+    r..3r of its box, inf outside), so that voxels exactly on the surface fall as there; with
+    its distinct finite values (sorted) and each voxel's rank among them (int16 max outside)."""
+    out = np.full(4 * r, np.inf)
+    out[r : 3 * r + 1] = np.square(np.arange(2 * r + 1, dtype=np.float64) * (2.0 / (2 * r)) - 1.0)
+    levels = np.unique(out[np.isfinite(out)])
+    rank = np.searchsorted(levels, out).astype(np.int16)
+    rank[~np.isfinite(out)] = np.iinfo(np.int16).max
+    for array in (out, levels, rank):
+        array.flags.writeable = False
+    return out, levels, rank
+
+
+def _at(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """values[index], inf where index is outside values."""
+    inside = (index >= 0) & (index < len(values))
+    return np.where(inside, values[np.clip(index, 0, len(values) - 1)], np.inf)
+
+
+def _planar_deformed_ellipsoid(
+    blob: Blob, rng: np.random.Generator
+) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """The public recipe on the blob's own 4r frame: the ellipsoid, then three planar passes
+    (0, 1), (1, 2), (0, 2); each pass is evaluated only where it can read a set voxel.
+    Returns (frame offset of the mask, mask) or None when nothing is left."""
+    r = blob.semi_axes
+    frame = tuple(4 * a for a in r)
+    sigma = blob.elastic_sigma
+    sq = [_ellipsoid_squares(a)[0] for a in r]
+    _, levels, rank = _ellipsoid_squares(r[2])
+    # Pass 1 (plane 0, 1) reads the ellipsoid itself: a voxel is set when
+    # (sq0[x'] + sq1[y']) + sq2[z] < 1 for its source pixel (x', y'). Along z that holds for
+    # the sq2 values below a per-column rank (sq2 is V-shaped), so the pass is one compare.
+    src0, src1, valid = _plane_sources(frame, (0, 1), sigma, rng)
+    q = np.where(valid, _at(sq[0], src0) + _at(sq[1], src1), np.inf)
+    count = np.searchsorted(levels, 1.0 - q)  # levels below 1 - q, then made exact
+    for _ in range(2):
+        count += (count < len(levels)) & (q + levels[np.minimum(count, len(levels) - 1)] < 1)
+        count -= (count > 0) & ~(q + levels[np.maximum(count - 1, 0)] < 1)
+    count[~np.isfinite(q)] = 0
+    if not count.any():
+        return None
+    (a0, b0), (a1, b1) = _span(count > 0, 0), _span(count > 0, 1)
+    seen = np.flatnonzero(rank < count.max())
+    a2, b2 = int(seen[0]), int(seen[-1]) + 1
+    n0, n1, n2 = b0 - a0, b1 - a1, b2 - a2
+    mask = np.zeros((n0, n1 * n2 + 1), dtype=bool)  # a zero column for reads that miss
+    np.less(
+        rank[a2:b2],
+        count[a0:b0, a1:b1, None].astype(np.int16),
+        out=mask[:, :-1].reshape(n0, n1, n2),
+    )
+    lo, shape = [a0, a1, a2], [n0, n1, n2]
+    # Pass 2 (plane 1, 2): the same gather of (y, z) pixels for every x.
+    support = mask[:, :-1].reshape(shape).any(axis=0)
+    found = _pass_table(_plane_sources(frame, (1, 2), sigma, rng), (lo[1], lo[2]), support)
+    if found is None:
+        return None
+    (a1, b1), (a2, b2), table = found
+    out = np.take(mask, table.ravel(), axis=1)  # (n0, m1 * m2)
+    lo[1], lo[2], shape[1], shape[2] = a1, a2, b1 - a1, b2 - a2
+    mask = out.reshape(shape)
+    # Pass 3 (plane 0, 2): the same gather of (x, z) pixels for every y, on a (y, x, z) copy.
+    support = mask.any(axis=1)
+    found = _pass_table(_plane_sources(frame, (0, 2), sigma, rng), (lo[0], lo[2]), support)
+    if found is None:
+        return None
+    (a0, b0), (a2, b2), table = found
+    n0, n1, n2 = shape
+    by_y = np.zeros((n1, n0 * n2 + 1), dtype=bool)
+    by_y[:, :-1].reshape(n1, n0, n2)[...] = mask.transpose(1, 0, 2)
+    out = np.take(by_y, table.ravel(), axis=1).reshape(n1, b0 - a0, b2 - a2)
+    return (a0, lo[1], a2), out.transpose(1, 0, 2)
 
 
 def _clip_box(
@@ -53,82 +188,57 @@ def _clip_box(
 def deformed_ellipsoid(
     blob: Blob, shape: tuple[int, ...], rng: np.random.Generator
 ) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
-    """Mask of a deformed ellipsoid clipped to a volume of `shape`: (lo, hi, mask of [lo, hi))."""
-    control = rng.normal(
-        0.0,
-        blob.elastic_sigma * PLANAR_EQUIVALENT_SCALE,
-        size=(3, _CONTROL_POINTS, _CONTROL_POINTS, _CONTROL_POINTS),
-    ).astype(np.float32)
-    # Per axis, the blob reaches r + max|d_a| from its centre: max|d_a| on a 17^3 grid of the
-    # frame, plus a bound on what the tri-quadratic can add between grid points, plus rounding.
-    grid = _quadratic_basis(np.linspace(0.0, 1.0, _REACH_GRID, dtype=np.float32))
-    half = []
-    for axis, r in enumerate(blob.semi_axes):
-        coeff = control[axis]
-        values = grid @ np.matmul(grid, coeff @ grid.T).reshape(_CONTROL_POINTS, -1)
-        peak = float(np.abs(values).max())
-        reach = int(np.ceil(peak + _BETWEEN_GRID * float(np.abs(coeff).max()))) + 1
-        half.append(int(min(r + reach, 2 * r)))
-    lo, hi = _clip_box(blob.centre, half, shape)
+    """Mask of a deformed ellipsoid clipped to a volume of `shape`: (lo, hi, mask of [lo, hi)).
+
+    The frame's voxel f lies at centre - 2 r + f, as where the original pastes its 4r array."""
+    found = _planar_deformed_ellipsoid(blob, rng)
+    if found is None:
+        return tuple(blob.centre), tuple(blob.centre), np.zeros((0, 0, 0), dtype=bool)
+    offset, mask = found
+    start = [c - 2 * r + o for c, r, o in zip(blob.centre, blob.semi_axes, offset, strict=True)]
+    lo = tuple(max(0, s) for s in start)
+    hi = tuple(min(n, s + m) for s, m, n in zip(start, mask.shape, shape, strict=True))
     if any(a >= b for a, b in zip(lo, hi, strict=True)):
-        return lo, hi, np.zeros([max(0, b - a) for a, b in zip(lo, hi, strict=True)], bool)
-    # The quadratic basis reproduces linear functions, so adding each control point's own
-    # frame coordinate minus 2r to the displacement gives x + d(x) - 2r in one contraction.
-    nodes = np.array([0.0, 0.5, 1.0], dtype=np.float32)
-    coeffs = []
-    for axis, r in enumerate(blob.semi_axes):
-        offset = nodes * np.float32(max(4 * r - 1, 1)) - np.float32(2 * r)
-        coeffs.append(control[axis] + offset.reshape([-1 if i == axis else 1 for i in range(3)]))
-    if np.prod(np.subtract(hi, lo)) >= _COARSE_MIN_VOXELS:
-        # Large boxes are mostly empty: locate the blob on every other voxel with a relaxed
-        # threshold, evaluate exactly on its box plus a margin, and keep that result only if
-        # the blob does not touch a face of the reduced box that lies inside the full one.
-        coarse = _normalised_radius2(blob, coeffs, lo, hi, 2) < _COARSE_THRESHOLD
-        if coarse.any():
-            sub_lo, sub_hi = [], []
-            for axis in range(3):
-                seen = np.flatnonzero(coarse.any(axis=tuple(a for a in range(3) if a != axis)))
-                sub_lo.append(max(lo[axis], lo[axis] + 2 * int(seen[0]) - _COARSE_MARGIN))
-                sub_hi.append(min(hi[axis], lo[axis] + 2 * int(seen[-1]) + 1 + _COARSE_MARGIN))
-            mask = _normalised_radius2(blob, coeffs, sub_lo, sub_hi, 1) < 1
-            if not _touches_inner_face(mask, sub_lo, sub_hi, lo, hi):
-                return tuple(sub_lo), tuple(sub_hi), mask
-    return lo, hi, _normalised_radius2(blob, coeffs, lo, hi, 1) < 1
+        return lo, lo, np.zeros((0, 0, 0), dtype=bool)
+    return lo, hi, mask[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))]
 
 
-def _touches_inner_face(mask, sub_lo, sub_hi, lo, hi) -> bool:
-    """Whether `mask` (on [sub_lo, sub_hi)) is set on a face that is not a face of [lo, hi)."""
-    for axis in range(3):
-        for index, inner in ((0, sub_lo[axis] > lo[axis]), (-1, sub_hi[axis] < hi[axis])):
-            if inner and np.take(mask, index, axis=axis).any():
-                return True
-    return False
+# Perlin's improved-noise gradients: the 12 edge midpoints of a cube.
+_GRADIENTS = np.array(
+    [[1, 1, 0], [-1, 1, 0], [1, -1, 0], [-1, -1, 0], [1, 0, 1], [-1, 0, 1],
+     [1, 0, -1], [-1, 0, -1], [0, 1, 1], [0, -1, 1], [0, 1, -1], [0, -1, -1]],
+    dtype=np.float64,
+)  # fmt: skip
+_NOISE_BOUND = 1.1  # |improved gradient noise| stays below ~1.04 in 3-D
 
 
-def _normalised_radius2(blob: Blob, coeffs: list[np.ndarray], lo, hi, stride: int) -> np.ndarray:
-    """sum_a (rint(x_a + d_a(x) - 2 r_a) / r_a)^2 on voxels lo + stride * k inside [lo, hi)."""
-    # Coordinates in the blob's 4r-wide frame (centre at 2r), normalised to [0, 1] per axis.
-    bases = [
-        _quadratic_basis(
-            (np.arange(a, b, stride, dtype=np.float32) - (c - 2 * r))
-            / np.float32(max(4 * r - 1, 1))
-        )
-        for a, b, c, r in zip(lo, hi, blob.centre, blob.semi_axes, strict=True)
-    ]
-    sizes = [len(b) for b in bases]
-    total = np.empty(sizes, dtype=np.float32)
-    shift = np.empty(sizes, dtype=np.float32)
-    for axis in range(3):
-        # d(x, y, z) = sum_ijk Bx[x,i] By[y,j] Bz[z,k] C[i,j,k]: contract z, then y, then x.
-        yz = np.matmul(bases[1], coeffs[axis] @ bases[2].T)  # (3, ny, nz)
-        out = total if axis == 0 else shift
-        np.matmul(bases[0], yz.reshape(_CONTROL_POINTS, -1), out=out.reshape(sizes[0], -1))
-        np.rint(out, out=out)
-        out *= np.float32(1.0 / blob.semi_axes[axis])
-        np.square(out, out=out)
-        if axis:
-            total += shift
-    return total
+class GradientNoise:
+    """Perlin's improved 3-D gradient noise (the family simplex noise belongs to): a smooth
+    random field, zero on the integer lattice, |value| < 1.1, features about one cell wide;
+    the lattice's gradients are a permutation drawn from `rng`, so the field is seeded."""
+
+    def __init__(self, rng: np.random.Generator):
+        self._perm = np.tile(rng.permutation(256), 2)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Noise values at `points` (..., 3)."""
+        cell = np.floor(points)
+        frac = points - cell
+        cell = cell.astype(np.int64) & 255
+        fade = frac * frac * frac * (frac * (frac * 6 - 15) + 10)
+        total = np.zeros(points.shape[:-1])
+        perm = self._perm
+        for corner in np.ndindex(2, 2, 2):
+            hashed = perm[perm[perm[cell[..., 0] + corner[0]] + cell[..., 1] + corner[1]]
+                          + cell[..., 2] + corner[2]]  # fmt: skip
+            gradient = _GRADIENTS[hashed % 12]
+            weight = np.ones(points.shape[:-1])
+            dot = np.zeros(points.shape[:-1])
+            for axis, c in enumerate(corner):
+                weight *= fade[..., axis] if c else 1 - fade[..., axis]
+                dot += gradient[..., axis] * (frac[..., axis] - c)
+            total += weight * dot
+        return total
 
 
 def rotated_noisy_ellipsoid(
@@ -137,28 +247,33 @@ def rotated_noisy_ellipsoid(
     surface_noise: float,
     shape: tuple[int, ...],
     rng: np.random.Generator,
+    frequency: float = 2.0,
 ) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
-    """Zhang-style blob: a sphere whose radius is perturbed by smooth noise over directions,
-    scaled to an ellipsoid and randomly rotated; returns (lo, hi, mask of [lo, hi))."""
+    """Zhang-style blob: a unit sphere whose radius along each direction u is displaced by
+    gradient noise, 1 + a n(frequency u + offset) with a set so the displacement's std over
+    directions is `surface_noise`, scaled to the ellipsoid's semi-axes and randomly rotated;
+    returns (lo, hi, mask of [lo, hi)). The noise is evaluated only in the shell it can
+    move the surface through."""
     rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-    # Smooth noise on the sphere: a few random plane waves of the direction vector (a cheap
-    # stand-in for simplex noise), normalised to unit variance.
-    n_waves = 8
-    freqs = rng.normal(0.0, 2.0, size=(n_waves, 3))
-    phases = rng.uniform(0, 2 * np.pi, size=n_waves)
-    reach = max(semi_axes) * (1 + 3 * surface_noise) + 1
+    noise, offset = GradientNoise(rng), rng.uniform(0, 256, size=3)
+    probe = rng.standard_normal((512, 3))
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    spread = float(noise(probe * frequency + offset).std())
+    amp = surface_noise / spread if spread > 0 and surface_noise > 0 else 0.0
+    reach = max(semi_axes) * (1 + amp * _NOISE_BOUND) + 1
     lo, hi = _clip_box(centre, (int(np.ceil(reach)),) * 3, shape)
     grids = np.meshgrid(
-        *[np.arange(a, b, dtype=np.float32) - c for a, b, c in zip(lo, hi, centre, strict=True)],
+        *[np.arange(a, b, dtype=np.float64) - c for a, b, c in zip(lo, hi, centre, strict=True)],
         indexing="ij",
-        sparse=True,
     )
-    local = [sum(rotation[k, axis] * grids[k] for k in range(3)) for axis in range(3)]
-    scaled = [lc / np.float32(r) for lc, r in zip(local, semi_axes, strict=True)]
-    norm = np.sqrt(sum(s * s for s in scaled)) + np.float32(1e-6)
-    waves = sum(
-        np.cos(sum(freqs[w, axis] * scaled[axis] / norm for axis in range(3)) + phases[w])
-        for w in range(n_waves)
-    )
-    radius = 1 + surface_noise * waves * np.float32(np.sqrt(2.0 / n_waves))
-    return lo, hi, norm <= radius
+    scaled = np.stack(
+        [sum(rotation[k, axis] * grids[k] for k in range(3)) / r for axis, r in
+         enumerate(semi_axes)], axis=-1,
+    )  # fmt: skip
+    norm = np.linalg.norm(scaled, axis=-1)
+    mask = norm <= 1 - amp * _NOISE_BOUND
+    shell = np.nonzero(~mask & (norm <= 1 + amp * _NOISE_BOUND))
+    if len(shell[0]):
+        direction = scaled[shell] / np.maximum(norm[shell], 1e-9)[:, None]
+        mask[shell] = norm[shell] <= 1 + amp * noise(direction * frequency + offset)
+    return lo, hi, mask

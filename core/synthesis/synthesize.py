@@ -1,13 +1,16 @@
 """One synthesis event on a CT in HU: draw blobs, place them, union with the liver, texture
 and blend (Hu et al. 2023, or the Zhang et al. variant). Pure: new arrays out, rng in.
 
-All work happens inside the liver's bounding box (shrunk by one voxel per side, as in Hu) and,
-for texture and blending, only on the blobs' own boxes widened by the edge-blur support.
+All work happens inside the liver's bounding box (shrunk as Hu slices it: one voxel at the low
+end of each axis, two at the high end) and, for texture and blending, only on the blobs' own
+boxes widened by the edge-blur support. `synthesize_tumors` copies the two volumes once
+(keeping their memory layout); `synthesize_tumors_inplace` copies nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -16,14 +19,16 @@ from core.errors import TumorsweepError
 from core.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
 from core.synthesis.location import LocationModel, uniform_centre
 from core.synthesis.shapes import Blob, deformed_ellipsoid, rotated_noisy_ellipsoid
-from core.synthesis.texture import contract, draw_hu_texture, gaussian_matrix
+from core.synthesis.texture import contract, draw_hu_texture, gaussian_kernel, gaussian_matrix
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
 _MIN_LIVER_VOXELS = 100
 # Two regions merge when their union costs at most this many voxels more than the pair: about
 # the per-region fixed cost (matrices, calls) of small regions.
 _MERGE_SLACK = 40_000
-_BLUR_TRUNCATE = 3.0  # edge blur support in sigmas (the kernel mass beyond is 0.3%)
+# Edge blur support in sigmas (Hu: scipy's default 4; the normalised kernel's mass beyond 3
+# sigma is 0.3% per axis, so the drop differs by < 0.5 HU, and regions are smaller).
+_BLUR_TRUNCATE = 3.0
 
 
 def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
@@ -32,12 +37,11 @@ def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
             f"image dtype {getattr(image, 'dtype', type(image))}: expected a float array in HU"
         )
     if not isinstance(label, np.ndarray) or not (
-        np.issubdtype(label.dtype, np.integer)
-        or np.issubdtype(label.dtype, np.floating)
-        or label.dtype == bool
+        np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.floating)
     ):
         raise TumorsweepError(
-            f"label dtype {getattr(label, 'dtype', type(label))}: expected integer labels 0/1/2"
+            f"label dtype {getattr(label, 'dtype', type(label))}: expected integer or float "
+            "labels 0/1/2 (tumours are written as 2)"
         )
     if image.ndim != 3 or image.shape != label.shape:
         raise TumorsweepError(
@@ -45,46 +49,119 @@ def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
         )
 
 
-def _words(label: np.ndarray) -> np.ndarray | None:
-    """The label as (n0, n1 * row) 64-bit words when it is a C-contiguous integer array with
-    8-byte rows (OR-ing words keeps every byte's non-zero-ness), else None."""
-    if label.dtype.kind not in "biu" or not label.flags.c_contiguous:
-        return None
-    if (label.shape[2] * label.dtype.itemsize) % 8:
-        return None
-    return label.view(np.uint64).reshape(label.shape[0], -1)
+@dataclass(frozen=True)
+class LabelScan:
+    """What one read of a label gives: the liver box (Hu: the bounding box of label > 0 shrunk
+    as the original slices it, [first + 1, last - 1) per axis), whether any voxel is tumour
+    (2), the first and last axial slice of the box with liver, and a lower bound on the
+    box's liver voxels."""
+
+    lo: tuple[int, int, int]
+    hi: tuple[int, int, int]
+    has_tumour: bool
+    z_range: tuple[int, int]
+    liver_lower_bound: int
 
 
-def _liver_box(label: np.ndarray) -> Box:
-    """Bounding box of label > 0 shrunk by one voxel per side, reading the label about once:
-    the empty end slabs, then a vectorised OR projection of the slabs between them."""
-    words = _words(label)
-    if words is None:
-        nonzero = label != 0
-        yz, x_any = nonzero.any(axis=0), nonzero.reshape(label.shape[0], -1).any(axis=1)
-    else:
-        # first and last non-empty x-slabs, scanning 8 slabs at a time from each end (reads
-        # only the empty slabs), then the (y, z) projection of the slabs in between
-        n0 = words.shape[0]
-        x_any = np.zeros(n0, dtype=bool)
-        for start in range(0, n0, 8):
-            x_any[start : start + 8] = words[start : start + 8].any(axis=1)
-            if x_any[start : start + 8].any():
-                break
-        first = int(np.argmax(x_any)) if x_any.any() else n0
-        for stop in range(n0, first, -8):
-            x_any[max(first, stop - 8) : stop] = words[max(first, stop - 8) : stop].any(axis=1)
-            if x_any[max(first, stop - 8) : stop].any():
-                break
-        last = n0 - int(np.argmax(x_any[::-1]))
-        inner = words[first:last] if first < last else words[:0]
-        yz = np.bitwise_or.reduce(inner, axis=0).view(label.dtype).reshape(label.shape[1:]) != 0
-    if not yz.any():
+def _unsigned(array: np.ndarray) -> np.ndarray:
+    """The array's bits as unsigned integers of its width: for non-negative floats and ints the
+    order is the numeric one, while negative values, -0.0 and NaN become larger than 2."""
+    return array.view(f"u{array.dtype.itemsize}") if array.dtype != bool else array.view(np.uint8)
+
+
+def _first_nonempty(rows: np.ndarray, reverse: bool) -> int | None:
+    """Index of the first (or last) non-zero row (sub-array along axis 0) of an array, reading
+    8 rows at a time from that end; None if every row is zero."""
+    n = rows.shape[0]
+    for start in range(n - 8, -8, -8) if reverse else range(0, n, 8):
+        a, b = max(start, 0), min(start + 8, n)
+        hit = np.flatnonzero(rows[a:b].any(axis=tuple(range(1, rows.ndim))))
+        if hit.size:
+            return a + int(hit[-1] if reverse else hit[0])
+    return None
+
+
+def _bad_values(label: np.ndarray) -> str | None:
+    """Why a label is not made of 0, 1 and 2 (NaN, negative or larger values), or None."""
+    if label.dtype.kind == "f" and np.isnan(label).any():
+        return "label has NaN voxels"
+    if label.dtype.kind in "if" and float(label.min()) < 0:
+        return f"label has negative values (min {float(label.min())})"
+    if float(label.max()) > 2:
+        return f"label values must be 0, 1 or 2 (found {float(label.max())})"
+    return None
+
+
+def _span(nonzero: np.ndarray) -> tuple[int, int] | None:
+    seen = np.flatnonzero(nonzero)
+    return (int(seen[0]), int(seen[-1]) + 1) if seen.size else None
+
+
+def scan_label(label: np.ndarray) -> LabelScan:
+    """Check the label's values (no NaN, none negative, none above 2) and find the liver box
+    reading it about once: the empty end slabs along its slowest axis, then one max
+    projection of the slabs between. Works on C, Fortran and flipped layouts alike."""
+    flips = [s < 0 for s in label.strides]
+    view = label[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+    order = [int(a) for a in np.argsort([-s for s in view.strides], kind="stable")]
+    view = view.transpose(order)
+    if not view.flags.c_contiguous:
+        view, order, flips = np.ascontiguousarray(label), [0, 1, 2], [False] * 3
+    bits = _unsigned(view)
+    rows = bits.reshape(bits.shape[0], -1)
+    if rows.shape[1] * rows.itemsize % 8 == 0:
+        rows = rows.view(np.uint64)  # OR-ing words keeps each element's non-zero-ness
+    first = _first_nonempty(rows, reverse=False)
+    if first is None:
         raise TumorsweepError("label has no liver (no voxel > 0): cannot place tumours")
-    xs, ys, zs = np.flatnonzero(x_any), np.flatnonzero(yz.any(axis=1)), np.flatnonzero(yz.any(0))
-    lo = (int(xs[0]) + 1, int(ys[0]) + 1, int(zs[0]) + 1)
-    hi = (int(xs[-1]), int(ys[-1]), int(zs[-1]))
-    return lo, hi
+    last = _first_nonempty(rows[first:], reverse=True) + first
+    # The box's slabs along the view's axis 0: [first + 1, last - 1) in the caller's order.
+    box0 = (first + 2, last) if flips[order[0]] else (first + 1, last - 1)
+    # bit patterns of 1 and 2 (a boolean label holds no 2: its bytes are 0 or 1)
+    one = _unsigned(np.array(1, dtype=label.dtype))[()]
+    two = np.uint8(2) if label.dtype == bool else _unsigned(np.array(2, dtype=label.dtype))[()]
+    inside = bits[box0[0] : max(box0)]
+    outside = bits[[i for i in range(first, last + 1) if not box0[0] <= i < box0[1]]]
+    in_box = np.maximum.reduce(inside, axis=0) if len(inside) else None
+    projection = np.maximum.reduce(outside, axis=0)
+    if in_box is not None:
+        np.maximum(projection, in_box, out=projection)
+    if projection.max() > two:
+        problem = _bad_values(label)
+        if problem:
+            raise TumorsweepError(problem)
+        return scan_label(label + 0)  # valid values, other bit patterns (-0.0 + 0 is 0.0)
+    spans = [(first, last + 1), _span(projection.any(axis=1)), _span(projection.any(axis=0))]
+    lo, hi = [0, 0, 0], [0, 0, 0]
+    for (start, stop), axis in zip(spans, order, strict=True):
+        if flips[axis]:
+            start, stop = label.shape[axis] - stop, label.shape[axis] - start
+        lo[axis], hi[axis] = start + 1, stop - 2
+    # view coordinates of the box on the projection's two axes
+    window = []
+    for k in (1, 2):
+        a, b = lo[order[k]], hi[order[k]]
+        if flips[order[k]]:
+            a, b = label.shape[order[k]] - b, label.shape[order[k]] - a
+        window.append(slice(a, max(a, b)))
+    box_top = in_box[tuple(window)] >= one if in_box is not None else np.zeros((0, 0), bool)
+    bound = int(np.count_nonzero(box_top))
+    if 2 in order[1:]:
+        # z is a projection axis: the box's z-levels are where its projection has liver
+        k = order.index(2) - 1
+        levels = _span(box_top.any(axis=1 - k)) or (0, 0)
+        z0, z1 = levels[0], levels[1] - 1
+        if flips[2]:
+            n = hi[2] - lo[2]
+            z0, z1 = n - 1 - z1, n - 1 - z0
+    else:
+        # z is the slab axis (Fortran order): read the box's z-slabs from each end
+        z_slabs = inside[(slice(None), *window)]
+        z0, z1 = _first_nonempty(z_slabs, False) or 0, _first_nonempty(z_slabs, True) or 0
+        if flips[2]:
+            n = hi[2] - lo[2]
+            z0, z1 = n - 1 - z1, n - 1 - z0
+    return LabelScan(tuple(lo), tuple(hi), bool(projection.max() == two), (z0, z1), bound)
 
 
 def _draw_blobs(
@@ -164,16 +241,46 @@ def _regions(boxes: list[Box], margin: int, shape: tuple[int, ...]) -> list[Box]
     return grown
 
 
-def _blurred(mask: np.ndarray, region: Box, sigma: float, radius: int) -> np.ndarray:
-    """Gaussian blur of `mask` (zero outside it) on `region`, reading `radius` voxels around it,
-    as three small matrix products (float32)."""
+def _blur_matrix(out: tuple[int, int], src: tuple[int, int], n: int, sigma: float) -> np.ndarray:
+    """One axis of the edge blur from voxels [src) to voxels [out) of a box of n voxels, with
+    scipy's reflecting border at the box's faces (as the original blurs its liver box)."""
+    # the edge blur's sigma is drawn per event: its matrices are not worth keeping
+    matrix = gaussian_matrix(np.arange(*out), np.arange(*src), sigma, _BLUR_TRUNCATE, cached=False)
+    kernel = gaussian_kernel(float(sigma), _BLUR_TRUNCATE)
+    radius = len(kernel) // 2
+    if out[0] - radius >= 0 and out[1] + radius <= n:
+        return matrix
+    taps = np.arange(out[0], out[1])[:, None] + np.arange(-radius, radius + 1)[None, :]
+    folded = np.where(taps < 0, -taps - 1, np.where(taps >= n, 2 * n - 1 - taps, -1))
+    rows, cols = np.nonzero((folded >= src[0]) & (folded < src[1]))  # reads within [src)
+    np.add.at(matrix, (rows, folded[rows, cols] - src[0]), kernel[cols])
+    return matrix
+
+
+def _blurred(
+    mask: np.ndarray, region: Box, sigma: float, radius: int, boxes: list[Box]
+) -> np.ndarray:
+    """Gaussian blur of `mask` (the liver box's tumour mask, reflected at the box's faces) on
+    `region`, as three small matrix products (float32). It reads the mask within `radius` of
+    the region, and there only the bounding box of the blob `boxes` it meets (zero beyond)."""
     lo, hi = region
-    ext_lo = tuple(max(0, a - radius) for a in lo)
-    ext_hi = tuple(min(n, b + radius) for b, n in zip(hi, mask.shape, strict=True))
+    ext_lo = [max(0, a - radius) for a in lo]
+    ext_hi = [min(n, b + radius) for b, n in zip(hi, mask.shape, strict=True)]
+    # the blobs whose tight box meets the window (reflected taps land inside it too)
+    meets = [
+        b for b in boxes if all(b0 < e1 and b1 > e0 for b0, b1, e0, e1 in
+                                zip(b[0], b[1], ext_lo, ext_hi, strict=True))
+    ]  # fmt: skip
+    if meets:
+        for axis in range(3):
+            ext_lo[axis] = max(ext_lo[axis], min(b[0][axis] for b in meets))
+            ext_hi[axis] = min(ext_hi[axis], max(b[1][axis] for b in meets))
+    if not meets or any(a >= b for a, b in zip(ext_lo, ext_hi, strict=True)):
+        return np.zeros(tuple(b - a for a, b in zip(lo, hi, strict=True)), dtype=np.float32)
     ext = mask[tuple(slice(a, b) for a, b in zip(ext_lo, ext_hi, strict=True))]
     matrices = [
-        gaussian_matrix(np.arange(a, b), np.arange(c, d), sigma, _BLUR_TRUNCATE)
-        for a, b, c, d in zip(lo, hi, ext_lo, ext_hi, strict=True)
+        _blur_matrix((a, b), (c, d), n, sigma)
+        for a, b, c, d, n in zip(lo, hi, ext_lo, ext_hi, mask.shape, strict=True)
     ]
     return contract(ext.astype(np.float32), matrices)
 
@@ -191,7 +298,7 @@ def synthesize_tumors(
     only inside the liver. Blobs reaching beyond the liver are clipped by it.
     """
     _check_inputs(image_hu, label)
-    new_image, new_label = image_hu.copy(), label.copy()
+    new_image, new_label = image_hu.copy(order="K"), label.copy(order="K")
     synthesize_tumors_inplace(new_image, new_label, config, rng, location_model)
     return new_image, new_label
 
@@ -202,74 +309,80 @@ def synthesize_tumors_inplace(
     config: SynthesisConfig,
     rng: np.random.Generator,
     location_model: LocationModel | None = None,
+    healthy_only: bool = False,
 ) -> int:
-    """`synthesize_tumors` writing into the given arrays (saves two volume copies when the
-    caller owns them, e.g. a data-loader sample); returns the number of tumour voxels added."""
+    """`synthesize_tumors` writing into the given arrays (no volume copies, for callers that
+    own them, e.g. a data-loader sample); returns the number of tumour voxels added.
+
+    `healthy_only`: leave a label that already has tumour voxels (2) unchanged and return 0
+    (Hu's rule for training samples), found in the same read of the label as its liver box.
+    """
     _check_inputs(image_hu, label)
     if config.location == "gmm" and location_model is None:
         raise TumorsweepError("synthesis.location is 'gmm' but no location model was given")
-    lo, hi = _liver_box(label)
+    scan = scan_label(label)
+    if healthy_only and scan.has_tumour:
+        return 0
+    lo, hi = scan.lo, scan.hi
     if any(b - a < 3 for a, b in zip(lo, hi, strict=True)):
         raise TumorsweepError(
-            f"liver bounding box {np.subtract(hi, lo) + 2} is too small for tumours"
+            f"liver bounding box {np.subtract(hi, lo) + 3} is too small for tumours"
         )
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     label_box = label[box]
-    # One vectorised pass: the max projection along x gives the label maximum, the liver's
-    # z-levels and a lower bound on its voxel count (the full count only when that is short).
-    top = label_box.max(axis=0)
-    bad_values = float(top.max()) > 2
-    if np.issubdtype(label.dtype, np.signedinteger) or np.issubdtype(label.dtype, np.floating):
-        bad_values = bad_values or float(label.min()) < 0
-    if np.issubdtype(label.dtype, np.floating):
-        bad_values = bad_values or bool(np.any(label_box != np.rint(label_box)))
-    if bad_values:
-        raise TumorsweepError("label values must be 0 (background), 1 (liver) or 2 (tumour)")
-    if np.count_nonzero(top >= 1) < _MIN_LIVER_VOXELS:
+    if scan.liver_lower_bound < _MIN_LIVER_VOXELS:
         liver_voxels = np.count_nonzero(label_box >= 1)
         if liver_voxels < _MIN_LIVER_VOXELS:
             raise TumorsweepError(
                 f"liver has {liver_voxels} voxels inside its box; need >= {_MIN_LIVER_VOXELS}"
             )
-    z_levels = np.flatnonzero((top >= 1).any(axis=0))
+    z_range = scan.z_range
     slice_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    # Values are validated to be 0, 1 or 2, so the label box itself reads as the liver mask
+    # Values are checked to be 0, 1 or 2, so the label box itself reads as the liver mask
     # (non-zero = liver); a boolean copy of the box is made only where a caller needs one.
-    liver = label_box if label_box.dtype == bool else None
+    liver = None
     if config.location == "gmm" or config.style == "zhang":
         liver = label_box >= 1
 
     def place() -> tuple[int, int, int]:
         if config.location == "gmm":
-            return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_levels)
-        return uniform_centre(label_box if liver is None else liver, rng, z_levels, slice_cache)
+            return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_range)
+        return uniform_centre(label_box if liver is None else liver, rng, z_range, slice_cache)
 
     blobs = _draw_blobs(config, rng, place)
     shape = label_box.shape
     tumour = np.zeros(shape, dtype=bool)
     boxes: list[Box] = []
+    added = 0
     for blob in blobs:
         if config.style == "zhang":
             b_lo, b_hi, mask = rotated_noisy_ellipsoid(
-                blob.centre, blob.semi_axes, config.zhang.surface_noise, shape, rng
+                blob.centre,
+                blob.semi_axes,
+                config.zhang.surface_noise,
+                shape,
+                rng,
+                config.zhang.surface_frequency,
             )
         else:
             b_lo, b_hi, mask = deformed_ellipsoid(blob, shape, rng)
+        if not mask.any():
+            continue
+        # each blob on its own box: the union's box can span most of the liver's
+        sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
+        mask &= label_box[sl] >= 1
         if mask.any():
-            sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
-            mask &= label_box[sl] >= 1
             tumour[sl] |= mask
-            boxes.append(_tight_box(mask, b_lo) if mask.any() else None)
-    boxes = [b for b in boxes if b is not None]
+            added += int(np.count_nonzero(mask & (label_box[sl] != 2)))
+            np.copyto(label_box[sl], 2, where=mask)
+            boxes.append(_tight_box(mask, b_lo))
     if not boxes:
         return 0
-    union = tuple(slice(min(b[0][i] for b in boxes), max(b[1][i] for b in boxes)) for i in range(3))
-    np.copyto(label_box[union], 2, where=tumour[union])
     if config.style == "zhang":
         _blend_zhang(image_hu[box], liver, tumour, boxes, config, rng)
     else:
         _blend_hu(image_hu[box], label_box, tumour, boxes, config, rng)
-    return int(np.count_nonzero(tumour[union]))
+    return added
 
 
 def _blend_hu(
@@ -292,7 +405,7 @@ def _blend_hu(
     texture = draw_hu_texture(rng, union_lo, union_hi, tex)
     for k, region in enumerate(regions):
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-        weight = _blurred(tumour, region, edge_sigma, radius)
+        weight = _blurred(tumour, region, edge_sigma, radius, boxes)
         weight *= texture.sample(*region, scale=drop)
         _clear_overlaps(weight, region, regions[:k])
         view = image[sl]
@@ -306,6 +419,16 @@ def _clear_overlaps(values: np.ndarray, region: Box, done: list[Box]) -> None:
         b = [min(x, y) for x, y in zip(hi, region[1], strict=True)]
         if all(x < y for x, y in zip(a, b, strict=True)):
             values[tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))] = 0
+
+
+def _keep_done(values: np.ndarray, current: np.ndarray, region: Box, done: list[Box]) -> None:
+    """Where an earlier region already wrote (`done`), put back the `current` values."""
+    for lo, hi in done:
+        a = [max(x, y) for x, y in zip(lo, region[0], strict=True)]
+        b = [min(x, y) for x, y in zip(hi, region[1], strict=True)]
+        if all(x < y for x, y in zip(a, b, strict=True)):
+            sub = tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))
+            values[sub] = current[sub]
 
 
 def _blend_zhang(
@@ -328,10 +451,12 @@ def _blend_zhang(
     target = liver_mean / factor
     regions = _regions(boxes, radius, liver.shape)
     source = image.copy() if len(regions) > 1 else image  # regions may overlap
-    for region in regions:
+    for k, region in enumerate(regions):
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-        soft = _blurred(tumour, region, edge_sigma, radius) * liver[sl]
+        soft = _blurred(tumour, region, edge_sigma, radius, boxes) * liver[sl]
         scan = source[sl].astype(np.float32)
         texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
         weight = np.float32(alpha) * soft
-        image[sl] = (1 - weight) * scan + weight * texture
+        blended = (1 - weight) * scan + weight * texture
+        _keep_done(blended, image[sl], region, regions[:k])  # blend each voxel once
+        image[sl] = blended

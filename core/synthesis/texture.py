@@ -1,26 +1,29 @@
 """Hu et al. tumour texture generated per event over a box, without the start-up texture bank.
 
-The original builds ten 420x300x320 volumes at start-up (uniform noise smoothed with sigma_a,
-min-max normalised to p = s*A + b, Bernoulli-sampled, smoothed with sigma_b, rescaled so the
-mean above 0.12 is u0, clipped) and cuts a block per event. Every step is linear or nearly
-Gaussian, so the same field can be written as
+The original builds ten 420x300x320 volumes at start-up (uniform noise A smoothed with
+sigma_a, min-max normalised to p = s*A + b, Bernoulli-sampled, smoothed with sigma_b, rescaled
+so the mean above 0.12 is u0, clipped) and cuts a block per event. Every step is linear or
+nearly Gaussian, so the same field can be written as
 
     b2 = p_smooth + sqrt(p(1-p)) * |k_b| * Z_b,   p_smooth = mu + amp * Z_c
 
 where Z_c and Z_b are unit-variance Gaussian fields with the correlation of Gaussian-smoothed
-white noise (widths sqrt(sigma_a^2 + sigma_b^2) and sigma_b), `amp` follows from the min-max
-range of a bank (simulated cheaply on a coarse grid) and the rescale factor from the
-truncated-normal mean above 0.12. Smooth fields are drawn on a coarse grid and linearly
-interpolated, so cost scales with the voxels actually textured.
+white noise (widths sqrt(sigma_a^2 + sigma_b^2) and sigma_b), `mu` and `amp` follow from
+where A's mean lies in its min-max range and how many stds that range spans (the public
+bank's own values for its ten textures, else a bank simulated on a coarse grid) and the
+rescale factor from the truncated-normal mean above 0.12. Each event draws fresh noise and
+fresh s, b, u0 (the original draws them once per bank texture, at start-up, with seed 0).
+Smooth fields are drawn on a coarse grid and linearly interpolated, so cost scales with the
+voxels actually textured.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
 from scipy.ndimage import gaussian_filter
 
 from core.synthesis.config import TextureConfig
@@ -45,26 +48,91 @@ def _discrete_kernel_l2(sigma: float) -> float:
     return float(np.sum(k**2) ** 1.5)
 
 
+# The public code's bank (seeds 0, 420x300x320): per (sigma_a, sigma_b) texture, where the
+# mean of its smoothed noise A lies between A's min and max, (mean - min) / (max - min), and
+# that range in units of A's std over the bank, (max - min) / std. These fix how the min-max
+# normalisation scales each texture; measured by `benchmarks/public_code.py bank`.
+PUBLIC_BANK: dict[tuple[float, float], tuple[float, float]] = {
+    (3.0, 4.0): (0.5035, 14.014),
+    (3.0, 7.0): (0.4977, 14.380),
+    (6.0, 4.0): (0.5565, 13.207),
+    (6.0, 7.0): (0.5101, 11.745),
+    (9.0, 4.0): (0.4639, 12.328),
+    (9.0, 7.0): (0.4803, 10.855),
+    (12.0, 4.0): (0.5285, 12.510),
+    (12.0, 7.0): (0.4904, 11.208),
+    (15.0, 4.0): (0.4726, 10.006),
+    (15.0, 7.0): (0.5139, 10.595),
+}
+
+
 @lru_cache(maxsize=64)
-def bank_half_range(sigma: float, shape: tuple[int, int, int]) -> float:
-    """Half the min-max range, in interior-std units, of noise smoothed by `sigma` over a bank
-    of `shape` (what the original's min-max normalisation divides by).
+def simulated_bank_range(sigma: float, shape: tuple[int, int, int]) -> tuple[float, float]:
+    """(mean - min) / (max - min) and (max - min) / std of noise smoothed by `sigma` over one
+    bank of `shape`, for textures the public bank does not hold.
 
     Scipy's reflecting borders raise the variance near faces, edges and corners, so those
-    set the range (~6-7 std for the default bank, against ~5 in the interior). It is measured
-    on one simulated bank drawn on a grid of step sigma/1.5 (a fraction of a second, cached,
-    seeded by sigma so every worker agrees), just as the original draws one bank per sigma.
+    set the range. It is measured on one simulated bank drawn on a grid of step sigma/1.5 (a
+    fraction of a second, cached, seeded by sigma so every worker agrees), just as the
+    original draws one bank per texture.
     """
     step = max(1.0, sigma / 1.5)
-    coarse_sigma = sigma / step
     nodes = [max(2, int(round(n / step))) for n in shape]
     rng = np.random.default_rng(int(round(sigma * 1000)))
-    field = gaussian_filter(rng.standard_normal(nodes, dtype=np.float32), coarse_sigma)
-    return float((field.max() - field.min()) / 2 / _discrete_kernel_l2(coarse_sigma))
+    field = gaussian_filter(rng.standard_normal(nodes, dtype=np.float32), sigma / step)
+    low, high = float(field.min()), float(field.max())
+    return (float(field.mean()) - low) / (high - low), (high - low) / float(field.std())
+
+
+def bank_range(
+    sigma_a: float, sigma_b: float, shape: tuple[int, int, int] | None = None
+) -> tuple[float, float]:
+    """The public bank's normalisation constants for its textures, else a simulated bank's."""
+    shape = BANK_SHAPE if shape is None else tuple(shape)
+    if shape == BANK_SHAPE and (sigma_a, sigma_b) in PUBLIC_BANK:
+        return PUBLIC_BANK[(sigma_a, sigma_b)]
+    return simulated_bank_range(sigma_a, shape)
+
+
+@lru_cache(maxsize=64)
+def reflect_variance_gain(sigma: float, shape: tuple[int, int, int]) -> float:
+    """Mean over a bank of `shape` of the variance of white noise smoothed by `sigma` with
+    scipy's reflecting borders, relative to the interior: near a face the kernel folds onto
+    itself, so the bank's grain is noisier there (a few % of variance for sigma_b = 7).
+    Separable, and 1 away from the faces: only the positions within the radius are summed."""
+    kernel = gaussian_kernel(float(sigma), _TRUNCATE).astype(np.float64)
+    radius = len(kernel) // 2
+    interior = float(np.sum(kernel**2))
+    padded = np.concatenate([kernel, np.zeros(1)])  # index len(kernel): weight 0
+    gain = 1.0
+    for n in shape:
+        if n > 2 * radius:
+            # position x < radius from the low face reads source s >= 0 with the weight
+            # k(s - x) + k(-s - 1 - x); the high face mirrors it
+            x = np.arange(radius)[:, None]
+            s = np.arange(2 * radius + 1)[None, :]
+            weights = sum(
+                padded[np.where(np.abs(t) <= radius, t + radius, len(kernel))]
+                for t in (s - x, -s - 1 - x)
+            )
+            folded = 2 * np.sum(weights**2, axis=1)
+            near = np.zeros(2 * radius)
+        else:  # thin bank: fold as often as needed, all positions
+            near = np.arange(n)
+            src = near[:, None] + np.arange(-radius, radius + 1)[None, :]
+            while (src < 0).any() or (src >= n).any():
+                src = np.where(src < 0, -src - 1, np.where(src >= n, 2 * n - 1 - src, src))
+            folded = np.array([np.sum(np.bincount(row, weights=kernel) ** 2) for row in src])
+        gain *= (n - len(near) + float(folded.sum()) / interior) / n
+    return gain
 
 
 @lru_cache(maxsize=256)
-def _kernel(sigma: float, truncate: float) -> np.ndarray:
+def gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
+    """Scipy's truncated, normalised 1-D Gaussian (radius int(truncate sigma + 0.5)); sigma 0
+    is the identity, as in scipy."""
+    if sigma <= 0:
+        return np.ones(1, dtype=np.float32)
     radius = int(truncate * sigma + 0.5)
     taps = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (taps / sigma) ** 2)
@@ -72,22 +140,36 @@ def _kernel(sigma: float, truncate: float) -> np.ndarray:
 
 
 def gaussian_matrix(
-    out_pos: np.ndarray, in_pos: np.ndarray, sigma: float, truncate: float
+    out_pos: np.ndarray, in_pos: np.ndarray, sigma: float, truncate: float, cached: bool = True
 ) -> np.ndarray:
     """Matrix of scipy's truncated, normalised 1-D Gaussian from samples at the consecutive
     integer positions `in_pos` to those at `out_pos` (zero beyond the inputs, like
-    mode="constant"): one factor of a separable 3-D filter. A Toeplitz band, built as a
-    sliding window over the padded kernel."""
-    kernel = _kernel(float(sigma), float(truncate))
+    mode="constant"): one factor of a separable 3-D filter. It depends only on the sizes and
+    offset of the two ranges; `cached`: kept (read-only) for the next call with the same
+    ones, as the texture's fields, with few sigmas, make them again and again."""
+    key = (float(sigma), float(truncate), len(out_pos), len(in_pos))
+    offset = int(in_pos[0]) - int(out_pos[0])
+    return _cached_band(*key, offset) if cached else _band(*key, offset)
+
+
+def _band(sigma: float, truncate: float, n_out: int, n_in: int, offset: int) -> np.ndarray:
+    """A Toeplitz band, built as a sliding window over the padded kernel: row i, column j
+    holds g(offset + j - i)."""
+    kernel = gaussian_kernel(sigma, truncate)
     radius = len(kernel) // 2
-    n_out, n_in = len(out_pos), len(in_pos)
-    # row i, column j holds g(in_pos[j] - out_pos[i]) = h[n_out - 1 - i + j]
-    shift = int(in_pos[0]) - int(out_pos[0]) - (n_out - 1)
+    shift = offset - (n_out - 1)  # row i, column j: h[n_out - 1 - i + j]
     h = np.zeros(n_out + n_in - 1, dtype=np.float32)
     a, b = max(0, -radius - shift), min(len(h), radius - shift + 1)
     if a < b:
         h[a:b] = kernel[a + shift + radius : b + shift + radius]
     return np.lib.stride_tricks.sliding_window_view(h, n_in)[::-1].copy()
+
+
+@lru_cache(maxsize=512)
+def _cached_band(sigma: float, truncate: float, n_out: int, n_in: int, offset: int) -> np.ndarray:
+    band = _band(sigma, truncate, n_out, n_in, offset)
+    band.flags.writeable = False
+    return band
 
 
 def linear_matrix(out_pos: np.ndarray, in_pos: np.ndarray) -> np.ndarray:
@@ -97,6 +179,18 @@ def linear_matrix(out_pos: np.ndarray, in_pos: np.ndarray) -> np.ndarray:
     distance *= np.float32(-1.0 / step)
     distance += np.float32(1.0)
     return np.maximum(distance, np.float32(0.0), out=distance)
+
+
+def variance_kept(matrix: np.ndarray, rho: float) -> np.ndarray:
+    """Per row of a linear-interpolation matrix (weights 1 - u and u on two neighbours whose
+    values correlate by `rho`), the share of the variance that interpolation keeps:
+    (1 - u)^2 + u^2 + 2 u (1 - u) rho; dividing a row by its square root restores it."""
+    squares = np.einsum("ij,ij->i", matrix, matrix)
+    return squares + (1.0 - squares) * np.float32(rho)
+
+
+def _restored(matrix: np.ndarray, rho: float) -> np.ndarray:
+    return matrix / np.sqrt(variance_kept(matrix, rho))[:, None]
 
 
 def contract(values: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
@@ -125,6 +219,7 @@ class SmoothField:
         self.coarse_sigma = sigma / self.step
         self.margin = int(_TRUNCATE * self.coarse_sigma + 0.5)
         self.norm = np.float32(_discrete_kernel_l2(self.coarse_sigma))
+        self.rho = float(np.exp(-1.0 / (4.0 * self.coarse_sigma**2)))
         self.origin = np.asarray(lo) // self.step - self.margin
         end = (np.asarray(hi) - 1) // self.step + 2 + self.margin
         # Uniform bytes: an order of magnitude cheaper to draw than normals, and after the
@@ -143,7 +238,13 @@ class SmoothField:
             hi = min(last + self.margin + 1, int(self.origin[axis]) + self.noise.shape[axis])
             noise_pos = np.arange(lo, hi)
             smooth = gaussian_matrix(nodes, noise_pos, self.coarse_sigma, _TRUNCATE)
-            matrix = linear_matrix(coarse, nodes.astype(np.float64)) @ smooth
+            if np.array_equal(coarse, np.arange(first, first + len(coarse))):
+                matrix = smooth[: len(coarse)]  # positions on consecutive nodes
+            else:
+                # Linear interpolation between nodes would lower the variance between them
+                # (nodes correlate by rho at one step): each row is rescaled to keep it at 1.
+                interp = _restored(linear_matrix(coarse, nodes.astype(np.float64)), self.rho)
+                matrix = interp @ smooth
             matrices.append(matrix / np.cbrt(self.norm * _BYTE_STD))
             window.append(slice(lo - int(self.origin[axis]), hi - int(self.origin[axis])))
         out = contract(self.noise[tuple(window)], matrices)
@@ -170,6 +271,7 @@ class HuTexture:
     smooth_amp: float
     grain_norm: float
     beta: float
+    rho_at_step: float
 
     def sample(self, lo: tuple[int, ...], hi: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
         """Texture values on voxels [lo, hi), times `scale`."""
@@ -187,10 +289,19 @@ class HuTexture:
         grain += p
         grain *= np.float32(self.beta)
         np.clip(grain, 0, 1, out=grain)
-        if scale != 1.0:
-            grain *= np.float32(scale)
+        # To voxels: the deviations from the node mean interpolated with rows rescaled so the
+        # variance between nodes is kept (rho: of T's two parts at one node step, weighted).
+        centre = np.float32(grain.mean())
+        grain -= centre
         voxels = [np.arange(a, b) for a, b in zip(lo, hi, strict=True)]
-        return contract(grain, [linear_matrix(v, n) for v, n in zip(voxels, nodes, strict=True)])
+        rho = self.rho_at_step
+        matrices = [_restored(linear_matrix(v, n), rho) for v, n in zip(voxels, nodes, strict=True)]
+        out = contract(grain, matrices)
+        out += centre
+        np.clip(out, 0, 1, out=out)
+        if scale != 1.0:
+            out *= np.float32(scale)
+        return out
 
 
 def draw_hu_texture(
@@ -200,20 +311,38 @@ def draw_hu_texture(
     config: TextureConfig,
     bank_shape: tuple[int, int, int] = BANK_SHAPE,
 ) -> HuTexture:
-    """Draw one event's texture over voxels [lo, hi) with the statistics of the original bank."""
+    """Draw one event's texture over voxels [lo, hi) with the statistics of the original bank.
+
+    p = base + scale (A - min) / (max - min) = base + scale (mean_at + Z / range_std) for a
+    unit Gaussian field Z, with the bank's constants (`bank_range`); its mean over the
+    voxels above 0.12 after the sigma_b smoothing follows from the truncated normal."""
     sigma_a = float(rng.choice(config.sigma_a))
     sigma_b = float(rng.choice(config.sigma_b))
-    scale = rng.uniform(0.19, 0.21)
-    base = rng.uniform(0.04, 0.06)
+    scale = rng.uniform(config.scale_min, config.scale_max)
+    base = rng.uniform(config.base_min, config.base_max)
     u0 = rng.uniform(config.u0_min, config.u0_max)
     sigma_c = float(np.hypot(sigma_a, sigma_b))
-    half_range = bank_half_range(sigma_a, tuple(bank_shape))
-    mean = base + scale / 2
-    smooth_amp = scale / (2 * half_range) * (sigma_a / sigma_c) ** 1.5
-    grain_norm = _kernel_l2(sigma_b)
+    mean_at, range_std = bank_range(sigma_a, sigma_b, tuple(bank_shape))
+    mean = base + scale * mean_at
+    # A's std over the bank already holds its border gain; smoothing again by sigma_b makes it
+    # that of the combined width sigma_c
+    shape = tuple(bank_shape)
+    border = reflect_variance_gain(sigma_c, shape) / reflect_variance_gain(sigma_a, shape)
+    smooth_amp = scale / range_std * (sigma_a / sigma_c) ** 1.5 * np.sqrt(border)
+    grain_norm = _kernel_l2(sigma_b) * np.sqrt(reflect_variance_gain(sigma_b, shape))
     total_std = np.sqrt(smooth_amp**2 + mean * (1 - mean) * grain_norm**2)
     alpha = (_THRESHOLD - mean) / total_std
-    mean_above = mean + total_std * stats.norm.pdf(alpha) / stats.norm.sf(alpha)
+    pdf, sf = (
+        math.exp(-0.5 * alpha**2) / math.sqrt(2 * math.pi),
+        0.5 * math.erfc(alpha / math.sqrt(2)),
+    )
+    mean_above = mean + total_std * pdf / sf
+    # T's correlation between grain nodes one step apart: its two parts weighted by variance
+    lag = max(1, int(sigma_b / 2))
+    var_c, var_b = smooth_amp**2, mean * (1 - mean) * grain_norm**2
+    rho = var_c * np.exp(-(lag**2) / (4 * sigma_c**2)) + var_b * np.exp(
+        -(lag**2) / (4 * sigma_b**2)
+    )
     # Padded so that the coarse nodes around the box (up to one grain step out) are covered.
     pad = int(max(sigma_c, sigma_b) / 2) + 1
     pad_lo, pad_hi = tuple(a - pad for a in lo), tuple(b + pad for b in hi)
@@ -224,4 +353,5 @@ def draw_hu_texture(
         smooth_amp=float(smooth_amp),
         grain_norm=grain_norm,
         beta=float(u0 / mean_above),
+        rho_at_step=float(rho / (var_c + var_b)),
     )

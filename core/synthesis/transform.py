@@ -22,13 +22,20 @@ from core.synthesis.location import LocationModel
 from core.synthesis.synthesize import synthesize_tumors_inplace
 
 
-def _as_numpy(value: Any, key: Hashable) -> np.ndarray:
-    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+def _as_numpy(value: Any, key: Hashable) -> tuple[np.ndarray, bool]:
+    """The (X, Y, Z) array of a channel-first sample value and whether writing into it writes
+    into the sample (a CPU tensor's or an array's own memory)."""
+    if isinstance(value, torch.Tensor):
+        shared = value.device.type == "cpu"
+        array = value.detach().cpu().numpy()
+    else:
+        array = np.asarray(value)
+        shared = array is value or np.shares_memory(array, value)
     if array.ndim != 4 or array.shape[0] != 1:
         raise TumorsweepError(
             f"{key}: expected a channel-first (1, X, Y, Z) array, got {array.shape}"
         )
-    return array[0]
+    return array[0], shared and array.flags.writeable
 
 
 class TumorSynthesisd(MapTransform, Randomizable):
@@ -36,6 +43,13 @@ class TumorSynthesisd(MapTransform, Randomizable):
 
     Applied with probability `config.prob`, only when the label has no tumour (max <= 1);
     identity when `config.enabled` is False. Returns the same types (MetaTensor meta kept).
+
+    `inplace=True` (default) writes into the sample's own arrays: no volume copies. That is
+    safe in MONAI's Dataset and PersistentDataset (fresh arrays per item) and CacheDataset /
+    SmartCacheDataset with their default `copy_cache=True` (the cached item is deep-copied
+    before the first random transform). Use `inplace=False` with `copy_cache=False` or
+    when the input sample must stay unchanged: then the image and label are copied once.
+    A non-float image (or one not in CPU memory) is converted once either way.
     """
 
     def __init__(
@@ -43,6 +57,7 @@ class TumorSynthesisd(MapTransform, Randomizable):
         keys: KeysCollection = ("image", "label"),
         config: SynthesisConfig | None = None,
         location_model: LocationModel | None = None,
+        inplace: bool = True,
     ):
         super().__init__(keys)
         if len(self.keys) != 2:
@@ -53,6 +68,7 @@ class TumorSynthesisd(MapTransform, Randomizable):
                 raise TumorsweepError("synthesis.location_model: required when location is 'gmm'")
             location_model = LocationModel.load(self.config.location_model)
         self.location_model = location_model
+        self.inplace = inplace
         self._apply = False
         self._seed = 0
 
@@ -69,13 +85,20 @@ class TumorSynthesisd(MapTransform, Randomizable):
         image_key, label_key = self.keys
         if not self._apply:
             return d
-        label = _as_numpy(d[label_key], label_key)
-        if float(label.max()) > 1:
-            return d
-        image = np.array(_as_numpy(d[image_key], image_key), dtype=np.float32)
-        label = label.copy()
+        image, image_shared = _as_numpy(d[image_key], image_key)
+        label, label_shared = _as_numpy(d[label_key], label_key)
+        image_in_place = self.inplace and image_shared and image.dtype.kind == "f"
+        label_in_place = self.inplace and label_shared
+        if not image_in_place:
+            image = np.array(image, dtype=np.float32 if image.dtype.kind != "f" else image.dtype)
+        if not label_in_place:
+            label = label.copy(order="K")
         rng = np.random.default_rng(self._seed)
-        synthesize_tumors_inplace(image, label, self.config, rng, self.location_model)
-        d[image_key] = convert_to_dst_type(image[None], d[image_key])[0]
-        d[label_key] = convert_to_dst_type(label[None], d[label_key])[0]
+        added = synthesize_tumors_inplace(
+            image, label, self.config, rng, self.location_model, healthy_only=True
+        )
+        if added and not image_in_place:
+            d[image_key] = convert_to_dst_type(image[None], d[image_key])[0]
+        if added and not label_in_place:
+            d[label_key] = convert_to_dst_type(label[None], d[label_key])[0]
         return d
