@@ -144,7 +144,8 @@ def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
     if synth.location_model:
         from core.synthesis import LocationModel
 
-        fitted_on = set(getattr(LocationModel.load(synth.location_model), "fitted_on", ()) or ())
+        model = LocationModel.load(synth.location_model)
+        fitted_on = set(model.fitted_on or ()) | set(model.fitted_on_labels or ())
         leaked = sorted(fitted_on & cases.held_out())
         if leaked and not cfg.data.allow_overlap:
             raise TumorsweepError(
@@ -182,6 +183,7 @@ def prepare_location_model(cfg: TrialConfig, cases: CaseLists) -> Any:
         n_components=cfg.synthesis.gmm_components,
         covariance_type=cfg.synthesis.gmm_covariance,
         seed=cfg.seed,
+        cases=[case["case"] for case in cases.train_tumor],
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from core.sweep import _write_sweep_state, safe_name
 from core.sweep_cli import main
+from core.synthesis import LocationModel
 
 
 @pytest.fixture()
@@ -150,3 +151,32 @@ def test_experiment_names_never_escape_the_storage_folder(tmp_path) -> None:
     ]
     state = json.loads((storage / "evil-20260101-000000" / "tumorsweep_sweep.json").read_text())
     assert state == {"parent_run_id": "run123", "experiment": "../../evil"}
+
+
+def test_a_location_model_fitted_on_held_out_cases_is_refused(dataset, tmp_path, capsys) -> None:
+    from core.cli import main as tool
+
+    description = json.loads((dataset / "dataset.json").read_text())
+    held_out = [e["label"] for e in description["validation"] + description["test"]]
+    study_fit = tmp_path / "train_only.json"
+    assert tool(["fit-location", "--data", str(dataset), "--components", "1",
+                 "--out", str(study_fit)]) == 0  # fmt: skip
+    fitted_on = LocationModel.load(study_fit).fitted_on
+    training_tumours = [e for e in description["training"] if e["tumor"]]
+    assert sorted(fitted_on) == sorted(Path(e["label"]).name[:-7] for e in training_tumours)
+    labels = tmp_path / "every_label"  # a folder of all labels: test cases included
+    labels.mkdir()
+    for path in (dataset / "labelsTr").glob("*.nii.gz"):
+        shutil.copy(path, labels / path.name)
+    leaky = tmp_path / "leaky.json"
+    assert tool(["fit-location", "--data", str(labels), "--components", "1",
+                 "--out", str(leaky)]) == 0  # fmt: skip
+    capsys.readouterr()
+    gmm = ["--set", "synthesis.location=gmm"]
+    ok = _dry_run(dataset, tmp_path, *gmm, "--set", f"synthesis.location_model={study_fit}")
+    assert main("sphere_ratio", ok) == 0
+    refused = _dry_run(dataset, tmp_path, *gmm, "--set", f"synthesis.location_model={leaky}")
+    held = Path(held_out[0]).name[:-7]
+    _refused(refused, dataset, tmp_path, capsys, "fitted on validation/test cases")
+    assert main("sphere_ratio", [*refused, "--set", "data.allow_overlap=true"]) == 0
+    assert held in LocationModel.load(leaky).fitted_on

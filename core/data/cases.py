@@ -58,8 +58,10 @@ class CaseLists:
         return {"validation": self.validation, "test": self.test}.get(self.selection, ())
 
     def held_out(self) -> set[str]:
-        """Names and image paths of every validation and test case (nothing may train on them)."""
-        return {key for e in self.validation + self.test for key in (e["case"], e["image"])}
+        """Names, image and label paths of every validation and test case (nothing may be
+        trained or fitted on them)."""
+        keys = ("case", "image", "label")
+        return {e[key] for e in self.validation + self.test for key in keys}
 
 
 def cache_dir() -> Path:

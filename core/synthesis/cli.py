@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -40,7 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     syn.set_defaults(func=run_synthesize)
 
     fit = subparsers.add_parser("fit-location", help="fit the GMM tumour-location model")
-    fit.add_argument("--data", required=True, type=Path, help="folder of labels or MSD dataset")
+    fit.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="a dataset (MSD / LiTS / nnU-Net / folds JSON: its training tumour cases only) or "
+        "a folder of label files (all of them)",
+    )
+    fit.add_argument(
+        "--split", help="named evaluation set to leave out (e.g. hu-val), as the study will"
+    )
     fit.add_argument("--components", type=int, default=2)
     fit.add_argument("--covariance", choices=("full", "diag", "tied"), default="full")
     fit.add_argument("--seed", type=int, default=0)
@@ -194,24 +202,24 @@ def run_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_paths(data: Path) -> list[tuple[str, Path]]:
-    """(case name, label file): MSD `dataset.json` training entries, else every NIfTI in the
-    folder."""
-    manifest = data / "dataset.json"
-    if manifest.is_file():
-        try:
-            entries = json.loads(manifest.read_text())["training"]
-            paths = [(data / e["label"]).resolve() for e in entries]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TumorsweepError(f"{manifest}: no usable 'training' label list ({exc})") from exc
-    elif data.is_dir():
-        paths = sorted(p.resolve() for p in data.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-    else:
-        raise TumorsweepError(f"{data}: not a folder")
+def _label_paths(data: Path, split: str | None) -> list[tuple[str, Path]]:
+    """(case name, label file) to fit on: a dataset's real-tumour *training* cases (its
+    validation and test lists, or the named split, left out as a study leaves them out), else
+    every NIfTI in a plain folder of labels."""
+    from core.data.layouts import NIFTI_SUFFIXES, load_split
+
+    is_folder_of_labels = (
+        data.is_dir()
+        and not any(data.glob("*.json"))
+        and not any(p.name.startswith("volume-") for p in data.iterdir())
+    )
+    if not is_folder_of_labels:
+        dataset = load_split(data, split=split)
+        return [(e["case"], Path(e["label"])) for e in dataset.train_cases(real_tumors=True)]
+    if split is not None:
+        raise TumorsweepError(f"--split {split}: {data} is a folder of labels, not a dataset")
+    paths = sorted(p.resolve() for p in data.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
     paths = [p for p in paths if not p.name.startswith("._")]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        raise TumorsweepError(f"{missing[0]}: listed label file does not exist")
     if not paths:
         raise TumorsweepError(f"{data}: no label NIfTI files found")
     return [(case_name(p), p) for p in paths]
@@ -220,7 +228,9 @@ def _label_paths(data: Path) -> list[tuple[str, Path]]:
 def run_fit_location(args: argparse.Namespace) -> int:
     """Fit the location GMM on every tumour of the labels under `--data` and save it as JSON,
     with the cases (names and label paths) it was fitted on."""
-    cases = _label_paths(args.data)
+    cases = _label_paths(args.data, args.split)
+    if not cases:
+        raise TumorsweepError(f"{args.data}: no real-tumour training cases to fit on")
     model = fit_location_model(
         [p for _, p in cases],
         args.components,
