@@ -4,7 +4,9 @@ Naming (what the notebook and the UI rely on): experiment = study; parent run = 
 invocation (`ROLE_TAG` "sweep"); a nested child run per trial (`ROLE_TAG` "trial",
 `PARENT_TAG`) tagged with backbone and evaluation set; params = the flattened config plus
 `seed`; metrics `liver_dice`... plus per-epoch curves with step = epoch. Every tag, param and
-artifact name lives here; other modules import them.
+artifact name lives here; other modules import them. A trial's selected weights and config
+are its `model/` artifact folder, which `tumorsweep predict --run` downloads and which a
+registered model version points at (`models:/NAME/VERSION`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ PER_CASE_TEST_ARTIFACT = "per_case_test.csv"
 PER_CASE_VAL_ARTIFACT = "per_case_val.csv"
 CONFIG_ARTIFACT = "config.yaml"
 PREVIEW_ARTIFACT = "synthesis_preview.png"
+MODEL_ARTIFACT_DIR = "model"  # holds BEST_WEIGHTS_FILE and CONFIG_ARTIFACT
+BEST_WEIGHTS_FILE = "best_weights.pt"  # state dict of the selected weights (weights_only load)
 # Metrics the trainer logs per epoch (step = epoch) and which mark a logged epoch
 TRAIN_STEP_METRIC = "train_loss"
 VAL_STEP_METRIC = "val_liver_dice"
@@ -211,7 +215,7 @@ class TrialLogger(Protocol):
         """Finite metrics at one step (epoch)."""
 
     def log_artifacts(self, paths: Iterable[str | Path]) -> None:
-        """Files kept with the trial."""
+        """Files (and folders, kept under their own name) stored with the trial."""
 
     def logged_steps(self, metric: str) -> set[int]:
         """Steps already holding `metric` (a resumed trial does not log them twice)."""
