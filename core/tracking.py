@@ -205,6 +205,50 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", error: 
     client.set_terminated(run_id, status=status)
 
 
+def download_trial_model(tracking_uri: str, run_id: str, dst: str | Path) -> Path:
+    """Download a trial's `model/` folder (selected weights + config) into `dst`; returns the
+    local folder. A run without it is an error naming the run and why it may lack it."""
+    client = _client(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except Exception as exc:  # unknown id, unreachable store
+        raise TumorsweepError(f"--run {run_id}: no such run in {tracking_uri} ({exc})") from None
+    listed = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT_DIR)}
+    missing = sorted({BEST_WEIGHTS_FILE, CONFIG_ARTIFACT} - listed)
+    if missing:
+        raise TumorsweepError(
+            f"--run {run_id}: no {MODEL_ARTIFACT_DIR}/{missing[0]} artifact (the trial did not "
+            "finish its test, was run with eval.log_best_model=false, or predates logged weights)"
+        )
+    return Path(client.download_artifacts(run_id, MODEL_ARTIFACT_DIR, str(dst)))
+
+
+def download_registered_model(tracking_uri: str, model_uri: str, dst: str | Path) -> Path:
+    """Download the folder a `models:/NAME/VERSION` URI points at into `dst`; returns it."""
+    name, _, version = model_uri.removeprefix("models:/").partition("/")
+    if not model_uri.startswith("models:/") or not name or not version.isdigit():
+        raise TumorsweepError(f"--model {model_uri!r}: expected models:/NAME/VERSION")
+    client = _client(tracking_uri)
+    try:
+        source = client.get_model_version_download_uri(name, version)
+    except Exception as exc:
+        raise TumorsweepError(
+            f"--model {model_uri}: no such model version in {tracking_uri} ({_first_line(exc)})"
+        ) from None
+    run_id, _, path = source.removeprefix("runs:/").partition("/")
+    if not source.startswith("runs:/") or path != MODEL_ARTIFACT_DIR:
+        raise TumorsweepError(
+            f"--model {model_uri}: points at {source}, not at a tumorsweep trial's "
+            f"{MODEL_ARTIFACT_DIR}/ folder (register trials with --register-best)"
+        )
+    return download_trial_model(tracking_uri, run_id, dst)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TrialLogger(Protocol):
     """What the trainer records about its trial (MLflow, or nothing)."""
 
