@@ -46,6 +46,9 @@ CONFIG_ARTIFACT = "config.yaml"
 PREVIEW_ARTIFACT = "synthesis_preview.png"
 MODEL_ARTIFACT_DIR = "model"  # holds BEST_WEIGHTS_FILE and CONFIG_ARTIFACT
 BEST_WEIGHTS_FILE = "best_weights.pt"  # state dict of the selected weights (weights_only load)
+# Model-version tags of a registered best trial
+REGISTERED_METRIC_TAG = "tumorsweep.selected_by"
+REGISTERED_VALUE_TAG = "tumorsweep.selected_value"
 # Metrics the trainer logs per epoch (step = epoch) and which mark a logged epoch
 TRAIN_STEP_METRIC = "train_loss"
 VAL_STEP_METRIC = "val_liver_dice"
@@ -242,6 +245,60 @@ def download_registered_model(tracking_uri: str, model_uri: str, dst: str | Path
             f"{MODEL_ARTIFACT_DIR}/ folder (register trials with --register-best)"
         )
     return download_trial_model(tracking_uri, run_id, dst)
+
+
+def best_trial(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, metric: str, mode: str
+) -> tuple[str, float] | None:
+    """The finished trial of a sweep with the best value of `metric` (`mode` "max" or "min")
+    and that value; None when no finished trial has it. Ties go to the earliest trial."""
+    found = _client(tracking_uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    scored = [
+        (run.info.run_id, run.data.metrics[metric])
+        for run in found
+        if run.data.tags.get(ROLE_TAG) == "trial"
+        and math.isfinite(run.data.metrics.get(metric, math.nan))
+    ]
+    if not scored:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    return max(scored, key=lambda item: sign * item[1])
+
+
+def register_trial(
+    tracking_uri: str, name: str, run_id: str, tags: Mapping[str, str], description: str
+) -> int:
+    """Register a trial's `model/` folder as a new version of model `name` (created if new);
+    returns the version number."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    listed = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT_DIR)}
+    if BEST_WEIGHTS_FILE not in listed:
+        raise TumorsweepError(
+            f"--register-best {name!r}: trial run {run_id} has no {MODEL_ARTIFACT_DIR}/"
+            f"{BEST_WEIGHTS_FILE} (was eval.log_best_model false?)"
+        )
+    try:
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name)
+        version = client.create_model_version(
+            name,
+            source=f"runs:/{run_id}/{MODEL_ARTIFACT_DIR}",
+            run_id=run_id,
+            tags=dict(tags),
+            description=description,
+        )
+    except MlflowException as exc:
+        raise TumorsweepError(f"--register-best {name!r}: {_first_line(exc)}") from None
+    return int(version.version)
 
 
 def _first_line(exc: BaseException) -> str:
