@@ -1,6 +1,7 @@
 """MLflow names and logging, shared by the sweep driver, the rank-0 trainer and the report.
 
-Naming (what the notebook and the UI rely on): experiment = study; parent run = one sweep
+Naming (what the notebook and the UI rely on): experiment = study, tagged as a model-training
+experiment so MLflow's UI opens on its runs (not the GenAI traces view); parent run = one sweep
 invocation (`ROLE_TAG` "sweep"); a nested child run per trial (`ROLE_TAG` "trial",
 `PARENT_TAG`) tagged with backbone and evaluation set; params = the flattened config plus
 `seed`; metrics `liver_dice`... plus per-epoch curves with step = epoch. Every tag, param and
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 from core.errors import TumorsweepError
 
 # Tags
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by MLflow 3's UI to pick its view
+EXPERIMENT_KIND = "custom_model_development"  # the "Machine learning" view: runs, not traces
 ROLE_TAG = "tumorsweep.role"  # "sweep" (parent run) or "trial" (child run)
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_ID_TAG = "tumorsweep.trial_id"
@@ -77,15 +80,21 @@ def local_artifact_root(tracking_uri: str) -> str | None:
 
 
 def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """Create the store and the experiment once (in the driver, before any trial starts)."""
+    """Create the store and the experiment once (in the driver, before any trial starts), marked
+    as a training experiment (`EXPERIMENT_KIND_TAG`)."""
     client = _client(tracking_uri)
     try:
         experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
+        if experiment is None:
+            experiment_id = client.create_experiment(
+                name, artifact_location=local_artifact_root(tracking_uri)
+            )
+        else:
+            experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":
-                client.restore_experiment(experiment.experiment_id)
-            return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=local_artifact_root(tracking_uri))
+                client.restore_experiment(experiment_id)
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return experiment_id
     except TumorsweepError:
         raise
     except Exception as exc:  # unreachable server, unwritable file, bad URI

@@ -1,6 +1,6 @@
 """The best model, kept: trial weights in a real MLflow SQLite store, registered by the study's
 validation metric (never a test metric), and `tumorsweep predict` from a run and from the
-registry giving the same labels as the local checkpoint."""
+registry giving the same labels as the local checkpoint; experiments open as training runs."""
 
 from __future__ import annotations
 
@@ -73,6 +73,11 @@ def cts(tmp_path: Path, phantom_dir: Path) -> Path:
     for name in ("liver_2", "liver_8"):
         shutil.copy(phantom_dir / "imagesTr" / f"{name}.nii.gz", folder / f"{name}.nii.gz")
     return folder
+
+
+def test_experiments_open_as_training_runs_in_the_ui(store: dict) -> None:
+    experiment = MlflowClient(store["uri"]).get_experiment(store["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_the_best_trial_by_validation_is_registered_and_predicts_like_its_weights(
