@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core import preflight
+from core import preflight, tracking
 from core.config import TrialConfig, apply_overrides, make_config, parse_assignment
 from core.data.cases import cache_dir, resolve_cases
 from core.errors import TumorsweepError
@@ -129,7 +129,8 @@ def _run(study: str, args: argparse.Namespace) -> int:
     print(results_table(options.tracking_uri, outcome))
     print(
         f"\nMLflow: mlflow ui --backend-store-uri {options.tracking_uri}  "
-        f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']})"
+        f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']}), then "
+        f"open {tracking.runs_page_url(options.tracking_uri, outcome['experiment_id'])}"
     )
     if args.register_best and not outcome["interrupted"]:
         _register(args.register_best, space, options.tracking_uri, outcome)

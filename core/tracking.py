@@ -1,7 +1,7 @@
 """MLflow names and logging, shared by the sweep driver, the rank-0 trainer and the report.
 
-Naming (what the notebook and the UI rely on): experiment = study, tagged as a model-training
-experiment so MLflow's UI opens on its runs (not the GenAI traces view); parent run = one sweep
+Naming (what the notebook and the UI rely on): experiment = study, tagged as model training
+(its runs table: `runs_page_url`, not MLflow's GenAI traces view); parent run = one sweep
 invocation (`ROLE_TAG` "sweep"); a nested child run per trial (`ROLE_TAG` "trial",
 `PARENT_TAG`) tagged with backbone and evaluation set; params = the flattened config plus
 `seed`; metrics `liver_dice`... plus per-epoch curves with step = epoch. Every tag, param and
@@ -23,8 +23,11 @@ from typing import Any, Protocol
 from core.errors import TumorsweepError
 
 # Tags
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by MLflow 3's UI to pick its view
-EXPERIMENT_KIND = "custom_model_development"  # the "Machine learning" view: runs, not traces
+# MLflow 3's kind of experiment. The 3.17 UI picks its view from its own GenAI / Model training
+# switch instead (default GenAI, kept per browser): `runs_page_url` opens the runs view anyway.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # model training: runs, not traces
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 ROLE_TAG = "tumorsweep.role"  # "sweep" (parent run) or "trial" (child run)
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_ID_TAG = "tumorsweep.trial_id"
@@ -99,6 +102,15 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
         raise
     except Exception as exc:  # unreachable server, unwritable file, bad URI
         raise TumorsweepError(f"MLflow tracking URI {tracking_uri!r}: {exc}") from None
+
+
+def runs_page_url(tracking_uri: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs table (the server itself for an http store,
+    else a local `mlflow ui`), in the model-training view whatever the browser last used."""
+    base = (
+        tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    )
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def driver_tags() -> dict[str, str]:

@@ -78,6 +78,12 @@ def cts(tmp_path: Path, phantom_dir: Path) -> Path:
 def test_experiments_open_as_training_runs_in_the_ui(store: dict) -> None:
     experiment = MlflowClient(store["uri"]).get_experiment(store["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # MLflow 3.17's UI ignores that tag for its GenAI / Model training switch: the URL sets it
+    assert tracking.runs_page_url(store["uri"], store["experiment_id"]) == (
+        f"http://127.0.0.1:5000/#/experiments/{store['experiment_id']}/runs"
+        "?workflowType=machine_learning"
+    )
+    assert tracking.runs_page_url("http://head:5000/", "7").startswith("http://head:5000/#/")
 
 
 def test_the_best_trial_by_validation_is_registered_and_predicts_like_its_weights(
