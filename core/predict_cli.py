@@ -95,8 +95,9 @@ def run_predict(args: argparse.Namespace) -> int:
     settings = shared_settings(models)
     print(
         f"{len(images)} CT(s), {len(models)} model(s) on {device}: spacing {settings.spacing} "
-        f"mm, window {settings.window} HU, window {settings.roi} overlap {settings.overlap}, "
-        f"protocol {settings.protocol}{'' if settings.postprocess else ' (no post-processing)'}",
+        f"mm, HU window {settings.window}, sliding window {settings.roi} overlap "
+        f"{settings.overlap}, protocol {settings.protocol}"
+        f"{'' if settings.postprocess else ' (no post-processing)'}",
         flush=True,
     )
     started = time.perf_counter()

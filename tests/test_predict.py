@@ -236,6 +236,10 @@ def _bad_inputs(case: str, tmp: Path, cts: dict[str, Path]) -> tuple[list[str], 
     elif case == "not NIfTI":
         (tmp / "notes.txt").write_text("CT")
         images, message = [str(tmp / "notes.txt")], "not a NIfTI file"
+    elif case == "one case twice":
+        (tmp / "b").mkdir()
+        shutil.copy(cts["folder"] / "liver_0.nii.gz", tmp / "b" / "liver_0.nii")
+        images, message = [*images, str(tmp / "b")], "case liver_0 twice"
     elif case == "out is the images folder":
         out, message = cts["folder"], "is an --images folder"
     elif case == "out overwrites an input":
@@ -266,9 +270,9 @@ def _bad_inputs(case: str, tmp: Path, cts: dict[str, Path]) -> tuple[list[str], 
 
 
 REFUSALS = [
-    "4-D", "label map", "not NIfTI", "out is the images folder", "out overwrites an input",
-    "mismatched checkpoint", "pickled code", "no config", "bad config", "ensemble disagrees",
-    "no cuda",
+    "4-D", "label map", "not NIfTI", "one case twice", "out is the images folder",
+    "out overwrites an input", "mismatched checkpoint", "pickled code", "no config", "bad config",
+    "ensemble disagrees", "no cuda",
 ]  # fmt: skip
 
 
