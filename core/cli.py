@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "core.data.cli",  # phantom, check-data
     "core.synthesis.cli",  # synthesize, fit-location
     "core.evaluate.cli",  # evaluate
+    "core.predict_cli",  # predict
     "core.report_cli",  # report
 )
 

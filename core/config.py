@@ -125,6 +125,11 @@ class EvalConfig(_Strict):
         "validation", description="list to select checkpoints on; last = no selection"
     )
     allow_test_selection: bool = Field(False, description="override: select on the test list")
+    log_best_model: bool = Field(
+        True,
+        description="log the selected weights (state dict) and config with the trial, for "
+        "`tumorsweep predict` and the model registry; false saves space in huge sweeps",
+    )
 
     @field_validator("select_metric")
     @classmethod

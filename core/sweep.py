@@ -327,8 +327,8 @@ def run_sweep(
     base: TrialConfig,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep on the study's case lists (one per fold with
-    cross-validation, else under key None); returns the parent run id, experiment and Tune
-    results."""
+    cross-validation, else under key None); returns the parent run id, experiment (name and
+    id) and Tune results."""
     cases = next(iter(cases_by_fold.values()))
     experiment = options.experiment or space.study
     storage = options.storage if "://" in options.storage else str(Path(options.storage).resolve())
@@ -369,6 +369,7 @@ def run_sweep(
     tracking.finish_run(options.tracking_uri, parent_run_id, status="KILLED" if killed else status)
     return {
         "experiment": experiment,
+        "experiment_id": experiment_id,
         "parent_run_id": parent_run_id,
         "sweep_name": sweep_name,
         "storage": storage,
@@ -376,6 +377,46 @@ def run_sweep(
         "failed": len(failed),
         "interrupted": bool(killed),
     }
+
+
+def check_registrable(metric: str) -> None:
+    """Only a validation metric may pick the model to register: picking it by a test metric
+    would make the test list a selection list and its reported numbers optimistic."""
+    if not metric.startswith("best_val_"):
+        raise TumorsweepError(
+            f"--register-best: the study's metric {metric!r} is not a validation metric "
+            "(best_val_*); the registered model must be chosen on the validation list"
+        )
+
+
+def register_best(
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    metric: str,
+    mode: str,
+    name: str,
+) -> tuple[int, str, float]:
+    """Register the sweep's best finished trial by its validation `metric` in the MLflow
+    Model Registry as a new version of `name`; returns (version, run id, metric value)."""
+    check_registrable(metric)
+    best = tracking.best_trial(tracking_uri, experiment_id, parent_run_id, metric, mode)
+    if best is None:
+        raise TumorsweepError(
+            f"--register-best {name}: no finished trial of sweep run {parent_run_id} has {metric}"
+        )
+    run_id, value = best
+    version = tracking.register_trial(
+        tracking_uri,
+        name,
+        run_id,
+        tags={
+            tracking.REGISTERED_METRIC_TAG: f"{metric} ({mode})",
+            tracking.REGISTERED_VALUE_TAG: f"{value!r}",
+        },
+        description=f"best trial of sweep run {parent_run_id} by {metric} ({mode}): {value:.5f}",
+    )
+    return version, run_id, value
 
 
 def _concurrency(options: SweepOptions) -> int:

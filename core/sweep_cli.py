@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core import preflight
+from core import preflight, tracking
 from core.config import TrialConfig, apply_overrides, make_config, parse_assignment
 from core.data.cases import CaseLists, cache_dir, resolve_cases
 from core.errors import TumorsweepError
@@ -49,6 +49,11 @@ def build_parser(study: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="config override"
     )
+    p.add_argument(
+        "--register-best",
+        metavar="NAME",
+        help="register the best trial (by the study's validation metric) as MLflow model NAME",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and list trials, run none")
     p.add_argument(
         "--verbose", action="store_true", help="show Ray's and the workers' own output too"
@@ -73,6 +78,8 @@ def _run(study: str, args: argparse.Namespace) -> int:
     space = load_search_space(args.search_space or study, preset=preset)
     base = make_config(preset, _overrides(space, args))
     tracking_uri = args.tracking_uri or default_tracking_uri()
+    if args.register_best:
+        _check_register(args.register_best, space, base)
     preflight.check_resources(
         args.workers_per_trial, args.cpus_per_worker, args.gpus_per_trial, args.seeds,
         args.max_concurrent, args.address,
@@ -122,8 +129,11 @@ def _run(study: str, args: argparse.Namespace) -> int:
     print(results_table(options.tracking_uri, outcome))
     print(
         f"\nMLflow: mlflow ui --backend-store-uri {options.tracking_uri}  "
-        f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']})"
+        f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']}), then "
+        f"open {tracking.runs_page_url(options.tracking_uri, outcome['experiment_id'])}"
     )
+    if args.register_best and not outcome["interrupted"]:
+        _register(args.register_best, space, options.tracking_uri, outcome)
     if outcome["interrupted"]:
         print("interrupted: the unfinished trials are marked KILLED; --resume finishes them")
         return 130
@@ -148,6 +158,34 @@ def _resolve(base: TrialConfig) -> dict[int | None, CaseLists]:
             print(f"note: {note}", flush=True)
         resolved[fold] = cases
     return resolved
+
+
+def _check_register(name: str, space: SearchSpace, base: TrialConfig) -> None:
+    """Refuse --register-best before anything runs when it could not register a model."""
+    from core.sweep import check_registrable
+
+    check_registrable(space.metric)
+    if not base.eval.log_best_model or "eval.log_best_model" in space.swept_names():
+        raise TumorsweepError(f"--register-best {name}: needs eval.log_best_model=true")
+
+
+def _register(name: str, space: SearchSpace, tracking_uri: str, outcome: dict[str, Any]) -> None:
+    """Register the sweep's best trial and say how to predict with it."""
+    from core.sweep import register_best
+
+    version, run_id, value = register_best(
+        tracking_uri,
+        outcome["experiment_id"],
+        outcome["parent_run_id"],
+        space.metric,
+        space.mode,
+        name,
+    )
+    print(
+        f"Registered trial run {run_id} ({space.metric} {value:.5f}) as models:/{name}/{version}"
+        f"\npredict with: tumorsweep predict --model models:/{name}/{version} "
+        f"--tracking-uri {tracking_uri} --images CT_DIR --out LABEL_DIR"
+    )
 
 
 def _overrides(space: SearchSpace, args: argparse.Namespace) -> dict[str, Any]:

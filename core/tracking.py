@@ -1,10 +1,13 @@
 """MLflow names and logging, shared by the sweep driver, the rank-0 trainer and the report.
 
-Naming (what the notebook and the UI rely on): experiment = study; parent run = one sweep
+Naming (what the notebook and the UI rely on): experiment = study, tagged as model training
+(its runs table: `runs_page_url`, not MLflow's GenAI traces view); parent run = one sweep
 invocation (`ROLE_TAG` "sweep"); a nested child run per trial (`ROLE_TAG` "trial",
 `PARENT_TAG`) tagged with backbone and evaluation set; params = the flattened config plus
 `seed`; metrics `liver_dice`... plus per-epoch curves with step = epoch. Every tag, param and
-artifact name lives here; other modules import them.
+artifact name lives here; other modules import them. A trial's selected weights and config
+are its `model/` artifact folder, which `tumorsweep predict --run` downloads and which a
+registered model version points at (`models:/NAME/VERSION`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from typing import Any, Protocol
 from core.errors import TumorsweepError
 
 # Tags
+# MLflow 3's kind of experiment. The 3.17 UI picks its view from its own GenAI / Model training
+# switch instead (default GenAI, kept per browser): `runs_page_url` opens the runs view anyway.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # model training: runs, not traces
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 ROLE_TAG = "tumorsweep.role"  # "sweep" (parent run) or "trial" (child run)
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_ID_TAG = "tumorsweep.trial_id"
@@ -42,6 +50,11 @@ PER_CASE_TEST_ARTIFACT = "per_case_test.csv"
 PER_CASE_VAL_ARTIFACT = "per_case_val.csv"
 CONFIG_ARTIFACT = "config.yaml"
 PREVIEW_ARTIFACT = "synthesis_preview.png"
+MODEL_ARTIFACT_DIR = "model"  # holds BEST_WEIGHTS_FILE and CONFIG_ARTIFACT
+BEST_WEIGHTS_FILE = "best_weights.pt"  # state dict of the selected weights (weights_only load)
+# Model-version tags of a registered best trial
+REGISTERED_METRIC_TAG = "tumorsweep.selected_by"
+REGISTERED_VALUE_TAG = "tumorsweep.selected_value"
 # Metrics the trainer logs per epoch (step = epoch) and which mark a logged epoch
 TRAIN_STEP_METRIC = "train_loss"
 VAL_STEP_METRIC = "val_liver_dice"
@@ -70,19 +83,34 @@ def local_artifact_root(tracking_uri: str) -> str | None:
 
 
 def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """Create the store and the experiment once (in the driver, before any trial starts)."""
+    """Create the store and the experiment once (in the driver, before any trial starts), marked
+    as a training experiment (`EXPERIMENT_KIND_TAG`)."""
     client = _client(tracking_uri)
     try:
         experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
+        if experiment is None:
+            experiment_id = client.create_experiment(
+                name, artifact_location=local_artifact_root(tracking_uri)
+            )
+        else:
+            experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":
-                client.restore_experiment(experiment.experiment_id)
-            return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=local_artifact_root(tracking_uri))
+                client.restore_experiment(experiment_id)
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return experiment_id
     except TumorsweepError:
         raise
     except Exception as exc:  # unreachable server, unwritable file, bad URI
         raise TumorsweepError(f"MLflow tracking URI {tracking_uri!r}: {exc}") from None
+
+
+def runs_page_url(tracking_uri: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs table (the server itself for an http store,
+    else a local `mlflow ui`), in the model-training view whatever the browser last used."""
+    base = (
+        tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    )
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def driver_tags() -> dict[str, str]:
@@ -201,6 +229,104 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", error: 
     client.set_terminated(run_id, status=status)
 
 
+def download_trial_model(tracking_uri: str, run_id: str, dst: str | Path) -> Path:
+    """Download a trial's `model/` folder (selected weights + config) into `dst`; returns the
+    local folder. A run without it is an error naming the run and why it may lack it."""
+    client = _client(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except Exception as exc:  # unknown id, unreachable store
+        raise TumorsweepError(f"--run {run_id}: no such run in {tracking_uri} ({exc})") from None
+    listed = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT_DIR)}
+    missing = sorted({BEST_WEIGHTS_FILE, CONFIG_ARTIFACT} - listed)
+    if missing:
+        raise TumorsweepError(
+            f"--run {run_id}: no {MODEL_ARTIFACT_DIR}/{missing[0]} artifact (the trial did not "
+            "finish its test, was run with eval.log_best_model=false, or predates logged weights)"
+        )
+    return Path(client.download_artifacts(run_id, MODEL_ARTIFACT_DIR, str(dst)))
+
+
+def download_registered_model(tracking_uri: str, model_uri: str, dst: str | Path) -> Path:
+    """Download the folder a `models:/NAME/VERSION` URI points at into `dst`; returns it."""
+    name, _, version = model_uri.removeprefix("models:/").partition("/")
+    if not model_uri.startswith("models:/") or not name or not version.isdigit():
+        raise TumorsweepError(f"--model {model_uri!r}: expected models:/NAME/VERSION")
+    client = _client(tracking_uri)
+    try:
+        source = client.get_model_version_download_uri(name, version)
+    except Exception as exc:
+        raise TumorsweepError(
+            f"--model {model_uri}: no such model version in {tracking_uri} ({_first_line(exc)})"
+        ) from None
+    run_id, _, path = source.removeprefix("runs:/").partition("/")
+    if not source.startswith("runs:/") or path != MODEL_ARTIFACT_DIR:
+        raise TumorsweepError(
+            f"--model {model_uri}: points at {source}, not at a tumorsweep trial's "
+            f"{MODEL_ARTIFACT_DIR}/ folder (register trials with --register-best)"
+        )
+    return download_trial_model(tracking_uri, run_id, dst)
+
+
+def best_trial(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, metric: str, mode: str
+) -> tuple[str, float] | None:
+    """The finished trial of a sweep with the best value of `metric` (`mode` "max" or "min")
+    and that value; None when no finished trial has it. Ties go to the earliest trial."""
+    found = _client(tracking_uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    scored = [
+        (run.info.run_id, run.data.metrics[metric])
+        for run in found
+        if run.data.tags.get(ROLE_TAG) == "trial"
+        and math.isfinite(run.data.metrics.get(metric, math.nan))
+    ]
+    if not scored:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    return max(scored, key=lambda item: sign * item[1])
+
+
+def register_trial(
+    tracking_uri: str, name: str, run_id: str, tags: Mapping[str, str], description: str
+) -> int:
+    """Register a trial's `model/` folder as a new version of model `name` (created if new);
+    returns the version number."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    listed = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT_DIR)}
+    if BEST_WEIGHTS_FILE not in listed:
+        raise TumorsweepError(
+            f"--register-best {name!r}: trial run {run_id} has no {MODEL_ARTIFACT_DIR}/"
+            f"{BEST_WEIGHTS_FILE} (was eval.log_best_model false?)"
+        )
+    try:
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name)
+        version = client.create_model_version(
+            name,
+            source=f"runs:/{run_id}/{MODEL_ARTIFACT_DIR}",
+            run_id=run_id,
+            tags=dict(tags),
+            description=description,
+        )
+    except MlflowException as exc:
+        raise TumorsweepError(f"--register-best {name!r}: {_first_line(exc)}") from None
+    return int(version.version)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TrialLogger(Protocol):
     """What the trainer records about its trial (MLflow, or nothing)."""
 
@@ -211,7 +337,7 @@ class TrialLogger(Protocol):
         """Finite metrics at one step (epoch)."""
 
     def log_artifacts(self, paths: Iterable[str | Path]) -> None:
-        """Files kept with the trial."""
+        """Files (and folders, kept under their own name) stored with the trial."""
 
     def logged_steps(self, metric: str) -> set[int]:
         """Steps already holding `metric` (a resumed trial does not log them twice)."""

@@ -375,8 +375,8 @@ def save_checkpoint(trainer: Trainer, state: TrainState, report: dict[str, Any])
 
 
 def final_test(trainer: Trainer, state: TrainState) -> dict[str, float]:
-    """Score the selected weights once on the test list (chief); log metrics and per-case
-    tables."""
+    """Score the selected weights once on the test list (chief); log metrics, per-case tables
+    and (`eval.log_best_model`) the scored weights with the config, for `tumorsweep predict`."""
     if not trainer.is_chief:
         return {}
     if state.best_weights is not None:
@@ -395,8 +395,21 @@ def final_test(trainer: Trainer, state: TrainState) -> dict[str, float]:
             files.append(
                 _write_rows(state.best_val_rows, Path(tmp) / tracking.PER_CASE_VAL_ARTIFACT)
             )
+        if trainer.cfg.eval.log_best_model and not isinstance(trainer.logger, NullLogger):
+            files.append(_model_folder(trainer, Path(tmp)))
         trainer.logger.log_artifacts(files)
     return final
+
+
+def _model_folder(trainer: Trainer, tmp: Path) -> Path:
+    """The trial's `model/` artifact folder: the weights just scored, as a CPU state dict (no
+    code: it loads with weights_only=True), and the resolved config they were trained with."""
+    folder = tmp / tracking.MODEL_ARTIFACT_DIR
+    folder.mkdir()
+    weights = {k: v.detach().cpu() for k, v in _unwrap(trainer.model).state_dict().items()}
+    torch.save(weights, folder / tracking.BEST_WEIGHTS_FILE)
+    (folder / tracking.CONFIG_ARTIFACT).write_text(to_yaml(trainer.cfg))
+    return folder
 
 
 def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:

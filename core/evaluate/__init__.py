@@ -14,7 +14,13 @@ from core.evaluate.metrics import case_metrics
 from core.evaluate.postprocess import postprocess
 from core.evaluate.protocol import PROTOCOLS, EvalProtocol
 
-_INFERENCE = ("sliding_window_logits", "predict_case", "evaluate_cases")
+_INFERENCE = (
+    "sliding_window_logits",
+    "sliding_window_scores",
+    "predict_image",
+    "predict_case",
+    "evaluate_cases",
+)
 
 __all__ = [
     "PROTOCOLS",

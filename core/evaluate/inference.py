@@ -1,9 +1,11 @@
-"""Sliding-window inference of a segmenter on one CT, inverted back to the label's native grid.
+"""Sliding-window inference of a segmenter (or an ensemble) on one CT, inverted to its native grid.
 
 Windows run on the model's device (optionally under autocast); the blended logits live on the
 CPU in the protocol's stitching dtype. The inversion replays the preprocessing chain backwards
-with MONAI `Invertd`, so the prediction has the label file's shape and orientation whatever the
-chain did (orientation, resampling, ...). Two protocols (`core.evaluate.protocol`): argmax first
+with MONAI `Invertd`, so the prediction has the image file's shape and orientation whatever the
+chain did (orientation, resampling, ...): `predict_image` needs no label, `predict_case` is the
+same prediction checked against the case's label grid. Several models average their softmax
+probabilities (`sliding_window_scores`). Two protocols (`core.evaluate.protocol`): argmax first
 and invert the uint8 labels by nearest neighbour (ours), or invert each class's logits by
 linear interpolation and take the argmax on the native grid (Hu et al.), one channel at a time
 so only two float32 native-grid volumes are held at once.
@@ -81,6 +83,68 @@ def sliding_window_logits(
         )
 
 
+def sliding_window_scores(
+    models: Sequence[torch.nn.Module],
+    image: torch.Tensor,
+    *,
+    roi: Sequence[int] = (96, 96, 96),
+    overlap: float = 0.75,
+    sw_batch_size: int = 1,
+    amp: bool = False,
+    stitch_dtype: str = "float32",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Per-class scores (B, classes, X, Y, Z) on the CPU of `image` under one or more models.
+
+    One model: its blended logits, exactly what a trial's evaluation scores. Several (an
+    ensemble, e.g. the folds of one configuration): the mean of their softmax probabilities
+    in float32. Probabilities, not logits, so that one over-confident member cannot outvote
+    the others by the size of its logits; not labels, so that confidence still counts.
+    """
+    if not models:
+        raise TumorsweepError("models: expected at least one model, got none")
+    window = dict(roi=roi, overlap=overlap, sw_batch_size=sw_batch_size, amp=amp, device=device)
+    if len(models) == 1:
+        return sliding_window_logits(models[0], image, stitch_dtype=stitch_dtype, **window)
+    total = None
+    for model in models:
+        logits = sliding_window_logits(model, image, stitch_dtype=stitch_dtype, **window)
+        probabilities = torch.softmax(logits.to(torch.float32), dim=1)
+        del logits
+        total = probabilities if total is None else total.add_(probabilities)
+    return total.div_(len(models))
+
+
+def predict_image(
+    models: torch.nn.Module | Sequence[torch.nn.Module],
+    image_path: str | Path,
+    preprocess: Compose,
+    *,
+    roi: Sequence[int] = (96, 96, 96),
+    overlap: float = 0.75,
+    sw_batch_size: int = 1,
+    amp: bool = False,
+    protocol: str | EvalProtocol = "tumorsweep",
+    postprocess: bool = True,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """Predicted labels (uint8) of one CT on its own file grid: no label file needed.
+
+    `preprocess` is the evaluation chain; it is given the image alone (so it must allow a
+    missing "label" key, as `core.data.transforms.eval_transforms` does) and the prediction
+    is inverted through it. Several models are an ensemble (`sliding_window_scores`).
+    """
+    path = Path(image_path)
+    if not path.is_file():
+        raise TumorsweepError(f"{path}: image file not found")
+    networks = [models] if isinstance(models, torch.nn.Module) else list(models)
+    window = dict(roi=roi, overlap=overlap, sw_batch_size=sw_batch_size, amp=amp, device=device)
+    chosen = resolve_protocol(protocol)
+    data = preprocess({"image": str(path)})
+    labels = _native_labels(networks, data, path, preprocess, chosen, window)
+    return chosen.postprocess(labels) if postprocess else labels
+
+
 def predict_case(
     model: torch.nn.Module,
     case: dict,
@@ -98,31 +162,16 @@ def predict_case(
 
     `case` holds "image" and "label" paths; `preprocess` is the evaluation chain (load,
     channel first, orientation, resampling, window) that the prediction is inverted through.
-    `postprocess=False` skips the protocol's post-processing.
+    `postprocess=False` skips the protocol's post-processing. The prediction itself is
+    `predict_image`'s: the same scores, inversion and post-processing.
     """
     chosen = resolve_protocol(protocol)
     image_path, label_path = _case_paths(case)
     truth, _, spacing = load_volume(label_path)
     truth = as_labels(label_path, truth)
+    window = dict(roi=roi, overlap=overlap, sw_batch_size=sw_batch_size, amp=amp, device=device)
     data = preprocess({"image": str(image_path), "label": str(label_path)})
-    image = data["image"]
-    if not isinstance(image, MetaTensor):
-        raise TumorsweepError(f"{image_path}: preprocess must return a MONAI MetaTensor image")
-    logits = sliding_window_logits(
-        model,
-        image.unsqueeze(0),
-        roi=roi,
-        overlap=overlap,
-        sw_batch_size=sw_batch_size,
-        amp=amp,
-        stitch_dtype=chosen.stitch_dtype,
-        device=device,
-    )[0]
-    if chosen.inversion == "labels_nearest":
-        pred = _invert_labels(logits.argmax(dim=0, keepdim=True).to(torch.uint8), image, preprocess)
-    else:
-        pred = _invert_logits_argmax(logits, image, preprocess)
-    del logits
+    pred = _native_labels([model], data, image_path, preprocess, chosen, window)
     if pred.shape != truth.shape:
         raise TumorsweepError(
             f"{label_path}: prediction inverted to shape {pred.shape}, label has {truth.shape}"
@@ -130,6 +179,29 @@ def predict_case(
     if postprocess:
         pred = chosen.postprocess(pred)
     return pred, truth, spacing
+
+
+def _native_labels(
+    models: Sequence[torch.nn.Module],
+    data: dict,
+    image_path: Path,
+    preprocess: Compose,
+    protocol: EvalProtocol,
+    window: dict,
+) -> np.ndarray:
+    """Labels on the image's file grid from its preprocessed dict, the protocol's way:
+    argmax then nearest inversion, or linear inversion of each class's scores then argmax."""
+    image = data["image"]
+    if not isinstance(image, MetaTensor):
+        raise TumorsweepError(f"{image_path}: preprocess must return a MONAI MetaTensor image")
+    scores = sliding_window_scores(
+        models, image.unsqueeze(0), stitch_dtype=protocol.stitch_dtype, **window
+    )[0]
+    if protocol.inversion == "labels_nearest":
+        labels = scores.argmax(dim=0, keepdim=True).to(torch.uint8)
+        del scores
+        return _invert_labels(labels, image, preprocess)
+    return _invert_logits_argmax(scores, image, preprocess)
 
 
 def evaluate_cases(

@@ -5,6 +5,9 @@ Follows the MLflow naming of core/tracking.py: an experiment per study, a parent
 wrote them `tumorsweep.data_warnings`, `tumorsweep.driver_host`, `tumorsweep.driver_pid`), a
 nested child run per trial with `backbone`, `eval_set` and `tumorsweep.config_key` tags, params
 as strings. A trial still RUNNING whose sweep driver ran on this machine and is gone is STALE.
+With cross-validation (`--folds K`) every trial carries `data.fold` (k) and `data.folds` (K);
+like the seed, the fold is not part of the configuration: it never enters the swept knobs, the
+config key or the label, and becomes the `fold` column beside `seed`.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from core.report.store import reading
 FINAL_METRICS = (*summary_names(), *pooled_names())
 PER_CASE_ARTIFACT = tracking.PER_CASE_TEST_ARTIFACT
 PER_CASE_METRICS = tuple(summary_names())
-PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "case", "metric", "value"]
+PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "fold", "case", "metric", "value"]
 
 # Params kept as columns whether swept or not: they name the column (label), key the
 # published numbers, or are overrides the table must declare.
 PROTOCOL_PARAM = "eval.protocol"
+FOLD_PARAM, FOLDS_PARAM = "data.fold", "data.folds"  # a trial's fold k of K (absent: no folds)
 OVERRIDE_PARAMS = ("eval.allow_test_selection", "data.allow_overlap")
 _KEPT_PARAMS = ("model.name", "model.pretrained", "data.real_tumors", PROTOCOL_PARAM)
 
@@ -151,12 +155,24 @@ def _sweep_facts(parent: Run, experiment: str) -> dict[str, Any]:
     }
 
 
+def _without_fold(config_key: str) -> str:
+    """A config key (JSON of the swept values) without the fold, if a sweep put it there."""
+    try:
+        values = json.loads(config_key)
+    except json.JSONDecodeError:
+        return config_key
+    if not isinstance(values, dict) or FOLD_PARAM not in values:
+        return config_key
+    values.pop(FOLD_PARAM)
+    return json.dumps(values, sort_keys=True, default=str)
+
+
 def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any]) -> dict[str, Any]:
     params = {name: parse_param(value) for name, value in run.data.params.items()}
-    swept = sweep["swept"]
+    swept = [name for name in sweep["swept"] if name != FOLD_PARAM]
     swept_values = {name: params.get(name) for name in swept}
-    config_key = run.data.tags.get(tracking.CONFIG_KEY_TAG) or json.dumps(
-        swept_values, sort_keys=True
+    config_key = _without_fold(
+        run.data.tags.get(tracking.CONFIG_KEY_TAG) or json.dumps(swept_values, sort_keys=True)
     )
     status = "RUNNING" if run.info.status == "SCHEDULED" else run.info.status
     if status == "RUNNING" and sweep["stale"]:
@@ -171,6 +187,8 @@ def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any])
         "eval_set": run.data.tags.get(tracking.EVAL_SET_TAG),
         "config_key": config_key,
         "seed": params.get(tracking.SEED_PARAM),
+        "fold": params.get(FOLD_PARAM),
+        "folds": params.get(FOLDS_PARAM),
         "swept": json.dumps(swept),
         "baseline": sweep["baseline"],
         "data_warnings": json.dumps(sweep["data_warnings"]),
@@ -197,7 +215,8 @@ def load_runs(
     `parent_run_id` picks one. Every trial gets a row for each of `FINAL_METRICS` (value NaN
     when missing, e.g. failed or unfinished trials) plus one per other metric it logged
     (latest value). Columns: experiment, parent_run_id, run_id, status (MLflow's FINISHED,
-    FAILED, KILLED, RUNNING, or STALE), error, backbone, eval_set, config_key, seed, label,
+    FAILED, KILLED, RUNNING, or STALE), error, backbone, eval_set, config_key, seed, fold and
+    folds (None without cross-validation), label,
     metric, value, swept, baseline, data_warnings (JSON list, the sweep's), overrides (JSON
     list of `OVERRIDE_PARAMS` set true), then the params (`eval.protocol` "tumorsweep" where
     the trial logged none).
@@ -265,8 +284,8 @@ def param_columns(runs: pd.DataFrame) -> list[str]:
 def load_per_case(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
     """Per-case values of finished trials, from each one's `per_case_test.csv` artifact.
 
-    Returns columns experiment, label, run_id, seed, case, metric, value (one row per trial x
-    case x metric). Trials without the artifact are skipped; a malformed CSV raises naming
+    Returns columns experiment, label, run_id, seed, fold, case, metric, value (one row per
+    trial x case x metric). Trials without the artifact are skipped; a malformed CSV raises naming
     the run and file.
     """
     finished = runs[runs["status"] == "FINISHED"].drop_duplicates("run_id")
@@ -305,4 +324,5 @@ def _read_per_case(path: Path, trial: Any) -> pd.DataFrame:
     long["label"] = trial.label
     long["run_id"] = trial.run_id
     long["seed"] = trial.seed
+    long["fold"] = trial.fold
     return long

@@ -35,6 +35,14 @@ Paired test against the baseline (`paired_test`), over the cases every trial of 
 - a configuration with a single trial: a case-level sign-flip test of the mean per-case
   difference (`sign_flip_test`: exact over all 2^n sign patterns up to 16 cases, else 20,000
   seeded random ones). It cannot account for seed variance, and the table says so.
+- cross-validation folds (each trial one fold: trained without, and tested on, its fold's
+  cases): `fold_paired_test`. Fold k's model is better or worse on all of fold k's cases at
+  once, so folds, not cases, are the second level: D_k = mean over fold k's shared cases of
+  (ours - baseline), each side averaged over its seeds of that fold, paired because both
+  configurations' fold k trained and tested on the same cases; then a one-sample t-test of
+  the K values D_k (K - 1 degrees of freedom; fold-to-fold, seed-to-seed and case noise all in
+  its error). Intervals pool the cases of all folds (`pool_folds`: one row per seed, each case
+  the mean of the fold trials that scored it), then bootstrap as above.
 Holm's step-down correction (`holm`) then runs over all comparisons of one table (every metric
 x configuration against its baseline): it holds the family-wise error rate under any
 dependence, which matters because a case's Dice and NSD are strongly correlated.
@@ -57,6 +65,7 @@ N_RANDOM_FLIPS = 20_000
 
 TWO_LEVEL_T = "two-level t"
 SIGN_FLIP = "case sign-flip"
+FOLD_PAIRED_T = "fold-paired t"
 CI_TWO_LEVEL = "seeds+cases"
 CI_CASES = "cases"
 
@@ -169,6 +178,39 @@ def paired_test(
         return PairedTest(two_level_t_test(a, b), len(shared), len(a), len(b), TWO_LEVEL_T)
     p_value = sign_flip_test(a.mean(axis=0) - b.mean(axis=0), seed=seed)
     return PairedTest(p_value, len(shared), len(a), len(b), SIGN_FLIP)
+
+
+def pool_folds(matrix: pd.DataFrame, seeds: pd.Series) -> pd.DataFrame:
+    """A trials x cases table of fold trials as seeds x cases: each case the mean of the
+    trials of that seed that scored it (a case of several folds' test lists counts once)."""
+    return matrix.groupby(seeds.reindex(matrix.index).to_numpy(), sort=True).mean()
+
+
+def fold_paired_test(
+    ours: pd.DataFrame, baseline: pd.DataFrame, ours_folds: pd.Series, baseline_folds: pd.Series
+) -> PairedTest:
+    """Fold-paired t-test (module docstring) of two trials x cases tables whose trials are
+    cross-validation folds (`*_folds`: fold per trial, indexed like the tables' rows)."""
+    differences, n_cases = [], 0
+    shared_folds = sorted(set(ours_folds.dropna()) & set(baseline_folds.dropna()))
+    for fold in shared_folds:
+        a = ours[(ours_folds.reindex(ours.index) == fold).to_numpy()].mean(axis=0)
+        b = baseline[(baseline_folds.reindex(baseline.index) == fold).to_numpy()].mean(axis=0)
+        both = a.index.intersection(b.index)
+        paired = (a[both] - b[both]).dropna()
+        if len(paired):
+            differences.append(float(paired.mean()))
+            n_cases += len(paired)
+    if len(differences) < 2:
+        return PairedTest(math.nan, n_cases, len(ours), len(baseline), None)
+    d = np.asarray(differences)
+    spread = d.std(ddof=1)
+    if spread == 0:
+        p_value = 1.0 if d.mean() == 0 else 0.0
+    else:
+        t_stat = d.mean() / (spread / math.sqrt(len(d)))
+        p_value = float(2 * student_t.sf(abs(t_stat), len(d) - 1))
+    return PairedTest(p_value, n_cases, len(ours), len(baseline), FOLD_PAIRED_T)
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:

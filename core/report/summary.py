@@ -1,9 +1,11 @@
 """Tidy runs and per-case values -> one row of statistics per configuration x metric.
 
 A configuration is one table column (experiment, label). Its numbers come from finished
-trials only: mean and sample std (ddof=1) over seeds of the trial's logged metric, the
-bootstrap interval and the paired test of `core.report.stats` on its trials x cases matrix,
-and Holm's correction over all comparisons of one experiment's table. A published value is
+trials only: mean and sample std (ddof=1) over its trials (seeds; with cross-validation,
+folds or seeds x folds: `unit`) of the trial's logged metric, the bootstrap interval and the
+paired test of `core.report.stats` on its trials x cases matrix (with folds: cases pooled
+over folds for the interval, folds as the second level of the test), and Holm's correction
+over all comparisons of one experiment's table. A published value is
 matched on backbone, evaluation set and params (`core.report.reference`) and is comparable
 only when our trials used the protocol it was scored with.
 """
@@ -26,8 +28,10 @@ from core.report.stats import (
     N_RESAMPLES,
     bootstrap_ci,
     ci_method,
+    fold_paired_test,
     holm,
     paired_test,
+    pool_folds,
 )
 
 TABLE_METRICS = tuple(summary_names())
@@ -41,19 +45,40 @@ NO_NUMBER_STATUS = (
 
 
 def case_matrix(per_case: pd.DataFrame, experiment: str, label: str, metric: str) -> pd.DataFrame:
-    """One configuration's per-case values: trials (run_id, by seed) x cases (sorted), NaN kept."""
-    chosen = per_case[
+    """One configuration's per-case values: trials (run_id, by seed and fold) x cases (sorted),
+    NaN kept (with folds, a trial has values for its fold's cases only)."""
+    chosen = _chosen(per_case, experiment, label, metric)
+    matrix = chosen.groupby(["run_id", "case"])["value"].mean().unstack("case")
+    order = chosen.drop_duplicates("run_id").sort_values(
+        ["seed", "fold", "run_id"], na_position="last"
+    )
+    return matrix.reindex(index=order["run_id"], columns=sorted(matrix.columns))
+
+
+def _chosen(per_case: pd.DataFrame, experiment: str, label: str, metric: str) -> pd.DataFrame:
+    return per_case[
         (per_case["experiment"] == experiment)
         & (per_case["label"] == label)
         & (per_case["metric"] == metric)
     ]
-    matrix = chosen.groupby(["run_id", "case"])["value"].mean().unstack("case")
-    trials = chosen.drop_duplicates("run_id").sort_values(["seed", "run_id"], na_position="last")
-    return matrix.reindex(index=trials["run_id"], columns=sorted(matrix.columns))
+
+
+def _trial_column(per_case: pd.DataFrame, experiment: str, label: str, column: str) -> pd.Series:
+    """The seed or fold of each trial of a configuration, indexed by run_id."""
+    chosen = per_case[(per_case["experiment"] == experiment) & (per_case["label"] == label)]
+    return chosen.drop_duplicates("run_id").set_index("run_id")[column]
+
+
+def trial_unit(seeds: int, folds: int) -> str:
+    """What a configuration's trials are: "seeds", "folds" or "seeds x folds"."""
+    if not folds:
+        return "seeds"
+    return "folds" if seeds <= 1 else "seeds x folds"
 
 
 def case_means(per_case: pd.DataFrame, experiment: str, label: str, metric: str) -> pd.Series:
-    """One configuration's per-case values averaged over seeds, indexed by sorted case name."""
+    """One configuration's per-case values averaged over its trials (seeds, and folds that
+    scored the case), indexed by sorted case name."""
     return case_matrix(per_case, experiment, label, metric).mean(axis=0).dropna()
 
 
@@ -82,8 +107,9 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
 
     Columns: experiment, label, backbone, eval_set, config_key, swept (list), is_baseline,
     the param columns (values of its first trial), protocol (its trials' `eval.protocol`, or
-    "mixed: ..."), overrides and data_warnings (lists over its trials and their sweeps), and
-    the trial counts n_trials, n_finished, n_failed, n_killed, n_running, n_stale.
+    "mixed: ..."), overrides and data_warnings (lists over its trials and their sweeps), the
+    trial counts n_trials, n_finished, n_failed, n_killed, n_running, n_stale, n_folds
+    (distinct folds, 0 without cross-validation) and unit (`trial_unit`).
     """
     trials = runs.drop_duplicates("run_id")
     params = param_columns(runs)
@@ -95,6 +121,7 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
         status = group["status"]
         protocols = sorted(set(group[PROTOCOL_PARAM]))
         protocol = protocols[0] if len(protocols) == 1 else "mixed: " + ", ".join(protocols)
+        n_folds = int(group["fold"].dropna().nunique())
         rows.append(
             {
                 "experiment": experiment,
@@ -115,6 +142,8 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
                 "n_killed": int((status == "KILLED").sum()),
                 "n_running": int((status == "RUNNING").sum()),
                 "n_stale": int((status == "STALE").sum()),
+                "n_folds": n_folds,
+                "unit": trial_unit(group["seed"].nunique(), n_folds),
             }
         )
     table = pd.DataFrame.from_records(rows)
@@ -155,12 +184,14 @@ def summarise(
 ) -> pd.DataFrame:
     """Statistics per configuration x metric (of `TABLE_METRICS`), in table order.
 
-    Columns: the `configurations` columns, then metric, n_seeds, mean, std, status ("ok", or
-    why there is no number: "running", "stale (driver gone)", "KILLED", "FAILED", "n/a"),
-    n_cases, ci_low, ci_high, ci_method ("seeds+cases", "cases"), baseline_label, test
-    ("two-level t", "case sign-flip"), p_value (raw), n_paired (shared cases), p_holm (Holm
-    over the experiment's comparisons), significant (p_holm < alpha), published, paper,
-    published_label, published_source, published_protocol, published_comparable.
+    Columns: the `configurations` columns, then metric, n_seeds (trials with a value: seeds,
+    or seeds x folds), mean, std, status ("ok", or why there is no number: "running", "stale
+    (driver gone)", "KILLED", "FAILED", "n/a"), n_cases, ci_low, ci_high, ci_method
+    ("seeds+cases", "cases"; with folds over the cases pooled over folds), baseline_label,
+    test ("two-level t", "case sign-flip", "fold-paired t" when both have folds), p_value
+    (raw), n_paired (shared cases), p_holm (Holm over the experiment's comparisons),
+    significant (p_holm < alpha), published, paper, published_label, published_source,
+    published_protocol, published_comparable.
     """
     configs = configurations(runs)
     finished = runs[(runs["status"] == "FINISHED") & runs["value"].notna()]
@@ -172,6 +203,9 @@ def summarise(
             & configs["is_baseline"]
         ]
         baseline_label = None if baseline.empty else baseline["label"].iloc[0]
+        folded = (
+            bool(config["n_folds"]) and not baseline.empty and bool(baseline["n_folds"].iloc[0])
+        )
         published = _published(config, {name: config[name] for name in param_columns(runs)})
         for metric in TABLE_METRICS:
             values = finished[
@@ -181,11 +215,24 @@ def summarise(
             ]["value"].to_numpy()
             matrix = case_matrix(per_case, config["experiment"], config["label"], metric)
             scored = matrix.dropna(how="all").dropna(axis=1, how="all")
-            low, high = bootstrap_ci(scored.to_numpy(), n_resamples, seed)
+            trials = _trial_column(per_case, config["experiment"], config["label"], "seed")
+            if config["n_folds"] and not scored.empty:  # one row per seed, folds' cases pooled
+                scored_rows = pool_folds(scored, trials)
+            else:
+                scored_rows = scored
+            low, high = bootstrap_ci(scored_rows.to_numpy(), n_resamples, seed)
             test = None
             if baseline_label is not None and baseline_label != config["label"]:
                 base = case_matrix(per_case, config["experiment"], baseline_label, metric)
-                test = paired_test(scored, base.dropna(how="all"), seed)
+                if folded:
+                    test = fold_paired_test(
+                        scored,
+                        base.dropna(how="all"),
+                        _trial_column(per_case, config["experiment"], config["label"], "fold"),
+                        _trial_column(per_case, config["experiment"], baseline_label, "fold"),
+                    )
+                else:
+                    test = paired_test(scored, base.dropna(how="all"), seed)
             reference = published.get(metric)
             rows.append(
                 {
@@ -198,7 +245,7 @@ def summarise(
                     "n_cases": scored.shape[1],
                     "ci_low": low,
                     "ci_high": high,
-                    "ci_method": ci_method(len(scored)) if scored.size else None,
+                    "ci_method": ci_method(len(scored_rows)) if scored.size else None,
                     "baseline_label": baseline_label,
                     "test": test.method if test else None,
                     "p_value": test.p_value if test else math.nan,

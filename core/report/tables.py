@@ -1,8 +1,9 @@
 """Paper-style tables from `summarise` output, rendered as Markdown and LaTeX.
 
 Rows Liver Dice, Liver NSD, Tumor Dice, Tumor NSD (plus the trial count); one column per
-configuration. A cell reads `mean ± std [CI low, CI high]*`: mean and sample std over seeds,
-the 95% bootstrap interval (two-level over seeds and cases, or cases only for one seed), `*`
+configuration. A cell reads `mean ± std [CI low, CI high]*`: mean and sample std over seeds
+(with cross-validation: over folds, or seeds x folds, and the table says so), the 95% bootstrap
+interval (two-level over seeds and cases, or cases only for one seed; cases pooled over folds), `*`
 when the paired test against the baseline column survives Holm's correction over the table.
 A published value stands in the column beside ours only when it was scored with our
 evaluation protocol on our evaluation set; matched but scored otherwise, it goes to a
@@ -19,7 +20,7 @@ import pandas as pd
 
 from core.evaluate.registry import summary_names
 from core.report.reference import PROTOCOLS
-from core.report.stats import ALPHA, CI_CASES, CI_TWO_LEVEL, SIGN_FLIP, TWO_LEVEL_T
+from core.report.stats import ALPHA, CI_CASES, CI_TWO_LEVEL, FOLD_PAIRED_T, SIGN_FLIP, TWO_LEVEL_T
 from core.report.summary import TABLE_METRICS
 
 METRIC_NAMES = summary_names()
@@ -61,8 +62,9 @@ def format_published(row: pd.Series) -> str:
 
 
 def format_trials(row: pd.Series) -> str:
-    """How many trials gave numbers, and how many failed, were killed or are unfinished."""
-    parts = [f"{row['n_seeds']}/{row['n_trials']} seeds"]
+    """How many trials (seeds, folds, or seeds x folds) gave numbers, and how many failed, were
+    killed or are unfinished."""
+    parts = [f"{row['n_seeds']}/{row['n_trials']} {row['unit']}"]
     for count, word in (
         ("n_failed", "FAILED"),
         ("n_killed", "KILLED"),
@@ -110,7 +112,8 @@ def _statistics_notes(chosen: pd.DataFrame) -> list[str]:
     baselines = chosen["baseline_label"].dropna().unique()
     against = ", ".join(baselines) if len(baselines) else "no baseline column found"
     n_tests = int(chosen["p_value"].notna().sum())
-    notes = ["mean ± sample std over seeds [95% bootstrap CI of the mean]"]
+    units = " or ".join(dict.fromkeys(chosen["unit"]))
+    notes = [f"mean ± sample std over {units} [95% bootstrap CI of the mean]"]
     if n_tests:
         notes.append(
             f"* differs from {against} at {ALPHA:g} after Holm's correction over the {n_tests} "
@@ -131,10 +134,18 @@ def _statistics_notes(chosen: pd.DataFrame) -> list[str]:
     ]
     if parts:
         notes.append("95% CI: " + "; ".join(parts))
+    folded = chosen[chosen["n_folds"] > 0]
+    if not folded.empty:
+        notes.append(
+            f"cross-validation in {_labels(folded)}: each case scored by the fold(s) whose test "
+            "list holds it; intervals pool the cases of all folds (one value per case and seed)"
+        )
     tests = {
         TWO_LEVEL_T: "two-level Welch t-test of the per-trial means over shared cases, "
         "seed-to-seed and case-to-case variance both in its error, for ",
         SIGN_FLIP: "case-level sign-flip test for ",
+        FOLD_PAIRED_T: "t-test of the per-fold mean differences (folds paired: same training "
+        "and test cases), fold-to-fold and case-to-case variance both in its error, for ",
     }
     for method, text in tests.items():
         rows = chosen[chosen["test"] == method]
@@ -262,6 +273,7 @@ def seeds_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """One row per configuration: tumour Dice mean, std, seeds, liver Dice, and the published
     value where it was scored with our protocol (left empty otherwise)."""
     chosen = summary[summary["experiment"] == experiment].set_index(["label", "metric"])
+    trials = "Seeds" if (chosen["unit"] == "seeds").all() else "Trials"
     rows = {}
     for label in dict.fromkeys(chosen.index.get_level_values("label")):
         tumor, liver = chosen.loc[(label, "tumor_dice")], chosen.loc[(label, "liver_dice")]
@@ -269,7 +281,7 @@ def seeds_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
         rows[label] = {
             "Tumor Dice": f"{tumor['mean']:.5f}" if ok else tumor["status"],
             "± std": f"{tumor['std']:.5f}" if ok and _given(tumor["std"]) else "",
-            "Seeds": format_trials(tumor),
+            trials: format_trials(tumor),
             "Liver Dice": f"{liver['mean']:.5f}" if liver["status"] == "ok" else liver["status"],
             "Published Tumor Dice": format_published(tumor)
             if tumor["published_comparable"]
