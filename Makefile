@@ -36,7 +36,9 @@ test: setup-dev
 lint: setup-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# MLflow 3.17 opens in its GenAI view; the runs table is behind "Model training" (or the URL).
 mlflow-ui: setup
+	@echo "Open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (Model training view)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1
 
 # Caches only: the phantom CTs and data-check results are rebuilt on the next run.
