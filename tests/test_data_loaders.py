@@ -4,6 +4,7 @@ refused before anything is built, per-rank shares, loader workers."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
+import core.data.diskcache as diskcache
 import core.data.loaders as loaders
 from core.config import make_config
 from core.data.cases import resolve_cases
@@ -213,3 +215,47 @@ def test_fast_loader_feeds_batches_from_worker_processes(mixed) -> None:
     assert images.shape == (2 * len(mixed), 1, 32, 32, 32) and images.dtype == torch.float32
     assert labels.dtype == torch.int64 and set(np.unique(labels.numpy())) == {0, 1, 2}
     assert -0.2 < float(images.min()) and float(images.max()) < 1.3  # window +- augmentation
+
+
+def test_disk_cache_gives_the_memory_cache_patches_and_is_reused(mixed, tmp_path, capsys):
+    common = {"spacing": (2.0, 2.0, 2.0), "pipeline": "fast", "cache_dtype": "int16",
+              "loader_workers": 0}  # fmt: skip
+    disk = DataConfig(**common, cache="disk", cache_dir=str(tmp_path / "cache"))
+
+    def batches(data: DataConfig) -> list[dict]:
+        loader = loaders.training_loader(
+            mixed, data, patch_size=(32, 32, 32), batch_size=2, crops_per_volume=1, seed=4,
+            synthesis=TumorSynthesisd(config=SMALL_TUMOURS),
+        )  # fmt: skip
+        return [batch for _ in range(2) for batch in loader]
+
+    in_memory = batches(DataConfig(**common))
+    for written, reused in ((len(mixed), 0), (0, len(mixed))):
+        on_disk = batches(disk)
+        assert f"{written} case(s) written and {reused} reused" in capsys.readouterr().out
+        for ours, theirs in zip(on_disk, in_memory, strict=True):
+            assert torch.equal(ours["image"], theirs["image"])
+            assert torch.equal(ours["label"], theirs["label"])
+    assert int((torch.cat([b["label"] for b in on_disk]) == 2).sum()) > 0
+    source = Path(mixed[0]["image"])
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # file changed
+    batches(disk)
+    assert f"1 case(s) written and {len(mixed) - 1} reused" in capsys.readouterr().out
+
+
+def test_disk_cache_refuses_a_disk_it_cannot_fill(mixed, tmp_path, monkeypatch) -> None:
+    class Usage:
+        free = 1_000_000
+
+    monkeypatch.setattr(diskcache.shutil, "disk_usage", lambda _: Usage())
+    data = DataConfig(
+        spacing=(2.0, 2.0, 2.0), cache="disk", cache_dir=str(tmp_path), loader_workers=0
+    )
+    with pytest.raises(TumorsweepError, match=rf"data.cache_dir = {tmp_path}: 1.0 MB free, but"):
+        loaders.training_loader(
+            mixed, data, patch_size=(32,) * 3, batch_size=1, crops_per_volume=1, seed=0
+        )
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(TumorsweepError, match="data.cache = disk needs data.pipeline = fast"):
+        make_config("paper", {"data.cache": "disk", "data.pipeline": "public"})

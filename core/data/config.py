@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
@@ -42,6 +42,13 @@ class DataConfig(_Strict):
         "float32", description="HU storage of cached images (fast pipeline); int16 rounds the "
         "resampled HU to integers (at most 0.5 HU)",
     )  # fmt: skip
+    cache: Literal["memory", "disk"] = Field(
+        "memory", description="where the fast pipeline caches: memory, or memory-mapped files "
+        "on local disk (data.cache_dir; resident memory bounded, reused across trials)",
+    )  # fmt: skip
+    cache_dir: str | None = Field(
+        None, description="local folder of data.cache=disk; None = .tumorsweep/train-cache"
+    )
     cache_partition: Literal["replicate", "rank"] = Field(
         "replicate", description="replicate = every DDP worker caches every training case (the "
         "public code); rank = each caches its own share and samples only from it",
@@ -65,6 +72,12 @@ class DataConfig(_Strict):
         if min(value) <= 0:
             raise ValueError(f"spacing must be positive, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _disk_cache_is_fast(self) -> DataConfig:
+        if self.cache == "disk" and self.pipeline != "fast":
+            raise ValueError("data.cache = disk needs data.pipeline = fast")
+        return self
 
     @field_validator("window")
     @classmethod

@@ -8,7 +8,8 @@ batch of `batch_size` patches takes `batch_size // crops_per_volume` volumes.
 Before anything is read, `plan_cache` bounds the cache from the NIfTI headers, prints the plan
 and refuses one that cannot fit (`data.cache_memory_gb` or the machine). The fast pipeline
 never writes into cached items, so they are not deep-copied per sample (`copy_cache=False`);
-the public pipeline keeps MONAI's default copy, as the public code does.
+the public pipeline keeps MONAI's default copy, as the public code does. `data.cache=disk`
+keeps the fast pipeline's cache as memory-mapped files instead (`core.data.diskcache`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from monai.data import CacheDataset, DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from core.data.config import DataConfig
+from core.data.diskcache import build_disk_cache, default_folder
 from core.data.memory import CachePlan, plan_cache, size_text
 from core.data.transforms import train_transforms
 from core.errors import TumorsweepError
@@ -106,6 +109,7 @@ def training_loader(
         world_size=world_size,
         partitioned=partitioned,
         cpus=cpus,
+        on_disk=data.cache == "disk",
     )
     print(plan.describe(), flush=True)
     plan.check()
@@ -118,7 +122,13 @@ def training_loader(
         pipeline=data.pipeline,
         cache_dtype=data.cache_dtype,
     )
-    dataset = _cache(plan, transform, data)
+    if data.cache == "disk":
+        settings = {"spacing": data.spacing, "window_low": data.window[0],
+                    "patch": list(patch_size), "dtype": data.cache_dtype}  # fmt: skip
+        folder = Path(data.cache_dir) if data.cache_dir else default_folder()
+        dataset: Any = build_disk_cache(plan, transform, folder, settings)
+    else:
+        dataset = _cache(plan, transform, data)
     workers = loader_workers(data.loader_workers, cpus)
     sampler = None
     if partitioned:

@@ -29,9 +29,10 @@ IMAGE_BYTES = {"float32": 4, "int16": 2}
 ROW_COUNT_BYTES = 2 * 8  # fast chain: int64 cumulative counts of fg and bg voxels per row
 # Transient bytes while one case is prepared, per voxel of the file and of the resampled grid:
 # the file read as float32 image and label (plus the int16 read); the resampling grid, its
-# output and the casts. Calibrated by benchmarks/data_pipeline.py (peak RSS of one build).
+# output and the casts. benchmarks/data_pipeline.py measured 3.06 GB above the cache for a
+# 512x512x300 file resampled to 410x410x450 (any pipeline); these give 3.21 GB.
 BUILD_BYTES_PER_FILE_VOXEL = 10
-BUILD_BYTES_PER_CACHED_VOXEL = 20
+BUILD_BYTES_PER_CACHED_VOXEL = 32
 
 
 def size_text(nbytes: float) -> str:
@@ -68,6 +69,7 @@ class CachePlan:
     world_size: int
     partitioned: bool
     layout: str
+    on_disk: bool  # cached as memory-mapped files (core.data.diskcache), not in memory
     cache_bytes: int
     build_threads: int
     build_peak_bytes: int
@@ -78,7 +80,7 @@ class CachePlan:
         """Per-case bounds and the total against the budget (printed when a trainer starts)."""
         head = (
             f"training cache of worker {self.rank} of {self.world_size}: {len(self.cases)} of "
-            f"{self.total_cases} cases, {self.layout}"
+            f"{self.total_cases} cases, {self.layout}{' on disk' if self.on_disk else ''}"
         )
         lines = [head, *(f"  {case.line()}" for case in self.cases)]
         lines.append(
@@ -93,17 +95,20 @@ class CachePlan:
         largest case) that does not fit."""
         cached = self.cases[: self.cached]
         largest = max((c.build_bytes for c in cached), default=0)
-        if not cached or self.budget_bytes - self.cache_bytes >= largest:
+        resident = 0 if self.on_disk else self.cache_bytes
+        if not cached or self.budget_bytes - resident >= largest:
             return
         biggest = max(cached, key=lambda c: c.cache_bytes)
         hints = "raise data.cache_memory_gb"
+        if self.layout.startswith("fast"):
+            hints += ", set data.cache=disk"
         if self.layout != "fast-int16":
             hints += ", set data.pipeline=fast with data.cache_dtype=int16"
         if self.world_size > 1 and not self.partitioned:
             hints += f", set data.cache_partition=rank (1/{self.world_size} of the cases each)"
         raise TumorsweepError(
             f"{self.budget_source}: budget {size_text(self.budget_bytes)}, but the training "
-            f"cache of worker {self.rank} needs up to {size_text(self.cache_bytes)} for "
+            f"cache of worker {self.rank} needs up to {size_text(resident)} for "
             f"{len(cached)} case(s) ({self.layout}; largest {biggest.line()}) plus "
             f"{size_text(largest)} to build one case; {hints}, or lower data.cache_rate"
         )
@@ -206,12 +211,14 @@ def plan_cache(
     world_size: int = 1,
     partitioned: bool = False,
     cpus: int = 1,
+    on_disk: bool = False,
 ) -> CachePlan:
     """This worker's cases, cache bounds, build threads and budget; `CachePlan.check` refuses
     a plan that does not fit (naming `data.cache_memory_gb` or the machine's memory).
 
     Only the first `cache_rate` share of the worker's cases is cached (MONAI's rule), so only
-    those count. The budget is `budget_gb`, capped by the machine's available memory divided
+    those count (`on_disk`: all are, and only their build counts against memory). The
+    budget is `budget_gb`, capped by the machine's available memory divided
     among the training workers of this node (`LOCAL_WORLD_SIZE`, set by Ray Train); build
     threads are as many as `cpus` and the room left beside the cache allow (at least one)."""
     cases = [case_footprint(item, spacing, patch_size, layout) for item in items]
@@ -224,7 +231,7 @@ def plan_cache(
             )
         chosen = partition([c.cache_bytes for c in cases], world_size)[rank]
     mine = [cases[i] for i in chosen]
-    cached = mine[: min(len(mine), int(len(mine) * cache_rate))]
+    cached = mine if on_disk else mine[: min(len(mine), int(len(mine) * cache_rate))]
     cache_bytes = sum(c.cache_bytes for c in cached)
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     machine = available_memory_bytes() / local
@@ -234,7 +241,7 @@ def plan_cache(
     else:
         budget, source = budget_gb * GB, f"data.cache_memory_gb = {budget_gb:g}"
     largest = max((c.build_bytes for c in cached), default=0)
-    room = budget - cache_bytes
+    room = budget - (0 if on_disk else cache_bytes)
     fit = int(room // largest) if largest > 0 and room > 0 else 1
     threads = max(1, min(cpus, len(cached), fit))
     return CachePlan(
@@ -246,6 +253,7 @@ def plan_cache(
         world_size=world_size,
         partitioned=partitioned,
         layout=layout,
+        on_disk=on_disk,
         cache_bytes=cache_bytes,
         build_threads=threads,
         build_peak_bytes=threads * largest,
