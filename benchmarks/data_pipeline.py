@@ -225,7 +225,7 @@ def main() -> None:
                 f"{name} vs public: patches/s x{r['patches_per_s'] / base['patches_per_s']:.1f}, "
                 f"resident memory per case x{smaller:.1f} smaller"
                 f"{' (or more: under 1 MB)' if r['rss_per_case'] < 1e6 else ''}, "
-                f"build x{base['build_s_per_case'] / r['build_s_per_case']:.2f} faster"
+                f"build time x{r['build_s_per_case'] / base['build_s_per_case']:.2f}"
             )
     for name, r in results.items():
         feeds = 4 * r.get("worker_patches_per_s", r["patches_per_s"])
