@@ -73,15 +73,15 @@ class DataConfig(_Strict):
             raise ValueError(f"spacing must be positive, got {value}")
         return value
 
-    @model_validator(mode="after")
-    def _disk_cache_is_fast(self) -> DataConfig:
-        if self.cache == "disk" and self.pipeline != "fast":
-            raise ValueError("data.cache = disk needs data.pipeline = fast")
-        return self
-
     @field_validator("window")
     @classmethod
     def _window(cls, value: tuple[float, float]) -> tuple[float, float]:
         if value[0] >= value[1]:
             raise ValueError(f"window must be (low, high) with low < high, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _disk_cache_is_fast(self) -> DataConfig:
+        if self.cache == "disk" and self.pipeline != "fast":
+            raise ValueError("data.cache = disk needs data.pipeline = fast")
+        return self
