@@ -192,7 +192,6 @@ def test_loader_workers_setting() -> None:
     assert loaders.loader_workers(3, 8) == 3
     assert make_config("paper").data.loader_workers == "auto"
     assert make_config("paper").data.pipeline == "fast"
-    assert make_config("demo").data.loader_workers == 1
     for field, value in (("loader_workers", -1), ("loader_workers", "many"),
                          ("cache_memory_gb", 0), ("cache_dtype", "float16")):  # fmt: skip
         with pytest.raises(TumorsweepError, match=f"data.{field}"):
