@@ -196,7 +196,6 @@ def build(
 ) -> Trainer:
     """Model (on the session's device, DDP-wrapped), loss, optimiser, schedule, AMP, loader."""
     from core.data.loaders import training_loader
-    from core.data.transforms import train_transforms
     from core.models import backbone
     from core.models import build as build_model
     from core.optim import build_optimisation
@@ -213,21 +212,18 @@ def build(
     if use_amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     synthesis = _synthesis_transform(cfg, cases, location_model)
-    transform = train_transforms(
-        spacing=cfg.data.spacing,
-        window=cfg.data.window,
-        patch_size=cfg.schedule.patch_size,
-        synthesis=synthesis,
-        num_samples=cfg.schedule.crops_per_volume,
-    )
     loader = training_loader(
         training_cases(cfg, cases),
-        transform,
+        cfg.data,
+        patch_size=cfg.schedule.patch_size,
         batch_size=cfg.schedule.batch_size,
         crops_per_volume=cfg.schedule.crops_per_volume,
-        cache_rate=cfg.data.cache_rate,
-        loader_workers=cfg.data.loader_workers,
         seed=cfg.seed * 1000 + session.world_rank,
+        synthesis=synthesis,
+        rank=session.world_rank,
+        world_size=session.world_size,
+        cpus=torch.get_num_threads(),  # the trial's CPUs per worker (train_loop_per_worker)
+        pin_memory=session.device.type == "cuda",
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     return Trainer(

@@ -3,12 +3,13 @@ and cached, and the built-in phantom's size when no dataset is given."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
+Workers = Annotated[int, Field(ge=0)] | Literal["auto"]
 
 
 class _Strict(BaseModel):
@@ -35,7 +36,35 @@ class DataConfig(_Strict):
         False, description="override: let training, validation and test lists share cases"
     )
     cache_rate: float = Field(1.0, ge=0, le=1)
-    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes per trainer")
+    pipeline: Literal["fast", "public"] = Field(
+        "fast",
+        description="training chain: public = the public code's as written (cached float32 "
+        "volumes deep-copied per sample, crop indices found per sample); fast = the same "
+        "patches (bit-identical with float32 storage) from volumes cached only where patch "
+        "windows reach, with cached crop indices, synthesis on the liver box, per-patch window",
+    )
+    cache_dtype: Literal["float32", "int16"] = Field(
+        "float32", description="HU storage of cached images (fast pipeline); int16 rounds the "
+        "resampled HU to integers (at most 0.5 HU)",
+    )  # fmt: skip
+    cache: Literal["memory", "disk"] = Field(
+        "memory", description="where the fast pipeline caches: memory, or memory-mapped files "
+        "on local disk (data.cache_dir; resident memory bounded, reused across trials)",
+    )  # fmt: skip
+    cache_dir: str | None = Field(
+        None, description="local folder of data.cache=disk; None = .tumorsweep/train-cache"
+    )
+    cache_partition: Literal["replicate", "rank"] = Field(
+        "replicate", description="replicate = every DDP worker caches every training case (the "
+        "public code); rank = each caches its own share and samples only from it",
+    )  # fmt: skip
+    cache_memory_gb: float | None = Field(
+        None, gt=0, description="memory the training cache of one DDP worker may use; None = "
+        "what the machine has available, shared by the workers on the node",
+    )  # fmt: skip
+    loader_workers: Workers = Field(
+        "auto", description="DataLoader worker processes per trainer; auto = its CPUs - 1"
+    )
     phantom_cases: int = Field(12, ge=4)
     phantom_tumor_cases: int = Field(6, ge=3)
     phantom_partition: IntTriple | None = Field(
@@ -74,3 +103,9 @@ class DataConfig(_Strict):
         if value[0] >= value[1]:
             raise ValueError(f"window must be (low, high) with low < high, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _disk_cache_is_fast(self) -> DataConfig:
+        if self.cache == "disk" and self.pipeline != "fast":
+            raise ValueError("data.cache = disk needs data.pipeline = fast")
+        return self

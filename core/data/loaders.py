@@ -1,39 +1,175 @@
 """The training DataLoader of one worker: cached deterministic prefix, random suffix, batches.
 
-The deterministic part of the chain (load, orient, resample) is cached by MONAI's
-`CacheDataset`; synthesis, cropping and augmentation run per sample, in loader workers when
-`loader_workers > 0`. Each volume yields `crops_per_volume` patches, so a batch of
-`batch_size` patches takes `batch_size // crops_per_volume` volumes.
+The deterministic part of the chain (load, orient, resample; the fast pipeline also compacts)
+is cached by MONAI's `CacheDataset`; synthesis, cropping and augmentation run per sample, in
+loader workers when `loader_workers > 0`. Each volume yields `crops_per_volume` patches, so a
+batch of `batch_size` patches takes `batch_size // crops_per_volume` volumes.
+
+Before anything is read, `plan_cache` bounds the cache from the NIfTI headers, prints the plan
+and refuses one that cannot fit (`data.cache_memory_gb` or the machine). The fast pipeline
+never writes into cached items, so they are not deep-copied per sample (`copy_cache=False`);
+the public pipeline keeps MONAI's default copy, as the public code does. `data.cache=disk`
+keeps the fast pipeline's cache as memory-mapped files instead (`core.data.diskcache`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from monai.data import CacheDataset, DataLoader
-from monai.transforms import Compose
+from torch.utils.data.distributed import DistributedSampler
+
+from core.data.config import DataConfig
+from core.data.diskcache import build_disk_cache, default_folder
+from core.data.memory import CachePlan, plan_cache, size_text
+from core.data.transforms import train_transforms
+from core.errors import TumorsweepError
+
+
+def loader_workers(setting: int | str, cpus: int) -> int:
+    """DataLoader worker processes: an explicit count, or "auto" = the trainer's CPUs - 1
+    (one stays with the training process), at least 0."""
+    return max(0, int(cpus) - 1) if setting == "auto" else int(setting)
+
+
+def cache_layout(data: DataConfig) -> str:
+    """The name `core.data.memory` sizes the cache by: "public", "fast-float32", "fast-int16"."""
+    return "public" if data.pipeline == "public" else f"fast-{data.cache_dtype}"
+
+
+class PartitionSampler(DistributedSampler):
+    """Shuffles one DDP worker's own cached cases each epoch (`set_epoch`), padded like
+    `DistributedSampler` (repeating the first of the shuffled indices) to `length`, the same
+    on every worker so all take the same number of steps. It is a `DistributedSampler` (of one
+    replica) so Ray Train's `prepare_data_loader` keeps it instead of adding its own."""
+
+    def __init__(self, dataset: Any, length: int, seed: int):
+        super().__init__(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+        self.num_samples = self.total_size = int(length)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
+        return iter((order * math.ceil(self.num_samples / len(order)))[: self.num_samples])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def cached_bytes(dataset: CacheDataset) -> int:
+    """Bytes of the arrays a CacheDataset holds (what the cache really costs)."""
+
+    def size(value: Any) -> int:
+        if isinstance(value, torch.Tensor):
+            return value.element_size() * value.nelement()
+        if isinstance(value, np.ndarray):
+            return value.nbytes
+        if isinstance(value, dict):
+            return sum(size(v) for v in value.values())
+        return 0
+
+    return sum(size(item) for item in dataset._cache)  # MONAI keeps no public handle on it
 
 
 def training_loader(
     items: Sequence[dict[str, Any]],
-    transform: Compose,
+    data: DataConfig,
     *,
+    patch_size: Sequence[int],
     batch_size: int,
     crops_per_volume: int,
-    cache_rate: float,
-    loader_workers: int,
     seed: int,
+    synthesis: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
+    cpus: int = 1,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """A shuffling loader over `items` ({"image", "label"} paths) through `transform`."""
-    transform.set_random_state(seed=seed)
-    pairs = [{"image": item["image"], "label": item["label"]} for item in items]
-    dataset = CacheDataset(pairs, transform, cache_rate=cache_rate, progress=False)
+    """A shuffling loader over `items` ({"image", "label"} paths, optional "case" name)
+    through the training chain of `data.pipeline`, once the cache plan fits. `seed` fixes the
+    order and every random draw; `rank`/`world_size`: this DDP worker (with
+    `data.cache_partition="rank"` it caches and samples only its share); `cpus`: the trainer's
+    CPUs (they size `loader_workers: auto` and the build threads)."""
+    partitioned = data.cache_partition == "rank"
+    plan = plan_cache(
+        items,
+        spacing=data.spacing,
+        patch_size=patch_size,
+        layout=cache_layout(data),
+        cache_rate=data.cache_rate,
+        budget_gb=data.cache_memory_gb,
+        rank=rank,
+        world_size=world_size,
+        partitioned=partitioned,
+        cpus=cpus,
+        on_disk=data.cache == "disk",
+    )
+    print(plan.describe(), flush=True)
+    plan.check()
+    transform = train_transforms(
+        spacing=data.spacing,
+        window=data.window,
+        patch_size=patch_size,
+        synthesis=synthesis,
+        num_samples=crops_per_volume,
+        pipeline=data.pipeline,
+        cache_dtype=data.cache_dtype,
+    )
+    if data.cache == "disk":
+        settings = {"spacing": data.spacing, "window_low": data.window[0],
+                    "patch": list(patch_size), "dtype": data.cache_dtype}  # fmt: skip
+        folder = Path(data.cache_dir) if data.cache_dir else default_folder()
+        dataset: Any = build_disk_cache(plan, transform, folder, settings)
+    else:
+        dataset = _cache(plan, transform, data)
+    workers = loader_workers(data.loader_workers, cpus)
+    sampler = None
+    if partitioned:
+        sampler = PartitionSampler(dataset, math.ceil(plan.total_cases / world_size), seed)
     return DataLoader(
         dataset,
         batch_size=batch_size // crops_per_volume,
-        shuffle=True,
-        num_workers=loader_workers,
-        persistent_workers=loader_workers > 0,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
         drop_last=False,
+        generator=torch.Generator().manual_seed(seed),  # MONAI seeds the transforms from it
     )
+
+
+def _cache(plan: CachePlan, transform: Any, data: DataConfig) -> CacheDataset:
+    """Build the cache and print what it took (time, bytes against the plan's bound)."""
+    started = time.perf_counter()
+    try:
+        dataset = CacheDataset(
+            [{"image": item["image"], "label": item["label"]} for item in plan.items],
+            transform,
+            cache_rate=data.cache_rate,
+            num_workers=plan.build_threads,
+            copy_cache=data.pipeline == "public",
+            progress=False,
+        )
+    except RuntimeError as exc:  # MONAI wraps what a transform raises: surface bad input
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, TumorsweepError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+    held = cached_bytes(dataset)
+    bound = max(plan.cache_bytes, 1)
+    print(
+        f"training cache built in {time.perf_counter() - started:.1f} s: {size_text(held)} "
+        f"({held / bound:.0%} of the bound)",
+        flush=True,
+    )
+    return dataset

@@ -2,13 +2,16 @@
 
 Synthesis runs in HU on the resampled volume, before windowing; everything before it is
 deterministic so `monai.data.CacheDataset` caches the loaded, reoriented, resampled volumes.
-The training chain returns a list of one patch dict per sample (`RandCropByPosNegLabeld`
-with num_samples=1): batch with `monai.data.DataLoader` (its `list_data_collate` flattens it).
+The training chain returns a list of `num_samples` patch dicts per sample
+(`RandCropByPosNegLabeld`): batch with `monai.data.DataLoader` (its `list_data_collate`
+flattens it). `pipeline="public"` is the chain as the public code writes it; `"fast"` gives
+the same patches from a compact cache (`core.data.sampling`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from core.data.sampling import CompactForSamplingd, CropCachedPosNegd, SynthesiseLiverBoxd
 from core.errors import TumorsweepError
 
 KEYS = ("image", "label")
@@ -81,33 +85,47 @@ def train_transforms(
     synthesis: MapTransform | None = None,
     augment: bool = True,
     num_samples: int = 1,
+    pipeline: Literal["public", "fast"] = "public",
+    cache_dtype: Literal["float32", "int16"] = "float32",
 ) -> Compose:
     """Training chain: load, RAS, resample, [synthesis in HU], window, pad, 1:1 crop, augment.
 
     `num_samples` crops are cut from each synthesised volume (one synthesis, several patches).
+    `pipeline="fast"` caches compacted volumes (`cache_dtype`) and cuts the same patches
+    (bit-identical with float32) from them; use it with `CacheDataset(copy_cache=False)`: it
+    never writes into the cached item.
 
     The label ends as an int64 tensor of class indices (0/1/2), the image as float32 in [0, 1]
     (before intensity augmentation).
     """
     _check(spacing, window, patch_size)
+    if pipeline not in ("public", "fast"):
+        raise TumorsweepError(f"pipeline must be 'public' or 'fast', got {pipeline!r}")
     patch = tuple(int(p) for p in patch_size)
     chain = _load_and_resample(spacing, KEYS, allow_missing=False)
-    if synthesis is not None:
-        chain.append(synthesis)
-    chain += [
-        _window(window),
-        SpatialPadd(KEYS, spatial_size=patch),
-        RandCropByPosNegLabeld(
-            KEYS,
-            label_key="label",
-            spatial_size=patch,
-            pos=1,
-            neg=1,
-            num_samples=num_samples,
-            image_key="image",
-            image_threshold=0,
-        ),
-    ]
+    if pipeline == "fast":
+        low = float(window[0])
+        chain.append(CompactForSamplingd(patch, low, cache_dtype))
+        if synthesis is not None:
+            chain.append(SynthesiseLiverBoxd(synthesis))
+        chain += [CropCachedPosNegd(patch, low, num_samples=num_samples), _window(window)]
+    else:
+        if synthesis is not None:
+            chain.append(synthesis)
+        chain += [
+            _window(window),
+            SpatialPadd(KEYS, spatial_size=patch, mode=("minimum", "constant")),
+            RandCropByPosNegLabeld(
+                KEYS,
+                label_key="label",
+                spatial_size=patch,
+                pos=1,
+                neg=1,
+                num_samples=num_samples,
+                image_key="image",
+                image_threshold=0,
+            ),
+        ]
     if augment:
         chain += [RandFlipd(KEYS, prob=FLIP_PROB, spatial_axis=axis) for axis in range(3)]
         chain += [

@@ -1,0 +1,252 @@
+"""The fast training chain's pieces: the public chain's patches without its full-volume work.
+
+The public chain (Hu et al.) deep-copies each cached 1 mm volume per sample, synthesises on
+the copy, windows the whole volume, pads it, and lets `RandCropByPosNegLabeld` find the
+foreground (label > 0) and background (label == 0 and windowed image > 0) voxels anew before
+drawing one. Three facts make that work unnecessary:
+
+- Synthesis changes only liver voxels (PROTOCOL section 2; `synthesize_tumors` documents it)
+  and keeps label > 0 there, so both index sets are the same before and after it: they are
+  computed once, when the case is cached, on the HU image (windowed > 0 is HU > window low).
+- Patches are drawn only around those voxels, so the cache keeps only the union of every
+  window a centre can give (`patch_windows`); nothing outside it is ever read.
+- The window and augmentations act voxel by voxel or on the patch alone, so they run on the
+  patch; the synthesis runs on a copy of the liver box and is pasted into the patch.
+
+`CompactForSamplingd` (deterministic, cached) and `SynthesiseLiverBoxd` + `CropCachedPosNegd`
+(random) replace the public suffix; they draw from MONAI's random states in the same order
+with MONAI's own `generate_pos_neg_label_crop_centers`, so with float32 storage a seeded
+chain yields bit-identical patches to the public one (tests/test_data_transforms.py).
+Foreground/background indices are not stored as MONAI's int64 lists (tens of millions per 1 mm
+CT): per (x, y) row the cache holds cumulative counts, and the k-th voxel of the list is found
+by a binary search over rows and a scan of one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform, Randomizable
+from monai.transforms.utils import correct_crop_centers, generate_pos_neg_label_crop_centers
+
+from core.errors import TumorsweepError
+
+IMAGE, LABEL = "image", "label"
+FG_ROWS, BG_ROWS, LIVER_BOX, SYNTH = "fg_rows", "bg_rows", "liver_box", "synthesised_box"
+ORIGIN = "compact_origin"  # where the kept part starts in the resampled, padded grid
+STORAGE = {"float32": np.float32, "int16": np.int16}
+
+
+def patch_windows(eligible: np.ndarray, patch: Sequence[int]) -> tuple[tuple[int, int], ...] | None:
+    """Per axis, the [start, stop) range covered by every patch window MONAI can centre on a
+    True voxel of `eligible` (centres moved inside the volume by `correct_crop_centers`);
+    None when no voxel is eligible."""
+    shape = eligible.shape
+    ranges = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(eligible.any(axis=other))
+        if not hits.size:
+            return None
+        ranges.append((int(hits[0]), int(hits[-1])))
+    first = correct_crop_centers([r[0] for r in ranges], patch, shape)
+    last = correct_crop_centers([r[1] for r in ranges], patch, shape)
+    return tuple(
+        (int(a) - p // 2, int(b) - p // 2 + p) for a, b, p in zip(first, last, patch, strict=True)
+    )
+
+
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """Cumulative count of True voxels over the (x, y) rows of a 3-D mask, in C order."""
+    return np.cumsum(np.count_nonzero(mask, axis=2).ravel(), dtype=np.int64)
+
+
+class CompactForSamplingd(MapTransform):
+    """What the cache keeps of a resampled (image, label) pair for the fast chain.
+
+    Pads like the public `SpatialPadd` (image per-line minimum, label 0; done in HU, which the
+    monotone window maps to the same values), stores the image in `dtype` (int16 rounds to
+    whole HU), the label as uint8, keeps only `patch_windows` of the voxels a patch can be
+    centred on, and adds the per-row counts of both index sets, the liver box (one voxel
+    wider per side, clipped) and where the kept part starts.
+    """
+
+    def __init__(self, patch_size: Sequence[int], window_low: float, dtype: str = "float32"):
+        super().__init__((IMAGE, LABEL))
+        self.patch = tuple(int(p) for p in patch_size)
+        self.low = float(window_low)
+        self.dtype = STORAGE[dtype]
+
+    def _store(self, value: Any, dtype: type, pad_mode: str) -> np.ndarray:
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        array = np.asarray(array)[0]
+        if np.issubdtype(dtype, np.integer) and array.dtype.kind == "f":
+            info = np.iinfo(dtype)
+            array = np.clip(np.rint(array), info.min, info.max)
+        array = array.astype(dtype, order="C")
+        pad = [(max(p - n, 0) // 2, max(p - n, 0) - max(p - n, 0) // 2) for n, p in zip(
+            array.shape, self.patch, strict=True)]  # fmt: skip
+        return np.pad(array, pad, mode=pad_mode) if any(any(w) for w in pad) else array
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        source = getattr(d[IMAGE], "meta", {}).get("filename_or_obj", "training case")
+        image = self._store(d[IMAGE], self.dtype, "minimum")
+        label = self._store(d[LABEL], np.uint8, "constant")
+        liver = label > 0
+        eligible = liver | (image > self.low)
+        windows = patch_windows(eligible, self.patch)
+        if windows is None:
+            raise TumorsweepError(
+                f"{Path(str(source)).name}: no voxel to centre a training patch on (no liver "
+                f"label and no voxel above {self.low:g} HU)"
+            )
+        keep = tuple(slice(a, b) for a, b in windows)
+        image, label = np.ascontiguousarray(image[keep]), np.ascontiguousarray(label[keep])
+        liver = liver[keep]
+        d[IMAGE], d[LABEL] = image[None], label[None]
+        d[ORIGIN] = tuple(a for a, _ in windows)
+        d[FG_ROWS] = _row_counts(liver)
+        d[BG_ROWS] = _row_counts(~liver & (image > self.low))
+        box = []
+        for axis in range(3):
+            hits = np.flatnonzero(liver.any(axis=tuple(a for a in range(3) if a != axis)))
+            lo, hi = (hits[0], hits[-1] + 1) if hits.size else (0, liver.shape[axis])
+            box.append((max(0, int(lo) - 1), min(liver.shape[axis], int(hi) + 1)))
+        d[LIVER_BOX] = tuple(box)
+        return d
+
+
+class RowIndices:
+    """The flat C-order indices of one index set of a compacted case, without storing them.
+
+    Behaves like MONAI's index arrays where `generate_pos_neg_label_crop_centers` uses them
+    (`len`, integer `[]`); the k-th entry is the k-th voxel of the set in C order.
+    """
+
+    def __init__(self, counts: np.ndarray, image: np.ndarray, label: np.ndarray, low: float | None):
+        self.counts, self.image, self.label, self.low = counts, image, label, low
+        self.depth = label.shape[2]
+        self.width = label.shape[1]
+
+    def __len__(self) -> int:
+        return int(self.counts[-1]) if self.counts.size else 0
+
+    def __getitem__(self, k: int) -> int:
+        k = int(k)
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        row = int(np.searchsorted(self.counts, k, side="right"))
+        before = int(self.counts[row - 1]) if row else 0
+        x, y = divmod(row, self.width)
+        labels = self.label[x, y]
+        hits = labels > 0 if self.low is None else (labels == 0) & (self.image[x, y] > self.low)
+        return row * self.depth + int(np.flatnonzero(hits)[k - before])
+
+
+class SynthesiseLiverBoxd(Randomizable, MapTransform):
+    """Runs a synthesis transform on a float32 copy of the cached liver box only.
+
+    The cache is never written: the result stays beside it (`synthesised_box`) until
+    `CropCachedPosNegd` pastes it into the patches. Its random state is the wrapped
+    transform's (MONAI's `Compose.set_random_state` seeds it as it seeds the public chain's).
+    """
+
+    def __init__(self, synthesis: Any):
+        MapTransform.__init__(self, (IMAGE, LABEL))
+        self.synthesis = synthesis
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> SynthesiseLiverBoxd:
+        self.synthesis.set_random_state(seed=seed, state=state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """Draws happen in the wrapped synthesis."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        box = (0, *(slice(a, b) for a, b in d[LIVER_BOX]))
+        image_key, label_key = self.synthesis.keys
+        sample = {
+            image_key: torch.from_numpy(d[IMAGE][box].astype(np.float32))[None],
+            label_key: torch.from_numpy(d[LABEL][box].copy())[None],
+        }
+        out = self.synthesis(sample)
+        d[SYNTH] = (out[image_key], out[label_key])
+        return d
+
+
+class CropCachedPosNegd(Randomizable, MapTransform):
+    """`RandCropByPosNegLabeld(pos, neg, image_threshold=0)` on a compacted case: the same
+    draws (MONAI's own centre generator and random state) from the cached index counts,
+    returning `num_samples` dicts of a float32 HU image patch (synthesis pasted in) and a uint8
+    label patch."""
+
+    def __init__(
+        self,
+        patch_size: Sequence[int],
+        window_low: float,
+        num_samples: int = 1,
+        pos: float = 1.0,
+        neg: float = 1.0,
+    ):
+        MapTransform.__init__(self, (IMAGE, LABEL))
+        self.patch = tuple(int(p) for p in patch_size)
+        self.low = float(window_low)
+        self.num_samples = int(num_samples)
+        self.pos_ratio = pos / (pos + neg)
+        self.centers: tuple = ()
+
+    def randomize(self, data: Mapping[Hashable, Any]) -> None:
+        image, label = data[IMAGE][0], data[LABEL][0]
+        self.centers = generate_pos_neg_label_crop_centers(
+            self.patch,
+            self.num_samples,
+            self.pos_ratio,
+            label.shape,
+            RowIndices(data[FG_ROWS], image, label, None),
+            RowIndices(data[BG_ROWS], image, label, self.low),
+            self.R,
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        self.randomize(data)
+        image, label = data[IMAGE][0], data[LABEL][0]
+        synthesised = data.get(SYNTH)
+        origin = [lo for lo, _ in data[LIVER_BOX]]
+        patches = []
+        for center in self.centers:
+            start = [int(c) - p // 2 for c, p in zip(center, self.patch, strict=True)]
+            window = tuple(slice(s, s + p) for s, p in zip(start, self.patch, strict=True))
+            patch_image = torch.from_numpy(image[window].astype(np.float32))
+            patch_label = torch.from_numpy(label[window].copy())
+            if synthesised is not None:
+                self._paste(patch_image, patch_label, synthesised, start, origin)
+            patches.append({IMAGE: patch_image[None], LABEL: patch_label[None]})
+        return patches
+
+    def _paste(
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        synthesised: tuple[torch.Tensor, torch.Tensor],
+        start: list[int],
+        origin: list[int],
+    ) -> None:
+        """Copy the synthesised liver box where it overlaps the patch."""
+        box_image, box_label = synthesised
+        size = box_image.shape[1:]
+        lo = [max(s, o) for s, o in zip(start, origin, strict=True)]
+        hi = [min(s + p, o + n) for s, p, o, n in zip(start, self.patch, origin, size, strict=True)]
+        if any(a >= b for a, b in zip(lo, hi, strict=True)):
+            return
+        into = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))
+        read = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin, strict=True))
+        image[into] = torch.as_tensor(box_image[0][read], dtype=image.dtype)
+        label[into] = torch.as_tensor(box_label[0][read], dtype=label.dtype)
