@@ -104,5 +104,5 @@ def test_param_space_and_trial_overrides() -> None:
 def test_optuna_space_refuses_several_seeds() -> None:
     space = load_search_space("texture", preset="demo")
     assert param_space(space, seeds=[7])["seed"] == 7
-    with pytest.raises(TumorsweepError, match="needs a grid searcher"):
+    with pytest.raises(TumorsweepError, match="need a grid searcher"):
         param_space(space, seeds=[0, 1])
