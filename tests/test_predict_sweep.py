@@ -51,7 +51,7 @@ def test_predict_from_a_sweep_reproduces_the_trials_test_scores(
             "--data", str(phantom_dir), "--preset", "demo", "--experiment", "predict",
             "--search-space", str(tmp_path / "space.yaml"), "--tracking-uri", uri,
             "--storage", str(tmp_path / "ray"), "--register-best", "phantom_unet",
-            "--set", "schedule.epochs=2", "--set", "schedule.warmup_epochs=1",
+            "--set", "schedule.epochs=4", "--set", "schedule.warmup_epochs=1",
             "--set", "schedule.val_every=1", "--set", "eval.overlap=0.25",
         ],
     )  # fmt: skip
