@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     syn.add_argument("--sphere-ratio", type=float, default=0.0)
     syn.add_argument("--location", choices=("uniform", "gmm"), default="uniform")
     syn.add_argument("--location-model", type=Path, help="JSON from fit-location (with gmm)")
-    syn.add_argument("--style", choices=("hu", "zhang"), default="hu")
+    syn.add_argument("--style", choices=("hu", "zhang", "difftumor"), default="hu")
+    syn.add_argument("--generator", type=Path, help="generator folder (with --style difftumor)")
     syn.add_argument("--hu-drop", type=float, nargs=2, metavar=("MIN", "MAX"))
     syn.add_argument("--edge-blur", type=float, nargs=2, metavar=("MIN", "MAX"))
     syn.add_argument("--u0", type=float, nargs=2, metavar=("MIN", "MAX"))
@@ -89,6 +90,10 @@ def _load(path: Path) -> nib.Nifti1Image:
 
 def run_synthesize(args: argparse.Namespace) -> int:
     """Resample to 1 mm, synthesise, resample back to the input grid, write image/label/preview."""
+    if args.style == "difftumor":
+        from core.generative.cli import synthesize_difftumor
+
+        return synthesize_difftumor(args)
     config = _config_from_args(args)
     ct, liver = _load(args.image), _load(args.label)
     if ct.shape != liver.shape or not np.allclose(ct.affine, liver.affine, atol=1e-3):
