@@ -94,6 +94,7 @@ def _run(study: str, args: argparse.Namespace) -> int:
         base = apply_overrides(base, {"eval.select_on": cases.selection})
     probes = trial_probes(space)
     preflight.check_trials((apply_overrides(base, p, source="trial") for p in probes), cases)
+    base = _generator(base, probes, cases, preset, tracking_uri, study, args)
     if args.dry_run:
         for probe in probes:
             print("  trial:", json.dumps(probe, default=str))
@@ -124,6 +125,19 @@ def _run(study: str, args: argparse.Namespace) -> int:
         print("interrupted: the unfinished trials are marked KILLED; --resume finishes them")
         return 130
     return 1 if outcome["failed"] else 0
+
+
+def _generator(
+    base: Any, probes: list, cases: Any, preset: str, tracking_uri: str, study: str, args: Any
+) -> Any:
+    """`synthesis.generator: auto` -> the folder of a generator trained once (or cached)."""
+    from core.generative.auto import resolve_auto
+
+    return resolve_auto(
+        base, probes, cases, preset, tracking_uri, args.experiment or study, args.dry_run,
+        address=args.address, workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_trial, storage=args.storage or "",
+    )  # fmt: skip
 
 
 def _overrides(space: SearchSpace, args: argparse.Namespace) -> dict[str, Any]:
