@@ -222,10 +222,16 @@ def _close_epoch(
         state["history"].setdefault(name, []).append(value)
     logger.log_metrics(metrics, step=epoch)
     state["epoch"] = epoch + 1
-    if state["epoch"] % config.training.checkpoint_every:
+    stage, spec = STAGES[state["stage"]], config.training
+    total = spec.autoencoder_epochs if stage == "autoencoder" else spec.diffusion_epochs
+    due = state["epoch"] % spec.checkpoint_every == 0
+    if session.world_rank == 0 and (due or state["epoch"] == total):  # progress on the console
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        print(f"generator {stage} epoch {state['epoch']}/{total}: {shown}", flush=True)
+    if not due:
         session.report({"epoch": epoch + 1, **metrics})
         return
-    _snapshot(state, STAGES[state["stage"]], *live)
+    _snapshot(state, stage, *live)
     _report(session, {"epoch": epoch + 1, **metrics}, state)
 
 
