@@ -179,6 +179,7 @@ _DEMO: dict[str, Any] = {
     "synthesis.difftumor.medium": 0.8,
     "synthesis.difftumor.large": 0.0,
     "synthesis.difftumor.blur_max": 2.0,
+    "synthesis.difftumor.ddim_steps": 20,  # the loader's synthesis bounds the demo trial's speed
     "schedule.epochs": 32,
     "schedule.warmup_epochs": 2,
     "schedule.lr": 3e-3,

@@ -50,7 +50,9 @@ class DiffTumorSynthesisd(MapTransform, Randomizable):
             )
         if generator is None:
             raise TumorsweepError("DiffTumorSynthesisd: a loaded generator is required")
-        self.config = config or SynthesisConfig(style="difftumor", generator=generator.path)
+        self.config = config or SynthesisConfig(
+            style="difftumor", generator=generator.path or "in-memory"
+        )
         if self.config.difftumor.ddim_steps > generator.config.late.timesteps:
             raise TumorsweepError(
                 f"synthesis.difftumor.ddim_steps {self.config.difftumor.ddim_steps}: more than "
