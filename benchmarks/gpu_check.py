@@ -2,7 +2,9 @@
 
 On a GPU machine: `python benchmarks/gpu_check.py` trains each backbone for a few iterations at
 96^3, batch 2, AMP (bf16), AdamW, Dice + cross-entropy on random data, and prints iterations/s
-and peak GPU memory. When `mamba_ssm` imports, it also compares the official selective-scan
+and peak GPU memory. It then times the DiffTumor generator (paper preset): a training step of
+its autoencoder and of a denoiser, and synthesis of 1 and 8 patches (`benchmarks/difftumor.py`).
+When `mamba_ssm` imports, it also compares the official selective-scan
 kernel with our pure-PyTorch fallback (max abs difference of outputs and gradients), for the
 scan op alone and for each whole SegMamba model (float32, `--compare-size`). Data loading:
 UNet trained by the production trainer and loader (`core.train.build`, paper preset) on
@@ -179,6 +181,47 @@ def compare_model(name: str, reference: ScanBackend, settings: Settings) -> tupl
     return _max_abs_diff(ref_out, out), grad_diff
 
 
+def difftumor_figures(settings: Settings) -> int:
+    """DiffTumor generator on this device (paper preset; demo preset in a dry run): seconds
+    per training step of the autoencoder and a denoiser with peak memory, and seconds per
+    synthesis call of 1 and 8 patches (early: 4 DDPM steps; late: 50 DDIM steps). Returns
+    the number of failures."""
+    from difftumor import sampling_seconds, step_seconds
+
+    from core.generative import generator_config
+
+    preset = "demo" if settings.dry_run else "paper"
+    config = generator_config(preset, (1.0, 1.0, 1.0))
+    steps = 1 if settings.dry_run else settings.iterations
+    print(f"\nDiffTumor generator, {preset} preset ({config.patch_size}^3 patches):\n")
+    try:
+        train = step_seconds(config, settings.device, steps=steps, warmup=settings.warmup)
+        spec = config.training
+        for name, batch in (
+            ("autoencoder", spec.autoencoder_batch),
+            ("denoiser", spec.diffusion_batch),
+        ):
+            peak = train.get(f"{name}_peak_gib")
+            peak_text = "n/a" if peak is None else f"{peak:.1f} GiB"
+            epoch_h = train[f"{name}_step_s"] * spec.crops_per_epoch / batch / 3600
+            print(
+                f"| {name} step, batch {batch} | {train[f'{name}_step_s']:.3f} s | peak "
+                f"{peak_text} | {epoch_h:.2f} h per {spec.crops_per_epoch}-crop epoch |"
+            )
+        for batch in (1, 8):
+            sample = sampling_seconds(
+                config, settings.device, batch, 50, repeats=1 if settings.dry_run else 3
+            )
+            print(
+                f"| synthesis, {batch} patch(es) | early {sample['early_s']:.3f} s | late "
+                f"{sample['late_s']:.3f} s | per patch: {sample['late_s'] / batch:.3f} s late |"
+            )
+    except Exception as err:  # the other figures stay useful
+        print(f"| DiffTumor | failed: {type(err).__name__}: {str(err).splitlines()[0]} |")
+        return 1
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
@@ -263,6 +306,8 @@ def main() -> int:
         for workers in args.data_workers:
             fraction, per_step, steps = data_wait(settings, workers, root, epochs, args.crops)
             print(f"| {workers} | {fraction:.1%} | {per_step:.3f} | {steps} |", flush=True)
+
+    failures += difftumor_figures(settings)
 
     # The dry run compares the fallback with itself: it checks the code path, not the kernel.
     use_kernel = kernel_available() and settings.device.type == "cuda"

@@ -17,6 +17,7 @@ from core.errors import TumorsweepError
 _COMMAND_MODULES = (
     "core.data.cli",  # phantom, check-data
     "core.synthesis.cli",  # synthesize, fit-location
+    "core.generative.cli",  # train-generator
     "core.evaluate.cli",  # evaluate
     "core.predict_cli",  # predict
     "core.report_cli",  # report

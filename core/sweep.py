@@ -543,8 +543,9 @@ def _tuner(
 
 
 def _folds(context: TrialContext) -> int | None:
-    """The number of cross-validation folds (None without)."""
-    return None if None in context.cases_by_fold else len(context.cases_by_fold)
+    """The number of cross-validation folds the trials sweep (None without, or when the base
+    config fixes one fold with data.fold)."""
+    return None if len(context.cases_by_fold) < 2 else len(context.cases_by_fold)
 
 
 def _trial_resources(context: TrialContext) -> dict[str, float]:

@@ -103,9 +103,10 @@ def _run(study: str, args: argparse.Namespace) -> int:
         fold_base = apply_overrides(base, {"data.fold": fold}) if fold is not None else base
         trials = (apply_overrides(fold_base, p, source="trial") for p in probes)
         preflight.check_trials(trials, fold_cases)
+    base = _generator(base, probes, cases_by_fold, preset, tracking_uri, study, args)
     if args.dry_run:
         for probe in probes:
-            folds = f" x {len(cases_by_fold)} folds" if None not in cases_by_fold else ""
+            folds = f" x {len(cases_by_fold)} folds" if len(cases_by_fold) > 1 else ""
             print("  trial:", json.dumps(probe, default=str) + folds)
         print("dry run: data, trials, resources and tracking store checked; nothing ran")
         return 0
@@ -142,7 +143,9 @@ def _run(study: str, args: argparse.Namespace) -> int:
 
 def _resolve(base: TrialConfig) -> dict[int | None, CaseLists]:
     """The study's case lists (one per fold with --folds), checked and described."""
-    folds = [None] if base.data.folds is None else list(range(base.data.folds))
+    folds: list[int | None] = [base.data.fold]  # None, or the one fold fixed by data.fold
+    if base.data.folds is not None and base.data.fold is None:
+        folds = list(range(base.data.folds))
     resolved = {}
     for fold in folds:
         data = base.data if fold is None else base.data.model_copy(update={"fold": fold})
@@ -186,6 +189,33 @@ def _register(name: str, space: SearchSpace, tracking_uri: str, outcome: dict[st
         f"\npredict with: tumorsweep predict --model models:/{name}/{version} "
         f"--tracking-uri {tracking_uri} --images CT_DIR --out LABEL_DIR"
     )
+
+
+def _generator(
+    base: TrialConfig,
+    probes: list,
+    cases_by_fold: dict[int | None, CaseLists],
+    preset: str,
+    tracking_uri: str,
+    study: str,
+    args: argparse.Namespace,
+) -> TrialConfig:
+    """`synthesis.generator: auto` -> the folder of a generator trained once (or cached) on
+    the study's real-tumour training cases; refused with folds, whose training cases differ."""
+    from core.generative.auto import resolve_auto, uses_auto
+
+    if len(cases_by_fold) > 1 and uses_auto(base, probes):
+        raise TumorsweepError(
+            "synthesis.generator=auto with --folds: each fold trains on other cases, so one "
+            "generator would have seen the others' test cases; run one fold per sweep with "
+            "--folds N --set data.fold=K (auto then trains on that fold's training cases)"
+        )
+    cases = next(iter(cases_by_fold.values()))
+    return resolve_auto(
+        base, probes, cases, preset, tracking_uri, args.experiment or study, args.dry_run,
+        address=args.address, workers=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_trial, storage=args.storage or "",
+    )  # fmt: skip
 
 
 def _overrides(space: SearchSpace, args: argparse.Namespace) -> dict[str, Any]:

@@ -139,6 +139,10 @@ def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise TumorsweepError(f"model.pretrained: file not found: {cfg.model.pretrained}")
     synth = cfg.synthesis
+    if synth.style == "difftumor" and uses_synthesis(cfg):
+        from core.generative.trial import check_generator
+
+        check_generator(cfg, cases)
     if synth.location != "gmm" or not uses_synthesis(cfg):
         return
     if synth.location_model:
@@ -211,10 +215,13 @@ def build(
     amp_dtype = None
     if use_amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    synthesis = _synthesis_transform(cfg, cases, location_model)
+    synthesis = _synthesis_transform(cfg, cases, location_model, session.device)
+    data = cfg.data
+    if cfg.synthesis.style == "difftumor" and session.device.type == "cuda":
+        data = data.model_copy(update={"loader_workers": 0})  # the generator needs this process
     loader = training_loader(
         training_cases(cfg, cases),
-        cfg.data,
+        data,
         patch_size=cfg.schedule.patch_size,
         batch_size=cfg.schedule.batch_size,
         crops_per_volume=cfg.schedule.crops_per_volume,
@@ -232,10 +239,17 @@ def build(
     )  # fmt: skip
 
 
-def _synthesis_transform(cfg: TrialConfig, cases: CaseLists, location_model: Any) -> Any:
-    """TumorSynthesisd for synthetic training, None for the real-tumour control."""
+def _synthesis_transform(
+    cfg: TrialConfig, cases: CaseLists, location_model: Any, device: torch.device
+) -> Any:
+    """TumorSynthesisd (DiffTumorSynthesisd for the difftumor style, its generator on
+    `device`) for synthetic training, None for the real-tumour control."""
     if not uses_synthesis(cfg):
         return None
+    if cfg.synthesis.style == "difftumor":
+        from core.generative.trial import trial_transform
+
+        return trial_transform(cfg, device)
     from core.synthesis import TumorSynthesisd
 
     model = location_model if location_model is not None else prepare_location_model(cfg, cases)
@@ -452,11 +466,19 @@ def _synthesis_preview(trainer: Trainer, path: Path) -> Path:
 
     cfg = trainer.cfg.model_copy(deep=True)
     cfg.synthesis.prob = 1.0
-    transform = TumorSynthesisd(
-        keys=("image", "label"),
-        config=cfg.synthesis,
-        location_model=trainer.synthesis.location_model,
-    )
+    if cfg.synthesis.style == "difftumor":
+        from core.generative import DiffTumorSynthesisd
+
+        cfg.synthesis.difftumor.prob = 1.0
+        transform = DiffTumorSynthesisd(
+            ("image", "label"), config=cfg.synthesis, generator=trainer.synthesis.generator
+        )
+    else:
+        transform = TumorSynthesisd(
+            keys=("image", "label"),
+            config=cfg.synthesis,
+            location_model=trainer.synthesis.location_model,
+        )
     case = trainer.cases.train[0]
     sample = resampled_pair(cfg.data.spacing)({"image": case["image"], "label": case["label"]})
     transform.set_random_state(seed=cfg.seed)

@@ -63,7 +63,8 @@ def test_sweep_runs_on_a_two_node_cluster(
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Ray cluster: 2 node(s), 3 CPU" in result.stdout
-    assert "up to 3 trial(s) at once" in result.stdout  # one-worker trials: 1 CPU each, no driver reserve
+    # one-worker trials hold 1 CPU each and no driver reserve: 3 fit on 3 CPUs
+    assert "up to 3 trial(s) at once" in result.stdout
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("cluster")
     trials = [

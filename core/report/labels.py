@@ -41,7 +41,8 @@ def knob_qualifier(name: str, value: Any) -> str | None:
     if name == "synthesis.location":
         return None if value == "uniform" else str(value).upper()
     if name == "synthesis.style":
-        return {"hu": None, "zhang": "Zhang et al."}.get(value, str(value))
+        styles = {"hu": None, "zhang": "Zhang et al.", "difftumor": "DiffTumor"}
+        return styles.get(value, str(value))
     if name == "data.real_tumors":
         return "Real" if value else "Synthetic"
     text = json.dumps(value) if isinstance(value, list | dict) else f"{value}"

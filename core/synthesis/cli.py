@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     syn.add_argument("--sphere-ratio", type=float, default=0.0)
     syn.add_argument("--location", choices=("uniform", "gmm"), default="uniform")
     syn.add_argument("--location-model", type=Path, help="JSON from fit-location (with gmm)")
-    syn.add_argument("--style", choices=("hu", "zhang"), default="hu")
+    syn.add_argument("--style", choices=("hu", "zhang", "difftumor"), default="hu")
+    syn.add_argument("--generator", type=Path, help="generator folder (with --style difftumor)")
     syn.add_argument("--hu-drop", type=float, nargs=2, metavar=("MIN", "MAX"))
     syn.add_argument("--edge-blur", type=float, nargs=2, metavar=("MIN", "MAX"))
     syn.add_argument("--u0", type=float, nargs=2, metavar=("MIN", "MAX"))
@@ -163,6 +164,11 @@ def run_synthesize(args: argparse.Namespace) -> int:
 
     Every input is checked before any work and nothing is written on bad input; outputs
     never replace an input and are written atomically."""
+    if args.style == "difftumor":
+        from core.generative.cli import synthesize_difftumor
+
+        _check_output_folder(args.out, [args.image, args.label])
+        return synthesize_difftumor(args)
     config = _config_from_args(args)
     inputs = [args.image, args.label] + ([args.location_model] if args.location_model else [])
     _check_output_folder(args.out, inputs)

@@ -94,6 +94,32 @@ class ZhangConfig(_Strict):
         return self
 
 
+class DiffTumorConfig(_Strict):
+    """DiffTumor (Chen et al. CVPR 2024) style: a tumour mask is drawn (early = 1-3 tiny or
+    small blobs, medium = one, large = one with semi-axes up to 2x the large radius), and a
+    latent diffusion generator (`synthesis.generator`) fills it in; the result is pasted
+    with a Gaussian-blurred mask whose sigma is drawn from [blur_min, blur_max] voxels.
+    Radii and elastic deformation come from `synthesis.radius` and `synthesis.elastic_sigma`.
+    """
+
+    prob: float = Field(0.5, ge=0, le=1, description="probability a healthy sample gets a tumour")
+    early: float = Field(0.8, ge=0, description="probability of an early (tiny/small) tumour")
+    medium: float = Field(0.1, ge=0)
+    large: float = Field(0.1, ge=0)
+    ddim_steps: int = Field(50, ge=1, le=1000, description="DDIM steps of the mid/late model")
+    ddim_eta: float = Field(0.0, ge=0, le=1, description="DDIM noise (0 = deterministic)")
+    blur_min: float = Field(0.0, ge=0, le=20)
+    blur_max: float = Field(4.0, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _valid(self) -> DiffTumorConfig:
+        if self.early + self.medium + self.large <= 0:
+            raise ValueError("at least one of early, medium, large must be > 0")
+        if self.blur_min > self.blur_max:
+            raise ValueError(f"blur_min ({self.blur_min}) must be <= blur_max ({self.blur_max})")
+        return self
+
+
 def _default_counts() -> dict[str, tuple[int, int]]:
     return {"tiny": (3, 10), "small": (3, 10), "medium": (2, 5), "large": (1, 3)}
 
@@ -115,7 +141,7 @@ class SynthesisConfig(_Strict):
 
     enabled: bool = True
     prob: float = Field(0.9, ge=0, le=1, description="probability a training sample gets tumours")
-    style: Literal["hu", "zhang"] = "hu"
+    style: Literal["hu", "zhang", "difftumor"] = "hu"
     type_probs: TypeProbs = Field(default_factory=TypeProbs)
     radius: dict[str, float] = Field(default_factory=_default_radius)
     counts: dict[str, tuple[int, int]] = Field(default_factory=_default_counts)
@@ -129,6 +155,19 @@ class SynthesisConfig(_Strict):
     gmm_max_tries: int = Field(600, ge=1)
     texture: TextureConfig = Field(default_factory=TextureConfig)
     zhang: ZhangConfig = Field(default_factory=ZhangConfig)
+    generator: str | None = Field(
+        None, description="DiffTumor generator folder (tumorsweep train-generator) or 'auto'"
+    )
+    difftumor: DiffTumorConfig = Field(default_factory=DiffTumorConfig)
+
+    @model_validator(mode="after")
+    def _generator_for_difftumor(self) -> SynthesisConfig:
+        if self.style == "difftumor" and not self.generator:
+            raise ValueError(
+                "generator: required when style is 'difftumor' (a folder from tumorsweep "
+                "train-generator, or 'auto' in a sweep)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _per_type_tables(self) -> SynthesisConfig:

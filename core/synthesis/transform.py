@@ -63,6 +63,11 @@ class TumorSynthesisd(MapTransform, Randomizable):
         if len(self.keys) != 2:
             raise TumorsweepError(f"TumorSynthesisd keys: expected (image, label), got {self.keys}")
         self.config = config or SynthesisConfig()
+        if self.config.style == "difftumor":
+            raise TumorsweepError(
+                "synthesis.style 'difftumor' needs its generator: use "
+                "core.generative.DiffTumorSynthesisd"
+            )
         if location_model is None and self.config.location == "gmm":
             if self.config.location_model is None:
                 raise TumorsweepError("synthesis.location_model: required when location is 'gmm'")
