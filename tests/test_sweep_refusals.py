@@ -109,10 +109,32 @@ def test_broken_case_contents_are_refused_in_a_dry_run(
         ),
         (["--set", "eval.select_metric=val_tumour_dice"], "unknown selection metric"),
         (["--set", "data.real_tumors=true", "--set", "eval.select_on=test"], "test list"),
+        (
+            [
+                "--folds",
+                "3",
+                "--set",
+                "synthesis.style=difftumor",
+                "--set",
+                "synthesis.generator=auto",
+            ],
+            "synthesis.generator=auto with --folds",
+        ),  # fmt: skip
     ],
 )
 def test_bad_flags_and_fields_are_refused(dataset, tmp_path, capsys, extra, message) -> None:
     _refused(_dry_run(dataset, tmp_path, *extra), dataset, tmp_path, capsys, message)
+
+
+def test_one_fixed_fold_is_one_sweep_whose_auto_generator_sees_only_that_fold(
+    dataset, tmp_path, capsys
+) -> None:
+    extra = ["--folds", "3", "--set", "data.fold=1", "--set", "synthesis.style=difftumor",
+             "--set", "synthesis.generator=auto"]  # fmt: skip
+    assert main("sphere_ratio", _dry_run(dataset, tmp_path, *extra)) == 0
+    out = capsys.readouterr().out
+    assert "Data: fold 1:" in out and "fold 0" not in out and "fold 2" not in out
+    assert "x 3 folds" not in out and "DiffTumor generator: would train" in out
 
 
 def test_a_tracking_store_in_a_missing_folder_is_not_created(dataset, tmp_path, capsys) -> None:
