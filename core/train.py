@@ -24,7 +24,7 @@ import torch
 
 from core import tracking
 from core.config import TrialConfig, flatten, selectable_metrics, to_yaml
-from core.data.cases import CaseLists
+from core.data.cases import REAL_TUMOR_KEY, CaseLists
 from core.errors import TumorsweepError
 from core.session import LocalSession, RaySession, Session, TuneSession, with_test_hooks
 from core.tracking import NullLogger, TrialLogger
@@ -133,9 +133,13 @@ _STEP_METRICS = (tracking.TRAIN_STEP_METRIC, tracking.VAL_STEP_METRIC)
 
 def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
     """Refuse, before any worker starts, a trial that cannot run on these cases."""
-    if not training_cases(cfg, cases):
-        kind = "real-tumour" if cfg.data.real_tumors else "healthy (tumour-free)"
-        raise TumorsweepError(f"{cases.root}: no {kind} training cases in the study")
+    share = cfg.data.real_share()
+    arms = [("real-tumour", cases.train_tumor, share > 0), ("healthy (tumour-free)", cases.train,
+            share < 1)]  # fmt: skip
+    for kind, arm, needed in arms:
+        if needed and not arm:
+            mixed = f" (data.real_fraction {share:g} needs both)" if 0 < share < 1 else ""
+            raise TumorsweepError(f"{cases.root}: no {kind} training cases in the study{mixed}")
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise TumorsweepError(f"model.pretrained: file not found: {cfg.model.pretrained}")
     synth = cfg.synthesis
@@ -165,13 +169,21 @@ def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
 
 
 def uses_synthesis(cfg: TrialConfig) -> bool:
-    """Whether training samples get synthetic tumours (not the real-tumour control)."""
-    return cfg.synthesis.enabled and not cfg.data.real_tumors
+    """Whether some training samples get synthetic tumours (not the real-tumour control)."""
+    return cfg.synthesis.enabled and cfg.data.real_share() < 1
 
 
 def training_cases(cfg: TrialConfig, cases: CaseLists) -> tuple[dict, ...]:
-    """The training arm: healthy cases (synthesis) or real-tumour cases (the control)."""
-    return cases.train_tumor if cfg.data.real_tumors else cases.train
+    """The training arm: healthy cases (synthesis), real-tumour cases (the control), or with
+    0 < data.real_fraction < 1 both, each marked `real_tumor` for the loader's mix sampler.
+    Real-tumour samples keep their labels: synthesis leaves a label with tumour unchanged."""
+    share = cfg.data.real_share()
+    if share == 0:
+        return cases.train
+    if share == 1:
+        return cases.train_tumor
+    healthy = [{**entry, REAL_TUMOR_KEY: False} for entry in cases.train]
+    return (*healthy, *({**entry, REAL_TUMOR_KEY: True} for entry in cases.train_tumor))
 
 
 def prepare_location_model(cfg: TrialConfig, cases: CaseLists) -> Any:
@@ -227,6 +239,7 @@ def build(
         crops_per_volume=cfg.schedule.crops_per_volume,
         seed=cfg.seed * 1000 + session.world_rank,
         synthesis=synthesis,
+        real_fraction=cfg.data.real_share(),
         rank=session.world_rank,
         world_size=session.world_size,
         cpus=torch.get_num_threads(),  # the trial's CPUs per worker (train_loop_per_worker)

@@ -21,6 +21,7 @@ from core.data.layouts import DatasetSplit, load_split
 from core.errors import TumorsweepError
 
 SELECTIONS = ("validation", "test", "last")
+REAL_TUMOR_KEY = "real_tumor"  # training item flag: a real-tumour case in a real/synthetic mix
 
 
 class CaseEntry(TypedDict):

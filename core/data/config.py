@@ -31,7 +31,14 @@ class DataConfig(_Strict):
     )
     spacing: Triple = (1.0, 1.0, 1.0)
     window: tuple[float, float] = (-21.0, 189.0)
-    real_tumors: bool = Field(False, description="control: train on real tumours")
+    real_tumors: bool = Field(
+        False, description="control: train on real tumours (the same as real_fraction = 1)"
+    )
+    real_fraction: float | None = Field(
+        None, ge=0, le=1, description="share of training samples drawn from real-tumour cases "
+        "(their labels, no synthesis), the rest healthy cases with synthesis; None = 1 with "
+        "real_tumors, else 0",
+    )  # fmt: skip
     allow_overlap: bool = Field(
         False, description="override: let training, validation and test lists share cases"
     )
@@ -103,6 +110,21 @@ class DataConfig(_Strict):
         if value[0] >= value[1]:
             raise ValueError(f"window must be (low, high) with low < high, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _real_share(self) -> DataConfig:
+        if self.real_tumors and self.real_fraction not in (None, 1.0):
+            raise ValueError(
+                f"data.real_tumors=true is real_fraction 1, but data.real_fraction is "
+                f"{self.real_fraction}; set only one of them"
+            )
+        return self
+
+    def real_share(self) -> float:
+        """The share of training samples from real-tumour cases (0: synthetic, 1: real)."""
+        if self.real_fraction is not None:
+            return float(self.real_fraction)
+        return 1.0 if self.real_tumors else 0.0
 
     @model_validator(mode="after")
     def _disk_cache_is_fast(self) -> DataConfig:

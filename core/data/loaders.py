@@ -25,11 +25,55 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from core.data.cases import REAL_TUMOR_KEY
 from core.data.config import DataConfig
 from core.data.diskcache import build_disk_cache, default_folder
 from core.data.memory import CachePlan, plan_cache, size_text
 from core.data.transforms import train_transforms
 from core.errors import TumorsweepError
+
+
+class MixSampler(DistributedSampler):
+    """Each epoch `length` draws, a share `real_fraction` from the real-tumour items
+    (`is_real`), the rest from the healthy ones: the count of real draws is
+    floor(real_fraction * length + u), u ~ U(0, 1), so the share is exact in expectation and
+    within one sample in every epoch; each arm is walked in a fresh random order (repeated when
+    it is shorter than its draws), then the draws are shuffled together. Seeded by `seed` and
+    the epoch (`set_epoch`); a `DistributedSampler` (of one replica) so Ray Train's
+    `prepare_data_loader` keeps it instead of adding its own."""
+
+    def __init__(self, is_real: Sequence[bool], real_fraction: float, length: int, seed: int):
+        super().__init__(range(len(is_real)), num_replicas=1, rank=0, shuffle=True, seed=seed)
+        self.real = [i for i, flag in enumerate(is_real) if flag]
+        self.healthy = [i for i, flag in enumerate(is_real) if not flag]
+        if not self.real or not self.healthy:
+            missing = "real-tumour" if not self.real else "healthy"
+            raise TumorsweepError(
+                f"data.real_fraction {real_fraction:g}: this worker's training cases have no "
+                f"{missing} case to draw from"
+            )
+        self.real_fraction = float(real_fraction)
+        self.num_samples = self.total_size = int(length)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        u = float(torch.rand((), generator=generator))
+        n_real = min(self.num_samples, math.floor(self.real_fraction * self.num_samples + u))
+        draws = self._walk(self.real, n_real, generator)
+        draws += self._walk(self.healthy, self.num_samples - n_real, generator)
+        order = torch.randperm(len(draws), generator=generator).tolist()
+        return iter([draws[i] for i in order])
+
+    @staticmethod
+    def _walk(arm: list[int], count: int, generator: torch.Generator) -> list[int]:
+        walked: list[int] = []
+        while len(walked) < count:
+            walked += [arm[i] for i in torch.randperm(len(arm), generator=generator).tolist()]
+        return walked[:count]
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 def loader_workers(setting: int | str, cpus: int) -> int:
@@ -87,6 +131,7 @@ def training_loader(
     crops_per_volume: int,
     seed: int,
     synthesis: Any = None,
+    real_fraction: float = 0.0,
     rank: int = 0,
     world_size: int = 1,
     cpus: int = 1,
@@ -96,7 +141,9 @@ def training_loader(
     through the training chain of `data.pipeline`, once the cache plan fits. `seed` fixes the
     order and every random draw; `rank`/`world_size`: this DDP worker (with
     `data.cache_partition="rank"` it caches and samples only its share); `cpus`: the trainer's
-    CPUs (they size `loader_workers: auto` and the build threads)."""
+    CPUs (they size `loader_workers: auto` and the build threads); `real_fraction` strictly
+    between 0 and 1: each epoch draws that share of its samples from the items flagged
+    `real_tumor` (`MixSampler`), as many samples per worker as a plain epoch has."""
     partitioned = data.cache_partition == "rank"
     plan = plan_cache(
         items,
@@ -130,9 +177,13 @@ def training_loader(
     else:
         dataset = _cache(plan, transform, data)
     workers = loader_workers(data.loader_workers, cpus)
-    sampler = None
-    if partitioned:
-        sampler = PartitionSampler(dataset, math.ceil(plan.total_cases / world_size), seed)
+    sampler: DistributedSampler | None = None
+    length = math.ceil(plan.total_cases / world_size)
+    if 0 < real_fraction < 1:
+        is_real = [bool(item.get(REAL_TUMOR_KEY)) for item in plan.items]
+        sampler = MixSampler(is_real, real_fraction, length, seed)
+    elif partitioned:
+        sampler = PartitionSampler(dataset, length, seed)
     return DataLoader(
         dataset,
         batch_size=batch_size // crops_per_volume,

@@ -45,6 +45,11 @@ def knob_qualifier(name: str, value: Any) -> str | None:
         return styles.get(value, str(value))
     if name == "data.real_tumors":
         return "Real" if value else "Synthetic"
+    if name == "data.real_fraction":  # the public FAQ's real:synthetic ratios, 1:9 ... 9:1
+        share = float(value)
+        if share in (0.0, 1.0):
+            return "Real" if share else "Synthetic"
+        return f"Real:Synthetic {round(share * 10, 6):g}:{round((1 - share) * 10, 6):g}"
     text = json.dumps(value) if isinstance(value, list | dict) else f"{value}"
     return f"{name.rsplit('.', 1)[-1]}={text}"
 

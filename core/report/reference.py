@@ -3,7 +3,8 @@
 A published column matches one of our configurations when backbone and evaluation set agree,
 every param the column lists has the same value in our trials, and those params cover every
 knob the study swept (so a texture study never borrows the baseline's published number).
-The replication's own training is preferred over evaluated released checkpoints.
+The replication's own training is preferred over evaluated released checkpoints, and both
+over the public FAQ's figures (which give tumour Dice only).
 Each published value also carries the evaluation protocol it was scored with (`protocol`);
 whether it may stand beside ours is decided where our protocol is known (core.report.summary).
 """
@@ -22,7 +23,7 @@ import yaml
 from core.report.labels import is_missing, is_pretrained
 
 REFERENCE_FILE = "reference/published.yaml"
-SOURCE_PREFERENCE = ("replication", "checkpoint")
+SOURCE_PREFERENCE = ("replication", "checkpoint", "faq")
 # Evaluation protocols (the `eval.protocol` param); trials that logged none used the default.
 PROTOCOLS = {
     "tumorsweep": "tumorsweep's own evaluation",
@@ -52,6 +53,8 @@ def published_table() -> pd.DataFrame:
             if len(column["values"]) != len(metrics):
                 raise ValueError(f"{REFERENCE_FILE}: {column['label']} needs {len(metrics)} values")
             for metric, value in zip(metrics, column["values"], strict=True):
+                if value is None:  # a figure the source does not give
+                    continue
                 rows.append(
                     {
                         "source": table["source"],

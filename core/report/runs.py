@@ -42,7 +42,9 @@ PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "fold", "case", "me
 PROTOCOL_PARAM = "eval.protocol"
 FOLD_PARAM, FOLDS_PARAM = "data.fold", "data.folds"  # a trial's fold k of K (absent: no folds)
 OVERRIDE_PARAMS = ("eval.allow_test_selection", "data.allow_overlap")
-_KEPT_PARAMS = ("model.name", "model.pretrained", "data.real_tumors", PROTOCOL_PARAM)
+_KEPT_PARAMS = (
+    "model.name", "model.pretrained", "data.real_tumors", "data.real_fraction", PROTOCOL_PARAM,
+)  # fmt: skip
 
 
 def parse_param(text: str) -> Any:
