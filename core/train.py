@@ -226,7 +226,7 @@ def build(
     use_amp = cfg.schedule.amp and session.device.type == "cuda"
     amp_dtype = None
     if use_amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        amp_dtype = amp_precision(cfg.schedule.amp_dtype, torch.cuda.is_bf16_supported())
     synthesis = _synthesis_transform(cfg, cases, location_model, session.device)
     data = cfg.data
     if cfg.synthesis.style == "difftumor" and session.device.type == "cuda":
@@ -250,6 +250,15 @@ def build(
         cfg, cases, session, logger, model, loss_fn, optimizer, scheduler, scaler, amp_dtype,
         session.prepare_loader(loader), synthesis,
     )  # fmt: skip
+
+
+def amp_precision(setting: str, bf16_supported: bool) -> torch.dtype:
+    """The autocast dtype of `schedule.amp_dtype` on this GPU (float16 trains with a scaler)."""
+    if setting == "bfloat16" and not bf16_supported:
+        raise TumorsweepError("schedule.amp_dtype=bfloat16: this GPU does not support bfloat16")
+    if setting == "auto":
+        return torch.bfloat16 if bf16_supported else torch.float16
+    return torch.bfloat16 if setting == "bfloat16" else torch.float16
 
 
 def _synthesis_transform(

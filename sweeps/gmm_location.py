@@ -2,7 +2,7 @@
 
 import sys
 
-from core.sweep_cli import main
+from core.cli.study import main
 
 if __name__ == "__main__":
     sys.exit(main("gmm_location"))

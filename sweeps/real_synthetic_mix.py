@@ -3,7 +3,7 @@ the flags."""
 
 import sys
 
-from core.sweep_cli import main
+from core.cli.study import main
 
 if __name__ == "__main__":
     sys.exit(main("real_synthetic_mix"))

@@ -29,6 +29,18 @@ def test_paper_preset_is_the_published_protocol() -> None:
     assert cfg.eval.overlap == 0.75
     assert cfg.synthesis.prob == 0.9
     assert cfg.synthesis.sphere_ratio == 0.0
+    assert cfg.schedule.amp_dtype == "float16"  # torch.cuda.amp with a GradScaler
+
+
+def test_amp_precision_follows_the_setting_and_the_gpu() -> None:
+    from core.train import amp_precision
+
+    assert amp_precision("float16", True) is torch.float16
+    assert amp_precision("auto", True) is torch.bfloat16
+    assert amp_precision("auto", False) is torch.float16
+    assert amp_precision("bfloat16", True) is torch.bfloat16
+    with pytest.raises(TumorsweepError, match="does not support bfloat16"):
+        amp_precision("bfloat16", False)
 
 
 def test_demo_preset_changes_only_values() -> None:

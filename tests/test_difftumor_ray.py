@@ -42,7 +42,7 @@ def test_generator_ddp_run_then_a_sweep_loads_it(
 ) -> None:
     from mlflow import MlflowClient
 
-    from core.sweep_cli import main
+    from core.cli.study import main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cases = resolve_cases(make_config("demo", {"data.root": str(phantom_dir)}).data)

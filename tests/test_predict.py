@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from core.cli import main
+from core.cli.predict import progress
 from core.config import make_config, to_yaml
 from core.data.transforms import eval_transforms
 from core.errors import TumorsweepError
 from core.evaluate import predict_image
 from core.evaluate.predict import label_volumes, load_trained, predict_ct
 from core.models import build
-from core.predict_cli import progress
 
 SMALL = {
     "data.spacing": (2.0, 2.0, 2.0),

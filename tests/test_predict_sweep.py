@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from core.cli import main
-from core.sweep_cli import main as sweep_main
+from core.cli.study import main as sweep_main
 
 pytestmark = pytest.mark.ray
 

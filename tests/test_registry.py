@@ -15,11 +15,11 @@ from mlflow import MlflowClient
 
 from core import tracking
 from core.cli import main
+from core.cli.study import main as sweep_main
 from core.config import make_config, to_yaml
 from core.errors import TumorsweepError
 from core.models import build
 from core.sweep import register_best
-from core.sweep_cli import main as sweep_main
 
 SMALL = {
     "data.spacing": (2.0, 2.0, 2.0),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import execute_aggregate_notebook
 
-from core.sweep_cli import main
+from core.cli.study import main
 
 pytestmark = pytest.mark.ray
 

@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from core.cli.study import main
 from core.sweep import _write_sweep_state, safe_name
-from core.sweep_cli import main
 from core.synthesis import LocationModel
 
 

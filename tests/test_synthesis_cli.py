@@ -17,8 +17,8 @@ import pytest
 from test_synthesis import liver_case
 
 from core.cli import main as cli_main
+from core.cli import synthesis as synthesis_cli
 from core.synthesis import LocationModel, fit_location_model
-from core.synthesis import cli as synthesis_cli
 
 
 def digest(path: Path) -> str:

@@ -165,7 +165,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
     Every input is checked before any work and nothing is written on bad input; outputs
     never replace an input and are written atomically."""
     if args.style == "difftumor":
-        from core.generative.cli import synthesize_difftumor
+        from core.cli.generator import synthesize_difftumor
 
         _check_output_folder(args.out, [args.image, args.label])
         return synthesize_difftumor(args)

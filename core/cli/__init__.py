@@ -1,7 +1,9 @@
-"""The `tumorsweep` command: one sub-command per capability, each registered by its module.
+"""The command line: `tumorsweep` (one sub-command per capability, each registered by its
+module here) and, in `core.cli.study`, the flags every `sweeps/<study>.py` shares.
 
-Each sub-package exposes `register(subparsers)` in its own `cli` module, so this file only
-lists them; a module that is not importable (e.g. an optional extra) is skipped.
+Every command-line module lives in this package and sits on top of the library: it parses
+flags, calls `core.data`, `core.synthesis`, `core.generative`, `core.evaluate`, `core.sweep`
+or `core.report`, and turns a `TumorsweepError` into one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from core.errors import TumorsweepError
 
 # Modules that add sub-commands, in the order they appear in `--help`.
 _COMMAND_MODULES = (
-    "core.data.cli",  # phantom, check-data
-    "core.synthesis.cli",  # synthesize, fit-location
-    "core.generative.cli",  # train-generator
-    "core.evaluate.cli",  # evaluate
-    "core.predict_cli",  # predict
-    "core.report_cli",  # report
+    "core.cli.data",  # phantom, check-data
+    "core.cli.synthesis",  # synthesize, fit-location
+    "core.cli.generator",  # train-generator
+    "core.cli.evaluate",  # evaluate
+    "core.cli.predict",  # predict
+    "core.cli.report",  # report
 )
 
 
@@ -32,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a module not written yet or an extra not installed
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
