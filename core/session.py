@@ -59,11 +59,25 @@ def load_state(folder: Path) -> dict[str, Any]:
     return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
 
 
-class LocalSession:
-    """Single-process stand-in for Ray Train's context; checkpoints go to `checkpoint_dir`."""
+class _OneProcess:
+    """What a session of a single training process does: no DDP, no sampler, no barrier."""
 
     world_rank = 0
     world_size = 1
+    device: torch.device
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def prepare_loader(self, loader: Any) -> Any:
+        return loader
+
+    def barrier(self) -> None:
+        return None
+
+
+class LocalSession(_OneProcess):
+    """Single-process stand-in for Ray Train's context; checkpoints go to `checkpoint_dir`."""
 
     def __init__(self, checkpoint_dir: str | Path | None = None) -> None:
         self.reports: list[dict[str, Any]] = []
@@ -79,15 +93,6 @@ class LocalSession:
         self.reports.append(dict(metrics))
         if checkpoint is not None and self.checkpoint_dir is not None:
             save_state(checkpoint, self.checkpoint_dir)
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(self.device)
-
-    def prepare_loader(self, loader: Any) -> Any:
-        return loader
-
-    def barrier(self) -> None:
-        return None
 
 
 class RaySession:
@@ -130,12 +135,9 @@ class RaySession:
             torch.distributed.barrier()
 
 
-class TuneSession:
+class TuneSession(_OneProcess):
     """A one-worker trial inside its own Ray Tune process: rank 0 of 1, the GPU Ray gave the
     trial (if any), checkpoints through Tune (a retried trial resumes from the last one)."""
-
-    world_rank = 0
-    world_size = 1
 
     def __init__(self) -> None:
         import ray
@@ -158,15 +160,6 @@ class TuneSession:
         with tempfile.TemporaryDirectory(prefix="tumorsweep-ckpt-") as folder:
             save_state(checkpoint, Path(folder))
             self._tune.report(metrics, checkpoint=self._tune.Checkpoint.from_directory(folder))
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(self.device)
-
-    def prepare_loader(self, loader: Any) -> Any:
-        return loader
-
-    def barrier(self) -> None:
-        return None
 
 
 class FaultAfterEpochSession:

@@ -240,6 +240,7 @@ def build(
         seed=cfg.seed * 1000 + session.world_rank,
         synthesis=synthesis,
         real_fraction=cfg.data.real_share(),
+        order_seed=cfg.seed,
         rank=session.world_rank,
         world_size=session.world_size,
         cpus=torch.get_num_threads(),  # the trial's CPUs per worker (train_loop_per_worker)

@@ -172,6 +172,31 @@ def test_rank_partition_balances_cases_and_steps(mixed) -> None:
     assert steps == seen == [math.ceil(len(mixed) / 2)] * 2  # every rank takes the same steps
 
 
+def test_replicated_ranks_share_one_shuffle_seeded_by_the_trial(mixed) -> None:
+    """Every rank caches every case; one permutation per epoch, seeded by the trial's seed
+    (not Ray Train's default seed 0), is split into disjoint shards covering every case."""
+    data = DataConfig(spacing=(2.0, 2.0, 2.0), pipeline="fast", loader_workers=0)
+
+    def orders(seed: int, epoch: int) -> list[list[int]]:
+        shards = []
+        for rank in range(2):
+            loader = loaders.training_loader(
+                mixed, data, patch_size=(32, 32, 32), batch_size=1, crops_per_volume=1,
+                seed=seed * 1000 + rank, order_seed=seed, rank=rank, world_size=2,
+            )  # fmt: skip
+            assert isinstance(loader.sampler, DistributedSampler)  # Ray Train keeps it
+            loader.sampler.set_epoch(epoch)
+            shards.append(list(loader.sampler))
+        return shards
+
+    first, second = orders(seed=0, epoch=0), orders(seed=1, epoch=0)
+    assert len(mixed) % 2 == 0 and not set(first[0]) & set(first[1])  # even: no padding
+    assert set(first[0]) | set(first[1]) == set(range(len(mixed)))
+    assert first != second  # another trial seed, another order
+    assert orders(seed=0, epoch=1) != first  # reshuffled per epoch
+    assert orders(seed=0, epoch=0) == first  # and reproducible
+
+
 def test_build_threads_follow_the_budget(mixed) -> None:
     spacing, patch = (2.0, 2.0, 2.0), (32, 32, 32)
     roomy = plan_cache(

@@ -132,6 +132,7 @@ def training_loader(
     seed: int,
     synthesis: Any = None,
     real_fraction: float = 0.0,
+    order_seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
     cpus: int = 1,
@@ -143,7 +144,9 @@ def training_loader(
     `data.cache_partition="rank"` it caches and samples only its share); `cpus`: the trainer's
     CPUs (they size `loader_workers: auto` and the build threads); `real_fraction` strictly
     between 0 and 1: each epoch draws that share of its samples from the items flagged
-    `real_tumor` (`MixSampler`), as many samples per worker as a plain epoch has."""
+    `real_tumor` (`MixSampler`), as many samples per worker as a plain epoch has;
+    `order_seed`: the same on every rank, it seeds the shared shuffle of a multi-worker trial
+    whose workers all cache every case (each rank takes its shard of it)."""
     partitioned = data.cache_partition == "rank"
     plan = plan_cache(
         items,
@@ -184,6 +187,11 @@ def training_loader(
         sampler = MixSampler(is_real, real_fraction, length, seed)
     elif partitioned:
         sampler = PartitionSampler(dataset, length, seed)
+    elif world_size > 1:  # one shuffle shared by the ranks, each its shard, seeded by the trial
+        # (Ray Train's prepare_data_loader would add one seeded 0: every trial seed, one order)
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=order_seed
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size // crops_per_volume,

@@ -8,19 +8,19 @@ the same voxels (on the same device).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable
 from monai.utils import convert_to_dst_type
 
 from core.errors import TumorsweepError
 from core.generative.sampler import Generator
 from core.generative.synthesis import synthesize_difftumor_inplace
 from core.synthesis.config import SynthesisConfig
+from core.synthesis.transform import GatedSynthesisd
 
 
 def _plane(value: Any, key: Hashable) -> np.ndarray:
@@ -32,7 +32,7 @@ def _plane(value: Any, key: Hashable) -> np.ndarray:
     return array[0]
 
 
-class DiffTumorSynthesisd(MapTransform, Randomizable):
+class DiffTumorSynthesisd(GatedSynthesisd):
     """Add one generated tumour to `image` (HU, at the generator's spacing, channel first) and
     mark it 2 in `label`, with probability `config.difftumor.prob`, only when the label has no
     tumour (max <= 1); identity when `config.enabled` is False. Returns the same types."""
@@ -60,22 +60,12 @@ class DiffTumorSynthesisd(MapTransform, Randomizable):
                 "trained with"
             )
         self.generator = generator
-        self._apply = False
-        self._seed = 0
 
-    def randomize(self, data: Any = None) -> None:
-        """Draw the gate and the seed of this call's Generator from MONAI's `self.R`."""
-        self._apply = self.R.rand() < self.config.difftumor.prob
-        self._seed = int(self.R.randint(0, 2**31 - 1))
+    def probability(self) -> float:
+        return self.config.difftumor.prob
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        if not self.config.enabled:
-            return d
-        self.randomize()
+    def synthesise(self, d: dict[Hashable, Any]) -> dict[Hashable, Any]:
         image_key, label_key = self.keys
-        if not self._apply:
-            return d
         label = _plane(d[label_key], label_key)
         if float(label.max()) > 1:
             return d

@@ -18,6 +18,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _check_ranges(config: BaseModel, names: tuple[str, ...]) -> None:
+    """Refuse a `<name>_min` above its `<name>_max` for each of `names`."""
+    for name in names:
+        lo, hi = getattr(config, f"{name}_min"), getattr(config, f"{name}_max")
+        if lo > hi:
+            raise ValueError(f"{name}_min ({lo}) must be <= {name}_max ({hi})")
+
+
 class TypeProbs(_Strict):
     """Probability of each tumour type per synthesis event (normalised when drawn)."""
 
@@ -53,10 +61,7 @@ class TextureConfig(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> TextureConfig:
-        for name in ("scale", "base", "u0", "hu_drop", "edge_blur"):
-            lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
-            if lo > hi:
-                raise ValueError(f"{name}_min ({lo}) must be <= {name}_max ({hi})")
+        _check_ranges(self, ("scale", "base", "u0", "hu_drop", "edge_blur"))
         if any(s <= 0 for s in self.sigma_a + self.sigma_b):
             raise ValueError("sigma_a and sigma_b values must be > 0")
         return self
@@ -87,10 +92,7 @@ class ZhangConfig(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> ZhangConfig:
-        for name in ("alpha", "mean_factor", "texture_blur"):
-            lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
-            if lo > hi:
-                raise ValueError(f"{name}_min ({lo}) must be <= {name}_max ({hi})")
+        _check_ranges(self, ("alpha", "mean_factor", "texture_blur"))
         return self
 
 
@@ -115,8 +117,7 @@ class DiffTumorConfig(_Strict):
     def _valid(self) -> DiffTumorConfig:
         if self.early + self.medium + self.large <= 0:
             raise ValueError("at least one of early, medium, large must be > 0")
-        if self.blur_min > self.blur_max:
-            raise ValueError(f"blur_min ({self.blur_min}) must be <= blur_max ({self.blur_max})")
+        _check_ranges(self, ("blur",))
         return self
 
 

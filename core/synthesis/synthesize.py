@@ -412,23 +412,25 @@ def _blend_hu(
         np.subtract(view, weight, out=view, where=liver[sl] >= 1)
 
 
-def _clear_overlaps(values: np.ndarray, region: Box, done: list[Box]) -> None:
-    """Zero `values` (on `region`) where an earlier region already applied them."""
+def _overlaps(region: Box, done: list[Box]):
+    """The slices of `region`'s own array where each earlier region in `done` overlaps it."""
     for lo, hi in done:
         a = [max(x, y) for x, y in zip(lo, region[0], strict=True)]
         b = [min(x, y) for x, y in zip(hi, region[1], strict=True)]
         if all(x < y for x, y in zip(a, b, strict=True)):
-            values[tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))] = 0
+            yield tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))
+
+
+def _clear_overlaps(values: np.ndarray, region: Box, done: list[Box]) -> None:
+    """Zero `values` (on `region`) where an earlier region already applied them."""
+    for sub in _overlaps(region, done):
+        values[sub] = 0
 
 
 def _keep_done(values: np.ndarray, current: np.ndarray, region: Box, done: list[Box]) -> None:
     """Where an earlier region already wrote (`done`), put back the `current` values."""
-    for lo, hi in done:
-        a = [max(x, y) for x, y in zip(lo, region[0], strict=True)]
-        b = [min(x, y) for x, y in zip(hi, region[1], strict=True)]
-        if all(x < y for x, y in zip(a, b, strict=True)):
-            sub = tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))
-            values[sub] = current[sub]
+    for sub in _overlaps(region, done):
+        values[sub] = current[sub]
 
 
 def _blend_zhang(

@@ -38,7 +38,38 @@ def _as_numpy(value: Any, key: Hashable) -> tuple[np.ndarray, bool]:
     return array[0], shared and array.flags.writeable
 
 
-class TumorSynthesisd(MapTransform, Randomizable):
+class GatedSynthesisd(MapTransform, Randomizable):
+    """What every synthesis transform shares: per call MONAI's `self.R` draws the gate (open
+    with probability `probability()`) and the seed of the call's `numpy.random.Generator`, in
+    that order, so a seeded loader gives the same tumours on any worker count; `synthesise`
+    runs only when `config.enabled` and the gate is open."""
+
+    config: SynthesisConfig
+    _apply: bool = False
+    _seed: int = 0
+
+    def probability(self) -> float:
+        """The chance a sample gets a synthesis event."""
+        raise NotImplementedError
+
+    def synthesise(self, d: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        """The event itself on a shallow copy of the sample, seeded by `self._seed`."""
+        raise NotImplementedError
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the gate and the seed of this call's Generator from MONAI's `self.R`."""
+        self._apply = self.R.rand() < self.probability()
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not self.config.enabled:
+            return d
+        self.randomize()
+        return self.synthesise(d) if self._apply else d
+
+
+class TumorSynthesisd(GatedSynthesisd):
     """Add synthetic tumours to `image` (HU, 1 mm, channel first) and mark them 2 in `label`.
 
     Applied with probability `config.prob`, only when the label has no tumour (max <= 1);
@@ -74,22 +105,12 @@ class TumorSynthesisd(MapTransform, Randomizable):
             location_model = LocationModel.load(self.config.location_model)
         self.location_model = location_model
         self.inplace = inplace
-        self._apply = False
-        self._seed = 0
 
-    def randomize(self, data: Any = None) -> None:
-        """Draw the gate and the seed of this call's Generator from MONAI's `self.R`."""
-        self._apply = self.R.rand() < self.config.prob
-        self._seed = int(self.R.randint(0, 2**31 - 1))
+    def probability(self) -> float:
+        return self.config.prob
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        if not self.config.enabled:
-            return d
-        self.randomize()
+    def synthesise(self, d: dict[Hashable, Any]) -> dict[Hashable, Any]:
         image_key, label_key = self.keys
-        if not self._apply:
-            return d
         image, image_shared = _as_numpy(d[image_key], image_key)
         label, label_shared = _as_numpy(d[label_key], label_key)
         image_in_place = self.inplace and image_shared and image.dtype.kind == "f"
