@@ -11,6 +11,7 @@ whether it may stand beside ours is decided where our protocol is known (core.re
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from functools import cache
@@ -70,6 +71,45 @@ def published_table() -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame.from_records(rows)
+
+
+# Params that may differ from the paper preset without changing what a published number
+# measures: where the data are and how they are split, cached and loaded, file paths of
+# fitted models (their knobs are params of their own), bookkeeping, the seed, and what the
+# report matches or notes on its own (backbone, pretraining, protocol, overrides).
+_NEUTRAL_PARAMS = (
+    "data.root", "data.format", "data.split", "data.val_fraction", "data.split_seed",
+    "data.folds", "data.fold", "data.folds_file", "data.allow_overlap", "data.cache_rate",
+    "data.pipeline", "data.cache", "data.cache_dir", "data.cache_memory_gb",
+    "data.loader_workers", "synthesis.location_model", "synthesis.generator", "model.name",
+    "model.pretrained", "eval.protocol", "eval.select_on", "eval.allow_test_selection",
+    "eval.log_best_model", "eval.sw_batch_size", "seed",
+)  # fmt: skip
+
+
+@cache
+def _paper_params() -> dict[str, str]:
+    from core.config import flatten, make_config
+
+    return {name: _as_text(value) for name, value in flatten(make_config("paper")).items()}
+
+
+def _as_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def protocol_deviations(params: Mapping[str, Any], swept: list[str]) -> list[str]:
+    """`name=value` of every param of a trial that differs from the paper preset (the
+    published protocol) and is neither swept nor neutral (`_NEUTRAL_PARAMS`, the phantom's
+    size): what sets our column apart from a published one besides the swept knob."""
+    paper = _paper_params()
+    found = []
+    for name, value in params.items():
+        if name in swept or name in _NEUTRAL_PARAMS or name.startswith("data.phantom_"):
+            continue
+        if name in paper and _as_text(value) != paper[name]:
+            found.append(f"{name}={_as_text(value)}")
+    return sorted(found)
 
 
 def reference_param_names() -> tuple[str, ...]:

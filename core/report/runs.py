@@ -28,7 +28,7 @@ from core import tracking
 from core.errors import TumorsweepError
 from core.evaluate.registry import pooled_names, summary_names
 from core.report.labels import trial_labels
-from core.report.reference import DEFAULT_PROTOCOL, reference_param_names
+from core.report.reference import DEFAULT_PROTOCOL, protocol_deviations, reference_param_names
 from core.report.store import reading
 
 # Final metrics every trial should carry; a trial lacking one still gets a row (value NaN).
@@ -195,6 +195,7 @@ def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any])
         "baseline": sweep["baseline"],
         "data_warnings": json.dumps(sweep["data_warnings"]),
         "overrides": json.dumps([name for name in OVERRIDE_PARAMS if params.get(name) is True]),
+        "deviations": json.dumps(protocol_deviations(params, swept)),
         "metrics": dict(run.data.metrics),
     }
     kept = dict.fromkeys([*swept, *_KEPT_PARAMS, *reference_param_names()])
@@ -220,8 +221,9 @@ def load_runs(
     FAILED, KILLED, RUNNING, or STALE), error, backbone, eval_set, config_key, seed, fold and
     folds (None without cross-validation), label,
     metric, value, swept, baseline, data_warnings (JSON list, the sweep's), overrides (JSON
-    list of `OVERRIDE_PARAMS` set true), then the params (`eval.protocol` "tumorsweep" where
-    the trial logged none).
+    list of `OVERRIDE_PARAMS` set true), deviations (JSON list of `name=value` where the trial
+    left the paper preset, `protocol_deviations`), then the params (`eval.protocol`
+    "tumorsweep" where the trial logged none).
     """
     names = [experiments] if isinstance(experiments, str) else list(experiments)
     names = [n.strip() for name in names for n in name.split(",") if n.strip()]

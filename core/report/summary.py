@@ -107,7 +107,8 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
 
     Columns: experiment, label, backbone, eval_set, config_key, swept (list), is_baseline,
     the param columns (values of its first trial), protocol (its trials' `eval.protocol`, or
-    "mixed: ..."), overrides and data_warnings (lists over its trials and their sweeps), the
+    "mixed: ..."), overrides, deviations and data_warnings (lists over its trials and their
+    sweeps), the
     trial counts n_trials, n_finished, n_failed, n_killed, n_running, n_stale, n_folds
     (distinct folds, 0 without cross-validation) and unit (`trial_unit`).
     """
@@ -135,6 +136,7 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
                 **{name: first[name] for name in params},
                 "protocol": protocol,
                 "overrides": _union(group["overrides"]),
+                "deviations": _union(group["deviations"]),
                 "data_warnings": _union(group.drop_duplicates("parent_run_id")["data_warnings"]),
                 "n_trials": len(group),
                 "n_finished": int((status == "FINISHED").sum()),

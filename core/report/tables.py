@@ -158,6 +158,25 @@ def _statistics_notes(chosen: pd.DataFrame) -> list[str]:
     return notes
 
 
+_SOURCES = {
+    "replication": "koukihk/Synthetic-Tumors replication, their own training (paper: the "
+    "original paper's figure)",
+    "checkpoint": "the authors' released checkpoints, evaluated by the koukihk/Synthetic-Tumors "
+    "replication (paper: the original paper's figure)",
+    "faq": "the SyntheticTumors FAQ (tumour Dice only; it names no evaluation set, taken as "
+    "Hu's Val)",
+}
+
+
+def _by_deviations(rows: pd.DataFrame):
+    """(deviations, rows) for the configurations that left the paper preset, grouped."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, deviations in rows["deviations"].items():
+        if deviations:
+            groups.setdefault(tuple(deviations), []).append(index)
+    return [(list(key), rows.loc[indices]) for key, indices in groups.items()]
+
+
 def _published_notes(chosen: pd.DataFrame) -> list[str]:
     matched = chosen[chosen["published_label"].notna()]
     if matched.empty:
@@ -165,13 +184,20 @@ def _published_notes(chosen: pd.DataFrame) -> list[str]:
             "no published value matches these columns (backbone, evaluation set "
             f"{', '.join(map(str, chosen['eval_set'].unique()))} and swept params)"
         ]
-    notes = ["published: koukihk/Synthetic-Tumors replication (paper: the original paper's figure)"]
+    sources = list(dict.fromkeys(matched["published_source"]))
+    notes = ["published: " + "; ".join(_SOURCES.get(s, s) for s in sources)]
     beside = matched[matched["published_comparable"]]
     if not beside.empty:
         protocol = beside["protocol"].iloc[0]
         notes.append(
             f"published values beside ours were scored like ours ({protocol} protocol) on the "
             "same evaluation set"
+        )
+    for deviations, rows in _by_deviations(beside):
+        notes.append(
+            f"{_labels(rows)} also differ from the published protocol in "
+            f"{', '.join(deviations)}: the published value beside them is a reference, not a "
+            "replication of that column"
         )
     for (theirs, ours), rows in matched[~matched["published_comparable"]].groupby(
         ["published_protocol", "protocol"], sort=False
