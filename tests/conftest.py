@@ -1,12 +1,15 @@
-"""Shared fixtures: a tiny phantom dataset written once per session (real NIfTI files)."""
+"""Shared fixtures and oracles: a tiny phantom dataset written once per session (real NIfTI
+files), the notebook runner, the report's bootstrap written from its documented draws."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -56,3 +59,27 @@ def execute_aggregate_notebook(tracking_uri: str, experiment: str, workdir: Path
             os.environ["JUPYTER_PATH"] = previous
     cells = nbformat.read(executed, as_version=4).cells
     return [o for c in cells for o in c.get("outputs", [])]
+
+
+def two_level_bootstrap(values, n_resamples: int = 2000) -> tuple[float, float]:
+    """Oracle of the report's 95% interval, from its documented draws (core.report.stats):
+    per resample, cases drawn with replacement, then (with >= 2 trials) trials drawn with
+    replacement; the mean over drawn trials of each trial's mean over the drawn cases (NaN
+    cells, cases a trial did not score, left out), one resample at a time."""
+    values = np.asarray(values, dtype=float)
+    n_trials, n_cases = values.shape
+    rng = np.random.default_rng(0)
+    case_picks = rng.integers(0, n_cases, size=(n_resamples, n_cases))
+    trial_picks = (
+        rng.integers(0, n_trials, size=(n_resamples, n_trials))
+        if n_trials > 1
+        else np.zeros((n_resamples, 1), dtype=int)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of all-NaN cells
+        means = [
+            np.nanmean([np.nanmean(values[j, cases]) for j in trials])
+            for cases, trials in zip(case_picks, trial_picks, strict=True)
+        ]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)

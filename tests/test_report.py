@@ -19,13 +19,12 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import execute_aggregate_notebook
+from conftest import execute_aggregate_notebook, two_level_bootstrap
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
@@ -236,27 +235,6 @@ def _matrix(tables: list[pd.DataFrame], metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows).reset_index(drop=True).dropna(axis=1, how="all")
 
 
-def _bootstrap(matrix: pd.DataFrame, n_resamples: int = 2000) -> tuple[float, float]:
-    """The documented draws, evaluated one resample at a time."""
-    values = matrix.to_numpy()
-    n_trials, n_cases = values.shape
-    rng = np.random.default_rng(0)
-    case_picks = rng.integers(0, n_cases, size=(n_resamples, n_cases))
-    trial_picks = (
-        rng.integers(0, n_trials, size=(n_resamples, n_trials))
-        if n_trials > 1
-        else np.zeros((n_resamples, 1), dtype=int)
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = [
-            np.nanmean([np.nanmean(values[j, cases]) for j in trials])
-            for cases, trials in zip(case_picks, trial_picks, strict=True)
-        ]
-    low, high = np.percentile(means, [2.5, 97.5])
-    return low, high
-
-
 def _p_value(ours: pd.DataFrame, base: pd.DataFrame) -> float:
     """Two-level Welch t from scipy's standard errors, or scipy's exact paired permutation
     test for a single seed, over the cases every trial of both scored."""
@@ -293,7 +271,7 @@ def _expected(store: _Store, ratio: float, metric: str) -> dict:
     seeds = [v for (e, k, _), v in store.metrics.items() if (e, k) == (exp, key)]
     values = np.array([m[metric] for m in seeds if metric in m])
     ours = _matrix(_trials(store, exp, ratio), metric)
-    low, high = _bootstrap(ours)
+    low, high = two_level_bootstrap(ours)
     compared = (0.12, 0.15, 0.25)
     raw = {
         (r, m): _p_value(_matrix(_trials(store, exp, r), m), _matrix(_trials(store, exp, 0.0), m))

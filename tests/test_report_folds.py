@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import two_level_bootstrap
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
@@ -100,24 +101,6 @@ def _pooled(written: dict, ratio: float, seeds: int, metric: str) -> np.ndarray:
     return np.array(rows)
 
 
-def _bootstrap(matrix: np.ndarray, n_resamples: int = 2000) -> tuple[float, float]:
-    """The documented draws (core.report.stats), evaluated one resample at a time."""
-    n_trials, n_cases = matrix.shape
-    rng = np.random.default_rng(0)
-    case_picks = rng.integers(0, n_cases, size=(n_resamples, n_cases))
-    trial_picks = (
-        rng.integers(0, n_trials, size=(n_resamples, n_trials))
-        if n_trials > 1
-        else np.zeros((n_resamples, 1), dtype=int)
-    )
-    means = [
-        np.mean([matrix[j, cases].mean() for j in trials])
-        for cases, trials in zip(case_picks, trial_picks, strict=True)
-    ]
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def _fold_p(written: dict, seeds: int, metric: str) -> float:
     """scipy's one-sample t-test of the per-fold mean differences (seed-averaged)."""
     differences = []
@@ -146,7 +129,7 @@ def test_folds_are_no_configuration_and_numbers_pool_over_them(
         assert row["n_seeds"] == seeds * K and row["unit"] == unit and row["n_folds"] == K
         assert row["mean"] == pytest.approx(np.mean(trials), abs=1e-12)
         assert row["std"] == pytest.approx(np.std(trials, ddof=1), abs=1e-12)
-        low, high = _bootstrap(_pooled(written, 0.25, seeds, metric))
+        low, high = two_level_bootstrap(_pooled(written, 0.25, seeds, metric))
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), abs=1e-12)
         assert row["n_cases"] == len(CASES)
         assert row["ci_method"] == ("cases" if seeds == 1 else "seeds+cases")
