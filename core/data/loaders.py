@@ -72,9 +72,6 @@ class MixSampler(DistributedSampler):
             walked += [arm[i] for i in torch.randperm(len(arm), generator=generator).tolist()]
         return walked[:count]
 
-    def __len__(self) -> int:
-        return self.num_samples
-
 
 def loader_workers(setting: int | str, cpus: int) -> int:
     """DataLoader worker processes: an explicit count, or "auto" = the trainer's CPUs - 1
@@ -102,9 +99,6 @@ class PartitionSampler(DistributedSampler):
         generator.manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
         return iter((order * math.ceil(self.num_samples / len(order)))[: self.num_samples])
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 def cached_bytes(dataset: CacheDataset) -> int:
