@@ -485,6 +485,15 @@ def test_a_column_that_left_the_paper_protocol_says_so_beside_the_published_valu
         "schedule.epochs=200: the published value beside them is a reference" in notes
     )
     assert "data.root" not in notes and "eval.select_on" not in notes
+    # A param the published column sets itself (the real-tumour control) is no deviation.
+    real = store.experiment("short_real_control")
+    sweep = store.sweep(real, ["model.name"], {"model.name": "unet"}, start=6_000)
+    control = {**HU2023, "data.real_tumors": True, "schedule.epochs": 200}
+    store.trial(real, sweep, _unet(0.0, **control), 0)
+    report_real = build_report(store.uri, "short_real_control", n_resamples=200)
+    notes = " ".join(report_notes(report_real, "short_real_control"))
+    assert "published values beside ours were scored like ours" in notes
+    assert "differ from the published protocol in schedule.epochs=200:" in notes
     assert "differ from the published protocol" not in " ".join(
         report_notes(report, "sphere_ratio")
     )

@@ -193,7 +193,8 @@ def summarise(
     test ("two-level t", "case sign-flip", "fold-paired t" when both have folds), p_value
     (raw), n_paired (shared cases), p_holm (Holm over the experiment's comparisons),
     significant (p_holm < alpha), published, paper, published_label, published_source,
-    published_protocol, published_comparable.
+    published_protocol, published_comparable; deviations keeps only the params the matched
+    published column does not set itself.
     """
     configs = configurations(runs)
     finished = runs[(runs["status"] == "FINISHED") & runs["value"].notna()]
@@ -259,6 +260,12 @@ def summarise(
                     "published_protocol": None if reference is None else reference["protocol"],
                     "published_comparable": reference is not None
                     and reference["protocol"] == config["protocol"],
+                    # a param the published column itself sets is no deviation from it
+                    "deviations": [
+                        d
+                        for d in config["deviations"]
+                        if reference is None or d.split("=", 1)[0] not in reference["params"]
+                    ],
                 }
             )
     summary = pd.DataFrame.from_records(rows)
