@@ -229,8 +229,10 @@ def build(
         amp_dtype = amp_precision(cfg.schedule.amp_dtype, torch.cuda.is_bf16_supported())
     synthesis = _synthesis_transform(cfg, cases, location_model, session.device)
     data = cfg.data
-    if cfg.synthesis.style == "difftumor" and session.device.type == "cuda":
-        data = data.model_copy(update={"loader_workers": 0})  # the generator needs this process
+    if cfg.synthesis.style == "difftumor" and synthesis is not None:
+        from core.generative.trial import loader_data
+
+        data = loader_data(cfg, session.device)
     loader = training_loader(
         training_cases(cfg, cases),
         data,

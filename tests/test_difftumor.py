@@ -406,3 +406,19 @@ def test_a_trial_trains_on_difftumor_tumours(
     assert 0.0 <= out["final"]["liver_dice"] <= 1.0
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
     assert tracking.PREVIEW_ARTIFACT in artifacts
+
+
+def test_on_a_gpu_the_generator_keeps_the_loader_in_process(trained: dict) -> None:
+    """DataLoader workers cannot use CUDA once the generator is on it: `auto` becomes 0 there,
+    an explicit count is refused, and nothing changes on the CPU."""
+    from core.generative.trial import loader_data
+
+    folder = {"synthesis.style": "difftumor", "synthesis.generator": str(trained["folder"])}
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    auto = make_config("demo", {**folder, "data.loader_workers": "auto"})
+    assert loader_data(auto, cuda).loader_workers == 0
+    assert loader_data(auto, cpu).loader_workers == "auto"
+    explicit = make_config("demo", {**folder, "data.loader_workers": 3})
+    assert loader_data(explicit, cpu).loader_workers == 3
+    with pytest.raises(TumorsweepError, match="set data.loader_workers=0 \\(got 3\\)"):
+        loader_data(explicit, cuda)

@@ -8,6 +8,7 @@ import torch
 
 from core.config import TrialConfig
 from core.data.cases import CaseLists
+from core.data.config import DataConfig
 from core.errors import TumorsweepError
 from core.generative.config import AUTO
 from core.generative.store import load_generator, read_generator_info
@@ -48,10 +49,20 @@ def trial_transform(cfg: TrialConfig, device: torch.device) -> DiffTumorSynthesi
             "synthesis.generator=auto is resolved by the sweep driver (sweeps/*.py); for a "
             "single trial pass a folder from tumorsweep train-generator"
         )
-    if device.type == "cuda" and cfg.data.loader_workers not in (0, "auto"):
+    loader_data(cfg, device)  # refuse loader workers the generator cannot run in, first
+    generator = load_generator(cfg.synthesis.generator, device)
+    return DiffTumorSynthesisd(("image", "label"), config=cfg.synthesis, generator=generator)
+
+
+def loader_data(cfg: TrialConfig, device: torch.device) -> DataConfig:
+    """The trial's data settings for its loader: on a GPU the generator runs in the training
+    process (DataLoader workers cannot use CUDA once it is initialised), so `auto` loader
+    workers become 0 and an explicit count is refused."""
+    if device.type != "cuda" or cfg.data.loader_workers == 0:
+        return cfg.data
+    if cfg.data.loader_workers != "auto":
         raise TumorsweepError(
             f"synthesis.style=difftumor on {device}: set data.loader_workers=0 (got "
             f"{cfg.data.loader_workers}); the generator runs on the GPU in the training process"
         )
-    generator = load_generator(cfg.synthesis.generator, device)
-    return DiffTumorSynthesisd(("image", "label"), config=cfg.synthesis, generator=generator)
+    return cfg.data.model_copy(update={"loader_workers": 0})
