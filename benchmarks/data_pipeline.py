@@ -9,7 +9,7 @@ memory is its own and is returned): the public chain as the public code writes i
 (CacheDataset of the deterministic prefix with its per-sample deep copy, float32 image and
 label, RandCropByPosNegLabeld finding indices per sample) and the fast pipeline with float32
 and with int16 storage. Printed per chain: cache build time per case (one thread), resident
-memory per cached case (RSS growth) against the header bound `core.data.memory` plans with,
+memory per cached case (RSS growth) against the header bound `tumorsweep.data.memory` plans with,
 the transient peak of building one case, steady-state patches/s of one core in-process (what
 one loader worker does), the fast chain also through one real DataLoader worker process, the
 peak extra memory while sampling; then ratios against the public chain measured in the same run.
@@ -66,7 +66,7 @@ class PeakRss:
 
 def phantoms(folder: Path, cases: int) -> list[dict]:
     """Healthy phantoms of SHAPE at SPACING, made once and reused."""
-    from core.data import load_split, write_phantom_dataset
+    from tumorsweep.data import load_split, write_phantom_dataset
 
     root = folder / f"phantom-{cases}-{'x'.join(map(str, SHAPE))}-{'x'.join(map(str, SPACING))}"
     if not (root / "dataset.json").is_file():
@@ -90,12 +90,12 @@ def child(chain: str, items: list[dict], seconds: float, folder: Path) -> dict:
     import torch
     from monai.data import CacheDataset, DataLoader
 
-    from core.config import make_config
-    from core.data.diskcache import DiskCacheDataset
-    from core.data.loaders import cache_layout, cached_bytes
-    from core.data.memory import plan_cache
-    from core.data.transforms import train_transforms
-    from core.synthesis import TumorSynthesisd
+    from tumorsweep.config import make_config
+    from tumorsweep.data.diskcache import DiskCacheDataset
+    from tumorsweep.data.loaders import cache_layout, cached_bytes
+    from tumorsweep.data.memory import plan_cache
+    from tumorsweep.data.transforms import train_transforms
+    from tumorsweep.synthesis import TumorSynthesisd
 
     torch.set_num_threads(1)
     pipeline, dtype, where = CHAINS[chain]

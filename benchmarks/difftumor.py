@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.generative.config import GeneratorConfig, generator_config
-from core.generative.models import build_autoencoder, build_denoiser, training_scheduler
-from core.generative.sampler import Generator
+from tumorsweep.generative.config import GeneratorConfig, generator_config
+from tumorsweep.generative.models import build_autoencoder, build_denoiser, training_scheduler
+from tumorsweep.generative.sampler import Generator
 
 
 def _sync(device: torch.device) -> None:
@@ -124,10 +124,10 @@ def sampling_seconds(
 
 
 def _train_demo(epochs: int, root: Path) -> tuple[Path, dict, GeneratorConfig]:
-    from core.config import make_config
-    from core.data.cases import resolve_cases
-    from core.generative.job import GeneratorJob, run_job
-    from core.generative.store import read_generator_info
+    from tumorsweep.config import make_config
+    from tumorsweep.data.cases import resolve_cases
+    from tumorsweep.generative.job import GeneratorJob, run_job
+    from tumorsweep.generative.store import read_generator_info
 
     data = make_config("demo").data
     overrides = {f"training.{s}_epochs": epochs for s in ("autoencoder", "diffusion")}
@@ -138,11 +138,11 @@ def _train_demo(epochs: int, root: Path) -> tuple[Path, dict, GeneratorConfig]:
 
 
 def _synthesis_ms(generator_dir: Path, samples: int, ddim_steps: int) -> dict[str, list[float]]:
-    from core.config import make_config
-    from core.data.cases import resolve_cases
-    from core.data.transforms import resampled_pair
-    from core.generative import DiffTumorSynthesisd, load_generator
-    from core.synthesis import SynthesisConfig
+    from tumorsweep.config import make_config
+    from tumorsweep.data.cases import resolve_cases
+    from tumorsweep.data.transforms import resampled_pair
+    from tumorsweep.generative import DiffTumorSynthesisd, load_generator
+    from tumorsweep.synthesis import SynthesisConfig
 
     data = make_config("demo").data
     base = make_config("demo").synthesis.model_dump()

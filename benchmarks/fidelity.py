@@ -80,7 +80,7 @@ def _pooled(rows: list[dict], key: str) -> np.ndarray:
 
 
 def ours(case: Path, events: int, seed: int) -> dict:
-    from core.synthesis import SynthesisConfig, synthesize_tumors
+    from tumorsweep.synthesis import SynthesisConfig, synthesize_tumors
 
     data = np.load(case)
     image, label = data["image"], data["label"]
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(400, 340, 260))
     parser.add_argument("--work", type=Path, default=Path("/tmp/tumorsweep-fidelity"))
     args = parser.parse_args()
-    from core.data import make_phantom_case
+    from tumorsweep.data import make_phantom_case
 
     args.work.mkdir(parents=True, exist_ok=True)
     case = args.work / f"phantom_{'x'.join(map(str, args.shape))}.npz"

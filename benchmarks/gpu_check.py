@@ -7,7 +7,7 @@ its autoencoder and of a denoiser, and synthesis of 1 and 8 patches (`benchmarks
 When `mamba_ssm` imports, it also compares the official selective-scan
 kernel with our pure-PyTorch fallback (max abs difference of outputs and gradients), for the
 scan op alone and for each whole SegMamba model (float32, `--compare-size`). Data loading:
-UNet trained by the production trainer and loader (`core.train.build`, paper preset) on
+UNet trained by the production trainer and loader (`tumorsweep.train.build`, paper preset) on
 phantom CTs with a 410 x 410 x 450 mm field of view, `data_wait_fraction` per
 `--data-workers` count (default 4, the public code's).
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 from monai.losses import DiceCELoss
 
-from core.models import BACKBONES, build, count_parameters
-from core.models.segmamba import SegMamba
-from core.models.selective_scan import (
+from tumorsweep.models import BACKBONES, build, count_parameters
+from tumorsweep.models.segmamba import SegMamba
+from tumorsweep.models.selective_scan import (
     ScanBackend,
     kernel_available,
     selective_scan,
@@ -95,17 +95,17 @@ def train_speed(name: str, settings: Settings) -> tuple[float, float | None, int
 def data_wait(
     settings: Settings, workers: int, root: str, epochs: int, crops: int
 ) -> tuple[float, float, int]:
-    """UNet trained by the production trainer (`core.train.build` + `train_epoch`: paper
+    """UNet trained by the production trainer (`tumorsweep.train.build` + `train_epoch`: paper
     preset, the training loader with its cache, tumour synthesis in HU, 1:1 crops,
     augmentation, AMP) on phantom CTs: the share of training time spent waiting for the next
     batch (`data_wait_fraction`, pooled over the epochs after the first, which also starts the
     loader workers), seconds per step and steps per epoch. Near 0: the loader keeps the GPU
     fed."""
-    from core.config import make_config
-    from core.data.cases import resolve_cases
-    from core.session import LocalSession
-    from core.tracking import NullLogger
-    from core.train import build, train_epoch
+    from tumorsweep.config import make_config
+    from tumorsweep.data.cases import resolve_cases
+    from tumorsweep.session import LocalSession
+    from tumorsweep.tracking import NullLogger
+    from tumorsweep.train import build, train_epoch
 
     overrides = {
         "data.root": root,
@@ -188,7 +188,7 @@ def difftumor_figures(settings: Settings) -> int:
     the number of failures."""
     from difftumor import sampling_seconds, step_seconds
 
-    from core.generative import generator_config
+    from tumorsweep.generative import generator_config
 
     preset = "demo" if settings.dry_run else "paper"
     config = generator_config(preset, (1.0, 1.0, 1.0))
@@ -285,7 +285,7 @@ def main() -> int:
 
     import tempfile
 
-    from core.data import write_phantom_dataset
+    from tumorsweep.data import write_phantom_dataset
 
     with tempfile.TemporaryDirectory() as root:
         shape = (64, 64, 40) if settings.dry_run else tuple(args.data_shape)

@@ -1,4 +1,4 @@
-"""Time `core.evaluate.case_metrics` against DeepMind's `surface-distance` on one core.
+"""Time `tumorsweep.evaluate.case_metrics` against DeepMind's `surface-distance` on one core.
 
 Builds a 512x512x300 case at 0.8x0.8x1.5 mm with a ~1.5 M-voxel liver and a few tumours (or
 loads --pred/--truth NIfTI files), checks that both give the same NSD and HD95, and prints, all
@@ -22,7 +22,7 @@ from collections.abc import Callable  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from core.evaluate import case_metrics, registry  # noqa: E402
+from tumorsweep.evaluate import case_metrics, registry  # noqa: E402
 
 SHAPE = (512, 512, 300)
 SPACING = (0.8, 0.8, 1.5)

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from core.errors import TumorsweepError
-from core.models import BACKBONES, build, count_parameters
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.models import BACKBONES, build, count_parameters
 
 
 def forward_backward_seconds(model: torch.nn.Module, size: int, repeats: int) -> float:

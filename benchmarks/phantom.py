@@ -13,7 +13,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from core.data.phantom import make_phantom_case
+from tumorsweep.data.phantom import make_phantom_case
 
 
 def _best_of(repeats: int, run) -> float:

@@ -31,16 +31,16 @@ import torch  # noqa: E402
 from monai.data import CacheDataset, DataLoader  # noqa: E402
 from monai.losses import DiceCELoss  # noqa: E402
 
-from core.data import write_phantom_dataset  # noqa: E402
-from core.data.transforms import eval_transforms, train_transforms  # noqa: E402
-from core.evaluate import (  # noqa: E402
+from tumorsweep.data import write_phantom_dataset  # noqa: E402
+from tumorsweep.data.transforms import eval_transforms, train_transforms  # noqa: E402
+from tumorsweep.evaluate import (  # noqa: E402
     PROTOCOLS,
     case_metrics,
     predict_case,
     registry,
     sliding_window_logits,
 )
-from core.models import build  # noqa: E402
+from tumorsweep.models import build  # noqa: E402
 
 SPACING = (2.0, 2.0, 2.0)
 PATCH = (32, 32, 32)

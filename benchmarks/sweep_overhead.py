@@ -10,7 +10,7 @@ cancels and is reported separately as the fixed cost.
 - Train baseline: N Tune trials each fitting a TorchTrainer whose loop reports once - what a
   trial cost when every trial started a Train controller and worker group (still the path of
   multi-worker trials).
-- Ours: N trials through `core.sweep.run_sweep` on phantom CTs with one tiny epoch; the
+- Ours: N trials through `tumorsweep.sweep.run_sweep` on phantom CTs with one tiny epoch; the
   trainer logs its setup/train/eval seconds, so overhead = wall - train - eval, and what
   tumorsweep adds = overhead - Tune baseline.
 
@@ -84,10 +84,10 @@ def ours(trials: int, storage: str, data: Path) -> dict[str, float]:
     train+eval and setup seconds its trainers logged."""
     from mlflow import MlflowClient
 
-    from core.config import apply_overrides, make_config
-    from core.data.cases import resolve_cases
-    from core.search_space import SearchSpace
-    from core.sweep import SweepOptions, run_sweep
+    from tumorsweep.config import apply_overrides, make_config
+    from tumorsweep.data.cases import resolve_cases
+    from tumorsweep.search_space import SearchSpace
+    from tumorsweep.sweep import SweepOptions, run_sweep
 
     ratios = [round(0.05 * i, 2) for i in range(trials)]
     space = SearchSpace(study="overhead", sweep={"synthesis.sphere_ratio": {"grid": ratios}})
@@ -117,8 +117,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4, help="N: extra trials measured")
     args = parser.parse_args()
-    from core.data import write_phantom_dataset
-    from core.sweep import start_local_ray
+    from tumorsweep.data import write_phantom_dataset
+    from tumorsweep.sweep import start_local_ray
 
     start_local_ray(reserve=1)
     n = args.trials

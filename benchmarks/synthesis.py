@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/synthesis.py [--image CT.nii.gz --label LIVER.nii.gz]
         [--public /path/to/SyntheticTumors --public-python /tmp/public-venv/bin/python]
 
-Without files it uses a 400x340x260 1 mm phantom CT (`core.data.make_phantom_case`, seed 0).
+Without files it uses a 400x340x260 1 mm phantom CT (`tumorsweep.data.make_phantom_case`, seed 0).
 Prints, per tumour type, the median ms per sample of: the in-place path a data loader uses
 (uint8 label, and the float32 label MONAI's loader gives), `TumorSynthesisd` on float32
 MetaTensors, and the copying `synthesize_tumors`; min ms (the least-disturbed run on a
@@ -35,15 +35,15 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from core.synthesis import SynthesisConfig, TumorSynthesisd, synthesize_tumors
-from core.synthesis.config import TUMOR_TYPES
-from core.synthesis.synthesize import synthesize_tumors_inplace
+from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd, synthesize_tumors
+from tumorsweep.synthesis.config import TUMOR_TYPES
+from tumorsweep.synthesis.synthesize import synthesize_tumors_inplace
 
 PUBLIC_STARTUP_S, PUBLIC_STARTUP_MB = 80.0, 3000.0
 
 
 def phantom_case() -> tuple[np.ndarray, np.ndarray]:
-    from core.data import make_phantom_case
+    from tumorsweep.data import make_phantom_case
 
     image, label = make_phantom_case(np.random.default_rng(0), (400, 340, 260))
     return image, (label >= 1).astype(np.uint8)

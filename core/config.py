@@ -17,9 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from core.data.config import DataConfig
-from core.errors import TumorsweepError
-from core.synthesis.config import SynthesisConfig
+from tumorsweep.data.config import DataConfig
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.synthesis.config import SynthesisConfig
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
@@ -41,7 +41,7 @@ class ModelConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        from core.models import BACKBONES
+        from tumorsweep.models import BACKBONES
 
         if value not in BACKBONES:
             raise ValueError(f"unknown backbone {value!r}; valid: {', '.join(BACKBONES)}")
@@ -50,7 +50,7 @@ class ModelConfig(_Strict):
 
 class ScheduleConfig(_Strict):
     """Optimisation: AdamW, linear warm-up then cosine annealing, stepped per epoch (the public
-    code's LinearWarmupCosineAnnealingLR; see core.optim)."""
+    code's LinearWarmupCosineAnnealingLR; see tumorsweep.optim)."""
 
     epochs: int = Field(4000, ge=1)
     warmup_epochs: int = Field(100, ge=0)
@@ -115,7 +115,7 @@ class EvalConfig(_Strict):
     tolerance_mm: float = Field(2.0, gt=0)
     protocol: Literal["tumorsweep", "hu2023"] = Field(
         "tumorsweep",
-        description="evaluation protocol (core.evaluate.PROTOCOLS): ours, or Hu "
+        description="evaluation protocol (tumorsweep.evaluate.PROTOCOLS): ours, or Hu "
         "et al.'s validation.py (logits inverted linearly, liver = largest 6-connected "
         "component of label 1, scored as label == 1)",
     )
@@ -150,7 +150,7 @@ def selectable_metrics() -> dict[str, bool]:
     `best_<name>`), each with whether higher is better: per-case means of every registry
     metric per class, pooled values where a metric has them, and the mean of liver and tumour
     Dice (Hu et al.'s selection metric)."""
-    from core.evaluate.registry import CLASSES, METRICS
+    from tumorsweep.evaluate.registry import CLASSES, METRICS
 
     names: dict[str, bool] = {}
     for metric in METRICS:

@@ -17,7 +17,7 @@ from functools import partial
 
 import torch
 
-from core.config import TrialConfig
+from tumorsweep.config import TrialConfig
 
 
 def warmup_cosine_lr(

@@ -11,9 +11,9 @@ import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 
-from core.config import TrialConfig
-from core.data.cases import CaseLists, cache_dir
-from core.errors import TumorsweepError
+from tumorsweep.config import TrialConfig
+from tumorsweep.data.cases import CaseLists, cache_dir
+from tumorsweep.errors import TumorsweepError
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -93,7 +93,7 @@ def _probe(host: str, port: int, what: str) -> None:
 def check_data(cases: CaseLists) -> list[str]:
     """Read every case once (cached by file content) and refuse the first class of problem;
     returns the warnings (intensities that do not look like HU)."""
-    from core.data.check import check_entries, raise_first_problem
+    from tumorsweep.data.check import check_entries, raise_first_problem
 
     lists = (
         ("train", cases.train + cases.train_tumor),
@@ -107,7 +107,7 @@ def check_data(cases: CaseLists) -> list[str]:
 
 def check_trials(configs: Iterable[TrialConfig], cases: CaseLists) -> None:
     """Every trial configuration can run on the study's cases (training arm, files, GMM)."""
-    from core.train import check_trial
+    from tumorsweep.train import check_trial
 
     for cfg in configs:
         check_trial(cfg, cases)

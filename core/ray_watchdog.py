@@ -5,7 +5,7 @@ runtime-env agents outlive it (they ignore SIGTERM and are not in its process gr
 spawns this module as a small detached process that polls the driver; once it is gone, every
 process of that Ray session is killed.
 
-    python -m core.ray_watchdog DRIVER_PID SESSION_DIR
+    python -m tumorsweep.ray_watchdog DRIVER_PID SESSION_DIR
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def start(driver_pid: int, session_dir: str) -> subprocess.Popen:
     """Spawn the watchdog of `driver_pid`'s local Ray session (detached: a new session, so a
     kill of the driver's process group does not take it down too)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "core.ray_watchdog", str(driver_pid), session_dir],
+        [sys.executable, "-m", "tumorsweep.ray_watchdog", str(driver_pid), session_dir],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -22,8 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.config import TrialConfig, apply_overrides, format_validation_error
-from core.errors import TumorsweepError
+from tumorsweep.config import TrialConfig, apply_overrides, format_validation_error
+from tumorsweep.errors import TumorsweepError
 
 GRID_KINDS = ("grid",)
 SAMPLED_KINDS = ("uniform", "loguniform", "randint", "choice")

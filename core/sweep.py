@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import tracking
-from core.config import TrialConfig, apply_overrides, flatten
-from core.data.cases import CaseLists
-from core.errors import TumorsweepError
-from core.search_space import SearchSpace, config_key, param_space, trial_overrides
+from tumorsweep import tracking
+from tumorsweep.config import TrialConfig, apply_overrides, flatten
+from tumorsweep.data.cases import CaseLists
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.search_space import SearchSpace, config_key, param_space, trial_overrides
 
 STATE_FILE = "tumorsweep_sweep.json"
 
@@ -73,11 +73,12 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable: one trial, one nested MLflow run. A one-worker trial trains
     right here in the Tune trial's process (no Train controller or worker group to start: a
     failed trial is retried by Tune from its last checkpoint); a multi-worker trial is one
-    TorchTrainer.fit() (DDP, worker-group restarts). Both run `core.train.train_loop_per_worker`.
+    TorchTrainer.fit() (DDP, worker-group restarts). Both run
+    `tumorsweep.train.train_loop_per_worker`.
     """
     from ray import tune
 
-    from core.train import prepare_location_model, train_loop_per_worker
+    from tumorsweep.train import prepare_location_model, train_loop_per_worker
 
     overrides = trial_overrides(tune_config)
     base = TrialConfig.model_validate(context.base)
@@ -129,7 +130,7 @@ def _torch_trainer(loop_config: dict[str, Any], context: TrialContext, trial_id:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from core.train import train_loop_per_worker
+    from tumorsweep.train import train_loop_per_worker
 
     return TorchTrainer(
         train_loop_per_worker,
@@ -226,7 +227,7 @@ def start_local_ray(
 
     import ray
 
-    from core import ray_watchdog
+    from tumorsweep import ray_watchdog
 
     cores = num_cpus or os.cpu_count() or 1
     # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner needs:

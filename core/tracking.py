@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 # Tags
 # MLflow 3's kind of experiment. The 3.17 UI picks its view from its own GenAI / Model training

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from core import tracking
-from core.config import TrialConfig, flatten, selectable_metrics, to_yaml
-from core.data.cases import REAL_TUMOR_KEY, CaseLists
-from core.errors import TumorsweepError
-from core.session import LocalSession, RaySession, Session, TuneSession, with_test_hooks
-from core.tracking import NullLogger, TrialLogger
+from tumorsweep import tracking
+from tumorsweep.config import TrialConfig, flatten, selectable_metrics, to_yaml
+from tumorsweep.data.cases import REAL_TUMOR_KEY, CaseLists
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.session import LocalSession, RaySession, Session, TuneSession, with_test_hooks
+from tumorsweep.tracking import NullLogger, TrialLogger
 
 
 class TrainingDivergedError(RuntimeError):
@@ -144,13 +144,13 @@ def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
         raise TumorsweepError(f"model.pretrained: file not found: {cfg.model.pretrained}")
     synth = cfg.synthesis
     if synth.style == "difftumor" and uses_synthesis(cfg):
-        from core.generative.trial import check_generator
+        from tumorsweep.generative.trial import check_generator
 
         check_generator(cfg, cases)
     if synth.location != "gmm" or not uses_synthesis(cfg):
         return
     if synth.location_model:
-        from core.synthesis import LocationModel
+        from tumorsweep.synthesis import LocationModel
 
         model = LocationModel.load(synth.location_model)
         fitted_on = set(model.fitted_on or ()) | set(model.fitted_on_labels or ())
@@ -190,7 +190,7 @@ def prepare_location_model(cfg: TrialConfig, cases: CaseLists) -> Any:
     """The GMM location model of a trial (loaded, or fitted on its training tumours), once."""
     if cfg.synthesis.location != "gmm" or not uses_synthesis(cfg):
         return None
-    from core.synthesis import LocationModel, fit_location_model
+    from tumorsweep.synthesis import LocationModel, fit_location_model
 
     if cfg.synthesis.location_model:
         return LocationModel.load(cfg.synthesis.location_model)
@@ -211,10 +211,10 @@ def build(
     location_model: Any = None,
 ) -> Trainer:
     """Model (on the session's device, DDP-wrapped), loss, optimiser, schedule, AMP, loader."""
-    from core.data.loaders import training_loader
-    from core.models import backbone
-    from core.models import build as build_model
-    from core.optim import build_optimisation
+    from tumorsweep.data.loaders import training_loader
+    from tumorsweep.models import backbone
+    from tumorsweep.models import build as build_model
+    from tumorsweep.optim import build_optimisation
 
     check_trial(cfg, cases)
     torch.manual_seed(cfg.seed + session.world_rank)
@@ -230,7 +230,7 @@ def build(
     synthesis = _synthesis_transform(cfg, cases, location_model, session.device)
     data = cfg.data
     if cfg.synthesis.style == "difftumor" and synthesis is not None:
-        from core.generative.trial import loader_data
+        from tumorsweep.generative.trial import loader_data
 
         data = loader_data(cfg, session.device)
     loader = training_loader(
@@ -272,10 +272,10 @@ def _synthesis_transform(
     if not uses_synthesis(cfg):
         return None
     if cfg.synthesis.style == "difftumor":
-        from core.generative.trial import trial_transform
+        from tumorsweep.generative.trial import trial_transform
 
         return trial_transform(cfg, device)
-    from core.synthesis import TumorSynthesisd
+    from tumorsweep.synthesis import TumorSynthesisd
 
     model = location_model if location_model is not None else prepare_location_model(cfg, cases)
     return TumorSynthesisd(keys=("image", "label"), config=cfg.synthesis, location_model=model)
@@ -449,8 +449,8 @@ def _model_folder(trainer: Trainer, tmp: Path) -> Path:
 
 def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:
     """Per-case metric rows of the current weights on `cases` (native label grids)."""
-    from core.data.transforms import eval_transforms
-    from core.evaluate import evaluate_cases
+    from tumorsweep.data.transforms import eval_transforms
+    from tumorsweep.evaluate import evaluate_cases
 
     cfg = trainer.cfg
     return evaluate_cases(
@@ -469,9 +469,9 @@ def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:
 
 
 def summarise(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
-    """Case-set summary of metric rows (`core.evaluate.aggregate`) plus the mean of liver and
+    """Case-set summary of metric rows (`tumorsweep.evaluate.aggregate`) plus the mean of liver and
     tumour Dice (Hu et al.'s selection metric), numeric values only, keys prefixed."""
-    from core.evaluate import aggregate
+    from tumorsweep.evaluate import aggregate
 
     if not rows:
         return {}
@@ -486,13 +486,13 @@ def summarise(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
 
 def _synthesis_preview(trainer: Trainer, path: Path) -> Path:
     """One healthy training case with tumours synthesised as in training (probability 1)."""
-    from core.data.transforms import resampled_pair
-    from core.synthesis import TumorSynthesisd, save_preview
+    from tumorsweep.data.transforms import resampled_pair
+    from tumorsweep.synthesis import TumorSynthesisd, save_preview
 
     cfg = trainer.cfg.model_copy(deep=True)
     cfg.synthesis.prob = 1.0
     if cfg.synthesis.style == "difftumor":
-        from core.generative import DiffTumorSynthesisd
+        from tumorsweep.generative import DiffTumorSynthesisd
 
         cfg.synthesis.difftumor.prob = 1.0
         transform = DiffTumorSynthesisd(
@@ -532,7 +532,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def _model_facts(model: torch.nn.Module) -> dict[str, Any]:
     """Facts about the built model worth recording next to the config."""
-    from core.models import count_parameters
+    from tumorsweep.models import count_parameters
 
     inner = _unwrap(model)
     facts: dict[str, Any] = {"model.parameters": count_parameters(inner)}

@@ -2,7 +2,7 @@
 
 import sys
 
-from core.cli.study import main
+from tumorsweep.cli.study import main
 
 if __name__ == "__main__":
     sys.exit(main("difftumor"))

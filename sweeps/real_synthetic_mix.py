@@ -3,7 +3,7 @@ the flags."""
 
 import sys
 
-from core.cli.study import main
+from tumorsweep.cli.study import main
 
 if __name__ == "__main__":
     sys.exit(main("real_synthetic_mix"))

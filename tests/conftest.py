@@ -18,7 +18,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Nine small phantom CTs at 2 mm: healthy and tumour cases, MSD layout."""
-    from core.data import write_phantom_dataset
+    from tumorsweep.data import write_phantom_dataset
 
     root = tmp_path_factory.mktemp("phantom")
     write_phantom_dataset(
@@ -62,7 +62,7 @@ def execute_aggregate_notebook(tracking_uri: str, experiment: str, workdir: Path
 
 
 def two_level_bootstrap(values, n_resamples: int = 2000) -> tuple[float, float]:
-    """Oracle of the report's 95% interval, from its documented draws (core.report.stats):
+    """Oracle of the report's 95% interval, from its documented draws (tumorsweep.report.stats):
     per resample, cases drawn with replacement, then (with >= 2 trials) trials drawn with
     replacement; the mean over drawn trials of each trial's mean over the drawn cases (NaN
     cells, cases a trial did not score, left out), one resample at a time."""
@@ -83,3 +83,4 @@ def two_level_bootstrap(values, n_resamples: int = 2000) -> tuple[float, float]:
         ]
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
+

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import (
+from tumorsweep.config import (
     TrialConfig,
     apply_overrides,
     flatten,
     make_config,
     parse_assignment,
 )
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 
 def test_paper_preset_is_the_published_protocol() -> None:
@@ -33,7 +33,7 @@ def test_paper_preset_is_the_published_protocol() -> None:
 
 
 def test_amp_precision_follows_the_setting_and_the_gpu() -> None:
-    from core.train import amp_precision
+    from tumorsweep.train import amp_precision
 
     assert amp_precision("float16", True) is torch.float16
     assert amp_precision("auto", True) is torch.bfloat16
@@ -120,7 +120,7 @@ def _published_schedule(base: float, warmup: int, epochs: int, start: float, eta
 )
 def test_trainer_schedule_is_the_published_warmup_cosine(warmup, epochs, start, eta_min) -> None:
     """The scheduler the trainer builds trains each epoch at the published schedule's lr."""
-    from core.optim import build_optimisation
+    from tumorsweep.optim import build_optimisation
 
     cfg = make_config(
         "paper",
@@ -147,7 +147,7 @@ def test_trainer_loss_is_the_published_dice_ce() -> None:
     """DiceCE with squared predictions, smooth_nr 0, smooth_dr 1e-6, written out from its
     definition: 1 - mean over (batch, class) of 2 sum(p g) / (sum p^2 + sum g^2 + 1e-6), plus
     the mean cross-entropy of the logits."""
-    from core.optim import build_optimisation
+    from tumorsweep.optim import build_optimisation
 
     loss_fn, _, _ = build_optimisation(make_config("paper"), torch.nn.Linear(2, 2))
     generator = torch.Generator().manual_seed(0)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from test_data_layouts import msd_dataset, write_pair
 
-from core.data.cases import resolve_cases
-from core.data.config import DataConfig
-from core.data.splits import NAMED_SPLITS
-from core.errors import TumorsweepError
+from tumorsweep.data.cases import resolve_cases
+from tumorsweep.data.config import DataConfig
+from tumorsweep.data.splits import NAMED_SPLITS
+from tumorsweep.errors import TumorsweepError
 
 HU_VAL = NAMED_SPLITS["hu-val"]
 

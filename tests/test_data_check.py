@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.cli import main
-from core.data.check import check_dataset
-from core.data.phantom import write_phantom_dataset
+from tumorsweep.cli import main
+from tumorsweep.data.check import check_dataset
+from tumorsweep.data.phantom import write_phantom_dataset
 
 
 @pytest.fixture

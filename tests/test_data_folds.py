@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 from test_data_layouts import msd_dataset
 
-from core.data.cases import resolve_cases
-from core.data.config import DataConfig
-from core.errors import TumorsweepError
+from tumorsweep.data.cases import resolve_cases
+from tumorsweep.data.config import DataConfig
+from tumorsweep.errors import TumorsweepError
 
 TUMOURS = {n: n >= 3 for n in range(12)}  # 3 healthy, 9 tumour cases
 

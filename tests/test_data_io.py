@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.data.io import check_pair_header, load_pair, load_volume
-from core.errors import TumorsweepError
+from tumorsweep.data.io import check_pair_header, load_pair, load_volume
+from tumorsweep.errors import TumorsweepError
 
 
 def save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:

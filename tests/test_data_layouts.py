@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.data.layouts import load_split
-from core.data.splits import NAMED_SPLITS
-from core.errors import TumorsweepError
+from tumorsweep.data.layouts import load_split
+from tumorsweep.data.splits import NAMED_SPLITS
+from tumorsweep.errors import TumorsweepError
 
 
 def write_pair(image: Path, label: Path, tumor: bool, shape=(8, 8, 8)) -> None:

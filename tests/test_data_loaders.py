@@ -12,20 +12,20 @@ import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-import core.data.diskcache as diskcache
-import core.data.loaders as loaders
-from core.config import make_config
-from core.data.cases import resolve_cases
-from core.data.config import DataConfig
-from core.data.layouts import load_split
-from core.data.memory import partition, plan_cache
-from core.data.phantom import write_phantom_dataset
-from core.data.transforms import resampled_pair
-from core.errors import TumorsweepError
-from core.session import LocalSession
-from core.synthesis import SynthesisConfig, TumorSynthesisd
-from core.tracking import NullLogger
-from core.train import build, run_local
+import tumorsweep.data.diskcache as diskcache
+import tumorsweep.data.loaders as loaders
+from tumorsweep.config import make_config
+from tumorsweep.data.cases import resolve_cases
+from tumorsweep.data.config import DataConfig
+from tumorsweep.data.layouts import load_split
+from tumorsweep.data.memory import partition, plan_cache
+from tumorsweep.data.phantom import write_phantom_dataset
+from tumorsweep.data.transforms import resampled_pair
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.session import LocalSession
+from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd
+from tumorsweep.tracking import NullLogger
+from tumorsweep.train import build, run_local
 
 SMALL_TUMOURS = SynthesisConfig(
     prob=1.0, radius={"tiny": 2.0, "small": 4.0, "medium": 8.0, "large": 16.0}

@@ -14,9 +14,9 @@ from monai.data import CacheDataset, DataLoader
 from monai.transforms import Invertd, MapTransform, Randomizable
 from monai.transforms.utils import map_binary_to_indices
 
-from core.data.layouts import load_split
-from core.data.phantom import write_phantom_dataset
-from core.data.sampling import (
+from tumorsweep.data.layouts import load_split
+from tumorsweep.data.phantom import write_phantom_dataset
+from tumorsweep.data.sampling import (
     BG_ROWS,
     FG_ROWS,
     LIVER_BOX,
@@ -26,15 +26,15 @@ from core.data.sampling import (
     RowIndices,
     SynthesiseLiverBoxd,
 )
-from core.data.transforms import (
+from tumorsweep.data.transforms import (
     HU_WINDOW,
     _window,
     eval_transforms,
     resampled_pair,
     train_transforms,
 )
-from core.errors import TumorsweepError
-from core.synthesis import SynthesisConfig, TumorSynthesisd
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd
 
 # Tumour sizes for 2 mm voxels (the demo preset's), always applied so every volume gets some.
 SMALL_TUMOURS = SynthesisConfig(

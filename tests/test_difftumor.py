@@ -19,15 +19,15 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
-from core.cli import main as cli
-from core.config import make_config
-from core.data.cases import CaseLists, resolve_cases
-from core.data.transforms import resampled_pair
-from core.errors import TumorsweepError
-from core.generative import DiffTumorSynthesisd, load_generator, read_generator_info
-from core.generative.store import CONFIG_FILE, _content_hash, _sha256
-from core.generative.synthesis import synthesize_difftumor_inplace
-from core.synthesis import SynthesisConfig
+from tumorsweep.cli import main as cli
+from tumorsweep.config import make_config
+from tumorsweep.data.cases import CaseLists, resolve_cases
+from tumorsweep.data.transforms import resampled_pair
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative import DiffTumorSynthesisd, load_generator, read_generator_info
+from tumorsweep.generative.store import CONFIG_FILE, _content_hash, _sha256
+from tumorsweep.generative.synthesis import synthesize_difftumor_inplace
+from tumorsweep.synthesis import SynthesisConfig
 
 TINY = {
     "patch_size": 16,
@@ -215,8 +215,8 @@ def test_bad_generator_folders_fail_naming_the_file(trained: dict, tmp_path: Pat
 
 
 def test_no_tumour_training_cases_is_refused(cases: CaseLists, tmp_path: Path) -> None:
-    from core.generative.config import generator_config
-    from core.generative.job import GeneratorJob, run_job
+    from tumorsweep.generative.config import generator_config
+    from tumorsweep.generative.job import GeneratorJob, run_job
 
     empty = replace(cases, train_tumor=())
     job = GeneratorJob(generator_config("demo", (2.0, 2.0, 2.0)), empty, tmp_path / "g")
@@ -224,7 +224,7 @@ def test_no_tumour_training_cases_is_refused(cases: CaseLists, tmp_path: Path) -
         run_job(job)
     assert not (tmp_path / "g").exists()
     auto = make_config("demo", {"synthesis.style": "difftumor", "synthesis.generator": "auto"})
-    from core.train import check_trial
+    from tumorsweep.train import check_trial
 
     with pytest.raises(TumorsweepError, match="generator=auto: .* no real-tumour training"):
         check_trial(auto, empty)
@@ -233,7 +233,7 @@ def test_no_tumour_training_cases_is_refused(cases: CaseLists, tmp_path: Path) -
 def test_check_trial_refuses_a_generator_fitted_on_held_out_cases(
     trained: dict, cases: CaseLists
 ) -> None:
-    from core.train import check_trial
+    from tumorsweep.train import check_trial
 
     folder = str(trained["folder"])
     cfg = make_config("demo", {"synthesis.style": "difftumor", "synthesis.generator": folder})
@@ -278,9 +278,9 @@ def test_synthesize_cli_writes_image_label_preview(
 
 
 def test_report_labels_and_published_difftumor_columns() -> None:
-    from core.report.labels import config_label
-    from core.report.reference import match_published
-    from core.search_space import expand_grid, load_search_space
+    from tumorsweep.report.labels import config_label
+    from tumorsweep.report.reference import match_published
+    from tumorsweep.search_space import expand_grid, load_search_space
 
     swept = {"synthesis.style": "difftumor"}
     assert config_label("unet", "chen-val-0", swept) == "UNET(DiffTumor,Chen's Val)"
@@ -318,10 +318,10 @@ class _CrashAfter:
 
 
 def test_training_resumes_from_its_checkpoint(cases: CaseLists, tmp_path: Path) -> None:
-    from core.generative.config import generator_config
-    from core.generative.patches import load_cases
-    from core.generative.training import fit_generator
-    from core.session import LocalSession
+    from tumorsweep.generative.config import generator_config
+    from tumorsweep.generative.patches import load_cases
+    from tumorsweep.generative.training import fit_generator
+    from tumorsweep.session import LocalSession
 
     short = {"training.autoencoder_epochs": 2, "training.diffusion_epochs": 2}
     config = generator_config(
@@ -346,8 +346,8 @@ def test_training_resumes_from_its_checkpoint(cases: CaseLists, tmp_path: Path) 
 def test_auto_generator_is_reused_from_the_cache(
     trained: dict, cases: CaseLists, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from core.generative.auto import cache_key, resolve_auto, uses_auto
-    from core.generative.config import generator_config
+    from tumorsweep.generative.auto import cache_key, resolve_auto, uses_auto
+    from tumorsweep.generative.config import generator_config
 
     monkeypatch.setenv("TUMORSWEEP_CACHE", str(tmp_path))
     base = make_config("demo", {"synthesis.generator": "auto"})
@@ -372,9 +372,9 @@ def test_a_trial_trains_on_difftumor_tumours(
 ) -> None:
     from mlflow import MlflowClient
 
-    from core import tracking
-    from core.generative import transform as transform_module
-    from core.train import run_local
+    from tumorsweep import tracking
+    from tumorsweep.generative import transform as transform_module
+    from tumorsweep.train import run_local
 
     cfg = make_config(
         "demo",
@@ -411,7 +411,7 @@ def test_a_trial_trains_on_difftumor_tumours(
 def test_on_a_gpu_the_generator_keeps_the_loader_in_process(trained: dict) -> None:
     """DataLoader workers cannot use CUDA once the generator is on it: `auto` becomes 0 there,
     an explicit count is refused, and nothing changes on the CPU."""
-    from core.generative.trial import loader_data
+    from tumorsweep.generative.trial import loader_data
 
     folder = {"synthesis.style": "difftumor", "synthesis.generator": str(trained["folder"])}
     cuda, cpu = torch.device("cuda"), torch.device("cpu")

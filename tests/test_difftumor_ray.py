@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.config import make_config
-from core.data.cases import resolve_cases
-from core.generative import load_generator, read_generator_info
-from core.generative.config import generator_config
-from core.generative.job import GeneratorJob, run_job
+from tumorsweep.config import make_config
+from tumorsweep.data.cases import resolve_cases
+from tumorsweep.generative import load_generator, read_generator_info
+from tumorsweep.generative.config import generator_config
+from tumorsweep.generative.job import GeneratorJob, run_job
 
 pytestmark = pytest.mark.ray
 
@@ -30,7 +30,7 @@ TINY = {
 def ray_local():
     import ray
 
-    from core.sweep import start_local_ray
+    from tumorsweep.sweep import start_local_ray
 
     start_local_ray(num_cpus=2, reserve=1)
     yield ray.get_runtime_context().gcs_address
@@ -42,7 +42,7 @@ def test_generator_ddp_run_then_a_sweep_loads_it(
 ) -> None:
     from mlflow import MlflowClient
 
-    from core.cli.study import main
+    from tumorsweep.cli.study import main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cases = resolve_cases(make_config("demo", {"data.root": str(phantom_dir)}).data)
@@ -83,7 +83,7 @@ def test_generator_ddp_run_then_a_sweep_loads_it(
     styles = sorted(t.data.params["synthesis.style"] for t in trials)
     assert styles == ["difftumor", "hu"] and all(t.info.status == "FINISHED" for t in trials)
     assert {t.data.params["synthesis.generator"] for t in trials} == {str(folder)}
-    from core.report import summary_table
+    from tumorsweep.report import summary_table
 
     table = summary_table(uri, "difftumor")
     assert "UNET(DiffTumor)" in table and "| UNET |" in table

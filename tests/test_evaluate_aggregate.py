@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.cli import main
-from core.errors import TumorsweepError
-from core.evaluate import aggregate, case_metrics, registry
+from tumorsweep.cli import main
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import aggregate, case_metrics, registry
 
 
 def _row(dice: float, nsd: float, hd95: float, empty: str, counts: tuple, surfaces: tuple) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.cli import main
+from tumorsweep.cli import main
 
 AFFINE = np.diag([0.8, 0.8, 1.5, 1.0])
 

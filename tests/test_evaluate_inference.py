@@ -15,8 +15,8 @@ from monai.transforms import (
     Spacingd,
 )
 
-from core.errors import TumorsweepError
-from core.evaluate import evaluate_cases, predict_case, sliding_window_logits
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import evaluate_cases, predict_case, sliding_window_logits
 
 # Windowed intensity of each class: background -100 HU -> 0, liver 120 HU, tumour 50 HU.
 CLASS_CENTRES = torch.tensor([0.0, 141 / 210, 71 / 210])

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from core.cli import main
-from core.errors import TumorsweepError
-from core.evaluate import case_metrics, surface
+from tumorsweep.cli import main
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import case_metrics, surface
 
 # surface-distance calls scipy.ndimage.filters / .morphology, deprecated aliases.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -321,8 +321,8 @@ def test_evaluate_cases_equals_surface_distance_on_its_prediction(
     """The trainer's entry point: truth read from NIfTI (Fortran order), prediction inverted."""
     import torch
 
-    from core.data.transforms import eval_transforms
-    from core.evaluate import evaluate_cases, predict_case
+    from tumorsweep.data.transforms import eval_transforms
+    from tumorsweep.evaluate import evaluate_cases, predict_case
 
     _, truth, spacing, _ = realistic_cases[0]
     truth = np.ascontiguousarray(truth[:, :, 40:64])  # 24 slices of 2.5 mm

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from core.errors import TumorsweepError
-from core.evaluate import PROTOCOLS, postprocess
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import PROTOCOLS, postprocess
 
 
 def _case() -> np.ndarray:

@@ -28,9 +28,9 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
-from core.data.transforms import eval_transforms
-from core.errors import TumorsweepError
-from core.evaluate import PROTOCOLS, EvalProtocol, evaluate_cases, predict_case
+from tumorsweep.data.transforms import eval_transforms
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import PROTOCOLS, EvalProtocol, evaluate_cases, predict_case
 
 ROI = (16, 16, 16)
 OVERLAP = 0.5

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from core.errors import TumorsweepError
-from core.models import (
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.models import (
     BACKBONES,
     REGISTRY,
     build,

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.errors import TumorsweepError
-from core.models import selective_scan as scan_module
-from core.models.selective_scan import causal_conv1d, selective_scan, selective_scan_chunked
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.models import selective_scan as scan_module
+from tumorsweep.models.selective_scan import causal_conv1d, selective_scan, selective_scan_chunked
 
 
 def recurrence(u, delta, A, B, C, D, delta_bias):

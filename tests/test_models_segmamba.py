@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from core.errors import TumorsweepError
-from core.models import build, count_parameters
-from core.models.segmamba import (
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.models import build, count_parameters
+from tumorsweep.models.segmamba import (
     FORWARD,
     INTER_SLICE,
     REVERSE,

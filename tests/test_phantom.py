@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from core.data.phantom import make_phantom_case, tumor_partition, write_phantom_dataset
-from core.errors import TumorsweepError
+from tumorsweep.data.phantom import make_phantom_case, tumor_partition, write_phantom_dataset
+from tumorsweep.errors import TumorsweepError
 
 SMALL = ((64, 64, 48), (2.0, 2.0, 2.0))  # 128 x 128 x 96 mm, like the default case
 

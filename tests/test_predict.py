@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-from core.cli import main
-from core.cli.predict import progress
-from core.config import make_config, to_yaml
-from core.data.transforms import eval_transforms
-from core.errors import TumorsweepError
-from core.evaluate import predict_image
-from core.evaluate.predict import label_volumes, load_trained, predict_ct
-from core.models import build
+from tumorsweep.cli import main
+from tumorsweep.cli.predict import progress
+from tumorsweep.config import make_config, to_yaml
+from tumorsweep.data.transforms import eval_transforms
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import predict_image
+from tumorsweep.evaluate.predict import label_volumes, load_trained, predict_ct
+from tumorsweep.models import build
 
 SMALL = {
     "data.spacing": (2.0, 2.0, 2.0),

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from core.cli import main
-from core.cli.study import main as sweep_main
+from tumorsweep.cli import main
+from tumorsweep.cli.study import main as sweep_main
 
 pytestmark = pytest.mark.ray
 
@@ -25,7 +25,7 @@ SPACE = "study: s\nconfigs:\n  - {synthesis.sphere_ratio: 0.1}\nsearcher: {type:
 def ray_local():
     import ray
 
-    from core.sweep import start_local_ray
+    from tumorsweep.sweep import start_local_ray
 
     start_local_ray(num_cpus=2)
     yield

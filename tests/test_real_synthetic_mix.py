@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import make_config
-from core.data.cases import CaseLists, resolve_cases
-from core.data.loaders import MixSampler
-from core.data.transforms import resampled_pair
-from core.errors import TumorsweepError
-from core.report.labels import knob_qualifier
-from core.report.reference import match_published
-from core.search_space import load_search_space
-from core.session import LocalSession
-from core.synthesis import SynthesisConfig, TumorSynthesisd
-from core.tracking import NullLogger
-from core.train import build, check_trial, train_epoch, training_cases, uses_synthesis
+from tumorsweep.config import make_config
+from tumorsweep.data.cases import CaseLists, resolve_cases
+from tumorsweep.data.loaders import MixSampler
+from tumorsweep.data.transforms import resampled_pair
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.report.labels import knob_qualifier
+from tumorsweep.report.reference import match_published
+from tumorsweep.search_space import load_search_space
+from tumorsweep.session import LocalSession
+from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd
+from tumorsweep.tracking import NullLogger
+from tumorsweep.train import build, check_trial, train_epoch, training_cases, uses_synthesis
 
 SMALL = {
     "data.spacing": (2.0, 2.0, 2.0),

@@ -13,13 +13,13 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from core import tracking
-from core.cli import main
-from core.cli.study import main as sweep_main
-from core.config import make_config, to_yaml
-from core.errors import TumorsweepError
-from core.models import build
-from core.sweep import register_best
+from tumorsweep import tracking
+from tumorsweep.cli import main
+from tumorsweep.cli.study import main as sweep_main
+from tumorsweep.config import make_config, to_yaml
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.models import build
+from tumorsweep.sweep import register_best
 
 SMALL = {
     "data.spacing": (2.0, 2.0, 2.0),

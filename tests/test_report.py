@@ -1,4 +1,4 @@
-"""core.report against a real MLflow SQLite store holding known sweeps (core/tracking.py names).
+"""tumorsweep.report against a real MLflow SQLite store holding known sweeps (tracking names).
 
 The store: experiment `sphere_ratio` with an old sweep and a latest one scored with the hu2023
 protocol (sphere ratio 0, 0.15, 0.25 x seeds 0-2 finished, one 0.25 seed FAILED, 0.05 only
@@ -29,10 +29,10 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from core.cli import main
-from core.errors import TumorsweepError
-from core.report import build_report, file_stem, load_runs, paper_table, summary_table
-from core.report.tables import table_notes
+from tumorsweep.cli import main
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.report import build_report, file_stem, load_runs, paper_table, summary_table
+from tumorsweep.report.tables import table_notes
 
 CASES = [f"liver_{n}" for n in (2, 13, 15, 17, 19, 21, 33, 42)]
 METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
@@ -674,10 +674,8 @@ def test_cli_unreachable_server_fails_fast(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_notebook_runs_top_to_bottom_and_shows_the_tables(
-    store: _Store, report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: _Store, report, tmp_path: Path
 ) -> None:
-    # the kernel imports `core` from this checkout, not from wherever the package is installed
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1]))
     outputs = execute_aggregate_notebook(store.uri, "sphere_ratio", tmp_path)
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     expected_cell = paper_table(report.summary, "sphere_ratio").loc["Tumor Dice"]

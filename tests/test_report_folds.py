@@ -18,8 +18,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from core.report import build_report, load_runs, paper_table
-from core.report.tables import table_notes
+from tumorsweep.report import build_report, load_runs, paper_table
+from tumorsweep.report.tables import table_notes
 
 K = 3
 CASES = [f"liver_{n}" for n in range(12)]

@@ -1,4 +1,4 @@
-"""Pieces of core.report that need no MLflow store: params, labels, published numbers, stats.
+"""Pieces of tumorsweep.report that need no MLflow store: params, labels, published numbers, stats.
 
 The statistics are checked against scipy and numpy written here, and the paired test's
 validity by simulation: rejection rates under the null are held to alpha plus three binomial
@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from core.errors import TumorsweepError
-from core.report import (
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.report import (
     bootstrap_ci,
     file_stem,
     holm,
@@ -27,9 +27,9 @@ from core.report import (
     sign_flip_test,
     two_level_t_test,
 )
-from core.report.labels import config_label
-from core.report.runs import _read_per_case, parse_param
-from core.report.tables import latex_escape
+from tumorsweep.report.labels import config_label
+from tumorsweep.report.runs import _read_per_case, parse_param
+from tumorsweep.report.tables import latex_escape
 
 SYNTHETIC = {
     "data.real_tumors": False,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import TumorsweepError
-from core.search_space import (
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.search_space import (
     SEARCH_SPACE_DIR,
     config_key,
     expand_grid,

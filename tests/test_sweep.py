@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import execute_aggregate_notebook
 
-from core.cli.study import main
+from tumorsweep.cli.study import main
 
 pytestmark = pytest.mark.ray
 
@@ -29,7 +29,7 @@ TINY = [
 def ray_local():
     import ray
 
-    from core.sweep import start_local_ray
+    from tumorsweep.sweep import start_local_ray
 
     start_local_ray(num_cpus=2)
     yield

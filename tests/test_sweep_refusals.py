@@ -13,9 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.cli.study import main
-from core.sweep import _write_sweep_state, safe_name
-from core.synthesis import LocationModel
+from tumorsweep.cli.study import main
+from tumorsweep.sweep import _write_sweep_state, safe_name
+from tumorsweep.synthesis import LocationModel
 
 
 @pytest.fixture()
@@ -176,7 +176,7 @@ def test_experiment_names_never_escape_the_storage_folder(tmp_path) -> None:
 
 
 def test_a_location_model_fitted_on_held_out_cases_is_refused(dataset, tmp_path, capsys) -> None:
-    from core.cli import main as tool
+    from tumorsweep.cli import main as tool
 
     description = json.loads((dataset / "dataset.json").read_text())
     held_out = [e["label"] for e in description["validation"] + description["test"]]

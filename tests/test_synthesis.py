@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from core.errors import TumorsweepError
-from core.synthesis import SynthesisConfig, synthesize_tumors
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.synthesis import SynthesisConfig, synthesize_tumors
 
 ALL_TYPES = ("tiny", "small", "medium", "large", "mix")
 
@@ -112,7 +112,7 @@ def reference_scan(label: np.ndarray) -> tuple:
 
 @pytest.mark.parametrize("tumour", [False, True])
 def test_label_scan_on_every_layout_and_dtype(tumour):
-    from core.synthesis.synthesize import scan_label
+    from tumorsweep.synthesis.synthesize import scan_label
 
     _, label = liver_case(shape=(50, 44, 40), radii=(15, 12, 10), centre=(20, 25, 18))
     label[3, 5, 30] = 1  # an outlying liver voxel sets the box's corner
@@ -146,7 +146,7 @@ def test_label_scan_on_every_layout_and_dtype(tumour):
     [(np.nan, "NaN"), (-1.0, "negative"), (3.0, "0, 1 or 2"), (2.5, "0, 1 or 2")],
 )
 def test_label_scan_rejects_bad_values(bad, message):
-    from core.synthesis.synthesize import scan_label
+    from tumorsweep.synthesis.synthesize import scan_label
 
     _, label = liver_case(shape=(30, 30, 30), radii=(10, 10, 10))
     label = label.astype(np.float32)
@@ -158,7 +158,7 @@ def test_label_scan_rejects_bad_values(bad, message):
 def test_uniform_centres_are_uniform_over_the_eroded_slice():
     from scipy import ndimage
 
-    from core.synthesis.location import uniform_centre
+    from tumorsweep.synthesis.location import uniform_centre
 
     _, label = liver_case(shape=(40, 36, 20), radii=(14, 10, 8))
     rng = np.random.default_rng(0)
@@ -210,7 +210,7 @@ def test_edge_blur_is_scipys_reflecting_gaussian_on_the_liver_box():
     ours works region by region: the same values, also where a region meets the box's faces."""
     from scipy.ndimage import gaussian_filter
 
-    from core.synthesis.synthesize import _BLUR_TRUNCATE, _blurred
+    from tumorsweep.synthesis.synthesize import _BLUR_TRUNCATE, _blurred
 
     rng = np.random.default_rng(0)
     mask = np.zeros((30, 26, 22), dtype=bool)

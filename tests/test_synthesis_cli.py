@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from test_synthesis import liver_case
 
-from core.cli import main as cli_main
-from core.cli import synthesis as synthesis_cli
-from core.synthesis import LocationModel, fit_location_model
+from tumorsweep.cli import main as cli_main
+from tumorsweep.cli import synthesis as synthesis_cli
+from tumorsweep.synthesis import LocationModel, fit_location_model
 
 
 def digest(path: Path) -> str:
@@ -176,11 +176,12 @@ def test_fit_location_model_takes_case_names_for_arrays():
 
 def test_importing_the_synthesis_leaves_matplotlib_alone(tmp_path):
     code = (
-        "import sys, matplotlib, core.synthesis, numpy as np\n"
+        "import sys, matplotlib, tumorsweep.synthesis, numpy as np\n"
         "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
         "label = np.zeros((8, 8, 8), np.uint8); label[2:6, 2:6, 2:6] = 1; label[4, 4, 4] = 2\n"
-        f"core.synthesis.save_preview(np.zeros((8, 8, 8)), label, {str(tmp_path / 'p.png')!r})\n"
+        "tumorsweep.synthesis.save_preview(\n"
+        f"    np.zeros((8, 8, 8)), label, {str(tmp_path / 'p.png')!r})\n"
         "assert matplotlib.get_backend() == 'svg' and 'matplotlib.pyplot' not in sys.modules\n"
     )
     env = {**os.environ, "MPLBACKEND": "svg"}

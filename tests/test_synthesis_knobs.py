@@ -12,9 +12,9 @@ from monai.data import MetaTensor
 from scipy import ndimage, stats
 from test_synthesis import liver_case, only
 
-from core.synthesis import SynthesisConfig, TumorSynthesisd, synthesize_tumors
-from core.synthesis.config import BLOB_TYPES
-from core.synthesis.synthesize import _draw_blobs
+from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd, synthesize_tumors
+from tumorsweep.synthesis.config import BLOB_TYPES
+from tumorsweep.synthesis.synthesize import _draw_blobs
 
 NO_DEFORMATION = {kind: (0.0, 0.0) for kind in BLOB_TYPES}
 POINT_BLOBS = {kind: 1.0 for kind in BLOB_TYPES}  # semi-axes 1: a blob is one voxel

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from core.synthesis.shapes import Blob, deformed_ellipsoid
+from tumorsweep.synthesis.shapes import Blob, deformed_ellipsoid
 
 
 def reference_ellipsoid(r: tuple[int, int, int]) -> np.ndarray:
@@ -107,7 +107,7 @@ def test_zero_sigma_is_the_plain_ellipsoid():
 
 
 def test_gradient_noise_is_smooth_seeded_bounded_and_zero_on_the_lattice():
-    from core.synthesis.shapes import GradientNoise
+    from tumorsweep.synthesis.shapes import GradientNoise
 
     rng = np.random.default_rng(0)
     noise = GradientNoise(np.random.default_rng(7))
@@ -126,7 +126,7 @@ def test_gradient_noise_is_smooth_seeded_bounded_and_zero_on_the_lattice():
 
 
 def test_zhang_blob_radius_varies_by_the_configured_std():
-    from core.synthesis.shapes import rotated_noisy_ellipsoid
+    from tumorsweep.synthesis.shapes import rotated_noisy_ellipsoid
 
     rng = np.random.default_rng(2)
     shape = (101, 101, 101)

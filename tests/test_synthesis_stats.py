@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 from test_synthesis import liver_case, only
 
-from core.cli import main as cli_main
-from core.synthesis import LocationModel, fit_location_model, synthesize_tumors
+from tumorsweep.cli import main as cli_main
+from tumorsweep.synthesis import LocationModel, fit_location_model, synthesize_tumors
 
 
 def tumour_label(seed: int, centres) -> np.ndarray:
@@ -127,7 +127,7 @@ def test_zhang_style_darkens_inside_the_liver_only():
 def test_smooth_field_from_byte_noise_is_a_unit_gaussian():
     from scipy import stats
 
-    from core.synthesis.texture import SmoothField
+    from tumorsweep.synthesis.texture import SmoothField
 
     rng = np.random.default_rng(3)
     for sigma in (4.0, 12.0):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from core.synthesis.config import TextureConfig
-from core.synthesis.texture import PUBLIC_BANK, draw_hu_texture
+from tumorsweep.synthesis.config import TextureConfig
+from tumorsweep.synthesis.texture import PUBLIC_BANK, draw_hu_texture
 
 # The public bank (SyntheticTumors `TumorGenerated.__init__`: random and numpy seeds 0, ten
 # 420x300x320 textures): the scale, base and u0 it drew per texture, and the mean and std of
@@ -107,7 +107,7 @@ def test_reflect_variance_gain_is_scipys(sigma, shape):
     scipy's 1-D filter applied to the identity are each position's weights."""
     from scipy.ndimage import gaussian_filter1d
 
-    from core.synthesis.texture import reflect_variance_gain
+    from tumorsweep.synthesis.texture import reflect_variance_gain
 
     gain = 1.0
     for n in shape:

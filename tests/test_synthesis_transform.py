@@ -10,7 +10,7 @@ from monai.data import CacheDataset, MetaTensor
 from monai.transforms import Compose
 from test_synthesis import liver_case
 
-from core.synthesis import SynthesisConfig, TumorSynthesisd
+from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd
 
 
 def sample(with_tumour: bool = False) -> dict:

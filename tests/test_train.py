@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.config import make_config
-from core.data.cases import CaseLists, resolve_cases
-from core.train import TrainingDivergedError, run_local
+from tumorsweep.config import make_config
+from tumorsweep.data.cases import CaseLists, resolve_cases
+from tumorsweep.train import TrainingDivergedError, run_local
 
 FAST = {
     "data.spacing": (2.0, 2.0, 2.0),

@@ -1,4 +1,4 @@
-"""Each named step of the trainer on its own (core.train): build, train_epoch, validate,
+"""Each named step of the trainer on its own (tumorsweep.train): build, train_epoch, validate,
 selected_metrics, save_checkpoint / restore, final_test, check_trial."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.config import make_config
-from core.data.cases import CaseLists, resolve_cases
-from core.errors import TumorsweepError
-from core.optim import warmup_cosine_lr
-from core.session import FAULT_ENV, FaultAfterEpochSession, LocalSession, with_test_hooks
-from core.tracking import NullLogger
-from core.train import (
+from tumorsweep.config import make_config
+from tumorsweep.data.cases import CaseLists, resolve_cases
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.optim import warmup_cosine_lr
+from tumorsweep.session import FAULT_ENV, FaultAfterEpochSession, LocalSession, with_test_hooks
+from tumorsweep.tracking import NullLogger
+from tumorsweep.train import (
     TrainState,
     build,
     check_trial,

@@ -1,9 +1,10 @@
 """The command line: `tumorsweep` (one sub-command per capability, each registered by its
-module here) and, in `core.cli.study`, the flags every `sweeps/<study>.py` shares.
+module here) and, in `tumorsweep.cli.study`, the flags every `sweeps/<study>.py` shares.
 
 Every command-line module lives in this package and sits on top of the library: it parses
-flags, calls `core.data`, `core.synthesis`, `core.generative`, `core.evaluate`, `core.sweep`
-or `core.report`, and turns a `TumorsweepError` into one line and exit code 2.
+flags, calls `tumorsweep.data`, `tumorsweep.synthesis`, `tumorsweep.generative`,
+`tumorsweep.evaluate`, `tumorsweep.sweep` or `tumorsweep.report`, and turns a
+`TumorsweepError` into one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 # Modules that add sub-commands, in the order they appear in `--help`.
 _COMMAND_MODULES = (
-    "core.cli.data",  # phantom, check-data
-    "core.cli.synthesis",  # synthesize, fit-location
-    "core.cli.generator",  # train-generator
-    "core.cli.evaluate",  # evaluate
-    "core.cli.predict",  # predict
-    "core.cli.report",  # report
+    "tumorsweep.cli.data",  # phantom, check-data
+    "tumorsweep.cli.synthesis",  # synthesize, fit-location
+    "tumorsweep.cli.generator",  # train-generator
+    "tumorsweep.cli.evaluate",  # evaluate
+    "tumorsweep.cli.predict",  # predict
+    "tumorsweep.cli.report",  # report
 )
 
 

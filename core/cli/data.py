@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.data.splits import NAMED_SPLITS
+from tumorsweep.data.splits import NAMED_SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from core.data.phantom import write_phantom_dataset
+    from tumorsweep.data.phantom import write_phantom_dataset
 
     tumor_cases = args.cases // 2 if args.tumor_cases is None else args.tumor_cases
     path = write_phantom_dataset(
@@ -56,7 +56,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    from core.data.check import check_dataset
+    from tumorsweep.data.check import check_dataset
 
     result = check_dataset(args.data, split=args.split)
     split = result.split

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data.io import as_labels, check_same_grid, open_nifti, spacing_of, voxels
-from core.errors import TumorsweepError
-from core.evaluate import registry
-from core.evaluate.aggregate import EMPTY_KINDS, aggregate
-from core.evaluate.metrics import case_metrics
-from core.evaluate.naming import NIFTI_SUFFIXES, case_name
-from core.evaluate.protocol import PROTOCOLS
+from tumorsweep.data.io import as_labels, check_same_grid, open_nifti, spacing_of, voxels
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import registry
+from tumorsweep.evaluate.aggregate import EMPTY_KINDS, aggregate
+from tumorsweep.evaluate.metrics import case_metrics
+from tumorsweep.evaluate.naming import NIFTI_SUFFIXES, case_name
+from tumorsweep.evaluate.protocol import PROTOCOLS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from core.data.splits import NAMED_SPLITS
-from core.errors import TumorsweepError
+from tumorsweep.data.splits import NAMED_SPLITS
+from tumorsweep.errors import TumorsweepError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,12 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train_generator(args: argparse.Namespace) -> int:
     """Resolve the study's cases, train, write the folder, say where it is."""
-    from core import preflight
-    from core.config import make_config, parse_assignment
-    from core.data.cases import resolve_cases
-    from core.generative.config import generator_config
-    from core.generative.job import GeneratorJob, run_job
-    from core.tracking import default_tracking_uri
+    from tumorsweep import preflight
+    from tumorsweep.config import make_config, parse_assignment
+    from tumorsweep.data.cases import resolve_cases
+    from tumorsweep.generative.config import generator_config
+    from tumorsweep.generative.job import GeneratorJob, run_job
+    from tumorsweep.tracking import default_tracking_uri
 
     if args.workers < 1 or args.cpus_per_worker < 1 or args.gpus_per_worker < 0:
         raise TumorsweepError("--workers and --cpus-per-worker must be >= 1, --gpus >= 0")
@@ -104,10 +104,10 @@ def synthesize_difftumor(args: argparse.Namespace) -> int:
     label and preview (each file written whole, then renamed into place)."""
     import nibabel as nib
 
-    from core.data.io import load_pair
-    from core.generative.store import load_generator
-    from core.generative.synthesis import synthesize_difftumor_inplace
-    from core.synthesis import SynthesisConfig, save_preview
+    from tumorsweep.data.io import load_pair
+    from tumorsweep.generative.store import load_generator
+    from tumorsweep.generative.synthesis import synthesize_difftumor_inplace
+    from tumorsweep.synthesis import SynthesisConfig, save_preview
 
     if not getattr(args, "generator", None):
         raise TumorsweepError("--generator DIR is required with --style difftumor")

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import tracking
-from core.data.io import open_nifti
-from core.errors import TumorsweepError
-from core.evaluate.naming import case_name
-from core.evaluate.predict import (
+from tumorsweep import tracking
+from tumorsweep.data.io import open_nifti
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate.naming import case_name
+from tumorsweep.evaluate.predict import (
     VOLUME_COLUMNS,
     TrainedModel,
     check_out_dir,
@@ -134,7 +134,7 @@ def _load_models(args: argparse.Namespace) -> list[TrainedModel]:
         models.append(load_trained(checkpoint, config, source=str(checkpoint)))
     if not (args.run or args.model):
         return models
-    from core.report.store import check_tracking_uri
+    from tumorsweep.report.store import check_tracking_uri
 
     uri = args.tracking_uri or tracking.default_tracking_uri()
     check_tracking_uri(uri)

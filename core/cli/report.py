@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from core.errors import TumorsweepError
-from core.report import build_report, report_markdown, write_report
-from core.report.build import check_out_dir
-from core.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.report import build_report, report_markdown, write_report
+from tumorsweep.report.build import check_out_dir
+from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

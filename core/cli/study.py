@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core import preflight, tracking
-from core.config import TrialConfig, apply_overrides, make_config, parse_assignment
-from core.data.cases import CaseLists, cache_dir, resolve_cases
-from core.errors import TumorsweepError
-from core.search_space import SearchSpace, load_search_space, trial_probes
-from core.tracking import default_tracking_uri
+from tumorsweep import preflight, tracking
+from tumorsweep.config import TrialConfig, apply_overrides, make_config, parse_assignment
+from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.search_space import SearchSpace, load_search_space, trial_probes
+from tumorsweep.tracking import default_tracking_uri
 
 
 def build_parser(study: str) -> argparse.ArgumentParser:
@@ -72,7 +72,7 @@ def main(study: str, argv: Sequence[str] | None = None) -> int:
 
 
 def _run(study: str, args: argparse.Namespace) -> int:
-    from core.sweep import SweepOptions, run_sweep
+    from tumorsweep.sweep import SweepOptions, run_sweep
 
     preset = args.preset or ("paper" if args.data else "demo")
     space = load_search_space(args.search_space or study, preset=preset)
@@ -165,7 +165,7 @@ def _resolve(base: TrialConfig) -> dict[int | None, CaseLists]:
 
 def _check_register(name: str, space: SearchSpace, base: TrialConfig) -> None:
     """Refuse --register-best before anything runs when it could not register a model."""
-    from core.sweep import check_registrable
+    from tumorsweep.sweep import check_registrable
 
     check_registrable(space.metric)
     if not base.eval.log_best_model or "eval.log_best_model" in space.swept_names():
@@ -174,7 +174,7 @@ def _check_register(name: str, space: SearchSpace, base: TrialConfig) -> None:
 
 def _register(name: str, space: SearchSpace, tracking_uri: str, outcome: dict[str, Any]) -> None:
     """Register the sweep's best trial and say how to predict with it."""
-    from core.sweep import register_best
+    from tumorsweep.sweep import register_best
 
     version, run_id, value = register_best(
         tracking_uri,
@@ -202,7 +202,7 @@ def _generator(
 ) -> TrialConfig:
     """`synthesis.generator: auto` -> the folder of a generator trained once (or cached) on
     the study's real-tumour training cases; refused with folds, whose training cases differ."""
-    from core.generative.auto import resolve_auto, uses_auto
+    from tumorsweep.generative.auto import resolve_auto, uses_auto
 
     if len(cases_by_fold) > 1 and uses_auto(base, probes):
         raise TumorsweepError(
@@ -233,6 +233,6 @@ def _overrides(space: SearchSpace, args: argparse.Namespace) -> dict[str, Any]:
 
 def results_table(tracking_uri: str, outcome: dict[str, Any]) -> str:
     """The study's results table (mean over seeds), read back from MLflow."""
-    from core.report import summary_table
+    from tumorsweep.report import summary_table
 
     return summary_table(tracking_uri, outcome["experiment"], outcome["parent_run_id"])

@@ -12,11 +12,11 @@ import numpy as np
 from pydantic import ValidationError
 from scipy import ndimage
 
-from core.errors import TumorsweepError
-from core.synthesis.config import TUMOR_TYPES, SynthesisConfig
-from core.synthesis.location import LocationModel, case_name, fit_location_model
-from core.synthesis.preview import save_preview
-from core.synthesis.synthesize import synthesize_tumors
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.synthesis.config import TUMOR_TYPES, SynthesisConfig
+from tumorsweep.synthesis.location import LocationModel, case_name, fit_location_model
+from tumorsweep.synthesis.preview import save_preview
+from tumorsweep.synthesis.synthesize import synthesize_tumors
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -165,7 +165,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
     Every input is checked before any work and nothing is written on bad input; outputs
     never replace an input and are written atomically."""
     if args.style == "difftumor":
-        from core.cli.generator import synthesize_difftumor
+        from tumorsweep.cli.generator import synthesize_difftumor
 
         _check_output_folder(args.out, [args.image, args.label])
         return synthesize_difftumor(args)
@@ -212,7 +212,7 @@ def _label_paths(data: Path, split: str | None) -> list[tuple[str, Path]]:
     """(case name, label file) to fit on: a dataset's real-tumour *training* cases (its
     validation and test lists, or the named split, left out as a study leaves them out), else
     every NIfTI in a plain folder of labels."""
-    from core.data.layouts import NIFTI_SUFFIXES, load_split
+    from tumorsweep.data.layouts import NIFTI_SUFFIXES, load_split
 
     is_folder_of_labels = (
         data.is_dir()

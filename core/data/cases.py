@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from core.data.config import DataConfig
-from core.data.layouts import DatasetSplit, load_split
-from core.errors import TumorsweepError
+from tumorsweep.data.config import DataConfig
+from tumorsweep.data.layouts import DatasetSplit, load_split
+from tumorsweep.errors import TumorsweepError
 
 SELECTIONS = ("validation", "test", "last")
 REAL_TUMOR_KEY = "real_tumor"  # training item flag: a real-tumour case in a real/synthetic mix
@@ -72,7 +72,7 @@ def cache_dir() -> Path:
 
 def phantom_root(data: DataConfig) -> Path:
     """Generate the built-in phantom dataset once per parameter set, then reuse it."""
-    from core.data.phantom import write_phantom_dataset
+    from tumorsweep.data.phantom import write_phantom_dataset
 
     params = {
         "cases": data.phantom_cases,
@@ -163,7 +163,7 @@ def resolve_cases(
         seed=data.split_seed,
     )
     if data.folds is not None:
-        from core.data.folds import fold_split
+        from tumorsweep.data.folds import fold_split
 
         split = fold_split(
             split, data.fold or 0, data.folds, data.folds_file, data.val_fraction, data.split_seed

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from core.data.io import (
+from tumorsweep.data.io import (
     AFFINE_TOLERANCE,
     as_labels,
     load_volume,
 )
-from core.data.layouts import DatasetSplit, load_split
-from core.errors import TumorsweepError
+from tumorsweep.data.layouts import DatasetSplit, load_split
+from tumorsweep.errors import TumorsweepError
 
 SPACING_RANGE_MM = (0.2, 10.0)
 AIR_BELOW_HU = -500.0  # a CT field of view holds air outside the body

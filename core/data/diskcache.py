@@ -1,7 +1,7 @@
 """The fast pipeline's cache on local disk: resident memory bounded whatever the dataset size.
 
-Each compacted case (`core.data.sampling.CompactForSamplingd`) is written once as .npy files in
-a folder named by a hash of its source files (paths, sizes, modification times) and of what
+Each compacted case (`tumorsweep.data.sampling.CompactForSamplingd`) is written once as .npy
+files in a folder named by a hash of its source files (paths, sizes, modification times) and of what
 shapes the result (spacing, window low end, patch size, storage dtype, format version), then
 memory-mapped per sample: a sample reads only the pages it touches (the liver box, the patch,
 two index rows) and the kernel may drop them under memory pressure. Folders are written under
@@ -25,9 +25,9 @@ import numpy as np
 from monai.transforms import Compose, Randomizable
 from torch.utils.data import Dataset
 
-from core.data.memory import CachePlan, size_text
-from core.data.sampling import BG_ROWS, FG_ROWS, IMAGE, LABEL, LIVER_BOX, ORIGIN
-from core.errors import TumorsweepError
+from tumorsweep.data.memory import CachePlan, size_text
+from tumorsweep.data.sampling import BG_ROWS, FG_ROWS, IMAGE, LABEL, LIVER_BOX, ORIGIN
+from tumorsweep.errors import TumorsweepError
 
 FORMAT = 1
 ARRAYS = (IMAGE, LABEL, FG_ROWS, BG_ROWS)
@@ -143,6 +143,6 @@ def build_disk_cache(
 
 def default_folder() -> Path:
     """Where the disk cache goes without `data.cache_dir`: tumorsweep's cache folder."""
-    from core.data.cases import cache_dir
+    from tumorsweep.data.cases import cache_dir
 
     return cache_dir() / "train-cache"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.layouts import DatasetSplit, case_name
-from core.errors import TumorsweepError
+from tumorsweep.data.layouts import DatasetSplit, case_name
+from tumorsweep.errors import TumorsweepError
 
 
 def _unique(entries: list[dict]) -> list[dict]:

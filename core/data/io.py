@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 # Two volumes share a grid when their affines differ by rounding only (mm, or direction cosines).
 AFFINE_TOLERANCE = 1e-3

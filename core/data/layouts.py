@@ -1,10 +1,10 @@
 """The dataset layouts users already have, split into train / validation / test case lists.
 
 Layouts: MSD Task03 (`dataset.json`), LiTS (`volume-N.nii` / `segmentation-N.nii`), nnU-Net v2
-raw, and SyntheticTumors-style JSON folds. A named evaluation set (`core.data.splits`) becomes
+raw, and SyntheticTumors-style JSON folds. A named evaluation set (`tumorsweep.data.splits`) becomes
 the test list; checkpoints are selected on a separate validation list. Overlaps between the
-lists are found here and listed (`DatasetSplit.overlaps`); `core.data.cases` refuses them for a
-study, because the public studies select and report on the same cases.
+lists are found here and listed (`DatasetSplit.overlaps`); `tumorsweep.data.cases` refuses them
+for a study, because the public studies select and report on the same cases.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.splits import NAMED_SPLITS, TUMOR_FREE
-from core.errors import TumorsweepError
+from tumorsweep.data.splits import NAMED_SPLITS, TUMOR_FREE
+from tumorsweep.errors import TumorsweepError
 
 FORMATS = ("msd", "lits", "nnunet", "folds")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -76,7 +76,7 @@ class DatasetSplit:
             return entry["case_id"] not in TUMOR_FREE
         label = entry["label"]
         if label not in self._tumor_cache:
-            from core.data.io import read_labels
+            from tumorsweep.data.io import read_labels
 
             self._tumor_cache[label] = bool((read_labels(label) == 2).any())
         return self._tumor_cache[label]
@@ -290,7 +290,7 @@ def load_split(
     test list. Validation is the dataset's own validation list if it has one, else a
     deterministic `val_fraction` (at least one) of the remaining tumour cases drawn with
     `seed`; train is the rest. Overlaps between the lists are warned about here and refused
-    for a study by `core.data.cases.resolve_cases`.
+    for a study by `tumorsweep.data.cases.resolve_cases`.
     """
     path = Path(root).expanduser()
     if fmt not in ("auto", *FORMATS):

@@ -9,7 +9,7 @@ Before anything is read, `plan_cache` bounds the cache from the NIfTI headers, p
 and refuses one that cannot fit (`data.cache_memory_gb` or the machine). The fast pipeline
 never writes into cached items, so they are not deep-copied per sample (`copy_cache=False`);
 the public pipeline keeps MONAI's default copy, as the public code does. `data.cache=disk`
-keeps the fast pipeline's cache as memory-mapped files instead (`core.data.diskcache`).
+keeps the fast pipeline's cache as memory-mapped files instead (`tumorsweep.data.diskcache`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from core.data.cases import REAL_TUMOR_KEY
-from core.data.config import DataConfig
-from core.data.diskcache import build_disk_cache, default_folder
-from core.data.memory import CachePlan, plan_cache, size_text
-from core.data.transforms import train_transforms
-from core.errors import TumorsweepError
+from tumorsweep.data.cases import REAL_TUMOR_KEY
+from tumorsweep.data.config import DataConfig
+from tumorsweep.data.diskcache import build_disk_cache, default_folder
+from tumorsweep.data.memory import CachePlan, plan_cache, size_text
+from tumorsweep.data.transforms import train_transforms
+from tumorsweep.errors import TumorsweepError
 
 
 class MixSampler(DistributedSampler):
@@ -80,7 +80,7 @@ def loader_workers(setting: int | str, cpus: int) -> int:
 
 
 def cache_layout(data: DataConfig) -> str:
-    """The name `core.data.memory` sizes the cache by: "public", "fast-float32", "fast-int16"."""
+    """The name `tumorsweep.data.memory` sizes the cache by: "public", "fast-float32", ...."""
     return "public" if data.pipeline == "public" else f"fast-{data.cache_dtype}"
 
 

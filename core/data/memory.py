@@ -4,7 +4,7 @@
 predicts the grid MONAI's `Orientationd` (RAS) + `Spacingd` + `SpatialPadd` give it, and counts
 the bytes the pipeline keeps per case: the public chain keeps a float32 image and a float32
 label; the fast chain keeps the image in `cache_dtype`, a uint8 label and two int64 counts per
-(x, y) row for its crop indices (`core.data.sampling`). These are upper bounds: the fast chain
+(x, y) row for its crop indices (`tumorsweep.data.sampling`). These are upper bounds: the fast chain
 then keeps only the part of each volume that patch windows can reach. With
 `partition=True` the cases are split across DDP workers (largest first, snaking, so each
 worker holds the same number of cases, within one, and about the same bytes). `CachePlan.check`
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 GB = 1e9
 IMAGE_BYTES = {"float32": 4, "int16": 2}
@@ -69,7 +69,7 @@ class CachePlan:
     world_size: int
     partitioned: bool
     layout: str
-    on_disk: bool  # cached as memory-mapped files (core.data.diskcache), not in memory
+    on_disk: bool  # cached as memory-mapped files (tumorsweep.data.diskcache), not in memory
     cache_bytes: int
     build_threads: int
     build_peak_bytes: int
@@ -140,7 +140,7 @@ def case_footprint(
 ) -> CaseFootprint:
     """A case's cached grid and byte bounds from its image header (`layout`: "public",
     "fast-float32" or "fast-int16")."""
-    from core.data.io import open_nifti
+    from tumorsweep.data.io import open_nifti
 
     header = open_nifti(item["image"])
     affine = np.asarray(header.affine, dtype=np.float64)

@@ -5,7 +5,7 @@ over the volume's extent in mm), so a case keeps its look at any spacing, just c
 random shape variation comes from a separable Gaussian-bump field that can be evaluated on any
 sub-box of any grid, so each organ is painted only inside its bounding box. "Real" tumours
 (label 2) are lobulated unions of spheres with rim enhancement or a necrotic core, sized in mm,
-a process independent of `core.synthesis` so training on synthetic tumours and evaluating on
+a process independent of `tumorsweep.synthesis` so training on synthetic tumours and evaluating on
 these is never circular.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 # Tissue ids painted into the organ map; labels derive from them at the end.
 AIR, FAT, MUSCLE, BONE, MARROW, CSF, LUNG, VISCERAL = 0, 1, 2, 3, 4, 5, 6, 7
@@ -645,7 +645,7 @@ def write_phantom_dataset(
     description = {
         "name": "tumorsweep-phantom",
         "description": "Synthetic abdominal CT phantoms with liver and real-tumour labels",
-        "reference": "tumorsweep core.data.phantom",
+        "reference": "tumorsweep tumorsweep.data.phantom",
         "licence": "CC0",
         "release": "1.0",
         "tensorImageSize": "3D",
@@ -665,7 +665,7 @@ def write_phantom_dataset(
     path = root / "dataset.json"
     path.write_text(json.dumps(description, indent=2) + "\n")
     if preview and previews:
-        from core.data.preview import write_preview
+        from tumorsweep.data.preview import write_preview
 
         write_preview(previews, root / "preview.png", spacing)
     return path

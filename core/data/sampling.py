@@ -33,7 +33,7 @@ import torch
 from monai.transforms import MapTransform, Randomizable
 from monai.transforms.utils import correct_crop_centers, generate_pos_neg_label_crop_centers
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 IMAGE, LABEL = "image", "label"
 FG_ROWS, BG_ROWS, LIVER_BOX, SYNTH = "fg_rows", "bg_rows", "liver_box", "synthesised_box"

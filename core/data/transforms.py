@@ -5,7 +5,7 @@ deterministic so `monai.data.CacheDataset` caches the loaded, reoriented, resamp
 The training chain returns a list of `num_samples` patch dicts per sample
 (`RandCropByPosNegLabeld`): batch with `monai.data.DataLoader` (its `list_data_collate`
 flattens it). `pipeline="public"` is the chain as the public code writes it; `"fast"` gives
-the same patches from a compact cache (`core.data.sampling`).
+the same patches from a compact cache (`tumorsweep.data.sampling`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from core.data.sampling import CompactForSamplingd, CropCachedPosNegd, SynthesiseLiverBoxd
-from core.errors import TumorsweepError
+from tumorsweep.data.sampling import CompactForSamplingd, CropCachedPosNegd, SynthesiseLiverBoxd
+from tumorsweep.errors import TumorsweepError
 
 KEYS = ("image", "label")
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's RAS+ world convention

@@ -1,18 +1,18 @@
 """Evaluation: per-case metrics, aggregation, protocols, post-processing, inference.
 
-The metrics themselves are listed in `core.evaluate.registry.METRICS` (iterate that to build a
+The metrics themselves are listed in `tumorsweep.evaluate.registry.METRICS` (iterate that to build a
 table). Metrics, protocols and post-processing need only numpy/scipy; the inference functions
-(torch, MONAI) are imported on first use so `import core.evaluate` stays light.
+(torch, MONAI) are imported on first use so `import tumorsweep.evaluate` stays light.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.evaluate.aggregate import aggregate
-from core.evaluate.metrics import case_metrics
-from core.evaluate.postprocess import postprocess
-from core.evaluate.protocol import PROTOCOLS, EvalProtocol
+from tumorsweep.evaluate.aggregate import aggregate
+from tumorsweep.evaluate.metrics import case_metrics
+from tumorsweep.evaluate.postprocess import postprocess
+from tumorsweep.evaluate.protocol import PROTOCOLS, EvalProtocol
 
 _INFERENCE = (
     "sliding_window_logits",
@@ -35,7 +35,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """Load the torch-based inference functions only when they are asked for."""
     if name in _INFERENCE:
-        from core.evaluate import inference
+        from tumorsweep.evaluate import inference
 
         return getattr(inference, name)
-    raise AttributeError(f"module 'core.evaluate' has no attribute {name!r}")
+    raise AttributeError(f"module 'tumorsweep.evaluate' has no attribute {name!r}")

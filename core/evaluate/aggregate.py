@@ -1,7 +1,7 @@
 """Summaries of per-case metric rows over a case set: what the paper tables and MLflow report.
 
-Per class and registered metric (`core.evaluate.registry`): the mean over cases (the number the
-tables report), the population standard deviation and the number of cases it is taken over
+Per class and registered metric (`tumorsweep.evaluate.registry`): the mean over cases (the number
+the tables report), the population standard deviation and the number of cases it is taken over
 (`_n`; a metric undefined for empty masks, HD95, counts only the cases where it is defined),
 plus the pooled "global" value from the raw counts where the metric has one (LiTS global Dice
 = 2 sum|P and G| / sum(|P| + |G|); pooled NSD likewise from surface areas), and the counts of
@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from core.errors import TumorsweepError
-from core.evaluate import registry
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import registry
 
 EMPTY_KINDS = ("both", "truth", "pred")
 

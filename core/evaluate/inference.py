@@ -5,8 +5,8 @@ CPU in the protocol's stitching dtype. The inversion replays the preprocessing c
 with MONAI `Invertd`, so the prediction has the image file's shape and orientation whatever the
 chain did (orientation, resampling, ...): `predict_image` needs no label, `predict_case` is the
 same prediction checked against the case's label grid. Several models average their softmax
-probabilities (`sliding_window_scores`). Two protocols (`core.evaluate.protocol`): argmax first
-and invert the uint8 labels by nearest neighbour (ours), or invert each class's logits by
+probabilities (`sliding_window_scores`). Two protocols (`tumorsweep.evaluate.protocol`): argmax
+first and invert the uint8 labels by nearest neighbour (ours), or invert each class's logits by
 linear interpolation and take the argmax on the native grid (Hu et al.), one channel at a time
 so only two float32 native-grid volumes are held at once.
 """
@@ -23,11 +23,11 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 
-from core.data.io import as_labels, load_volume
-from core.errors import TumorsweepError
-from core.evaluate.metrics import case_metrics
-from core.evaluate.naming import case_name
-from core.evaluate.protocol import EvalProtocol, resolve_protocol
+from tumorsweep.data.io import as_labels, load_volume
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate.metrics import case_metrics
+from tumorsweep.evaluate.naming import case_name
+from tumorsweep.evaluate.protocol import EvalProtocol, resolve_protocol
 
 STITCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -131,7 +131,7 @@ def predict_image(
     """Predicted labels (uint8) of one CT on its own file grid: no label file needed.
 
     `preprocess` is the evaluation chain; it is given the image alone (so it must allow a
-    missing "label" key, as `core.data.transforms.eval_transforms` does) and the prediction
+    missing "label" key, as `tumorsweep.data.transforms.eval_transforms` does) and the prediction
     is inverted through it. Several models are an ensemble (`sliding_window_scores`).
     """
     path = Path(image_path)

@@ -2,10 +2,10 @@
 
 Dice, normalised surface Dice (NSD) at a tolerance and the 95th-percentile Hausdorff distance
 (HD95), all in DeepMind's `surface-distance` definitions (surfels on voxel corners weighted by
-their marching-cubes area, `core.evaluate.surface`). Work happens on the bounding box of what is
-labelled; labels are checked there (everything outside is exactly 0). Any memory layout and any
+their marching-cubes area, `tumorsweep.evaluate.surface`). Work happens on the bounding box of what
+is labelled; labels are checked there (everything outside is exactly 0). Any memory layout and any
 integer, float or bool dtype give identical numbers. Empty-mask conventions are stated per
-metric in `core.evaluate.registry`; `{class}_empty` says which side was empty.
+metric in `tumorsweep.evaluate.registry`; `{class}_empty` says which side was empty.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.data.io import as_labels
-from core.errors import TumorsweepError
-from core.evaluate import registry
-from core.evaluate.registry import CLASSES, ClassStats
-from core.evaluate.surface import SurfacePair
+from tumorsweep.data.io import as_labels
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate import registry
+from tumorsweep.evaluate.registry import CLASSES, ClassStats
+from tumorsweep.evaluate.surface import SurfacePair
 
 LIVER_MODES = ("ge1", "eq1")
 

@@ -3,8 +3,8 @@
 Liver = the largest 3-D connected component of the liver prediction; which labels form that
 prediction (`liver`: "ge1" = liver and tumour together, "eq1" = label 1 only, Hu et al.'s liver
 channel) and the connectivity (26 or 6, scipy's default) are protocol choices
-(`core.evaluate.protocol`). Tumour = tumour prediction within `dilation_iters` dilations of the
-kept liver by the 6-neighbour cross (Hu et al.'s validation.py). Both steps work on bounding
+(`tumorsweep.evaluate.protocol`). Tumour = tumour prediction within `dilation_iters` dilations of
+the kept liver by the 6-neighbour cross (Hu et al.'s validation.py). Both steps work on bounding
 boxes: the components on the liver prediction's box, the gate on the kept liver's box grown by
 the dilation reach. Iterating the cross k times reaches exactly the voxels within city-block
 (L1) distance k, so the gate is one taxicab distance transform instead of k dilations
@@ -18,8 +18,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from core.data.io import as_labels
-from core.errors import TumorsweepError
+from tumorsweep.data.io import as_labels
+from tumorsweep.errors import TumorsweepError
 
 CONNECTIVITY = {6: ndimage.generate_binary_structure(3, 1), 26: np.ones((3, 3, 3), bool)}
 LIVER_LABELS = ("ge1", "eq1")

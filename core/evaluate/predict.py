@@ -4,7 +4,7 @@ A `TrainedModel` is a trial's network with the weights it was scored with and th
 config that trained it (`config.yaml`): resampling spacing, HU window, sliding-window size and
 overlap, evaluation protocol and post-processing all come from there, so a prediction is the
 one the trial's own test scored. Several models form an ensemble (their softmax
-probabilities are averaged, `core.evaluate.inference.sliding_window_scores`) and must agree
+probabilities are averaged, `tumorsweep.evaluate.inference.sliding_window_scores`) and must agree
 on every one of those settings. Checks come first and name the file or field: inputs must be
 readable 3-D CTs in Hounsfield units, and weights must load with `torch.load(weights_only=True)`
 into the config's network. No MLflow here: the CLI turns runs and registered models into
@@ -25,10 +25,10 @@ import yaml
 from pydantic import ValidationError
 from scipy import ndimage
 
-from core.config import TrialConfig, format_validation_error
-from core.data.io import open_nifti, voxels
-from core.errors import TumorsweepError
-from core.evaluate.naming import NIFTI_SUFFIXES, case_name
+from tumorsweep.config import TrialConfig, format_validation_error
+from tumorsweep.data.io import open_nifti, voxels
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate.naming import NIFTI_SUFFIXES, case_name
 
 LABEL_SUFFIX = ".nii.gz"
 VOLUME_COLUMNS = ("case", "image", "labels", "liver_ml", "tumor_ml", "tumor_count")
@@ -60,7 +60,7 @@ class InferenceSettings:
 
     @classmethod
     def of(cls, cfg: TrialConfig) -> InferenceSettings:
-        """The settings a trial's `core.train.evaluate` used."""
+        """The settings a trial's `tumorsweep.train.evaluate` used."""
         return cls(
             spacing=tuple(cfg.data.spacing),
             window=tuple(cfg.data.window),
@@ -111,12 +111,12 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def load_trained(weights: str | Path, config: str | Path, source: str) -> TrainedModel:
     """The config's network with the checkpoint's weights; a checkpoint of another network
     (missing, unexpected or differently shaped parameters) is an error naming both files."""
-    from core.models import backbone, build
+    from tumorsweep.models import backbone, build
 
     cfg = read_config(config)
     state = read_weights(weights)
     options = dict(cfg.model.options)
-    if backbone(cfg.model.name).takes_patch_size:  # as core.train.build makes it
+    if backbone(cfg.model.name).takes_patch_size:  # as tumorsweep.train.build makes it
         options.setdefault("patch_size", cfg.schedule.patch_size)
     network = build(cfg.model.name, None, **options)  # the weights replace any pretraining
     try:
@@ -211,8 +211,8 @@ def predict_ct(
     models: Sequence[TrainedModel], image: str | Path, device: torch.device | str = "cpu"
 ) -> np.ndarray:
     """Labels (uint8 0/1/2) of one CT on its own grid, predicted as the models' trial scored."""
-    from core.data.transforms import eval_transforms
-    from core.evaluate.inference import predict_image
+    from tumorsweep.data.transforms import eval_transforms
+    from tumorsweep.evaluate.inference import predict_image
 
     settings = shared_settings(models)
     device = torch.device(device)

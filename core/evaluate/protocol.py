@@ -19,8 +19,8 @@ from typing import Literal
 
 import numpy as np
 
-from core.errors import TumorsweepError
-from core.evaluate.postprocess import postprocess
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate.postprocess import postprocess
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.evaluate.surface import SurfacePair
+from tumorsweep.evaluate.surface import SurfacePair
 
 CLASSES = ("liver", "tumor")
 HD_PERCENT = 95.0

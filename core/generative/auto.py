@@ -12,12 +12,12 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from core.config import TrialConfig, apply_overrides
-from core.data.cases import CaseLists, cache_dir
-from core.errors import TumorsweepError
-from core.generative.config import AUTO, FORMAT, GeneratorConfig, generator_config
-from core.generative.job import GeneratorJob, run_job, training_entries
-from core.generative.store import CONFIG_FILE, read_generator_info
+from tumorsweep.config import TrialConfig, apply_overrides
+from tumorsweep.data.cases import CaseLists, cache_dir
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.config import AUTO, FORMAT, GeneratorConfig, generator_config
+from tumorsweep.generative.job import GeneratorJob, run_job, training_entries
+from tumorsweep.generative.store import CONFIG_FILE, read_generator_info
 
 FIELD = "synthesis.generator"
 

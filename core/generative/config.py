@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 Triple = tuple[float, float, float]
 FORMAT = "tumorsweep.difftumor/1"  # of the saved folder; a change here refuses older folders

@@ -18,16 +18,16 @@ from typing import Any
 
 import torch
 
-from core import tracking
-from core.config import flatten_dict
-from core.data.cases import CaseLists, cache_dir
-from core.errors import TumorsweepError
-from core.generative.config import GeneratorConfig
-from core.generative.patches import load_cases
-from core.generative.preview import save_previews
-from core.generative.store import CONFIG_FILE, load_generator, save_generator
-from core.generative.training import fit_generator
-from core.session import LocalSession, RaySession, Session
+from tumorsweep import tracking
+from tumorsweep.config import flatten_dict
+from tumorsweep.data.cases import CaseLists, cache_dir
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.config import GeneratorConfig
+from tumorsweep.generative.patches import load_cases
+from tumorsweep.generative.preview import save_previews
+from tumorsweep.generative.store import CONFIG_FILE, load_generator, save_generator
+from tumorsweep.generative.training import fit_generator
+from tumorsweep.session import LocalSession, RaySession, Session
 
 GENERATOR_ROLE = "generator"  # value of tracking.ROLE_TAG for a generator's run
 GENERATOR_DIR_TAG = "tumorsweep.generator_dir"

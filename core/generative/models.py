@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from core.generative.config import GeneratorConfig, ScheduleSpec
+from tumorsweep.generative.config import GeneratorConfig, ScheduleSpec
 
 MODEL_NAMES = ("autoencoder", "early", "late")  # the weights a generator folder holds
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from core.errors import TumorsweepError
-from core.generative.config import GeneratorConfig
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.config import GeneratorConfig
 
 KINDS = ("early", "late")
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
@@ -38,7 +38,7 @@ class TumourCase:
 
 def load_cases(entries: Sequence[dict], config: GeneratorConfig) -> list[TumourCase]:
     """Read each case at the generator's spacing; a case without tumour voxels is refused."""
-    from core.data.transforms import resampled_pair
+    from tumorsweep.data.transforms import resampled_pair
 
     load = resampled_pair(config.spacing)
     voxel_mm3 = float(np.prod(config.spacing))

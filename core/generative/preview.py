@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from core.generative.models import to_hu, to_unit
-from core.generative.patches import TumourCase, TumourCrops
-from core.generative.sampler import Generator
+from tumorsweep.generative.models import to_hu, to_unit
+from tumorsweep.generative.patches import TumourCase, TumourCrops
+from tumorsweep.generative.sampler import Generator
 
 _SHOW = (-100.0, 200.0)  # HU shown (the liver and tumours in the middle of the range)
 

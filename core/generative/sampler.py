@@ -7,9 +7,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core.errors import TumorsweepError
-from core.generative.config import GeneratorConfig
-from core.generative.models import condition, ddim_scheduler, to_hu, to_unit, training_scheduler
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.config import GeneratorConfig
+from tumorsweep.generative.models import (
+    condition,
+    ddim_scheduler,
+    to_hu,
+    to_unit,
+    training_scheduler,
+)
 
 
 @dataclass

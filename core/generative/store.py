@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from core.errors import TumorsweepError
-from core.generative.config import FORMAT, GeneratorConfig
-from core.generative.models import MODEL_NAMES, build_model
-from core.generative.sampler import Generator
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.config import FORMAT, GeneratorConfig
+from tumorsweep.generative.models import MODEL_NAMES, build_model
+from tumorsweep.generative.sampler import Generator
 
 CONFIG_FILE = "generator.json"
 WEIGHT_FILES = {name: f"{name}.pt" for name in MODEL_NAMES}

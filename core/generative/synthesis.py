@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from core.errors import TumorsweepError
-from core.generative.sampler import Generator
-from core.synthesis.config import SynthesisConfig
-from core.synthesis.location import uniform_centre
-from core.synthesis.shapes import Blob, deformed_ellipsoid
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.sampler import Generator
+from tumorsweep.synthesis.config import SynthesisConfig
+from tumorsweep.synthesis.location import uniform_centre
+from tumorsweep.synthesis.shapes import Blob, deformed_ellipsoid
 
 KINDS = ("early", "medium", "large")
 _EARLY_BLOBS = ("tiny", "small")

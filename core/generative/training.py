@@ -20,11 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from core.generative.config import GeneratorConfig
-from core.generative.models import build_autoencoder, build_denoiser, condition, training_scheduler
-from core.generative.patches import TumourCase, TumourCrops, tumour_counts
-from core.session import Session
-from core.tracking import NullLogger, TrialLogger
+from tumorsweep.generative.config import GeneratorConfig
+from tumorsweep.generative.models import (
+    build_autoencoder,
+    build_denoiser,
+    condition,
+    training_scheduler,
+)
+from tumorsweep.generative.patches import TumourCase, TumourCrops, tumour_counts
+from tumorsweep.session import Session
+from tumorsweep.tracking import NullLogger, TrialLogger
 
 STAGES = ("autoencoder", "early", "late")
 _SCALE_CROPS = 32  # crops the latent spread is measured on

@@ -1,5 +1,5 @@
 """`DiffTumorSynthesisd`: DiffTumor synthesis as a MONAI dictionary transform (the drop-in
-counterpart of `core.synthesis.TumorSynthesisd` for `synthesis.style: difftumor`).
+counterpart of `tumorsweep.synthesis.TumorSynthesisd` for `synthesis.style: difftumor`).
 
 Randomness flows from MONAI's `self.R` (set per worker/rank by `set_random_state`) into one
 `numpy.random.Generator` per call, which also seeds the generator's noise: the same seed gives
@@ -16,11 +16,11 @@ import torch
 from monai.config import KeysCollection
 from monai.utils import convert_to_dst_type
 
-from core.errors import TumorsweepError
-from core.generative.sampler import Generator
-from core.generative.synthesis import synthesize_difftumor_inplace
-from core.synthesis.config import SynthesisConfig
-from core.synthesis.transform import GatedSynthesisd
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.sampler import Generator
+from tumorsweep.generative.synthesis import synthesize_difftumor_inplace
+from tumorsweep.synthesis.config import SynthesisConfig
+from tumorsweep.synthesis.transform import GatedSynthesisd
 
 
 def _plane(value: Any, key: Hashable) -> np.ndarray:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from core.config import TrialConfig
-from core.data.cases import CaseLists
-from core.data.config import DataConfig
-from core.errors import TumorsweepError
-from core.generative.config import AUTO
-from core.generative.store import load_generator, read_generator_info
-from core.generative.transform import DiffTumorSynthesisd
+from tumorsweep.config import TrialConfig
+from tumorsweep.data.cases import CaseLists
+from tumorsweep.data.config import DataConfig
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.config import AUTO
+from tumorsweep.generative.store import load_generator, read_generator_info
+from tumorsweep.generative.transform import DiffTumorSynthesisd
 
 
 def check_generator(cfg: TrialConfig, cases: CaseLists) -> None:

@@ -1,6 +1,6 @@
 """Backbone registry: UNet, Swin-UNETR, nnU-Net (DynUNet) and our own SegMamba variants."""
 
-from core.models.registry import (
+from tumorsweep.models.registry import (
     BACKBONES,
     REGISTRY,
     Backbone,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 if TYPE_CHECKING:
     import torch
@@ -115,7 +115,7 @@ def _nnunet(
 
 def _segmamba_factory(version: str) -> Callable[..., torch.nn.Module]:
     def factory(**kwargs: object) -> torch.nn.Module:
-        from core.models.segmamba import SegMamba
+        from tumorsweep.models.segmamba import SegMamba
 
         return SegMamba(version=version, **kwargs)
 
@@ -160,7 +160,7 @@ def _check_name(name: str) -> None:
 def _allowed_overrides(name: str) -> tuple[str, ...]:
     factory = REGISTRY[name].factory
     if REGISTRY[name].takes_patch_size:  # SegMamba: the class's own keyword arguments
-        from core.models.segmamba import SegMamba
+        from tumorsweep.models.segmamba import SegMamba
 
         params = inspect.signature(SegMamba.__init__).parameters
         return tuple(p for p in params if p not in ("self", "version"))

@@ -2,7 +2,7 @@
 and the current tri-orientated variant (ToM), as published.
 
 The public model needs a patched `mamba_ssm` fork that cannot be imported without CUDA; here
-every scan goes through `core.models.selective_scan`, which uses the official kernels on CUDA
+every scan goes through `tumorsweep.models.selective_scan`, which uses the official kernels on CUDA
 when present and an exact PyTorch fallback otherwise.
 
 Inter-slice scan: the flattened (depth-major) tokens are cut into `nslices` chunks and
@@ -23,8 +23,13 @@ from monai.networks.blocks.dynunet_block import UnetOutBlock
 from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
-from core.errors import TumorsweepError
-from core.models.selective_scan import SCAN_BACKENDS, ScanBackend, causal_conv1d, selective_scan
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.models.selective_scan import (
+    SCAN_BACKENDS,
+    ScanBackend,
+    causal_conv1d,
+    selective_scan,
+)
 
 FORWARD, REVERSE, INTER_SLICE = "forward", "reverse", "inter_slice"
 STAGE_STRIDE = 2  # stem and each downsampling halve every side

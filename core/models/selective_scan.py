@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 try:  # the `gpu` extra; a source build that fails to import on CPU-only machines
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _kernel_scan

@@ -3,7 +3,7 @@
 No Ray, no torch: this reads what the sweep wrote to MLflow (names in core/tracking.py).
 """
 
-from core.report.build import (
+from tumorsweep.report.build import (
     Report,
     build_report,
     file_stem,
@@ -11,18 +11,18 @@ from core.report.build import (
     summary_table,
     write_report,
 )
-from core.report.plots import plot_knob, plot_per_case
-from core.report.reference import match_published, published_table
-from core.report.runs import load_per_case, load_runs
-from core.report.stats import (
+from tumorsweep.report.plots import plot_knob, plot_per_case
+from tumorsweep.report.reference import match_published, published_table
+from tumorsweep.report.runs import load_per_case, load_runs
+from tumorsweep.report.stats import (
     bootstrap_ci,
     holm,
     paired_test,
     sign_flip_test,
     two_level_t_test,
 )
-from core.report.summary import summarise
-from core.report.tables import paper_table, to_latex, to_markdown
+from tumorsweep.report.summary import summarise
+from tumorsweep.report.tables import paper_table, to_latex, to_markdown
 
 __all__ = [
     "Report",

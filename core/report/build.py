@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.errors import TumorsweepError
-from core.report.plots import plot_knob, plot_per_case
-from core.report.runs import PER_CASE_COLUMNS, load_per_case, load_runs
-from core.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
-from core.report.summary import summarise
-from core.report.tables import paper_table, seeds_table, table_notes, to_latex, to_markdown
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.report.plots import plot_knob, plot_per_case
+from tumorsweep.report.runs import PER_CASE_COLUMNS, load_per_case, load_runs
+from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
+from tumorsweep.report.summary import summarise
+from tumorsweep.report.tables import paper_table, seeds_table, table_notes, to_latex, to_markdown
 
 REPORT_FILES = ("report.md", "summary.csv", "runs.csv")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.models.registry import REGISTRY
+from tumorsweep.models.registry import REGISTRY
 
 # Swept params whose label is set by other rules (backbone name, pretrain wording).
 _NAMED_ELSEWHERE = ("model.name", "model.pretrained")

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from core.report.summary import case_means
-from core.report.tables import METRIC_NAMES
+from tumorsweep.report.summary import case_means
+from tumorsweep.report.tables import METRIC_NAMES
 
 
 def _positions(configs: pd.DataFrame) -> tuple[np.ndarray, str]:

@@ -6,7 +6,7 @@ knob the study swept (so a texture study never borrows the baseline's published 
 The replication's own training is preferred over evaluated released checkpoints, and both
 over the public FAQ's figures (which give tumour Dice only).
 Each published value also carries the evaluation protocol it was scored with (`protocol`);
-whether it may stand beside ours is decided where our protocol is known (core.report.summary).
+whether it may stand beside ours is decided where our protocol is known (tumorsweep.report.summary).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from core.report.labels import is_missing, is_pretrained
+from tumorsweep.report.labels import is_missing, is_pretrained
 
 REFERENCE_FILE = "reference/published.yaml"
 SOURCE_PREFERENCE = ("replication", "checkpoint", "faq")
@@ -43,7 +43,7 @@ def published_table() -> pd.DataFrame:
     Columns: source, table, label, backbone, eval_set, protocol, params (dict), metric,
     value, paper (the original paper's figure, NaN where the table gives none).
     """
-    text = resources.files("core").joinpath(REFERENCE_FILE).read_text(encoding="utf-8")
+    text = resources.files("tumorsweep").joinpath(REFERENCE_FILE).read_text(encoding="utf-8")
     document = yaml.safe_load(text)
     metrics = document["metrics"]
     rows = []
@@ -89,7 +89,7 @@ _NEUTRAL_PARAMS = (
 
 @cache
 def _paper_params() -> dict[str, str]:
-    from core.config import flatten, make_config
+    from tumorsweep.config import flatten, make_config
 
     return {name: _as_text(value) for name, value in flatten(make_config("paper")).items()}
 

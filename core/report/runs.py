@@ -24,12 +24,12 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from core import tracking
-from core.errors import TumorsweepError
-from core.evaluate.registry import pooled_names, summary_names
-from core.report.labels import trial_labels
-from core.report.reference import DEFAULT_PROTOCOL, protocol_deviations, reference_param_names
-from core.report.store import reading
+from tumorsweep import tracking
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.evaluate.registry import pooled_names, summary_names
+from tumorsweep.report.labels import trial_labels
+from tumorsweep.report.reference import DEFAULT_PROTOCOL, protocol_deviations, reference_param_names
+from tumorsweep.report.store import reading
 
 # Final metrics every trial should carry; a trial lacking one still gets a row (value NaN).
 FINAL_METRICS = (*summary_names(), *pooled_names())

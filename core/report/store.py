@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 PROBE_TIMEOUT_S = 3.0
 # MLflow's environment variables and the values a report uses unless the user set them.

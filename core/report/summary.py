@@ -3,10 +3,10 @@
 A configuration is one table column (experiment, label). Its numbers come from finished
 trials only: mean and sample std (ddof=1) over its trials (seeds; with cross-validation,
 folds or seeds x folds: `unit`) of the trial's logged metric, the bootstrap interval and the
-paired test of `core.report.stats` on its trials x cases matrix (with folds: cases pooled
+paired test of `tumorsweep.report.stats` on its trials x cases matrix (with folds: cases pooled
 over folds for the interval, folds as the second level of the test), and Holm's correction
 over all comparisons of one experiment's table. A published value is
-matched on backbone, evaluation set and params (`core.report.reference`) and is comparable
+matched on backbone, evaluation set and params (`tumorsweep.report.reference`) and is comparable
 only when our trials used the protocol it was scored with.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from core.evaluate.registry import summary_names
-from core.report.labels import is_missing
-from core.report.reference import match_published
-from core.report.runs import PROTOCOL_PARAM, param_columns
-from core.report.stats import (
+from tumorsweep.evaluate.registry import summary_names
+from tumorsweep.report.labels import is_missing
+from tumorsweep.report.reference import match_published
+from tumorsweep.report.runs import PROTOCOL_PARAM, param_columns
+from tumorsweep.report.stats import (
     ALPHA,
     BOOTSTRAP_SEED,
     N_RESAMPLES,

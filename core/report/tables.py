@@ -18,10 +18,17 @@ import math
 
 import pandas as pd
 
-from core.evaluate.registry import summary_names
-from core.report.reference import PROTOCOLS
-from core.report.stats import ALPHA, CI_CASES, CI_TWO_LEVEL, FOLD_PAIRED_T, SIGN_FLIP, TWO_LEVEL_T
-from core.report.summary import TABLE_METRICS
+from tumorsweep.evaluate.registry import summary_names
+from tumorsweep.report.reference import PROTOCOLS
+from tumorsweep.report.stats import (
+    ALPHA,
+    CI_CASES,
+    CI_TWO_LEVEL,
+    FOLD_PAIRED_T,
+    SIGN_FLIP,
+    TWO_LEVEL_T,
+)
+from tumorsweep.report.summary import TABLE_METRICS
 
 METRIC_NAMES = summary_names()
 TRIALS_ROW = "Trials"

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from core.synthesis.config import SynthesisConfig
-from core.synthesis.location import LocationModel, fit_location_model
-from core.synthesis.preview import save_preview
-from core.synthesis.synthesize import synthesize_tumors
+from tumorsweep.synthesis.config import SynthesisConfig
+from tumorsweep.synthesis.location import LocationModel, fit_location_model
+from tumorsweep.synthesis.preview import save_preview
+from tumorsweep.synthesis.synthesize import synthesize_tumors
 
 if TYPE_CHECKING:
-    from core.synthesis.transform import TumorSynthesisd
+    from tumorsweep.synthesis.transform import TumorSynthesisd
 
 __all__ = [
     "LocationModel",
@@ -28,7 +28,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "TumorSynthesisd":
-        from core.synthesis.transform import TumorSynthesisd
+        from tumorsweep.synthesis.transform import TumorSynthesisd
 
         return TumorSynthesisd
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from core.errors import TumorsweepError
+from tumorsweep.errors import TumorsweepError
 
 CANONICAL_SHAPE = (282.0, 244.0, 143.0)
 FORMAT = "tumorsweep-location-gmm/2"  # /2 records the fitted-on cases

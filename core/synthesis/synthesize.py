@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from core.errors import TumorsweepError
-from core.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
-from core.synthesis.location import LocationModel, uniform_centre
-from core.synthesis.shapes import Blob, deformed_ellipsoid, rotated_noisy_ellipsoid
-from core.synthesis.texture import contract, draw_hu_texture, gaussian_kernel, gaussian_matrix
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
+from tumorsweep.synthesis.location import LocationModel, uniform_centre
+from tumorsweep.synthesis.shapes import Blob, deformed_ellipsoid, rotated_noisy_ellipsoid
+from tumorsweep.synthesis.texture import contract, draw_hu_texture, gaussian_kernel, gaussian_matrix
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
 _MIN_LIVER_VOXELS = 100

@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from core.synthesis.config import TextureConfig
+from tumorsweep.synthesis.config import TextureConfig
 
 BANK_SHAPE = (420, 300, 320)
 _THRESHOLD = 0.12  # the original's "mean over voxels > 0.12" rescale threshold

@@ -16,10 +16,10 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 from monai.utils import convert_to_dst_type
 
-from core.errors import TumorsweepError
-from core.synthesis.config import SynthesisConfig
-from core.synthesis.location import LocationModel
-from core.synthesis.synthesize import synthesize_tumors_inplace
+from tumorsweep.errors import TumorsweepError
+from tumorsweep.synthesis.config import SynthesisConfig
+from tumorsweep.synthesis.location import LocationModel
+from tumorsweep.synthesis.synthesize import synthesize_tumors_inplace
 
 
 def _as_numpy(value: Any, key: Hashable) -> tuple[np.ndarray, bool]:
@@ -97,7 +97,7 @@ class TumorSynthesisd(GatedSynthesisd):
         if self.config.style == "difftumor":
             raise TumorsweepError(
                 "synthesis.style 'difftumor' needs its generator: use "
-                "core.generative.DiffTumorSynthesisd"
+                "tumorsweep.generative.DiffTumorSynthesisd"
             )
         if location_model is None and self.config.location == "gmm":
             if self.config.location_model is None:
