@@ -84,3 +84,11 @@ def two_level_bootstrap(values, n_resamples: int = 2000) -> tuple[float, float]:
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
 
+
+@pytest.fixture(scope="session")
+def monai09():
+    """The side environment with MONAI 0.9.0 + numpy 1.23 (what SyntheticTumors pins), built
+    once per machine; `monai09.run("script.py", *args)` runs an oracle script there."""
+    from oracles.env import SideEnv
+
+    return SideEnv("monai090").ensure()
