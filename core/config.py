@@ -32,7 +32,11 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """Backbone from the registry, with optional local pretrained encoder weights."""
 
-    name: str = "unet"
+    name: str = Field(
+        "unet",
+        description="backbone from the registry (tumorsweep.models.BACKBONES), e.g. unet, "
+        "swin_unetr_base",
+    )
     pretrained: str | None = Field(None, description="local model_swinvit.pt (Swin-UNETR only)")
     options: dict[str, Any] = Field(
         default_factory=dict, description="constructor overrides, e.g. SegMamba widths"
@@ -52,14 +56,29 @@ class ScheduleConfig(_Strict):
     """Optimisation: AdamW, linear warm-up then cosine annealing, stepped per epoch (the public
     code's LinearWarmupCosineAnnealingLR; see tumorsweep.optim)."""
 
-    epochs: int = Field(4000, ge=1)
-    warmup_epochs: int = Field(100, ge=0)
-    lr: float = Field(2e-4, gt=0, le=1)
+    epochs: int = Field(
+        4000, ge=1, description="training epochs of one crop per training volume (Hu et al.: 4000)"
+    )
+    warmup_epochs: int = Field(
+        100, ge=0, description="linear warm-up epochs before the cosine (Hu et al.: 100)"
+    )
+    lr: float = Field(
+        2e-4,
+        gt=0,
+        le=1,
+        description="base learning rate of AdamW (Hu et al.'s paper text: 2e-4; public commands: "
+        "4e-4)",
+    )
     warmup_start_lr: float = Field(0.0, ge=0, description="lr of the first warm-up epoch")
     min_lr: float = Field(0.0, ge=0, description="lr the cosine anneals to at `epochs`")
-    weight_decay: float = Field(1e-5, ge=0)
+    weight_decay: float = Field(
+        1e-5, ge=0, description="AdamW weight decay (Hu et al. main.py: 1e-5)"
+    )
     batch_size: int = Field(2, ge=1, description="patches per worker per step")
-    patch_size: IntTriple = (96, 96, 96)
+    patch_size: IntTriple = Field(
+        (96, 96, 96),
+        description="voxels; random training crop, sides multiples of 32 (Hu et al.: 96^3)",
+    )
     crops_per_volume: int = Field(1, ge=1, description="patches cut per synthesised volume")
     val_every: int = Field(100, ge=1, description="validate and checkpoint every k epochs")
     amp: bool = Field(True, description="mixed precision on GPU (ignored on CPU)")
@@ -92,11 +111,21 @@ class ScheduleConfig(_Strict):
 class LossConfig(_Strict):
     """Dice + cross-entropy on the softmax; defaults are Hu et al.'s `main.py`."""
 
-    squared_pred: bool = True
-    smooth_nr: float = Field(0.0, ge=0)
-    smooth_dr: float = Field(1e-6, ge=0)
-    lambda_dice: float = Field(1.0, ge=0)
-    lambda_ce: float = Field(1.0, ge=0)
+    squared_pred: bool = Field(
+        True, description="square the predictions in the Dice denominator (Hu et al. main.py: true)"
+    )
+    smooth_nr: float = Field(
+        0.0, ge=0, description="Dice numerator smoothing (Hu et al. main.py: 0)"
+    )
+    smooth_dr: float = Field(
+        1e-6, ge=0, description="Dice denominator smoothing (Hu et al. main.py: 1e-6)"
+    )
+    lambda_dice: float = Field(
+        1.0, ge=0, description="weight of the Dice term (MONAI DiceCELoss default: 1)"
+    )
+    lambda_ce: float = Field(
+        1.0, ge=0, description="weight of the cross-entropy term (MONAI DiceCELoss default: 1)"
+    )
 
 
 class EvalConfig(_Strict):
@@ -110,16 +139,28 @@ class EvalConfig(_Strict):
         return value
 
     roi: IntTriple | None = Field(None, description="sliding-window size; None = patch size")
-    overlap: float = Field(0.75, ge=0, lt=1)
-    sw_batch_size: int = Field(1, ge=1)
-    tolerance_mm: float = Field(2.0, gt=0)
+    overlap: float = Field(
+        0.75,
+        ge=0,
+        lt=1,
+        description="sliding-window overlap in [0, 1) (paper text: 0.75 for the reported "
+        "inference)",
+    )
+    sw_batch_size: int = Field(
+        1, ge=1, description="windows per forward pass of the sliding-window inference"
+    )
+    tolerance_mm: float = Field(2.0, gt=0, description="mm; NSD tolerance (Hu et al.: 2)")
     protocol: Literal["tumorsweep", "hu2023"] = Field(
         "tumorsweep",
         description="evaluation protocol (tumorsweep.evaluate.PROTOCOLS): ours, or Hu "
         "et al.'s validation.py (logits inverted linearly, liver = largest 6-connected "
         "component of label 1, scored as label == 1)",
     )
-    postprocess: bool = True
+    postprocess: bool = Field(
+        True,
+        description="keep the largest liver component and tumours near it (Hu et al.'s "
+        "validation.py)",
+    )
     select_metric: str = Field(
         "val_mean_dice",
         description="validation metric of the best checkpoint (Hu et al.: the "
@@ -171,7 +212,7 @@ class TrialConfig(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    seed: int = 0
+    seed: int = Field(0, description="trial seed: synthesis draws, crops, network initialisation")
 
 
 # The demo preset: same code path, sized for a 2-core laptop on the phantom CTs. The phantom is

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,7 @@ _COMMAND_MODULES = (
     "tumorsweep.cli.evaluate",  # evaluate
     "tumorsweep.cli.predict",  # predict
     "tumorsweep.cli.report",  # report
+    "tumorsweep.cli.config",  # config
 )
 
 
@@ -51,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TumorsweepError as exc:
         print(f"tumorsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -20,17 +20,33 @@ class DataConfig(_Strict):
     """Where the CTs come from and how they are resampled and windowed."""
 
     root: str | None = Field(None, description="dataset path; None = built-in phantom CTs")
-    format: Literal["auto", "msd", "lits", "nnunet", "folds"] = "auto"
+    format: Literal["auto", "msd", "lits", "nnunet", "folds"] = Field(
+        "auto",
+        description="dataset layout of data.root: auto-detected, or msd, lits, nnunet, folds "
+        "(SyntheticTumors JSON)",
+    )
     split: str | None = Field(None, description="named evaluation set used as the test list")
-    val_fraction: float = Field(0.1, gt=0, lt=1)
+    val_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="share of the training cases drawn as validation when the layout lists none",
+    )
     split_seed: int = Field(0, description="seed of the validation draw when none is listed")
     folds: int | None = Field(None, ge=2, description="cross-validation folds (None: no CV)")
     fold: int | None = Field(None, ge=0, description="this trial's fold (set by --folds)")
     folds_file: str | None = Field(
         None, description="held-out cases per fold, a path with {fold}: JSON or case list"
     )
-    spacing: Triple = (1.0, 1.0, 1.0)
-    window: tuple[float, float] = (-21.0, 189.0)
+    spacing: Triple = Field(
+        (1.0, 1.0, 1.0),
+        description="mm; the grid every CT is resampled to (Hu et al. main.py: 1 x 1 x 1)",
+    )
+    window: tuple[float, float] = Field(
+        (-21.0, 189.0),
+        description="HU range mapped to [0, 1] and clipped (Hu et al.: [-21, 189]; DiffTumor: "
+        "[-175, 250])",
+    )
     real_tumors: bool = Field(
         False, description="control: train on real tumours (the same as real_fraction = 1)"
     )
@@ -42,7 +58,12 @@ class DataConfig(_Strict):
     allow_overlap: bool = Field(
         False, description="override: let training, validation and test lists share cases"
     )
-    cache_rate: float = Field(1.0, ge=0, le=1)
+    cache_rate: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="share of the training cases cached in memory (MONAI CacheDataset; 1 = all)",
+    )
     pipeline: Literal["fast", "public"] = Field(
         "fast",
         description="training chain: public = the public code's as written (cached float32 "
@@ -72,14 +93,24 @@ class DataConfig(_Strict):
     loader_workers: Workers = Field(
         "auto", description="DataLoader worker processes per trainer; auto = its CPUs - 1"
     )
-    phantom_cases: int = Field(12, ge=4)
-    phantom_tumor_cases: int = Field(6, ge=3)
+    phantom_cases: int = Field(
+        12, ge=4, description="built-in phantom CTs written when data.root is None"
+    )
+    phantom_tumor_cases: int = Field(
+        6,
+        ge=3,
+        description="phantom CTs that hold independently made 'real' tumours; the rest are healthy",
+    )
     phantom_partition: IntTriple | None = Field(
         None, description="(train, validation, test) tumour cases; None = half test, 1/6 val"
     )
-    phantom_shape: IntTriple = (128, 128, 96)
-    phantom_spacing: Triple = (1.0, 1.0, 1.0)
-    phantom_seed: int = 0
+    phantom_shape: IntTriple = Field(
+        (128, 128, 96), description="voxels per axis of each phantom CT"
+    )
+    phantom_spacing: Triple = Field((1.0, 1.0, 1.0), description="mm per voxel of the phantom CTs")
+    phantom_seed: int = Field(
+        0, description="seed of the phantom CTs (the same seed writes the same files)"
+    )
 
     @field_validator("spacing", "phantom_spacing")
     @classmethod

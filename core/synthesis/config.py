@@ -29,11 +29,36 @@ def _check_ranges(config: BaseModel, names: tuple[str, ...]) -> None:
 class TypeProbs(_Strict):
     """Probability of each tumour type per synthesis event (normalised when drawn)."""
 
-    tiny: float = Field(0.2, ge=0)
-    small: float = Field(0.2, ge=0)
-    medium: float = Field(0.2, ge=0)
-    large: float = Field(0.2, ge=0)
-    mix: float = Field(0.2, ge=0)
+    tiny: float = Field(
+        0.2,
+        ge=0,
+        description="weight of the tiny type per synthesis event (Hu et al.: 0.2 each, i.e. "
+        "uniform)",
+    )
+    small: float = Field(
+        0.2,
+        ge=0,
+        description="weight of the small type per synthesis event (Hu et al.: 0.2 each, i.e. "
+        "uniform)",
+    )
+    medium: float = Field(
+        0.2,
+        ge=0,
+        description="weight of the medium type per synthesis event (Hu et al.: 0.2 each, i.e. "
+        "uniform)",
+    )
+    large: float = Field(
+        0.2,
+        ge=0,
+        description="weight of the large type per synthesis event (Hu et al.: 0.2 each, i.e. "
+        "uniform)",
+    )
+    mix: float = Field(
+        0.2,
+        ge=0,
+        description="weight of the mix type per synthesis event (Hu et al.: 0.2 each, i.e. "
+        "uniform)",
+    )
 
     @model_validator(mode="after")
     def _some_positive(self) -> TypeProbs:
@@ -46,18 +71,62 @@ class TextureConfig(_Strict):
     """Texture and blending: smoothing sets, the scale and base of the probability map, mean
     intensity u0, HU drop and edge blur ranges (defaults: the public code)."""
 
-    sigma_a: list[float] = Field(default_factory=lambda: [3.0, 6.0, 9.0, 12.0, 15.0], min_length=1)
-    sigma_b: list[float] = Field(default_factory=lambda: [4.0, 7.0], min_length=1)
+    sigma_a: list[float] = Field(
+        default_factory=lambda: [3.0, 6.0, 9.0, 12.0, 15.0],
+        min_length=1,
+        description="voxels; smoothing of the noise before the Bernoulli step, one drawn per event "
+        "(public: 3-15)",
+    )
+    sigma_b: list[float] = Field(
+        default_factory=lambda: [4.0, 7.0],
+        min_length=1,
+        description="voxels; smoothing after the Bernoulli step, one drawn per event (public: 4, "
+        "7)",
+    )
     scale_min: float = Field(0.19, gt=0, le=1, description="s of p = s * A + b")
-    scale_max: float = Field(0.21, gt=0, le=1)
+    scale_max: float = Field(
+        0.21, gt=0, le=1, description="upper end of s in p = s * A + b (public: U(0.19, 0.21))"
+    )
     base_min: float = Field(0.04, ge=0, le=1, description="b of p = s * A + b")
-    base_max: float = Field(0.06, ge=0, le=1)
-    u0_min: float = Field(0.5, gt=0, le=1)
-    u0_max: float = Field(0.55, gt=0, le=1)
-    hu_drop_min: float = Field(65.0, ge=0, le=1000)
-    hu_drop_max: float = Field(145.0, ge=0, le=1000)
-    edge_blur_min: float = Field(1.0, ge=0, le=20)
-    edge_blur_max: float = Field(2.0, ge=0, le=20)
+    base_max: float = Field(
+        0.06, ge=0, le=1, description="upper end of b in p = s * A + b (public: U(0.04, 0.06))"
+    )
+    u0_min: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="lower end of the texture's mean intensity u0 (public: U(0.5, 0.55))",
+    )
+    u0_max: float = Field(
+        0.55,
+        gt=0,
+        le=1,
+        description="upper end of the texture's mean intensity u0 (public: U(0.5, 0.55))",
+    )
+    hu_drop_min: float = Field(
+        65.0,
+        ge=0,
+        le=1000,
+        description="HU; lower end of the per-event intensity drop (public: U(65, 145))",
+    )
+    hu_drop_max: float = Field(
+        145.0,
+        ge=0,
+        le=1000,
+        description="HU; upper end of the per-event intensity drop (public: U(65, 145))",
+    )
+    edge_blur_min: float = Field(
+        1.0,
+        ge=0,
+        le=20,
+        description="voxels; lower end of the mask's edge blur sigma (public: U(1, 2))",
+    )
+    edge_blur_max: float = Field(
+        2.0,
+        ge=0,
+        le=20,
+        description="voxels; upper end of the mask's edge blur sigma (public: U(1, 2))",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> TextureConfig:
@@ -83,12 +152,36 @@ class ZhangConfig(_Strict):
 
     surface_noise: float = Field(0.15, ge=0, le=0.5, description="relative radius perturbation")
     surface_frequency: float = Field(2.0, gt=0, le=16, description="noise cells per radius")
-    alpha_min: float = Field(0.2, ge=0, le=1)
-    alpha_max: float = Field(0.8, ge=0, le=1)
-    mean_factor_min: float = Field(1.0, ge=1, le=10)
-    mean_factor_max: float = Field(3.0, ge=1, le=10)
-    texture_blur_min: float = Field(1.0, ge=0, le=10)
-    texture_blur_max: float = Field(2.0, ge=0, le=10)
+    alpha_min: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="lower end of the alpha-blend weight (Zhang et al.: U(0.2, 0.8))",
+    )
+    alpha_max: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="upper end of the alpha-blend weight (Zhang et al.: U(0.2, 0.8))",
+    )
+    mean_factor_min: float = Field(
+        1.0,
+        ge=1,
+        le=10,
+        description="the tumour mean is the liver mean divided by U(min, max) (Zhang et al.: 1-3)",
+    )
+    mean_factor_max: float = Field(
+        3.0,
+        ge=1,
+        le=10,
+        description="the tumour mean is the liver mean divided by U(min, max) (Zhang et al.: 1-3)",
+    )
+    texture_blur_min: float = Field(
+        1.0, ge=0, le=10, description="voxels; lower end of the Gaussian blur of the texture source"
+    )
+    texture_blur_max: float = Field(
+        2.0, ge=0, le=10, description="voxels; upper end of the Gaussian blur of the texture source"
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> ZhangConfig:
@@ -106,12 +199,20 @@ class DiffTumorConfig(_Strict):
 
     prob: float = Field(0.5, ge=0, le=1, description="probability a healthy sample gets a tumour")
     early: float = Field(0.8, ge=0, description="probability of an early (tiny/small) tumour")
-    medium: float = Field(0.1, ge=0)
-    large: float = Field(0.1, ge=0)
+    medium: float = Field(
+        0.1, ge=0, description="weight of a medium tumour per event (DiffTumor: 0.1)"
+    )
+    large: float = Field(
+        0.1, ge=0, description="weight of a large tumour per event (DiffTumor: 0.1)"
+    )
     ddim_steps: int = Field(50, ge=1, le=1000, description="DDIM steps of the mid/late model")
     ddim_eta: float = Field(0.0, ge=0, le=1, description="DDIM noise (0 = deterministic)")
-    blur_min: float = Field(0.0, ge=0, le=20)
-    blur_max: float = Field(4.0, ge=0, le=20)
+    blur_min: float = Field(
+        0.0, ge=0, le=20, description="voxels; lower end of the paste mask's Gaussian blur sigma"
+    )
+    blur_max: float = Field(
+        4.0, ge=0, le=20, description="voxels; upper end of the paste mask's Gaussian blur sigma"
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> DiffTumorConfig:
@@ -140,20 +241,51 @@ def _default_elastic() -> dict[str, tuple[float, float]]:
 class SynthesisConfig(_Strict):
     """All synthesis knobs; defaults reproduce Hu et al."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="false = no synthesis (the real-tumour control, or a baseline without tumours)",
+    )
     prob: float = Field(0.9, ge=0, le=1, description="probability a training sample gets tumours")
-    style: Literal["hu", "zhang", "difftumor"] = "hu"
+    style: Literal["hu", "zhang", "difftumor"] = Field(
+        "hu",
+        description="synthesis method: hu (Hu et al. 2023), zhang (Zhang et al. 2023), difftumor "
+        "(Chen et al. 2024)",
+    )
     type_probs: TypeProbs = Field(default_factory=TypeProbs)
-    radius: dict[str, float] = Field(default_factory=_default_radius)
-    counts: dict[str, tuple[int, int]] = Field(default_factory=_default_counts)
-    mix_counts: dict[str, tuple[int, int]] = Field(default_factory=_default_mix_counts)
-    elastic_sigma: dict[str, tuple[float, float]] = Field(default_factory=_default_elastic)
+    radius: dict[str, float] = Field(
+        default_factory=_default_radius,
+        description="voxels at data.spacing; base radius r0 per blob type (Hu et al.: 4, 8, 16, "
+        "32)",
+    )
+    counts: dict[str, tuple[int, int]] = Field(
+        default_factory=_default_counts,
+        description="[lo, hi] blobs per single-type event (Hu et al.: 3-10, 3-10, 2-5, 1-3)",
+    )
+    mix_counts: dict[str, tuple[int, int]] = Field(
+        default_factory=_default_mix_counts,
+        description="[lo, hi] blobs per type in a mix event (Hu et al.: 3-10, 5-10, 2-5, 1-3)",
+    )
+    elastic_sigma: dict[str, tuple[float, float]] = Field(
+        default_factory=_default_elastic,
+        description="voxels; [lo, hi] std of the elastic displacement grid per blob type",
+    )
     sphere_ratio: float = Field(0.0, ge=0, le=1, description="per-blob probability of a sphere")
-    location: Literal["uniform", "gmm"] = "uniform"
+    location: Literal["uniform", "gmm"] = Field(
+        "uniform",
+        description="tumour centres: uniform (Hu et al.'s slice rule) or gmm "
+        "(synthesis.location_model)",
+    )
     location_model: str | None = Field(None, description="JSON from `tumorsweep fit-location`")
-    gmm_components: int = Field(2, ge=1, le=16)
-    gmm_covariance: Literal["full", "diag", "tied"] = "full"
-    gmm_max_tries: int = Field(600, ge=1)
+    gmm_components: int = Field(
+        2, ge=1, le=16, description="components of a location mixture fitted for the trial (1-16)"
+    )
+    gmm_covariance: Literal["full", "diag", "tied"] = Field(
+        "full",
+        description="covariance of the location mixture: full, diag or tied (scikit-learn's)",
+    )
+    gmm_max_tries: int = Field(
+        600, ge=1, description="mixture draws per blob before the uniform rule takes over"
+    )
     texture: TextureConfig = Field(default_factory=TextureConfig)
     zhang: ZhangConfig = Field(default_factory=ZhangConfig)
     generator: str | None = Field(
