@@ -126,7 +126,7 @@ def sampling_seconds(
 def _train_demo(epochs: int, root: Path) -> tuple[Path, dict, GeneratorConfig]:
     from tumorsweep.config import make_config
     from tumorsweep.data.cases import resolve_cases
-    from tumorsweep.generative.job import GeneratorJob, run_job
+    from tumorsweep.difftumor.job import GeneratorJob, run_job
     from tumorsweep.generative.store import read_generator_info
 
     data = make_config("demo").data

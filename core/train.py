@@ -144,7 +144,7 @@ def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
         raise TumorsweepError(f"model.pretrained: file not found: {cfg.model.pretrained}")
     synth = cfg.synthesis
     if synth.style == "difftumor" and uses_synthesis(cfg):
-        from tumorsweep.generative.trial import check_generator
+        from tumorsweep.difftumor.trial import check_generator
 
         check_generator(cfg, cases)
     if synth.location != "gmm" or not uses_synthesis(cfg):
@@ -230,7 +230,7 @@ def build(
     synthesis = _synthesis_transform(cfg, cases, location_model, session.device)
     data = cfg.data
     if cfg.synthesis.style == "difftumor" and synthesis is not None:
-        from tumorsweep.generative.trial import loader_data
+        from tumorsweep.difftumor.trial import loader_data
 
         data = loader_data(cfg, session.device)
     loader = training_loader(
@@ -272,7 +272,7 @@ def _synthesis_transform(
     if not uses_synthesis(cfg):
         return None
     if cfg.synthesis.style == "difftumor":
-        from tumorsweep.generative.trial import trial_transform
+        from tumorsweep.difftumor.trial import trial_transform
 
         return trial_transform(cfg, device)
     from tumorsweep.synthesis import TumorSynthesisd

@@ -215,8 +215,8 @@ def test_bad_generator_folders_fail_naming_the_file(trained: dict, tmp_path: Pat
 
 
 def test_no_tumour_training_cases_is_refused(cases: CaseLists, tmp_path: Path) -> None:
+    from tumorsweep.difftumor.job import GeneratorJob, run_job
     from tumorsweep.generative.config import generator_config
-    from tumorsweep.generative.job import GeneratorJob, run_job
 
     empty = replace(cases, train_tumor=())
     job = GeneratorJob(generator_config("demo", (2.0, 2.0, 2.0)), empty, tmp_path / "g")
@@ -318,9 +318,9 @@ class _CrashAfter:
 
 
 def test_training_resumes_from_its_checkpoint(cases: CaseLists, tmp_path: Path) -> None:
+    from tumorsweep.difftumor.training import fit_generator
     from tumorsweep.generative.config import generator_config
     from tumorsweep.generative.patches import load_cases
-    from tumorsweep.generative.training import fit_generator
     from tumorsweep.session import LocalSession
 
     short = {"training.autoencoder_epochs": 2, "training.diffusion_epochs": 2}
@@ -346,7 +346,7 @@ def test_training_resumes_from_its_checkpoint(cases: CaseLists, tmp_path: Path) 
 def test_auto_generator_is_reused_from_the_cache(
     trained: dict, cases: CaseLists, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from tumorsweep.generative.auto import cache_key, resolve_auto, uses_auto
+    from tumorsweep.difftumor.auto import cache_key, resolve_auto, uses_auto
     from tumorsweep.generative.config import generator_config
 
     monkeypatch.setenv("TUMORSWEEP_CACHE", str(tmp_path))
@@ -411,7 +411,7 @@ def test_a_trial_trains_on_difftumor_tumours(
 def test_on_a_gpu_the_generator_keeps_the_loader_in_process(trained: dict) -> None:
     """DataLoader workers cannot use CUDA once the generator is on it: `auto` becomes 0 there,
     an explicit count is refused, and nothing changes on the CPU."""
-    from tumorsweep.generative.trial import loader_data
+    from tumorsweep.difftumor.trial import loader_data
 
     folder = {"synthesis.style": "difftumor", "synthesis.generator": str(trained["folder"])}
     cuda, cpu = torch.device("cuda"), torch.device("cpu")

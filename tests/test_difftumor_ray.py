@@ -9,9 +9,9 @@ import pytest
 
 from tumorsweep.config import make_config
 from tumorsweep.data.cases import resolve_cases
+from tumorsweep.difftumor.job import GeneratorJob, run_job
 from tumorsweep.generative import load_generator, read_generator_info
 from tumorsweep.generative.config import generator_config
-from tumorsweep.generative.job import GeneratorJob, run_job
 
 pytestmark = pytest.mark.ray
 

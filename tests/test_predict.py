@@ -21,8 +21,8 @@ from tumorsweep.config import make_config, to_yaml
 from tumorsweep.data.transforms import eval_transforms
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate import predict_image
-from tumorsweep.evaluate.predict import label_volumes, load_trained, predict_ct
 from tumorsweep.models import build
+from tumorsweep.predict import label_volumes, load_trained, predict_ct
 
 SMALL = {
     "data.spacing": (2.0, 2.0, 2.0),

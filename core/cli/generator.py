@@ -51,8 +51,8 @@ def run_train_generator(args: argparse.Namespace) -> int:
     from tumorsweep import preflight
     from tumorsweep.config import make_config, parse_assignment
     from tumorsweep.data.cases import resolve_cases
+    from tumorsweep.difftumor.job import GeneratorJob, run_job
     from tumorsweep.generative.config import generator_config
-    from tumorsweep.generative.job import GeneratorJob, run_job
     from tumorsweep.tracking import default_tracking_uri
 
     if args.workers < 1 or args.cpus_per_worker < 1 or args.gpus_per_worker < 0:

@@ -24,7 +24,7 @@ from tumorsweep import tracking
 from tumorsweep.data.io import open_nifti
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.naming import case_name
-from tumorsweep.evaluate.predict import (
+from tumorsweep.predict import (
     VOLUME_COLUMNS,
     TrainedModel,
     check_out_dir,

@@ -202,7 +202,7 @@ def _generator(
 ) -> TrialConfig:
     """`synthesis.generator: auto` -> the folder of a generator trained once (or cached) on
     the study's real-tumour training cases; refused with folds, whose training cases differ."""
-    from tumorsweep.generative.auto import resolve_auto, uses_auto
+    from tumorsweep.difftumor.auto import resolve_auto, uses_auto
 
     if len(cases_by_fold) > 1 and uses_auto(base, probes):
         raise TumorsweepError(

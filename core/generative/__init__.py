@@ -1,7 +1,7 @@
 """DiffTumor (Chen et al. CVPR 2024) on MONAI's generative components: a latent diffusion
 generator trained on the study's own real-tumour training cases, and the synthesis transform
-that uses it. Sampling (`Generator`, `DiffTumorSynthesisd`) needs neither Ray nor MLflow;
-only the training job (`tumorsweep.generative.job`) reaches them."""
+that uses it. Nothing here needs Ray, MLflow or a trial's config: the training job, the
+sweep's auto-training and a trial's checks live one layer up, in `tumorsweep.difftumor`."""
 
 from tumorsweep.generative.config import GeneratorConfig, generator_config
 from tumorsweep.generative.sampler import Generator

@@ -14,9 +14,9 @@ from typing import Any
 
 from tumorsweep.config import TrialConfig, apply_overrides
 from tumorsweep.data.cases import CaseLists, cache_dir
+from tumorsweep.difftumor.job import GeneratorJob, run_job, training_entries
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.generative.config import AUTO, FORMAT, GeneratorConfig, generator_config
-from tumorsweep.generative.job import GeneratorJob, run_job, training_entries
 from tumorsweep.generative.store import CONFIG_FILE, read_generator_info
 
 FIELD = "synthesis.generator"

@@ -21,12 +21,12 @@ import torch
 from tumorsweep import tracking
 from tumorsweep.config import flatten_dict
 from tumorsweep.data.cases import CaseLists, cache_dir
+from tumorsweep.difftumor.training import fit_generator
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.generative.config import GeneratorConfig
 from tumorsweep.generative.patches import load_cases
 from tumorsweep.generative.preview import save_previews
 from tumorsweep.generative.store import CONFIG_FILE, load_generator, save_generator
-from tumorsweep.generative.training import fit_generator
 from tumorsweep.session import LocalSession, RaySession, Session
 
 GENERATOR_ROLE = "generator"  # value of tracking.ROLE_TAG for a generator's run
