@@ -9,18 +9,13 @@ dicts of tensors and Python numbers saved with `torch.save` and read back with
 
 from __future__ import annotations
 
-import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 CHECKPOINT_FILE = "state.pt"
-# Test hook: fault-tolerance tests set this to an epoch number; the chief worker then exits hard
-# right after reporting that epoch, once per trial, as if its node had been lost.
-FAULT_ENV = "TUMORSWEEP_FAULT_AT_EPOCH"
 
 
 class Session(Protocol):
@@ -160,31 +155,3 @@ class TuneSession(_OneProcess):
         with tempfile.TemporaryDirectory(prefix="tumorsweep-ckpt-") as folder:
             save_state(checkpoint, Path(folder))
             self._tune.report(metrics, checkpoint=self._tune.Checkpoint.from_directory(folder))
-
-
-class FaultAfterEpochSession:
-    """Test hook wrapping a session: the chief process exits hard once per trial right after
-    reporting epoch `epoch` (as a lost node would), so tests exercise real recovery."""
-
-    def __init__(self, inner: Session, epoch: int, marker: Path) -> None:
-        self._inner, self._epoch, self._marker = inner, epoch, marker
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
-        self._inner.report(metrics, checkpoint)
-        due = metrics.get("epoch") == self._epoch and "train_loss" in metrics
-        if due and self._inner.world_rank == 0 and not self._marker.exists():
-            self._marker.touch()
-            time.sleep(0.5)  # let the report reach the controller
-            os._exit(17)
-
-
-def with_test_hooks(session: Session, trial_key: str) -> Session:
-    """The session, wrapped by the fault hook when `TUMORSWEEP_FAULT_AT_EPOCH` is set."""
-    epoch = os.environ.get(FAULT_ENV)
-    if not epoch:
-        return session
-    marker = Path(tempfile.gettempdir()) / f"tumorsweep-fault-{trial_key}"
-    return FaultAfterEpochSession(session, int(epoch), marker)

@@ -26,7 +26,7 @@ from tumorsweep import tracking
 from tumorsweep.config import TrialConfig, flatten, selectable_metrics, to_yaml
 from tumorsweep.data.cases import REAL_TUMOR_KEY, CaseLists
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.session import LocalSession, RaySession, Session, TuneSession, with_test_hooks
+from tumorsweep.session import LocalSession, RaySession, Session, TuneSession
 from tumorsweep.tracking import NullLogger, TrialLogger
 
 
@@ -77,8 +77,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], session_kind: str = "trai
     `location_model` and `preview`. `session_kind`: "train" in a Ray Train worker, "tune" in
     a one-worker trial's own Tune process."""
     torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
-    ray_session = RaySession() if session_kind == "train" else TuneSession()
-    session = with_test_hooks(ray_session, loop_config.get("run_id") or "local")
+    session = RaySession() if session_kind == "train" else TuneSession()
     uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
     chief = session.world_rank == 0
     logger = tracking.MlflowTrialLogger(uri, run_id) if chief and uri and run_id else NullLogger()

@@ -101,7 +101,10 @@ def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path, phantom_
 def test_crashed_worker_resumes_from_its_checkpoint(tmp_path: Path, phantom_dir: Path) -> None:
     space = "study: ft\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
     command = _command(tmp_path, phantom_dir, space, "--set", "schedule.epochs=3")
-    env = {**os.environ, "TUMORSWEEP_FAULT_AT_EPOCH": "2"}
+    # tests/fault_injection/sitecustomize.py makes the trial's chief exit hard after epoch 2
+    hook = str(ROOT / "tests" / "fault_injection")
+    path = os.pathsep.join(filter(None, [hook, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TUMORSWEEP_FAULT_AT_EPOCH": "2", "PYTHONPATH": path}
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=600, check=False, env=env
     )

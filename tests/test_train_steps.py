@@ -13,7 +13,7 @@ from tumorsweep.config import make_config
 from tumorsweep.data.cases import CaseLists, resolve_cases
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.optim import warmup_cosine_lr
-from tumorsweep.session import FAULT_ENV, FaultAfterEpochSession, LocalSession, with_test_hooks
+from tumorsweep.session import LocalSession
 from tumorsweep.tracking import NullLogger
 from tumorsweep.train import (
     TrainState,
@@ -146,14 +146,3 @@ def test_check_trial_refuses_what_cannot_run(cases, tmp_path: Path) -> None:
     )
     with pytest.raises(TumorsweepError, match="model.pretrained: file not found"):
         check_trial(missing, cases)
-
-
-def test_fault_hook_only_wraps_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    session = LocalSession()
-    monkeypatch.delenv(FAULT_ENV, raising=False)
-    assert with_test_hooks(session, "t") is session
-    monkeypatch.setenv(FAULT_ENV, "2")
-    wrapped = with_test_hooks(session, "t")
-    assert isinstance(wrapped, FaultAfterEpochSession) and wrapped.world_rank == 0
-    wrapped.report({"epoch": 1, "train_loss": 1.0})  # not the fault epoch: passes through
-    assert session.reports == [{"epoch": 1, "train_loss": 1.0}]
