@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: setup setup-dev study test lint mlflow-ui clean clean-results
+.PHONY: setup setup-dev study test lint mlflow-ui notebook clean clean-results
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ lint: setup-dev
 mlflow-ui: setup
 	@echo "Open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (Model training view)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1
+
+# The aggregation notebook in JupyterLab (the `notebook` extra), on the local store.
+notebook: setup
+	$(PY) -m pip install -q -e ".[notebook]"
+	$(VENV)/bin/jupyter lab notebooks/aggregate.ipynb
 
 # Caches only: the phantom CTs and data-check results are rebuilt on the next run.
 clean:

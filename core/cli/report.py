@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from tumorsweep import tracking
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.report import build_report, report_markdown, write_report
 from tumorsweep.report.build import check_out_dir
+from tumorsweep.report.runs import studies_in_store
 from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
 
 
@@ -18,11 +20,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read a sweep's runs from MLflow and write report.md, summary.csv, runs.csv "
         "and per experiment .md/.csv/.tex tables and PNG plots to --out; print the tables.",
     )
-    parser.add_argument("--tracking-uri", required=True, help="e.g. sqlite:////abs/mlflow.db")
     parser.add_argument(
-        "--experiment", required=True, help="experiment (study) name, or several comma-separated"
+        "--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db, where a study wrote)"
     )
-    parser.add_argument("--out", required=True, help="directory to write the report into")
+    parser.add_argument(
+        "--experiment",
+        help="experiment (study) name, or several comma-separated (default: every study in the "
+        "store)",
+    )
+    parser.add_argument(
+        "--out", default="report", help="directory to write the report into (default: report/)"
+    )
     parser.add_argument(
         "--all-sweeps",
         action="store_true",
@@ -40,9 +48,13 @@ def run_report(args: argparse.Namespace) -> int:
     if args.resamples < 1:
         raise TumorsweepError(f"--resamples must be at least 1, got {args.resamples}")
     check_out_dir(args.out)
+    uri = args.tracking_uri or tracking.default_tracking_uri()
+    experiments = args.experiment or ",".join(studies_in_store(uri))
+    if not experiments:
+        raise TumorsweepError(f"{uri} holds no study (no sweep run): run one, or name --experiment")
     report = build_report(
-        args.tracking_uri,
-        args.experiment,
+        uri,
+        experiments,
         all_sweeps=args.all_sweeps,
         n_resamples=args.resamples,
         seed=args.seed,

@@ -330,3 +330,15 @@ def _read_per_case(path: Path, trial: Any) -> pd.DataFrame:
     long["seed"] = trial.seed
     long["fold"] = trial.fold
     return long
+
+
+def studies_in_store(tracking_uri: str) -> list[str]:
+    """Names of the experiments that hold at least one sweep run, oldest first: what
+    `tumorsweep report` reports when no experiment is named."""
+    with reading(tracking_uri) as client:
+        names = []
+        for experiment in sorted(client.search_experiments(), key=lambda e: e.creation_time or 0):
+            sweep = f"tags.`{tracking.ROLE_TAG}` = 'sweep'"
+            if client.search_runs([experiment.experiment_id], sweep, max_results=1):
+                names.append(experiment.name)
+    return names
