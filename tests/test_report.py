@@ -686,3 +686,23 @@ def test_notebook_runs_top_to_bottom_and_shows_the_tables(
     text = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "p_holm" in text and "ci_method" in text and "published_comparable" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+
+
+def test_report_with_no_flags_reads_the_store_a_study_wrote_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 2  # nothing here yet: refused, nothing created
+    assert "does not exist (a report never creates a store)" in _one_line_error(capsys)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "report").exists()
+    s = _Store(tmp_path)  # the store `make study` leaves in its folder
+    for name in ("sphere_ratio", "texture"):
+        exp = s.experiment(name)
+        sweep = s.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=1_000)
+        s.trial(exp, sweep, _unet(0.0), 0)
+    s.experiment("not_a_study")  # no sweep run: not reported
+    assert main(["report", "--resamples", "50"]) == 0
+    assert "## sphere_ratio" in capsys.readouterr().out
+    written = sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert "sphere_ratio.md" in written and "texture.md" in written
+    assert not any(name.startswith("not_a_study") for name in written)
