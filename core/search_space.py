@@ -195,6 +195,14 @@ def expand_grid(space: SearchSpace) -> list[dict[str, Any]]:
     return [dict(row) | dict(combo) for row in rows for combo in itertools.product(*axes)]
 
 
+def trial_count(space: SearchSpace, seeds: int, folds: int | None) -> int:
+    """How many trials the sweep runs: grid rows x seeds x folds (x `num_samples`, which
+    repeats a grid), or the Optuna search's samples."""
+    if space.searcher.type == "grid":
+        return len(expand_grid(space)) * seeds * (folds or 1) * space.searcher.num_samples
+    return space.searcher.num_samples
+
+
 def trial_probes(space: SearchSpace) -> list[dict[str, Any]]:
     """Overrides that stand for every trial of a study: each grid row, or (Optuna) the base
     plus each sampled field at each listed value or bound. Checked before Ray starts."""

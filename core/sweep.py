@@ -26,7 +26,14 @@ from tumorsweep import tracking
 from tumorsweep.config import TrialConfig, apply_overrides, flatten
 from tumorsweep.data.cases import CaseLists
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.search_space import SearchSpace, config_key, param_space, trial_overrides
+from tumorsweep.progress import Progress, trial_name, tune_callback
+from tumorsweep.search_space import (
+    SearchSpace,
+    config_key,
+    param_space,
+    trial_count,
+    trial_overrides,
+)
 
 STATE_FILE = "tumorsweep_sweep.json"
 
@@ -86,10 +93,7 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     cases = context.cases_by_fold[cfg.data.fold]
     flat = flatten(cfg)
-    swept_text = ",".join(
-        f"{k.split('.')[-1]}={flat.get(k)}" for k in context.swept if k != "model.name"
-    )
-    run_name = f"{cfg.model.name}-{swept_text}-seed{cfg.seed}"
+    run_name = trial_name(flat, context.swept, cfg.seed, cfg.data.fold)
     run_id = tracking.attach_trial_run(
         context.tracking_uri,
         context.experiment_id,
@@ -152,48 +156,37 @@ def _torch_trainer(loop_config: dict[str, Any], context: TrialContext, trial_id:
     )
 
 
-def _trial_events(context: TrialContext):
-    """Driver-side Tune callback: one line per trial event on the console (started, finished
-    with its test metrics, failed with its reason), and a safety net: a trial that Tune ends
-    without the trial itself closing its MLflow run (stopped early by ASHA, its actor killed,
-    an error outside fit) still gets a final status and reason instead of staying RUNNING."""
-    from ray import tune
+def _trial_events(context: TrialContext, progress: Progress):
+    """Driver-side Tune callback: the console's trial lines and progress (tumorsweep.progress),
+    and a safety net: a trial that Tune ends without the trial itself closing its MLflow run
+    (stopped early by ASHA, its actor killed, an error outside fit) still gets a final status
+    and reason instead of staying RUNNING."""
 
-    def describe(trial) -> str:
-        shown = {k.split(".")[-1]: v for k, v in trial_overrides(trial.config).items()}
-        return f"trial {trial.trial_id} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
+    def run_id(trial) -> str | None:
+        return tracking.find_trial_run(
+            context.tracking_uri, context.experiment_id, context.parent_run_id, trial.trial_id
+        )
 
-    class TrialEvents(tune.Callback):
-        def _run_id(self, trial) -> str | None:
-            return tracking.find_trial_run(
-                context.tracking_uri, context.experiment_id, context.parent_run_id, trial.trial_id
-            )
+    def name_of(trial) -> str:
+        config = trial.config
+        overrides = trial_overrides(config)
+        return trial_name(overrides, context.swept, config.get("seed", 0), config.get("data.fold"))
 
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            print(f"[tumorsweep] {describe(trial)} started", flush=True)
+    def on_finished(trial) -> None:
+        if found := run_id(trial):
+            tracking.close_if_running(context.tracking_uri, found, "FINISHED")
 
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            result = trial.last_result or {}
-            shown = ", ".join(
-                f"{name} {result[name]:.3f}"
-                for name in ("tumor_dice", "liver_dice", "tumor_nsd")
-                if isinstance(result.get(name), float)
-            )
-            print(f"[tumorsweep] {describe(trial)} finished: {shown or 'no metrics'}", flush=True)
-            run_id = self._run_id(trial)
-            if run_id:
-                tracking.close_if_running(context.tracking_uri, run_id, "FINISHED")
+    def error_of(trial) -> str:
+        found = run_id(trial)
+        if not found:
+            return ""
+        reason = tracking.run_error(context.tracking_uri, found)
+        tracking.close_if_running(
+            context.tracking_uri, found, "FAILED", f"trial {trial.trial_id} errored"
+        )
+        return reason
 
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            run_id = self._run_id(trial)
-            reason = tracking.run_error(context.tracking_uri, run_id) if run_id else ""
-            print(f"[tumorsweep] {describe(trial)} FAILED: {reason or 'see the Ray logs'}")
-            if run_id:
-                tracking.close_if_running(
-                    context.tracking_uri, run_id, "FAILED", f"trial {trial.trial_id} errored"
-                )
-
-    return TrialEvents()
+    return tune_callback(progress, name_of, on_finished, error_of)
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -230,6 +223,10 @@ def start_local_ray(
     from tumorsweep import ray_watchdog
 
     cores = num_cpus or os.cpu_count() or 1
+    if not verbose:  # the local cluster's default, not news: only the opt-out warning stays
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: not record.getMessage().startswith("Token authentication is enabled")
+        )
     # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner needs:
     # without it every finished trial leaks its workers' CPUs and later trials never start.
     context = ray.init(
@@ -359,9 +356,13 @@ def run_sweep(
         max_failures=options.max_failures,
         first_seed=seeds[0],
     )
-    tuner = _tuner(space, options, context, sweep_name, seeds, concurrent, base.schedule.epochs)
+    total = trial_count(space, len(seeds), _folds(context))
+    progress = Progress(total, space.metric, space.mode, concurrent)
+    tuner = _tuner(space, options, context, sweep_name, seeds, progress, base.schedule.epochs)
     if not options.resume:
         _write_sweep_state(storage, experiment, sweep_name, parent_run_id)
+    if not options.verbose:  # Tune's experiment box and TensorBoard hint: --verbose
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     with _sigterm_as_sigint():
         results = tuner.fit()
     killed = _close_unfinished(options.tracking_uri, experiment_id, parent_run_id)
@@ -502,10 +503,12 @@ def _tuner(
     context: TrialContext,
     sweep_name: str,
     seeds: list[int],
-    concurrent: int,
+    progress: Progress,
     epochs: int,
 ):
-    """A new Tuner over the study's param space, or the interrupted one restored."""
+    """A new Tuner over the study's param space, or the interrupted one restored (with the
+    callbacks it was created with)."""
+    concurrent = progress.concurrent
     from ray import tune
 
     trainable = tune.with_resources(
@@ -537,8 +540,8 @@ def _tuner(
             failure_config=tune.FailureConfig(
                 max_failures=context.max_failures if context.workers == 1 else 0
             ),
-            callbacks=[_trial_events(context)],
-            verbose=1,
+            callbacks=[_trial_events(context, progress)],
+            verbose=1 if options.verbose else 0,  # Tune's own status boxes: --verbose
         ),
     )
 

@@ -568,6 +568,19 @@ def test_summary_table_for_the_end_of_a_sweep(store: _Store) -> None:
     assert cells[1:4] == [f"{expected['mean']:.5f}", f"{expected['std']:.5f}", "3/3 seeds"]
     assert cells[5] == "0.58081"
     assert "| UNET(+10% Sphere) | FAILED |" in text
+    assert (
+        text.splitlines()[-1]
+        == "- intervals and paired tests against the baseline: tumorsweep report"
+    )
+
+
+def test_summary_table_drops_empty_columns_and_says_why(store: _Store) -> None:
+    # one seed per configuration, scored with tumorsweep's protocol: no std, no published value
+    text = summary_table(store.uri, "backbones")
+    header = text.splitlines()[0]
+    assert "± std" not in header and "Published" not in header and "Seeds" in header
+    assert "- no ± std: every configuration ran one seed (--seeds N for more)" in text
+    assert "- no published column: no configuration matches a published one" in text
 
 
 def _report_args(uri: str, experiment: str, out: Path, *more: str) -> list[str]:

@@ -23,7 +23,14 @@ from tumorsweep.report.plots import plot_knob, plot_per_case
 from tumorsweep.report.runs import PER_CASE_COLUMNS, load_per_case, load_runs
 from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
 from tumorsweep.report.summary import summarise
-from tumorsweep.report.tables import paper_table, seeds_table, table_notes, to_latex, to_markdown
+from tumorsweep.report.tables import (
+    paper_table,
+    seeds_table,
+    seeds_table_notes,
+    table_notes,
+    to_latex,
+    to_markdown,
+)
 
 REPORT_FILES = ("report.md", "summary.csv", "runs.csv")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -140,4 +147,5 @@ def summary_table(tracking_uri: str, experiment: str, parent_run_id: str | None 
     per configuration tumour Dice mean over seeds, std, seeds, liver Dice, published value."""
     runs = load_runs(tracking_uri, experiment, parent_run_id=parent_run_id)
     summary = summarise(runs, pd.DataFrame(columns=PER_CASE_COLUMNS))
-    return to_markdown(seeds_table(summary, experiment))
+    table = seeds_table(summary, experiment)
+    return "\n".join([to_markdown(table), "", *(f"- {n}" for n in seeds_table_notes(table))])

@@ -304,7 +304,8 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
 
 def seeds_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """One row per configuration: tumour Dice mean, std, seeds, liver Dice, and the published
-    value where it was scored with our protocol (left empty otherwise)."""
+    value where it was scored with our protocol. A column empty in every row is left out
+    (`seeds_table_notes` says why)."""
     chosen = summary[summary["experiment"] == experiment].set_index(["label", "metric"])
     trials = "Seeds" if (chosen["unit"] == "seeds").all() else "Trials"
     rows = {}
@@ -320,4 +321,20 @@ def seeds_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
             if tumor["published_comparable"]
             else "",
         }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    empty = [c for c in ("± std", "Published Tumor Dice") if c in table and (table[c] == "").all()]
+    return table.drop(columns=empty)
+
+
+def seeds_table_notes(table: pd.DataFrame) -> list[str]:
+    """Why a column of `seeds_table` is missing, and where the intervals are."""
+    notes = []
+    if "± std" not in table:
+        notes.append("no ± std: every configuration ran one seed (--seeds N for more)")
+    if "Published Tumor Dice" not in table:
+        notes.append(
+            "no published column: no configuration matches a published one in protocol and "
+            "evaluation set (the demo scores with tumorsweep's protocol on phantom CTs)"
+        )
+    notes.append("intervals and paired tests against the baseline: tumorsweep report")
+    return notes
