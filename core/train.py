@@ -505,9 +505,11 @@ def _synthesis_preview(trainer: Trainer, path: Path) -> Path:
         )
     case = trainer.cases.train[0]
     sample = resampled_pair(cfg.data.spacing)({"image": case["image"], "label": case["label"]})
+    before = np.array(sample["image"][0])
     transform.set_random_state(seed=cfg.seed)
     sample = transform(sample)
-    save_preview(np.asarray(sample["image"][0]), np.asarray(sample["label"][0]), path)
+    image, label = np.asarray(sample["image"][0]), np.asarray(sample["label"][0])
+    save_preview(image, label, path, before=before, spacing=cfg.data.spacing)
     return path
 
 

@@ -14,7 +14,7 @@ CORE = Path(__file__).resolve().parents[1] / "core"
 
 LAYERS: list[tuple[set[str], bool]] = [  # (rooms, may the rooms import each other)
     ({"cli"}, True),
-    ({"sweep", "preflight", "ray_watchdog", "search_space", "report"}, True),
+    ({"sweep", "preflight", "ray_watchdog", "search_space", "progress", "report"}, True),
     (
         {"train", "session", "tracking", "optim", "predict", "difftumor", "config"}
         | {"config_reference"},
@@ -22,9 +22,9 @@ LAYERS: list[tuple[set[str], bool]] = [  # (rooms, may the rooms import each oth
     ),
     ({"evaluate", "generative"}, False),
     ({"data", "synthesis", "models"}, False),
-    ({"errors", "__init__"}, False),
+    ({"errors", "preview", "__init__"}, False),
 ]
-LIBRARY = {"evaluate", "generative", "data", "synthesis", "models", "errors"}
+LIBRARY = {"evaluate", "generative", "data", "synthesis", "models", "errors", "preview"}
 FRAMEWORKS = ("ray", "mlflow", "optuna")
 
 

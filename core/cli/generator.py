@@ -149,7 +149,8 @@ def synthesize_difftumor(args: argparse.Namespace) -> int:
         partial = args.out / f".{name}.partial.nii.gz"
         nib.save(nib.Nifti1Image(array.astype(dtype), affine), partial)
         os.replace(partial, args.out / f"{name}.nii.gz")
-    save_preview(new_image, new_label, args.out / ".preview.partial.png")
+    partial_png = args.out / ".preview.partial.png"
+    save_preview(new_image, new_label, partial_png, before=image, affine=affine)
     os.replace(args.out / ".preview.partial.png", args.out / "preview.png")
     print(
         f"wrote {args.out}/image.nii.gz, label.nii.gz, preview.png ({added} tumour voxels at "

@@ -200,7 +200,10 @@ def run_synthesize(args: argparse.Namespace) -> int:
     out_label = nib.Nifti1Image(new_label.astype(np.uint8), liver.affine)
     _write_atomically(args.out / "image.nii.gz", lambda tmp: nib.save(out_image, tmp))
     _write_atomically(args.out / "label.nii.gz", lambda tmp: nib.save(out_label, tmp))
-    _write_atomically(args.out / "preview.png", lambda tmp: save_preview(new_image, new_label, tmp))
+    _write_atomically(
+        args.out / "preview.png",
+        lambda tmp: save_preview(new_image, new_label, tmp, before=image, affine=ct.affine),
+    )
     print(
         f"wrote {args.out}/image.nii.gz, label.nii.gz, preview.png "
         f"({int((new_label == 2).sum())} tumour voxels)"
