@@ -107,6 +107,18 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
         },
         params={**flat, tracking.SEED_PARAM: cfg.seed},
     )
+    real_share = 1.0 if cfg.data.real_tumors else (cfg.data.real_fraction or 0.0)
+    real, synthetic = real_share > 0, real_share < 1
+    tracking.log_case_lists(
+        context.tracking_uri,
+        run_id,
+        {
+            "training": cases.train if synthetic else (),
+            "training-real-tumours": cases.train_tumor if real else (),
+            "validation": cases.selection_cases(),
+            "test": cases.test,
+        },
+    )
     loop_config = {
         "trial": cfg.model_dump(mode="json"),
         "cases": cases,
@@ -366,6 +378,7 @@ def run_sweep(
     with _sigterm_as_sigint():
         results = tuner.fit()
     killed = _close_unfinished(options.tracking_uri, experiment_id, parent_run_id)
+    _log_summary(options.tracking_uri, parent_run_id, space, context, results)
     failed = [r for r in results if r.error is not None]
     status = "FAILED" if failed and len(failed) == len(results) else "FINISHED"
     tracking.finish_run(options.tracking_uri, parent_run_id, status="KILLED" if killed else status)
@@ -464,8 +477,29 @@ def _start_parent(
             tracking.DATA_WARNINGS_TAG: json.dumps(list(cases.warnings)),
         },
     )
-    tracking.log_params(options.tracking_uri, parent_run_id, flatten(base))
+    # only what every trial shares: a swept field's base value (or the first seed) on the
+    # parent row would read as one more trial in the MLflow UI
+    per_trial = {*space.swept_names(), tracking.SEED_PARAM, "data.fold"}
+    shared = {k: v for k, v in flatten(base).items() if k not in per_trial}
+    tracking.log_params(options.tracking_uri, parent_run_id, shared)
     return parent_run_id
+
+
+def _log_summary(tracking_uri: str, parent_run_id: str, space: SearchSpace, context, results):
+    """The best trial of the whole sweep (restored trials of a resumed one included) on the
+    parent run; nothing when no trial reported the search metric."""
+    scored = [r for r in results if isinstance((r.metrics or {}).get(space.metric), (int, float))]
+    if not scored:
+        return
+    pick = max if space.mode == "max" else min
+    best = pick(scored, key=lambda r: r.metrics[space.metric])
+    config = best.config or {}
+    name = trial_name(
+        trial_overrides(config), context.swept, config.get("seed", 0), config.get("data.fold")
+    )
+    tracking.log_sweep_summary(
+        tracking_uri, parent_run_id, space.metric, best.metrics[space.metric], name
+    )
 
 
 def _latest_file(storage: str, experiment: str) -> Path | None:

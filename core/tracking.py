@@ -12,11 +12,13 @@ registered model version points at (`models:/NAME/VERSION`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +43,7 @@ BASELINE_TAG = "tumorsweep.baseline"  # JSON object: the baseline column's swept
 PRESET_TAG = "tumorsweep.preset"
 DATA_ROOT_TAG = "tumorsweep.data_root"
 DATA_WARNINGS_TAG = "tumorsweep.data_warnings"  # JSON list of strings
+BEST_TRIAL_TAG = "tumorsweep.best_trial"  # the best trial's run name, on the sweep's run
 DRIVER_HOST_TAG = "tumorsweep.driver_host"
 DRIVER_PID_TAG = "tumorsweep.driver_pid"
 # Params beyond the flattened config
@@ -227,6 +230,43 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", error: 
     if error:
         client.set_tag(run_id, ERROR_TAG, error[:5000])
     client.set_terminated(run_id, status=status)
+
+
+def log_case_lists(tracking_uri: str, run_id: str, lists: Mapping[str, Sequence[Mapping]]) -> None:
+    """Register the case lists a trial used as MLflow dataset inputs (the UI's Dataset column
+    and lineage): one dataset per list (`training`, `validation`, `test`...), named by the
+    list and its data folder, with a digest of its case files (paths, sizes, modification
+    times) so two runs on the same cases show the same dataset."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = []
+    for context, cases in lists.items():
+        if not cases:
+            continue
+        digest = hashlib.sha256()
+        for case in sorted(cases, key=lambda c: c["image"]):
+            for path in (case["image"], case["label"]):
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        root = os.path.commonpath([os.path.dirname(c["image"]) for c in cases])
+        dataset = Dataset(
+            name=f"{Path(root).name}:{context}",
+            digest=digest.hexdigest()[:16],
+            source_type="local",
+            source=json.dumps({"uri": root}),
+            profile=json.dumps({"num_cases": len(cases)}),
+        )
+        inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context)]))
+    if inputs:
+        _client(tracking_uri).log_inputs(run_id, datasets=inputs)
+
+
+def log_sweep_summary(tracking_uri: str, run_id: str, metric: str, value: float, best: str) -> None:
+    """The study's answer on its sweep run: the best trial by the search metric (its run name
+    as a tag, the metric as `best_<metric>`), so the parent row reads as a summary."""
+    client = _client(tracking_uri)
+    client.set_tag(run_id, BEST_TRIAL_TAG, best)
+    client.log_metric(run_id, f"best_{metric.removeprefix('best_')}", float(value))
 
 
 def download_trial_model(tracking_uri: str, run_id: str, dst: str | Path) -> Path:

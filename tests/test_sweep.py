@@ -111,8 +111,30 @@ def test_grid_sweep_logs_nested_runs_and_isolates_a_failure(
         assert sorted(m.step for m in history) == [0, 1]
         artifacts = {a.path for a in MlflowClient(uri).list_artifacts(trial.info.run_id)}
         assert {"per_case_test.csv", "config.yaml", "synthesis_preview.png"} <= artifacts
+    # the parent row: what the trials share, and the study's answer
+    assert "synthesis.sphere_ratio" not in parent.data.params and "seed" not in parent.data.params
+    assert parent.data.params["model.name"] == "unet"
+    best = max(finished, key=lambda t: t.data.metrics["best_val_tumor_dice"])
+    assert parent.data.tags["tumorsweep.best_trial"] == best.info.run_name
+    assert parent.data.metrics["best_val_tumor_dice"] == best.data.metrics["best_val_tumor_dice"]
+    assert {t.info.run_name for t in trials} >= {"sphere_ratio=0.0 s0", "sphere_ratio=1.0 s0"}
+    inputs = {i.tags[0].value: i.dataset for i in finished[0].inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "test"}  # synthetic arm: healthy cases
+    from mlflow import MlflowClient
+
+    table = MlflowClient(uri).download_artifacts(finished[0].info.run_id, "per_case_test.csv")
+    test_cases = len(Path(table).read_text().splitlines()) - 1
+    assert json.loads(inputs["test"].profile) == {"num_cases": test_cases}
+    assert (
+        inputs["test"].digest
+        == {i.tags[0].value: i.dataset for i in finished[1].inputs.dataset_inputs}["test"].digest
+    )
     out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri" in out
+    # the console: event lines named as the MLflow runs, progress lines, none of Tune's boxes
+    assert "[tumorsweep] sphere_ratio=0.0 s0: finished, tumor_dice " in out
+    assert "[tumorsweep] 2/3 done, 0 running, 0 pending, 1 failed; best " in out
+    assert "Configuration for experiment" not in out and "tensorboard" not in out.lower()
     for trial in finished:  # the printed results table holds each trial's tumour Dice
         assert f"{trial.data.metrics['tumor_dice']:.5f}" in out
 
