@@ -199,6 +199,17 @@ def available_memory_bytes() -> float:
     return available
 
 
+def _budget(budget_gb: float | None) -> tuple[float, str]:
+    """Bytes one training worker may cache, and where that number comes from: the machine's
+    available memory shared by the node's training workers (`LOCAL_WORLD_SIZE`, set by Ray
+    Train), or `data.cache_memory_gb` when it is smaller."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    machine = available_memory_bytes() / local
+    if budget_gb is None or budget_gb * GB > machine:
+        return machine, f"available memory of this machine / {local} training worker(s) on it"
+    return budget_gb * GB, f"data.cache_memory_gb = {budget_gb:g}"
+
+
 def plan_cache(
     items: Sequence[dict[str, Any]],
     *,
@@ -233,13 +244,7 @@ def plan_cache(
     mine = [cases[i] for i in chosen]
     cached = mine if on_disk else mine[: min(len(mine), int(len(mine) * cache_rate))]
     cache_bytes = sum(c.cache_bytes for c in cached)
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    machine = available_memory_bytes() / local
-    machine_source = f"available memory of this machine / {local} training worker(s) on it"
-    if budget_gb is None or budget_gb * GB > machine:
-        budget, source = machine, machine_source
-    else:
-        budget, source = budget_gb * GB, f"data.cache_memory_gb = {budget_gb:g}"
+    budget, source = _budget(budget_gb)
     largest = max((c.build_bytes for c in cached), default=0)
     room = budget - (0 if on_disk else cache_bytes)
     fit = int(room // largest) if largest > 0 and room > 0 else 1

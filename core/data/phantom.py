@@ -601,8 +601,6 @@ def write_phantom_dataset(
     counts, summing to `tumor_cases`). Case N is drawn from seed (seed, N), so a case
     does not depend on how many others are written. Images are int16 HU, labels uint8.
     """
-    import nibabel as nib
-
     if cases < 1 or not 0 <= tumor_cases <= cases:
         raise TumorsweepError(
             f"need cases >= 1 and 0 <= tumor-cases <= cases, got cases={cases}, "
@@ -628,21 +626,37 @@ def write_phantom_dataset(
         image, label = make_phantom_case(rng, shape, spacing, with_tumors=tumor)
         if preview and len(previews) < 4 and (tumor or not previews):
             previews.append((f"liver_{number}", image, label))
-        data, seg, affine = _oriented(image, label, spacing, orientation)
-        for folder, array, dtype in (("imagesTr", data, np.int16), ("labelsTr", seg, np.uint8)):
-            nifti = nib.Nifti1Image(np.round(array).astype(dtype), affine)
-            nifti.header.set_xyzt_units("mm", "sec")
-            nifti.set_qform(affine, code=1)
-            nifti.set_sform(affine, code=1)
-            nib.save(nifti, root / folder / f"liver_{number}.nii.gz")
+        _save_case(root, f"liver_{number}", *_oriented(image, label, spacing, orientation))
         rank = number - first_tumor
-        if not tumor or rank < n_train:
-            lists["training"].append(_case_entry(number, tumor))
-        elif rank < n_train + n_val:
-            lists["validation"].append(_case_entry(number, tumor))
-        else:
-            lists["test"].append(_case_entry(number, tumor))
-    description = {
+        role = "training" if not tumor or rank < n_train else "validation"
+        role = "test" if tumor and rank >= n_train + n_val else role
+        lists[role].append(_case_entry(number, tumor))
+    generator = {"seed": seed, "shape": list(shape), "spacing": list(spacing),
+                 "orientation": orientation.upper(), "tumor_cases": tumor_cases}  # fmt: skip
+    path = root / "dataset.json"
+    path.write_text(json.dumps(_description(lists, generator), indent=2) + "\n")
+    if preview and previews:
+        from tumorsweep.data.preview import write_preview
+
+        write_preview(previews, root / "preview.png", spacing)
+    return path
+
+
+def _save_case(root: Path, name: str, image: np.ndarray, label: np.ndarray, affine) -> None:
+    """One case as int16 HU image and uint8 label NIfTI files with the same qform and sform."""
+    import nibabel as nib
+
+    for folder, array, dtype in (("imagesTr", image, np.int16), ("labelsTr", label, np.uint8)):
+        nifti = nib.Nifti1Image(np.round(array).astype(dtype), affine)
+        nifti.header.set_xyzt_units("mm", "sec")
+        nifti.set_qform(affine, code=1)
+        nifti.set_sform(affine, code=1)
+        nib.save(nifti, root / folder / f"{name}.nii.gz")
+
+
+def _description(lists: dict[str, list[dict]], generator: dict) -> dict:
+    """The dataset.json of a phantom dataset (MSD Task03 fields plus how it was generated)."""
+    return {
         "name": "tumorsweep-phantom",
         "description": "Synthetic abdominal CT phantoms with liver and real-tumour labels",
         "reference": "tumorsweep tumorsweep.data.phantom",
@@ -653,19 +667,6 @@ def write_phantom_dataset(
         "labels": {"0": "background", "1": "liver", "2": "cancer"},
         "numTraining": len(lists["training"]),
         "numTest": len(lists["test"]),
-        "generator": {
-            "seed": seed,
-            "shape": list(shape),
-            "spacing": list(spacing),
-            "orientation": orientation.upper(),
-            "tumor_cases": tumor_cases,
-        },
+        "generator": generator,
         **lists,
     }
-    path = root / "dataset.json"
-    path.write_text(json.dumps(description, indent=2) + "\n")
-    if preview and previews:
-        from tumorsweep.data.preview import write_preview
-
-        write_preview(previews, root / "preview.png", spacing)
-    return path

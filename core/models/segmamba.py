@@ -259,6 +259,27 @@ def _as_sides(patch_size: int | Sequence[int]) -> tuple[int, ...]:
     return (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
 
 
+def _check_arguments(
+    version: str, widths: Sequence[int], depths: Sequence[int], scan_backend: str
+) -> None:
+    if version not in VARIANTS:
+        raise TumorsweepError(f"unknown SegMamba version {version!r}; valid: {', '.join(VARIANTS)}")
+    if len(widths) != 4 or len(depths) != 4:
+        raise TumorsweepError(f"SegMamba widths {widths} and depths {depths} need 4 stages")
+    if scan_backend not in SCAN_BACKENDS:
+        raise TumorsweepError(
+            f"scan_backend {scan_backend!r} unknown; valid: {', '.join(SCAN_BACKENDS)}"
+        )
+
+
+def _basic(cin: int, cout: int) -> UnetrBasicBlock:
+    return UnetrBasicBlock(3, cin, cout, 3, 1, norm_name="instance", res_block=True)
+
+
+def _up(cin: int, cout: int) -> UnetrUpBlock:
+    return UnetrUpBlock(3, cin, cout, 3, 2, norm_name="instance", res_block=True)
+
+
 class SegMamba(nn.Module):
     """SegMamba `version` ("v0", "v1", "tom"): Mamba encoder + UNETR-style decoder.
 
@@ -283,16 +304,7 @@ class SegMamba(nn.Module):
         scan_backend: ScanBackend = "auto",
     ) -> None:
         super().__init__()
-        if version not in VARIANTS:
-            raise TumorsweepError(
-                f"unknown SegMamba version {version!r}; valid: {', '.join(VARIANTS)}"
-            )
-        if len(widths) != 4 or len(depths) != 4:
-            raise TumorsweepError(f"SegMamba widths {widths} and depths {depths} need 4 stages")
-        if scan_backend not in SCAN_BACKENDS:
-            raise TumorsweepError(
-                f"scan_backend {scan_backend!r} unknown; valid: {', '.join(SCAN_BACKENDS)}"
-            )
+        _check_arguments(version, widths, depths, scan_backend)
         self.variant = VARIANTS[version]
         self.inter_slice = INTER_SLICE in self.variant.directions
         if nslices is not None and (not self.inter_slice or len(nslices) != 4):
@@ -305,31 +317,19 @@ class SegMamba(nn.Module):
             self.nslices = self._choose_nslices(_as_sides(patch_size))
 
         self.encoder = MambaEncoder(
-            in_channels,
-            widths,
-            depths,
-            self.variant,
-            d_state=d_state,
-            d_conv=d_conv,
-            expand=expand,
-            scan_backend=scan_backend,
-        )
-
-        def basic(cin: int, cout: int) -> UnetrBasicBlock:
-            return UnetrBasicBlock(3, cin, cout, 3, 1, norm_name="instance", res_block=True)
-
-        def up(cin: int, cout: int) -> UnetrUpBlock:
-            return UnetrUpBlock(3, cin, cout, 3, 2, norm_name="instance", res_block=True)
-
+            in_channels, widths, depths, self.variant,
+            d_state=d_state, d_conv=d_conv, expand=expand, scan_backend=scan_backend,
+        )  # fmt: skip
+        # UNETR-style decoder: a skip block per encoder level, up blocks back to full size
         self.skips = nn.ModuleList(
-            basic(cin, cout)
+            _basic(cin, cout)
             for cin, cout in zip((in_channels, *widths), (*widths, hidden_size), strict=True)
         )
         self.ups = nn.ModuleList(
-            up(cin, cout)
+            _up(cin, cout)
             for cin, cout in zip((hidden_size, *widths[:0:-1]), widths[::-1], strict=True)
         )
-        self.refine = basic(widths[0], widths[0])
+        self.refine = _basic(widths[0], widths[0])
         self.head = UnetOutBlock(3, widths[0], out_channels)
 
     def _choose_nslices(self, sides: Sequence[int]) -> tuple[int, ...] | None:
