@@ -107,13 +107,20 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
         raise TumorsweepError(f"MLflow tracking URI {tracking_uri!r}: {exc}") from None
 
 
-def runs_page_url(tracking_uri: str, experiment_id: str) -> str:
+def runs_page_url(tracking_uri: str, experiment_id: str, order_by: str | None = None) -> str:
     """The MLflow UI page of an experiment's runs table (the server itself for an http store,
-    else a local `mlflow ui`), in the model-training view whatever the browser last used."""
+    else a local `mlflow ui`), in the model-training view whatever the browser last used;
+    with `order_by` (a metric name, e.g. the study's search metric) the runs are sorted on
+    it, best first, so the page opens on the answer."""
+    from urllib.parse import urlencode
+
     base = (
         tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
     )
-    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    query = {"workflowType": "machine_learning"}
+    if order_by:
+        query |= {"orderByKey": f"metrics.`{order_by}`", "orderByAsc": "false"}
+    return f"{base}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
 
 
 def driver_tags() -> dict[str, str]:

@@ -84,6 +84,11 @@ def test_experiments_open_as_training_runs_in_the_ui(store: dict) -> None:
         "?workflowType=machine_learning"
     )
     assert tracking.runs_page_url("http://head:5000/", "7").startswith("http://head:5000/#/")
+    # sorted on the search metric, best first (MLflow's URL state: orderByKey / orderByAsc)
+    assert tracking.runs_page_url(store["uri"], "7", "best_val_tumor_dice").endswith(
+        "runs?workflowType=machine_learning&orderByKey=metrics.%60best_val_tumor_dice%60"
+        "&orderByAsc=false"
+    )
 
 
 def test_the_best_trial_by_validation_is_registered_and_predicts_like_its_weights(

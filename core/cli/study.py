@@ -128,10 +128,11 @@ def _run(study: str, args: argparse.Namespace) -> int:
     outcome = run_sweep(space, options, cases_by_fold, base)
     print()
     print(results_table(options.tracking_uri, outcome))
+    url = tracking.runs_page_url(options.tracking_uri, outcome["experiment_id"], space.metric)
     print(
         f"\nMLflow: mlflow ui --backend-store-uri {options.tracking_uri}  "
         f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']}), then "
-        f"open {tracking.runs_page_url(options.tracking_uri, outcome['experiment_id'])}"
+        f"open {url}"
     )
     if args.register_best and not outcome["interrupted"]:
         _register(args.register_best, space, options.tracking_uri, outcome)
