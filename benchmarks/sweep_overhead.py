@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4, help="N: extra trials measured")
     args = parser.parse_args()
     from tumorsweep.data import write_phantom_dataset
-    from tumorsweep.sweep import start_local_ray
+    from tumorsweep.ray_cluster import start_local_ray
 
     start_local_ray(reserve=1)
     n = args.trials

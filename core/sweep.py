@@ -27,6 +27,7 @@ from tumorsweep.config import TrialConfig, apply_overrides, flatten
 from tumorsweep.data.cases import CaseLists
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.progress import Progress, trial_name, tune_callback
+from tumorsweep.ray_cluster import connect_ray, driver_reserve
 from tumorsweep.search_space import (
     SearchSpace,
     config_key,
@@ -208,66 +209,6 @@ def _root_cause(exc: BaseException) -> str:
         seen = seen.__cause__ or seen.cause
     text = f"{type(seen).__name__}: {seen}".strip()
     return text.splitlines()[-1] if text else type(exc).__name__
-
-
-# A multi-worker trial's driver (the Tune function trainable) holds 0.01 CPU while its
-# TorchTrainer's workers hold whole CPUs; one logical CPU is kept for those drivers so that N
-# trials of c CPUs fit on N*c cores (a local Ray then gets one extra logical CPU). A one-worker
-# trial trains in its Tune actor, which holds the worker's resources itself: no reserve.
-DRIVER_RESERVE_CPU = 1
-
-
-def driver_reserve(workers_per_trial: int) -> int:
-    """Logical CPUs kept for trial drivers (see DRIVER_RESERVE_CPU)."""
-    return DRIVER_RESERVE_CPU if workers_per_trial > 1 else 0
-
-
-def start_local_ray(
-    num_cpus: int | None = None, reserve: int = DRIVER_RESERVE_CPU, verbose: bool = False
-) -> None:
-    """A local Ray sized for this machine, plus `reserve` logical CPUs for trial drivers;
-    a watchdog stops it if this driver dies without stopping it (SIGKILL). Workers' output
-    goes to Ray's log files unless `verbose`."""
-    import os
-
-    import ray
-
-    from tumorsweep import ray_watchdog
-
-    cores = num_cpus or os.cpu_count() or 1
-    if not verbose:  # the local cluster's default, not news: only the opt-out warning stays
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-            lambda record: not record.getMessage().startswith("Token authentication is enabled")
-        )
-    # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner needs:
-    # without it every finished trial leaks its workers' CPUs and later trials never start.
-    context = ray.init(
-        num_cpus=cores + reserve,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        log_to_driver=verbose,
-        logging_level=logging.INFO if verbose else logging.WARNING,
-    )
-    ray_watchdog.start(os.getpid(), context.address_info["session_dir"])
-
-
-def connect_ray(address: str | None, reserve: int, verbose: bool = False) -> None:
-    """Join the cluster at `address`, or start a local Ray (unless one is up already)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if not address:
-        start_local_ray(reserve=reserve, verbose=verbose)
-        return
-    try:
-        ray.init(
-            address=address,
-            log_to_driver=verbose,
-            logging_level=logging.INFO if verbose else logging.WARNING,
-        )
-    except (ConnectionError, RuntimeError) as exc:
-        raise TumorsweepError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
 
 
 def safe_name(name: str) -> str:

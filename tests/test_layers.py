@@ -14,10 +14,10 @@ CORE = Path(__file__).resolve().parents[1] / "core"
 
 LAYERS: list[tuple[set[str], bool]] = [  # (rooms, may the rooms import each other)
     ({"cli"}, True),
-    ({"sweep", "preflight", "ray_watchdog", "search_space", "progress", "report"}, True),
+    ({"sweep", "preflight", "search_space", "progress", "report"}, True),
     (
         {"train", "session", "tracking", "optim", "predict", "difftumor", "config"}
-        | {"config_reference"},
+        | {"config_reference", "ray_cluster", "ray_watchdog"},
         True,
     ),
     ({"evaluate", "generative"}, False),

@@ -25,7 +25,7 @@ SPACE = "study: s\nconfigs:\n  - {synthesis.sphere_ratio: 0.1}\nsearcher: {type:
 def ray_local():
     import ray
 
-    from tumorsweep.sweep import start_local_ray
+    from tumorsweep.ray_cluster import start_local_ray
 
     start_local_ray(num_cpus=2)
     yield

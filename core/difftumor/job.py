@@ -27,6 +27,7 @@ from tumorsweep.generative.config import GeneratorConfig
 from tumorsweep.generative.patches import load_cases
 from tumorsweep.generative.preview import save_previews
 from tumorsweep.generative.store import CONFIG_FILE, load_generator, save_generator
+from tumorsweep.ray_cluster import DRIVER_RESERVE_CPU, connect_ray
 from tumorsweep.session import LocalSession, RaySession, Session
 
 GENERATOR_ROLE = "generator"  # value of tracking.ROLE_TAG for a generator's run
@@ -156,11 +157,7 @@ def _ray_fit(loop_config: dict[str, Any], job: GeneratorJob, run_id: str | None)
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        try:
-            ray.init(address=job.address, log_to_driver=True)
-        except (ConnectionError, RuntimeError) as exc:
-            raise TumorsweepError(f"--address {job.address}: cannot join Ray ({exc})") from None
+    connect_ray(job.address, reserve=DRIVER_RESERVE_CPU, worker_output=True)  # its progress
     resources = {"CPU": job.cpus_per_worker} | (
         {"GPU": job.gpus_per_worker} if job.gpus_per_worker else {}
     )
