@@ -43,6 +43,7 @@ BASELINE_TAG = "tumorsweep.baseline"  # JSON object: the baseline column's swept
 PRESET_TAG = "tumorsweep.preset"
 DATA_ROOT_TAG = "tumorsweep.data_root"
 DATA_WARNINGS_TAG = "tumorsweep.data_warnings"  # JSON list of strings
+GENERATOR_DIR_TAG = "tumorsweep.generator_dir"  # on a generator job's run: its output folder
 BEST_TRIAL_TAG = "tumorsweep.best_trial"  # the best trial's run name, on the sweep's run
 DRIVER_HOST_TAG = "tumorsweep.driver_host"
 DRIVER_PID_TAG = "tumorsweep.driver_pid"
@@ -377,6 +378,8 @@ def _first_line(exc: BaseException) -> str:
 class TrialLogger(Protocol):
     """What the trainer records about its trial (MLflow, or nothing)."""
 
+    records: bool  # False: everything is dropped (so files need not even be written)
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Params of the trial beyond its config (model facts)."""
 
@@ -393,6 +396,8 @@ class TrialLogger(Protocol):
 class NullLogger:
     """A logger that records nothing (tests, notebooks, non-chief ranks)."""
 
+    records = False
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         return None
 
@@ -408,6 +413,8 @@ class NullLogger:
 
 class MlflowTrialLogger:
     """Logs to one MLflow run through one client kept for the whole trial."""
+
+    records = True
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
         self.run_id = run_id

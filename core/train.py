@@ -297,7 +297,7 @@ def restore(trainer: Trainer) -> TrainState | None:
 
 def start_trial(trainer: Trainer, preview: bool) -> None:
     """Record the resolved config, a synthesis preview and model facts with the trial."""
-    if isinstance(trainer.logger, NullLogger):
+    if not trainer.logger.records:
         return
     with tempfile.TemporaryDirectory() as tmp:
         files = [Path(tmp) / tracking.CONFIG_ARTIFACT]
@@ -429,7 +429,7 @@ def final_test(trainer: Trainer, state: TrainState) -> dict[str, float]:
             files.append(
                 _write_rows(state.best_val_rows, Path(tmp) / tracking.PER_CASE_VAL_ARTIFACT)
             )
-        if trainer.cfg.eval.log_best_model and not isinstance(trainer.logger, NullLogger):
+        if trainer.cfg.eval.log_best_model and trainer.logger.records:
             files.append(_model_folder(trainer, Path(tmp)))
         trainer.logger.log_artifacts(files)
     return final

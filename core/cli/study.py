@@ -18,47 +18,106 @@ from tumorsweep import preflight, tracking
 from tumorsweep.config import TrialConfig, apply_overrides, make_config, parse_assignment
 from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.search_space import SearchSpace, load_search_space, trial_probes
+from tumorsweep.search_space import SearchSpace, load_search_space, trial_count, trial_probes
 from tumorsweep.tracking import default_tracking_uri
 
 
 def build_parser(study: str) -> argparse.ArgumentParser:
-    """Flags shared by all studies."""
+    """Flags shared by all studies, grouped by what they decide."""
     p = argparse.ArgumentParser(
         prog=f"sweeps/{study}.py",
-        description=f"Run the {study!r} study (search_spaces/{study}.yaml) with Ray Tune.",
+        description=f"Run the {study!r} study (search_spaces/{study}.yaml) with Ray Tune: one "
+        "trial per configuration and seed, each recorded as an MLflow run. Without --data it "
+        "runs the demo preset on built-in phantom CTs on a local Ray.",
+        epilog=f"examples:\n  python sweeps/{study}.py --dry-run\n"
+        f"  python sweeps/{study}.py --data /data/Task03_Liver --split hu-val --seeds 3 "
+        "--address auto --gpus-per-trial 1 --cpus-per-worker 8 --storage /shared/ts\n"
+        "every config field: tumorsweep config",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--data", help="dataset: MSD/LiTS/nnU-Net/folds (default: phantom CTs)")
-    p.add_argument("--split", help="named evaluation set for the test list, e.g. hu-val")
-    p.add_argument("--preset", choices=("demo", "paper"), help="default: demo without --data")
-    p.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
-    p.add_argument("--experiment", help=f"MLflow experiment (default: {study})")
-    p.add_argument("--search-space", help=f"YAML (default: search_spaces/{study}.yaml)")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial")
-    p.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs per worker (0 = CPU)")
-    p.add_argument("--cpus-per-worker", type=int, default=1)
-    p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0 = fit)")
-    p.add_argument("--seeds", type=int, default=0, help="seeds per configuration")
-    p.add_argument(
-        "--folds", type=int, help="cross-validation: run every configuration on each of K folds"
+    data = p.add_argument_group("data and protocol")
+    data.add_argument(
+        "--data", help="dataset folder or description JSON: MSD, LiTS, nnU-Net or SyntheticTumors "
+        "folds (default: the built-in phantom CTs)",
+    )  # fmt: skip
+    data.add_argument("--split", help="named evaluation set used as the test list, e.g. hu-val")
+    data.add_argument(
+        "--preset", choices=("demo", "paper"),
+        help="demo (minutes on a laptop) or paper (the published protocol); default: demo "
+        "without --data, paper with it",
+    )  # fmt: skip
+    data.add_argument(
+        "--folds", type=int, metavar="K",
+        help="cross-validation: run every configuration on each of K folds",
+    )  # fmt: skip
+    data.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="set any config field (repeatable), e.g. --set schedule.epochs=200; list them "
+        "with `tumorsweep config`",
+    )  # fmt: skip
+    trials = p.add_argument_group("what runs")
+    trials.add_argument("--search-space", help=f"YAML (default: search_spaces/{study}.yaml)")
+    trials.add_argument(
+        "--seeds", type=int, default=0,
+        help="seeds per configuration (default 0: the search space's `seeds`, 1 in the demo)",
+    )  # fmt: skip
+    trials.add_argument(
+        "--dry-run", action="store_true",
+        help="check data, trials, resources and the store; list the trials; run none",
+    )  # fmt: skip
+    trials.add_argument("--resume", action="store_true", help="finish the latest interrupted sweep")
+    trials.add_argument(
+        "--max-failures", type=int, default=1, help="restarts of a failed trial (default 1)"
     )
-    p.add_argument("--storage", help="checkpoints/results: shared path or URI on a cluster")
-    p.add_argument("--resume", action="store_true", help="finish the latest interrupted sweep")
-    p.add_argument("--max-failures", type=int, default=1, help="worker-group restarts per trial")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE", help="config override"
+    where = p.add_argument_group("where it runs")
+    where.add_argument("--address", help="Ray cluster address, e.g. auto (default: a local Ray)")
+    where.add_argument(
+        "--workers-per-trial", type=int, default=1, help="DDP workers per trial (default 1)"
     )
-    p.add_argument(
-        "--register-best",
-        metavar="NAME",
+    where.add_argument(
+        "--gpus-per-trial", type=int, default=0,
+        help="GPUs for each of a trial's workers (default 0: CPU); a trial holds "
+        "workers x this many",
+    )  # fmt: skip
+    where.add_argument(
+        "--cpus-per-worker", type=int, default=1,
+        help="CPUs for each worker, its loader processes included (default 1)",
+    )  # fmt: skip
+    where.add_argument(
+        "--max-concurrent", type=int, default=0,
+        help="trials at once (default 0: as many as the cluster fits)",
+    )  # fmt: skip
+    where.add_argument(
+        "--storage", help="checkpoints and Tune state: a path every node sees, or an S3/GCS URI "
+        "(default: .tumorsweep/ray_results)",
+    )  # fmt: skip
+    results = p.add_argument_group("results")
+    results.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///$PWD/mlflow.db)")
+    results.add_argument("--experiment", help=f"MLflow experiment (default: {study})")
+    results.add_argument(
+        "--register-best", metavar="NAME",
         help="register the best trial (by the study's validation metric) as MLflow model NAME",
-    )
-    p.add_argument("--dry-run", action="store_true", help="validate and list trials, run none")
-    p.add_argument(
-        "--verbose", action="store_true", help="show Ray's and the workers' own output too"
-    )
+    )  # fmt: skip
+    results.add_argument(
+        "--verbose", action="store_true",
+        help="show Ray Tune's status boxes and the workers' own output too",
+    )  # fmt: skip
     return p
+
+
+def _print_plan(
+    space: SearchSpace, base: TrialConfig, args: argparse.Namespace, folds: int, uri: str
+) -> None:
+    """What a run would do: trials, seeds, epochs and where its results go."""
+    seeds = args.seeds or space.seeds
+    total = trial_count(space, seeds, folds if folds > 1 else None)
+    storage = args.storage or str(cache_dir() / "ray_results")
+    print(
+        f"  {total} trial(s): {seeds} seed(s) from {base.seed}"
+        + (f" x {folds} folds" if folds > 1 else "")
+        + f", {base.schedule.epochs} epochs of {list(base.schedule.patch_size)} patches each; "
+        f"MLflow {uri} (experiment {args.experiment or space.study!r}); checkpoints {storage}"
+    )
 
 
 def main(study: str, argv: Sequence[str] | None = None) -> int:
@@ -108,6 +167,7 @@ def _run(study: str, args: argparse.Namespace) -> int:
         for probe in probes:
             folds = f" x {len(cases_by_fold)} folds" if len(cases_by_fold) > 1 else ""
             print("  trial:", json.dumps(probe, default=str) + folds)
+        _print_plan(space, base, args, len(cases_by_fold), tracking_uri)
         print("dry run: data, trials, resources and tracking store checked; nothing ran")
         return 0
     options = SweepOptions(

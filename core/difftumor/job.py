@@ -31,7 +31,6 @@ from tumorsweep.ray_cluster import DRIVER_RESERVE_CPU, connect_ray
 from tumorsweep.session import LocalSession, RaySession, Session
 
 GENERATOR_ROLE = "generator"  # value of tracking.ROLE_TAG for a generator's run
-GENERATOR_DIR_TAG = "tumorsweep.generator_dir"
 
 
 @dataclass
@@ -101,7 +100,7 @@ def _start_run(job: GeneratorJob, n_cases: int) -> str:
         f"generator-{time.strftime('%Y%m%d-%H%M%S')}",
         tags={
             tracking.ROLE_TAG: GENERATOR_ROLE,
-            GENERATOR_DIR_TAG: str(job.out.resolve()),
+            tracking.GENERATOR_DIR_TAG: str(job.out.resolve()),
             tracking.DATA_ROOT_TAG: job.cases.root,
             tracking.EVAL_SET_TAG: job.cases.eval_set,
         },
