@@ -11,22 +11,36 @@ from tumorsweep.data.splits import NAMED_SPLITS
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the data sub-commands to the `tumorsweep` parser."""
     phantom = subparsers.add_parser(
-        "phantom", help="write a phantom abdominal CT dataset (MSD Task03 layout)"
+        "phantom",
+        help="write a phantom abdominal CT dataset (MSD Task03 layout)",
+        description="Write synthetic abdominal CTs in HU with liver labels, half of them with "
+        "independently made 'real' tumours, as an MSD Task03 dataset (dataset.json, imagesTr, "
+        "labelsTr) to try tumorsweep without data. Example: tumorsweep phantom phantoms/ "
+        "--cases 8 --spacing 2 2 2 --preview",
     )
-    phantom.add_argument("out_dir", metavar="OUT_DIR")
-    phantom.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
-    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the dataset into")
+    phantom.add_argument("--cases", type=int, default=12, help="number of CTs (default 12)")
     phantom.add_argument(
-        "--shape", type=int, nargs=3, default=(128, 128, 96), metavar=("X", "Y", "Z")
+        "--seed", type=int, default=0, help="seed (default 0); case N depends only on (seed, N)"
     )
     phantom.add_argument(
-        "--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("SX", "SY", "SZ")
+        "--shape", type=int, nargs=3, default=(128, 128, 96), metavar=("X", "Y", "Z"),
+        help="voxels per axis (default 128 128 96)",
+    )  # fmt: skip
+    phantom.add_argument(
+        "--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("SX", "SY", "SZ"),
+        help="voxel size in mm (default 1 1 1)",
+    )  # fmt: skip
+    phantom.add_argument(
+        "--tumor-cases", type=int, default=None, help="CTs with real tumours (default: half)"
     )
     phantom.add_argument(
-        "--tumor-cases", type=int, default=None, help="cases with real tumours (default: half)"
+        "--orientation", default="RAS",
+        help="axis codes of the files on disk, e.g. RAS or LPS (default RAS)",
+    )  # fmt: skip
+    phantom.add_argument(
+        "--preview", action="store_true", help="also write preview.png (radiological views)"
     )
-    phantom.add_argument("--orientation", default="RAS", help="axis codes, e.g. RAS or LPS")
-    phantom.add_argument("--preview", action="store_true", help="also write preview.png")
     phantom.set_defaults(func=_phantom)
 
     check = subparsers.add_parser("check-data", help="validate a dataset and summarise its cases")
