@@ -101,7 +101,11 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
             tracking.EVAL_SET_TAG: cases.eval_set,
             tracking.CONFIG_KEY_TAG: config_key(overrides, context.swept),
         },
-        params={**flat, tracking.SEED_PARAM: cfg.seed},
+        params={
+            **flat,
+            tracking.SEED_PARAM: cfg.seed,
+            **tracking.pool_params(cases.pool(cfg.data.real_share())),
+        },
     )
     loop_config = {
         "trial": cfg.model_dump(mode="json"),
@@ -461,6 +465,7 @@ def _start_parent(
             tracking.EVAL_SET_TAG: cases.eval_set,
             tracking.DATA_ROOT_TAG: cases.root,
             tracking.DATA_WARNINGS_TAG: json.dumps(list(cases.warnings)),
+            tracking.DATA_SOURCES_TAG: json.dumps(list(cases.sources)),
         },
     )
     tracking.log_params(options.tracking_uri, parent_run_id, flatten(base))

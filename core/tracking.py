@@ -41,10 +41,15 @@ BASELINE_TAG = "tumorsweep.baseline"  # JSON object: the baseline column's swept
 PRESET_TAG = "tumorsweep.preset"
 DATA_ROOT_TAG = "tumorsweep.data_root"
 DATA_WARNINGS_TAG = "tumorsweep.data_warnings"  # JSON list of strings
+DATA_SOURCES_TAG = "tumorsweep.data_sources"  # JSON list of {name, path, layout, role}
 DRIVER_HOST_TAG = "tumorsweep.driver_host"
 DRIVER_PID_TAG = "tumorsweep.driver_pid"
 # Params beyond the flattened config
 SEED_PARAM = "seed"
+# The trial's training pool per source: `train_pool.<source>.<arm>` = cases (arm healthy or
+# real_tumor, only the arms the trial draws from), and `train_pool.total`.
+POOL_PARAM_PREFIX = "train_pool."
+POOL_TOTAL_PARAM = "train_pool.total"
 # Artifacts of a trial
 PER_CASE_TEST_ARTIFACT = "per_case_test.csv"
 PER_CASE_VAL_ARTIFACT = "per_case_val.csv"
@@ -214,6 +219,18 @@ def _log_batches(client, run_id: str, params: list | None = None, metrics: list 
         client.log_batch(run_id, params=params[start : start + 100])
     for start in range(0, len(metrics or []), 1000):
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def pool_params(pool: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """MLflow params of a training pool {source: {arm: cases}} (see POOL_PARAM_PREFIX): the
+    arms with cases, and the total."""
+    params = {
+        f"{POOL_PARAM_PREFIX}{source}.{arm}": int(count)
+        for source, arms in pool.items()
+        for arm, count in arms.items()
+        if count
+    }
+    return {**params, POOL_TOTAL_PARAM: sum(params.values())}
 
 
 def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:

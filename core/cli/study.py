@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from tumorsweep import preflight, tracking
+from tumorsweep.cli.data import parse_source
 from tumorsweep.config import TrialConfig, apply_overrides, make_config, parse_assignment
 from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
+from tumorsweep.data.config import DataSource
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.search_space import SearchSpace, load_search_space, trial_probes
 from tumorsweep.tracking import default_tracking_uri
@@ -31,6 +33,14 @@ def build_parser(study: str) -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--data", help="dataset: MSD/LiTS/nnU-Net/folds (default: phantom CTs)")
     p.add_argument("--split", help="named evaluation set for the test list, e.g. hu-val")
+    p.add_argument(
+        "--base-dir", help="folder the --data JSON's relative paths start from (data.base_dir)"
+    )
+    p.add_argument(
+        "--source", action="append", default=[], metavar="SPEC", help="one more training "
+        "source (data.sources): a path (a healthy source), or YAML like '{path: "
+        "datafolds/healthy.json, base_dir: /data, role: healthy}'; repeatable",
+    )  # fmt: skip
     p.add_argument("--preset", choices=("demo", "paper"), help="default: demo without --data")
     p.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
     p.add_argument("--experiment", help=f"MLflow experiment (default: {study})")
@@ -157,6 +167,10 @@ def _resolve(base: TrialConfig) -> dict[int | None, CaseLists]:
             f"list: {cases.eval_set}; checkpoints selected on: {cases.selection})",
             flush=True,
         )
+        if len(cases.sources) > 1:
+            for name, arms in cases.pool(0.5).items():
+                print(f"  source {name}: {arms['healthy']} healthy + {arms['real_tumor']} "
+                      "real-tumour training cases", flush=True)  # fmt: skip
         for note in [*cases.warnings, *preflight.check_data(cases)]:
             print(f"note: {note}", flush=True)
         resolved[fold] = cases
@@ -225,10 +239,23 @@ def _overrides(space: SearchSpace, args: argparse.Namespace) -> dict[str, Any]:
         overrides["data.root"] = str(Path(args.data).resolve())
     if args.split:
         overrides["data.split"] = args.split
+    if args.base_dir:
+        overrides["data.base_dir"] = str(Path(args.base_dir).resolve())
+    if args.source:
+        overrides["data.sources"] = [_absolute(parse_source(spec)) for spec in args.source]
     if args.folds is not None:
         overrides["data.folds"] = args.folds
     overrides.update(parse_assignment(text) for text in args.set)
     return overrides
+
+
+def _absolute(source: DataSource) -> dict[str, Any]:
+    """A source with absolute paths (Ray workers and the MLflow params see the same files)."""
+    fields = source.model_dump()
+    fields["path"] = str(Path(source.path).expanduser().resolve())
+    if source.base_dir:
+        fields["base_dir"] = str(Path(source.base_dir).expanduser().resolve())
+    return fields
 
 
 def results_table(tracking_uri: str, outcome: dict[str, Any]) -> str:
