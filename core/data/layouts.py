@@ -44,7 +44,7 @@ def lits_case_id(name: str) -> int | None:
 
 
 def _entry(image: Path, label: Path, tumor: bool | None) -> dict:
-    name = case_name(image)
+    name = case_name(image)  # as listed: a symlinked file keeps the name it is listed under
     return {
         "image": str(image.resolve()),
         "label": str(label.resolve()),
@@ -174,8 +174,7 @@ def _json_list(
         if Path(item["image"]).name.startswith("._"):
             continue  # macOS resource-fork litter
         tumor = item.get("tumor") if flags else None
-        image = (data_root / item["image"]).resolve()
-        label = (data_root / item["label"]).resolve()
+        image, label = data_root / item["image"], data_root / item["label"]
         entries.append(_entry(image, label, None if tumor is None else bool(tumor)))
     return entries
 

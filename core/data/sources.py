@@ -71,7 +71,9 @@ def load_source(source: DataSource) -> SourceCases:
     ]
     if not entries:
         raise TumorsweepError(f"data.sources {name} ({source.path}): no training cases listed")
-    split = DatasetSplit(dataset, data_root, fmt, entries, [], [], "")
+    # tumour content from the labels themselves (never from LiTS case numbers): a healthy
+    # source is checked voxel by voxel
+    split = DatasetSplit(dataset, data_root, "folds", entries, [], [], "")
     tumor = split.train_cases(real_tumors=True)
     if source.role == "healthy" and tumor:
         shown = ", ".join(f"{e['case']} ({e['label']})" for e in tumor[:3])
