@@ -47,7 +47,7 @@ DRIVER_PID_TAG = "tumorsweep.driver_pid"
 # Params beyond the flattened config
 SEED_PARAM = "seed"
 # The trial's training pool per source: `train_pool.<source>.<arm>` = cases (arm healthy or
-# real_tumor, only the arms the trial draws from), and `train_pool.total`.
+# real_tumor, the arms the trial draws from, 0 included), and `train_pool.total`.
 POOL_PARAM_PREFIX = "train_pool."
 POOL_TOTAL_PARAM = "train_pool.total"
 # Artifacts of a trial
@@ -222,13 +222,13 @@ def _log_batches(client, run_id: str, params: list | None = None, metrics: list 
 
 
 def pool_params(pool: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
-    """MLflow params of a training pool {source: {arm: cases}} (see POOL_PARAM_PREFIX): the
-    arms with cases, and the total."""
+    """MLflow params of a training pool {source: {arm: cases}} (see POOL_PARAM_PREFIX): every
+    source and arm given (0 included: a source that gives the trial nothing is listed), and
+    the total."""
     params = {
         f"{POOL_PARAM_PREFIX}{source}.{arm}": int(count)
         for source, arms in pool.items()
         for arm, count in arms.items()
-        if count
     }
     return {**params, POOL_TOTAL_PARAM: sum(params.values())}
 

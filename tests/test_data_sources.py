@@ -50,17 +50,14 @@ def test_healthy_json_with_relative_paths_joins_the_pool_under_its_own_name(
     assert cases.validation == single.validation and cases.test == single.test
     assert cases.train_tumor == single.train_tumor
     assert any("healthy: its validation list (1 case(s)) is not used" in w for w in cases.warnings)
-    n_root = len(single.train)
-    assert cases.pool(0.0) == {root_name: {"healthy": n_root, "real_tumor": 0},
-                               "healthy": {"healthy": 3, "real_tumor": 0}}  # fmt: skip
-    real = len(single.train_tumor)
-    assert cases.pool(1.0) == {root_name: {"healthy": 0, "real_tumor": real},
-                               "healthy": {"healthy": 0, "real_tumor": 0}}  # fmt: skip
+    n_root, real = len(single.train), len(single.train_tumor)
+    assert cases.pool(0.0) == {root_name: {"healthy": n_root}, "healthy": {"healthy": 3}}
+    assert cases.pool(1.0) == {root_name: {"real_tumor": real}, "healthy": {"real_tumor": 0}}
     assert cases.pool(0.5)[root_name] == {"healthy": n_root, "real_tumor": real}
     assert [s["role"] for s in cases.sources] == ["evaluation", "healthy"]
-    params = tracking.pool_params(cases.pool(0.0))
-    assert params == {f"train_pool.{root_name}.healthy": n_root, "train_pool.healthy.healthy": 3,
-                      "train_pool.total": n_root + 3}  # fmt: skip
+    params = tracking.pool_params(cases.pool(1.0))
+    assert params == {f"train_pool.{root_name}.real_tumor": real,
+                      "train_pool.healthy.real_tumor": 0, "train_pool.total": real}  # fmt: skip
 
 
 def test_without_base_dir_the_relative_paths_do_not_resolve(
@@ -77,7 +74,7 @@ def test_root_healthy_false_leaves_the_synthetic_pool_to_the_sources(
 ) -> None:
     cases = resolve_cases(_config(phantom_dir, _source(healthy), root_healthy=False))
     assert [e["source"] for e in cases.train] == ["healthy"] * 3
-    assert cases.pool(0.0)["tumorsweep-phantom"] == {"healthy": 0, "real_tumor": 0}
+    assert cases.pool(0.0) == {"tumorsweep-phantom": {"healthy": 0}, "healthy": {"healthy": 3}}
 
 
 def test_data_root_itself_takes_a_base_dir(tmp_path: Path, healthy: tuple[Path, Path]) -> None:
@@ -172,7 +169,7 @@ def test_a_healthy_source_with_a_tumour_is_refused_and_a_train_source_splits_by_
         resolve_cases(_config(phantom_dir, _source(healthy)))
     cases = resolve_cases(_config(phantom_dir, _source(healthy, role="train", name="mixed")))
     assert [e["case"] for e in cases.train_tumor][-1] == "mixed/liver_68"
-    assert cases.pool(1.0)["mixed"] == {"healthy": 0, "real_tumor": 1}
+    assert cases.pool(1.0)["mixed"] == {"real_tumor": 1}
 
 
 def test_source_names_must_differ(phantom_dir: Path, healthy: tuple[Path, Path]) -> None:

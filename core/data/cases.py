@@ -62,28 +62,17 @@ class CaseLists:
 
     def pool(self, real_share: float) -> dict[str, dict[str, int]]:
         """The training pool of a trial whose `data.real_share()` is `real_share`, per source
-        (data.root first): {source: {"healthy": cases, "real_tumor": cases}}, counting only the
-        arms the trial draws from (healthy for synthesis, real-tumour for the control)."""
-        names = [s["name"] for s in self.sources] or list(
-            dict.fromkeys(e["source"] for e in self.train + self.train_tumor)
-        )
-        pool = {name: {"healthy": 0, "real_tumor": 0} for name in names}
-        arms = (("healthy", self.train, real_share < 1), ("real_tumor", self.train_tumor,
-                real_share > 0))  # fmt: skip
-        for arm, entries, used in arms:
-            for entry in entries if used else ():
-                pool.setdefault(entry["source"], {"healthy": 0, "real_tumor": 0})[arm] += 1
+        (data.root first, every source listed): {source: {arm: cases}} over the arms the trial
+        draws from ("healthy" for synthesis, "real_tumor" for the real-tumour control)."""
+        arms = [("healthy", self.train)] if real_share < 1 else []
+        arms += [("real_tumor", self.train_tumor)] if real_share > 0 else []
+        names = [s["name"] for s in self.sources]
+        names += [e["source"] for _, entries in arms for e in entries if e["source"] not in names]
+        pool = {name: {arm: 0 for arm, _ in arms} for name in dict.fromkeys(names)}
+        for arm, entries in arms:
+            for entry in entries:
+                pool[entry["source"]][arm] += 1
         return pool
-
-    def selection_cases(self) -> tuple[CaseEntry, ...]:
-        """The cases checkpoints are selected on (empty for "last")."""
-        return {"validation": self.validation, "test": self.test}.get(self.selection, ())
-
-    def held_out(self) -> set[str]:
-        """Names, image and label paths of every validation and test case (nothing may be
-        trained or fitted on them)."""
-        keys = ("case", "image", "label")
-        return {e[key] for e in self.validation + self.test for key in keys}
 
 
 def cache_dir() -> Path:
