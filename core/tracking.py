@@ -4,10 +4,11 @@ Naming (what the notebook and the UI rely on): experiment = study, tagged as mod
 (its runs table: `runs_page_url`, not MLflow's GenAI traces view); parent run = one sweep
 invocation (`ROLE_TAG` "sweep"); a nested child run per trial (`ROLE_TAG` "trial",
 `PARENT_TAG`) tagged with backbone and evaluation set; params = the flattened config plus
-`seed`; metrics `liver_dice`... plus per-epoch curves with step = epoch. Every tag, param and
-artifact name lives here; other modules import them. A trial's selected weights and config
-are its `model/` artifact folder, which `tumorsweep predict --run` downloads and which a
-registered model version points at (`models:/NAME/VERSION`).
+`seed` and the training pool per source (`train_pool.*`); metrics `liver_dice`... plus
+per-epoch curves with step = epoch. Every tag, param and artifact name lives here; other
+modules import them. A trial's selected weights and config are its `model/` artifact folder,
+which `tumorsweep predict --run` downloads and which a registered model version points at
+(`models:/NAME/VERSION`).
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def _guard_sources(
     return notes
 
 
-def _source_records(root_name: str, data: DataConfig, split: DatasetSplit, extras: list):
+def _source_records(root_name: str, split: DatasetSplit, extras: list) -> tuple[dict, ...]:
     records = [{"name": root_name, "path": str(split.root), "layout": split.fmt,
                 "role": "evaluation"}]  # fmt: skip
     records += [
@@ -187,7 +187,7 @@ def pool_with_sources(
     for extra in extras:
         healthy += extra.healthy
         tumor += extra.tumor
-    return healthy, tumor, notes, _source_records(root_name, data, split, extras)
+    return healthy, tumor, notes, _source_records(root_name, split, extras)
 
 
 def _guard_overlaps(split: DatasetSplit, allow_overlap: bool) -> list[str]:
