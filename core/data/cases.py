@@ -74,6 +74,16 @@ class CaseLists:
                 pool[entry["source"]][arm] += 1
         return pool
 
+    def selection_cases(self) -> tuple[CaseEntry, ...]:
+        """The cases checkpoints are selected on (empty for "last")."""
+        return {"validation": self.validation, "test": self.test}.get(self.selection, ())
+
+    def held_out(self) -> set[str]:
+        """Names, image and label paths of every validation and test case (nothing may be
+        trained or fitted on them)."""
+        keys = ("case", "image", "label")
+        return {e[key] for e in self.validation + self.test for key in keys}
+
 
 def cache_dir() -> Path:
     """Where tumorsweep keeps what it can rebuild: the phantom CTs, check results, Ray results."""
