@@ -81,6 +81,6 @@ def test_a_two_source_study_logs_and_reports_its_pool_per_source(
     report = build_report(uri, "pooled", n_resamples=50)
     notes = table_notes(report.summary, "pooled")
     assert (
-        "training pool of UNET(+50% Sphere): 7 cases (tumorsweep-phantom: 4 healthy; "
+        "training pool of UNET(+50% Sphere,add spheres): 7 cases (tumorsweep-phantom: 4 healthy; "
         "healthy: 3 healthy)" in notes
     )
