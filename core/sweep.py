@@ -106,7 +106,11 @@ def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
             tracking.EVAL_SET_TAG: cases.eval_set,
             tracking.CONFIG_KEY_TAG: config_key(overrides, context.swept),
         },
-        params={**flat, tracking.SEED_PARAM: cfg.seed},
+        params={
+            **flat,
+            tracking.SEED_PARAM: cfg.seed,
+            **tracking.pool_params(cases.pool(cfg.data.real_share())),
+        },
     )
     real_share = 1.0 if cfg.data.real_tumors else (cfg.data.real_fraction or 0.0)
     real, synthetic = real_share > 0, real_share < 1
@@ -416,6 +420,7 @@ def _start_parent(
             tracking.EVAL_SET_TAG: cases.eval_set,
             tracking.DATA_ROOT_TAG: cases.root,
             tracking.DATA_WARNINGS_TAG: json.dumps(list(cases.warnings)),
+            tracking.DATA_SOURCES_TAG: json.dumps(list(cases.sources)),
         },
     )
     # only what every trial shares: a swept field's base value (or the first seed) on the

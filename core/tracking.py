@@ -4,10 +4,11 @@ Naming (what the notebook and the UI rely on): experiment = study, tagged as mod
 (its runs table: `runs_page_url`, not MLflow's GenAI traces view); parent run = one sweep
 invocation (`ROLE_TAG` "sweep"); a nested child run per trial (`ROLE_TAG` "trial",
 `PARENT_TAG`) tagged with backbone and evaluation set; params = the flattened config plus
-`seed`; metrics `liver_dice`... plus per-epoch curves with step = epoch. Every tag, param and
-artifact name lives here; other modules import them. A trial's selected weights and config
-are its `model/` artifact folder, which `tumorsweep predict --run` downloads and which a
-registered model version points at (`models:/NAME/VERSION`).
+`seed` and the training pool per source (`train_pool.*`); metrics `liver_dice`... plus
+per-epoch curves with step = epoch. Every tag, param and artifact name lives here; other
+modules import them. A trial's selected weights and config are its `model/` artifact folder,
+which `tumorsweep predict --run` downloads and which a registered model version points at
+(`models:/NAME/VERSION`).
 """
 
 from __future__ import annotations
@@ -45,10 +46,15 @@ DATA_ROOT_TAG = "tumorsweep.data_root"
 DATA_WARNINGS_TAG = "tumorsweep.data_warnings"  # JSON list of strings
 GENERATOR_DIR_TAG = "tumorsweep.generator_dir"  # on a generator job's run: its output folder
 BEST_TRIAL_TAG = "tumorsweep.best_trial"  # the best trial's run name, on the sweep's run
+DATA_SOURCES_TAG = "tumorsweep.data_sources"  # JSON list of {name, path, layout, role}
 DRIVER_HOST_TAG = "tumorsweep.driver_host"
 DRIVER_PID_TAG = "tumorsweep.driver_pid"
 # Params beyond the flattened config
 SEED_PARAM = "seed"
+# The trial's training pool per source: `train_pool.<source>.<arm>` = cases (arm healthy or
+# real_tumor, the arms the trial draws from, 0 included), and `train_pool.total`.
+POOL_PARAM_PREFIX = "train_pool."
+POOL_TOTAL_PARAM = "train_pool.total"
 # Artifacts of a trial
 PER_CASE_TEST_ARTIFACT = "per_case_test.csv"
 PER_CASE_VAL_ARTIFACT = "per_case_val.csv"
@@ -225,6 +231,18 @@ def _log_batches(client, run_id: str, params: list | None = None, metrics: list 
         client.log_batch(run_id, params=params[start : start + 100])
     for start in range(0, len(metrics or []), 1000):
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def pool_params(pool: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """MLflow params of a training pool {source: {arm: cases}} (see POOL_PARAM_PREFIX): every
+    source and arm given (0 included: a source that gives the trial nothing is listed), and
+    the total."""
+    params = {
+        f"{POOL_PARAM_PREFIX}{source}.{arm}": int(count)
+        for source, arms in pool.items()
+        for arm, count in arms.items()
+    }
+    return {**params, POOL_TOTAL_PARAM: sum(params.values())}
 
 
 def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:

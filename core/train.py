@@ -199,6 +199,7 @@ def prepare_location_model(cfg: TrialConfig, cases: CaseLists) -> Any:
         covariance_type=cfg.synthesis.gmm_covariance,
         seed=cfg.seed,
         cases=[case["case"] for case in cases.train_tumor],
+        tiny_radius_mm=cfg.synthesis.gmm_tiny_radius_mm if cfg.synthesis.gmm_tiny_split else None,
     )
 
 

@@ -143,7 +143,7 @@ def test_semi_axes_and_deformation_sigma_per_type(kind):
     rng = np.random.default_rng(3)
     for r0 in (SynthesisConfig().radius[kind], 10.0):
         config = only(kind, radius={**SynthesisConfig().radius, kind: r0})
-        blobs = [b for _ in range(120) for b in _draw_blobs(config, rng, lambda: (0, 0, 0))]
+        blobs = [b for _ in range(120) for b in _draw_blobs(config, rng, lambda kind: (0, 0, 0))]
         axes = np.array([b.semi_axes for b in blobs])
         # the three axes are independent draws of the same law: one test on all of them
         assert uniform_chi2_p(axes.ravel(), int(0.75 * r0), int(1.25 * r0)) > 1e-3
@@ -162,7 +162,7 @@ def test_type_probabilities():
     rng = np.random.default_rng(8)
     counts = {"tiny": 0, "small": 0, "medium": 0, "large": 0}
     for _ in range(2000):
-        blobs = _draw_blobs(config, rng, lambda: (0, 0, 0))
+        blobs = _draw_blobs(config, rng, lambda kind: (0, 0, 0))
         kinds = {
             k
             for k in counts

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tumorsweep.data.config import DataSource
 from tumorsweep.data.splits import NAMED_SPLITS
+from tumorsweep.errors import TumorsweepError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +48,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser("check-data", help="validate a dataset and summarise its cases")
     check.add_argument("--data", required=True, help="dataset folder or description .json")
     check.add_argument("--split", choices=sorted(NAMED_SPLITS), default=None)
+    check.add_argument(
+        "--base-dir", help="folder the --data JSON's relative paths start from (MONAI base_dir)"
+    )
+    check.add_argument(
+        "--source", action="append", default=[], metavar="SPEC", help="one more training "
+        "source (data.sources): a path, or YAML like '{path: healthy.json, base_dir: /data, "
+        "role: healthy, name: healthy}'; repeatable",
+    )  # fmt: skip
     check.set_defaults(func=_check_data)
+
+
+def parse_source(spec: str) -> DataSource:
+    """One `--source` flag: a bare path (a healthy source), or a YAML mapping of
+    `tumorsweep.data.config.DataSource` fields."""
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        value = yaml.safe_load(spec)
+    except yaml.YAMLError:
+        value = spec
+    fields = value if isinstance(value, dict) else {"path": spec}
+    try:
+        return DataSource.model_validate(fields)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        raise TumorsweepError(f"--source {spec!r}: {where}: {problem['msg']}") from None
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -72,13 +101,16 @@ def _phantom(args: argparse.Namespace) -> int:
 def _check_data(args: argparse.Namespace) -> int:
     from tumorsweep.data.check import check_dataset
 
-    result = check_dataset(args.data, split=args.split)
+    sources = [parse_source(spec) for spec in args.source]
+    result = check_dataset(args.data, split=args.split, base_dir=args.base_dir, sources=sources)
     split = result.split
     print(
         f"{split.name} ({split.fmt}): {len(split.train)} train, {len(split.validation)} "
         f"validation, {len(split.test)} test ({split.eval_set})"
     )
     print(result.table())
+    print()
+    print(result.source_table())
     for message in split.warnings + result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     found = result.first_problem()

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from tumorsweep import preflight, tracking
+from tumorsweep.cli.data import parse_source
 from tumorsweep.config import TrialConfig, apply_overrides, make_config, parse_assignment
 from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
+from tumorsweep.data.config import DataSource
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.search_space import SearchSpace, load_search_space, trial_count, trial_probes
 from tumorsweep.tracking import default_tracking_uri
@@ -41,6 +43,14 @@ def build_parser(study: str) -> argparse.ArgumentParser:
         "folds (default: the built-in phantom CTs)",
     )  # fmt: skip
     data.add_argument("--split", help="named evaluation set used as the test list, e.g. hu-val")
+    data.add_argument(
+        "--base-dir", help="folder the --data JSON's relative paths start from (data.base_dir)"
+    )
+    data.add_argument(
+        "--source", action="append", default=[], metavar="SPEC", help="one more training "
+        "source (data.sources): a path (a healthy source), or YAML like '{path: "
+        "datafolds/healthy.json, base_dir: /data, role: healthy}'; repeatable",
+    )  # fmt: skip
     data.add_argument(
         "--preset", choices=("demo", "paper"),
         help="demo (minutes on a laptop) or paper (the published protocol); default: demo "
@@ -218,6 +228,10 @@ def _resolve(base: TrialConfig) -> dict[int | None, CaseLists]:
             f"list: {cases.eval_set}; checkpoints selected on: {cases.selection})",
             flush=True,
         )
+        if len(cases.sources) > 1:
+            for name, arms in cases.pool(0.5).items():
+                print(f"  source {name}: {arms['healthy']} healthy + {arms['real_tumor']} "
+                      "real-tumour training cases", flush=True)  # fmt: skip
         for note in [*cases.warnings, *preflight.check_data(cases)]:
             print(f"note: {note}", flush=True)
         resolved[fold] = cases
@@ -286,10 +300,23 @@ def _overrides(space: SearchSpace, args: argparse.Namespace) -> dict[str, Any]:
         overrides["data.root"] = str(Path(args.data).resolve())
     if args.split:
         overrides["data.split"] = args.split
+    if args.base_dir:
+        overrides["data.base_dir"] = str(Path(args.base_dir).resolve())
+    if args.source:
+        overrides["data.sources"] = [_absolute(parse_source(spec)) for spec in args.source]
     if args.folds is not None:
         overrides["data.folds"] = args.folds
     overrides.update(parse_assignment(text) for text in args.set)
     return overrides
+
+
+def _absolute(source: DataSource) -> dict[str, Any]:
+    """A source with absolute paths (Ray workers and the MLflow params see the same files)."""
+    fields = source.model_dump()
+    fields["path"] = str(Path(source.path).expanduser().resolve())
+    if source.base_dir:
+        fields["base_dir"] = str(Path(source.base_dir).expanduser().resolve())
+    return fields
 
 
 def results_table(tracking_uri: str, outcome: dict[str, Any]) -> str:

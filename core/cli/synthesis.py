@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--components", type=int, default=2)
     fit.add_argument("--covariance", choices=("full", "diag", "tied"), default="full")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument(
+        "--tiny-radius-mm", type=float, default=None, metavar="MM", help="separate mixtures for "
+        "tiny tumours (equivalent-sphere radius <= MM, e.g. 5) and larger ones (default: one)",
+    )  # fmt: skip
     fit.add_argument("--out", required=True, type=Path)
     fit.set_defaults(func=run_fit_location)
 
@@ -246,10 +250,15 @@ def run_fit_location(args: argparse.Namespace) -> int:
         args.covariance,
         args.seed,
         cases=[c for c, _ in cases],
+        tiny_radius_mm=args.tiny_radius_mm,
     )
     model.save(args.out)
+    tiny = "" if model.tiny is None else (
+        f" and {args.components} on {model.tiny.n_tumors} tiny tumours (radius <= "
+        f"{args.tiny_radius_mm:g} mm)"
+    )  # fmt: skip
     print(
-        f"fitted {args.components} components on {model.n_tumors} tumours of {len(cases)} "
-        f"cases -> {args.out}"
+        f"fitted {args.components} components on {model.n_tumors} tumours{tiny} of "
+        f"{len(cases)} cases -> {args.out}"
     )
     return 0

@@ -1,9 +1,11 @@
 """A study's case lists, resolved once on the driver and shipped to every trial: `CaseLists`.
 
 Resolution reads the dataset layout (or writes the built-in phantom once), takes the named
-evaluation set as the test list and a disjoint validation list for checkpoint selection, and
-holds the leakage guard: a selection list that overlaps the reported list, or training that
-overlaps either, is refused unless `data.allow_overlap` is set (the override is then recorded).
+evaluation set as the test list and a disjoint validation list for checkpoint selection, adds
+the training cases of every extra source (`data.sources`, `tumorsweep.data.sources`), and
+holds the leakage guard across all of them: a selection list that overlaps the reported list,
+or training that overlaps either, is refused unless `data.allow_overlap` is set (the override
+is then recorded); one case reached from two sources is refused.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +28,15 @@ REAL_TUMOR_KEY = "real_tumor"  # training item flag: a real-tumour case in a rea
 
 
 class CaseEntry(TypedDict):
-    """One case: resolved image and label paths, its name, LiTS number and tumour flag."""
+    """One case: resolved image and label paths, its name (`source/name` for an extra
+    source's case), LiTS number, tumour flag and the name of the source it came from."""
 
     image: str
     label: str
     case: str
     case_id: int | None
     tumor: bool | None
+    source: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,21 @@ class CaseLists:
     root: str
     selection: str = "validation"
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    sources: tuple[dict[str, str], ...] = field(default_factory=tuple)
+
+    def pool(self, real_share: float) -> dict[str, dict[str, int]]:
+        """The training pool of a trial whose `data.real_share()` is `real_share`, per source
+        (data.root first, every source listed): {source: {arm: cases}} over the arms the trial
+        draws from ("healthy" for synthesis, "real_tumor" for the real-tumour control)."""
+        arms = [("healthy", self.train)] if real_share < 1 else []
+        arms += [("real_tumor", self.train_tumor)] if real_share > 0 else []
+        names = [s["name"] for s in self.sources]
+        names += [e["source"] for _, entries in arms for e in entries if e["source"] not in names]
+        pool = {name: {arm: 0 for arm, _ in arms} for name in dict.fromkeys(names)}
+        for arm, entries in arms:
+            for entry in entries:
+                pool[entry["source"]][arm] += 1
+        return pool
 
     def selection_cases(self) -> tuple[CaseEntry, ...]:
         """The cases checkpoints are selected on (empty for "last")."""
@@ -105,7 +125,79 @@ def phantom_root(data: DataConfig) -> Path:
 
 
 def _entries(entries: list[dict]) -> tuple[CaseEntry, ...]:
-    return tuple(CaseEntry(**{key: e[key] for key in CaseEntry.__annotations__}) for e in entries)
+    return tuple(
+        CaseEntry(**{key: e.get(key, "") if key == "source" else e[key] for key in _KEYS})
+        for e in entries
+    )
+
+
+_KEYS = tuple(CaseEntry.__annotations__)
+
+
+def _guard_sources(
+    split: DatasetSplit, root_name: str, root_train: list[dict], extras: list, allow: bool
+) -> list[str]:
+    """Refuse one case reached from two sources (see tumorsweep.data.sources); a training case
+    of an extra source that is a validation/test case of data.root is leakage, overridable."""
+    from tumorsweep.data.sources import describe_pair, same_cases
+
+    groups = [(root_name, root_train + split.validation + split.test)]
+    groups += [(extra.name, extra.healthy + extra.tumor) for extra in extras]
+    held = {e["image"] for e in split.validation + split.test}
+    notes = []
+    for first, second, why in same_cases(groups):
+        line = describe_pair(first, second, why)
+        if first["image"] in held or second["image"] in held:
+            if not allow:
+                raise TumorsweepError(
+                    f"a validation/test case of data.root is a training case of another "
+                    f"source: {line}; drop it from that source or set data.allow_overlap=true"
+                )
+            notes.append(f"override data.allow_overlap: {line}")
+            continue
+        raise TumorsweepError(
+            f"one case in the training pool twice, from two sources: {line}; drop it from one "
+            "of them (data.root's own tumour-free cases: data.root_healthy=false)"
+        )
+    return notes
+
+
+def _source_records(root_name: str, split: DatasetSplit, extras: list) -> tuple[dict, ...]:
+    records = [{"name": root_name, "path": str(split.root), "layout": split.fmt,
+                "role": "evaluation"}]  # fmt: skip
+    records += [
+        {"name": e.name, "path": e.path, "layout": e.layout, "role": e.role} for e in extras
+    ]
+    return tuple(records)
+
+
+def pool_with_sources(
+    data: DataConfig, split: DatasetSplit
+) -> tuple[list[dict], list[dict], list[str], tuple[dict[str, str], ...]]:
+    """(healthy training, tumour training, notes, source records) of data.root plus
+    data.sources, every entry tagged with its source."""
+    from tumorsweep.data.sources import load_source
+
+    root_name = re.sub(r"[^A-Za-z0-9._-]+", "_", split.name).strip("._-") or "data"
+    for entry in split.train + split.validation + split.test:
+        entry["source"] = root_name
+    healthy = split.train_cases(real_tumors=False) if data.root_healthy else []
+    tumor = split.train_cases(real_tumors=True)
+    extras = [load_source(source) for source in data.sources]
+    names = [root_name] + [extra.name for extra in extras]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise TumorsweepError(
+            f"data.sources: two sources are called {clash[0]!r} (data.root's dataset is "
+            f"{root_name!r}); give each source a distinct name"
+        )
+    notes = [note for extra in extras for note in extra.notes]
+    if extras:
+        notes += _guard_sources(split, root_name, healthy + tumor, extras, data.allow_overlap)
+    for extra in extras:
+        healthy += extra.healthy
+        tumor += extra.tumor
+    return healthy, tumor, notes, _source_records(root_name, split, extras)
 
 
 def _guard_overlaps(split: DatasetSplit, allow_overlap: bool) -> list[str]:
@@ -161,6 +253,7 @@ def resolve_cases(
         split=data.split,
         val_fraction=data.val_fraction,
         seed=data.split_seed,
+        base_dir=data.base_dir,
     )
     if data.folds is not None:
         from tumorsweep.data.folds import fold_split
@@ -176,14 +269,17 @@ def resolve_cases(
             f"{root}: no test cases (the dataset has no test list and no --split was named): "
             "nothing to report on"
         )
+    healthy, tumor, source_notes, sources = pool_with_sources(data, split)
+    notes += source_notes
     overlap_warnings = [w for w in split.warnings if " also in " in w]
     return CaseLists(
-        train=_entries(split.train_cases(real_tumors=False)),
-        train_tumor=_entries(split.train_cases(real_tumors=True)),
+        train=_entries(healthy),
+        train_tumor=_entries(tumor),
         validation=_entries(split.validation),
         test=_entries(split.test),
         eval_set=split.eval_set,
         root=str(root),
         selection=selection,
         warnings=tuple(w for w in split.warnings if w not in overlap_warnings) + tuple(notes),
+        sources=sources,
     )

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from tumorsweep.data.config import DataConfig, DataSource
 from tumorsweep.data.io import (
     AFFINE_TOLERANCE,
     as_labels,
@@ -38,6 +39,7 @@ PROBLEM_CLASSES = (
     "spacing",  # voxel size outside SPACING_RANGE_MM
     "empty liver",  # no liver voxel at all
 )
+_ROLES = ("train", "validation", "test")
 _CHECK_VERSION = 1  # bump when the checks change: cached results are then recomputed
 
 
@@ -47,6 +49,7 @@ class CaseSummary:
 
     case: str
     role: str
+    source: str = ""
     shape: tuple[int, ...] | None = None
     spacing: tuple[float, ...] | None = None
     liver_ml: float | None = None
@@ -72,6 +75,30 @@ class DataCheck:
     cases: list[CaseSummary]
     problems: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    sources: tuple[dict[str, str], ...] = ()
+    bad_cases: set[str] = field(default_factory=set)
+
+    def source_table(self) -> str:
+        """One row per source: layout, role, its cases by list, healthy and tumour-bearing
+        cases, total liver volume range and how many cases have a problem."""
+        header = f"{'source':<20} {'layout':<7} {'role':<10} {'cases':>5} {'train':>5} "
+        header += f"{'val':>4} {'test':>4} {'healthy':>7} {'tumour':>6} {'liver ml':>15} "
+        header += f"{'problems':>8}"
+        rows = [header]
+        for source in self.sources or ({"name": "", "layout": "", "role": ""},):
+            mine = [c for c in self.cases if c.source == source["name"]]
+            count = {role: sum(c.role == role for c in mine) for role in _ROLES}
+            livers = [c.liver_ml for c in mine if c.liver_ml is not None]
+            span = f"{min(livers):.0f}-{max(livers):.0f}" if livers else "?"
+            healthy = sum(c.tumors == 0 for c in mine)
+            tumour = sum(bool(c.tumors) for c in mine)
+            bad = sum(c.case in self.bad_cases for c in mine)
+            rows.append(
+                f"{source['name'][:20]:<20} {source['layout']:<7} {source['role']:<10} "
+                f"{len(mine):>5} {count['train']:>5} {count['validation']:>4} "
+                f"{count['test']:>4} {healthy:>7} {tumour:>6} {span:>15} {bad:>8}"
+            )
+        return "\n".join(rows)
 
     def first_problem(self) -> tuple[str, list[str]] | None:
         """The most basic class of problem found, with every bad case of it."""
@@ -101,7 +128,7 @@ class DataCheck:
 
 def check_case(entry: dict, role: str) -> CaseResult:
     """Read one case fully and check it (see PROBLEM_CLASSES and the HU warnings)."""
-    result = CaseResult(CaseSummary(entry["case"], role))
+    result = CaseResult(CaseSummary(entry["case"], role, entry.get("source", "")))
     summary, problems = result.summary, result.problems
     try:
         image, affine, spacing = load_volume(entry["image"])
@@ -191,7 +218,8 @@ def _cached_check(entry: dict, role: str, cache: Path | None) -> CaseResult:
     stored = cache / f"{key}.json"
     if stored.is_file():
         payload = json.loads(stored.read_text())
-        summary = CaseSummary(**{**payload["summary"], "case": entry["case"], "role": role})
+        where = {"case": entry["case"], "role": role, "source": entry.get("source", "")}
+        summary = CaseSummary(**{**payload["summary"], **where})
         return CaseResult(summary, [tuple(p) for p in payload["problems"]], payload["warnings"])
     result = check_case(entry, role)
     cache.mkdir(parents=True, exist_ok=True)
@@ -216,20 +244,35 @@ def check_entries(
             check.cases.append(result.summary)
             for kind, message in result.problems:
                 check.problems.setdefault(kind, []).append(message)
+                check.bad_cases.add(entry["case"])
             check.warnings += result.warnings
     if not check.cases:
         raise TumorsweepError("the dataset resolves to 0 cases: nothing to check or train on")
     return check
 
 
-def check_dataset(path: str | Path, split: str | None = None) -> DataCheck:
-    """Load the dataset at `path` and check every case of its train, validation, test lists."""
-    dataset = load_split(path, split=split)
-    lists = (("train", dataset.train), ("validation", dataset.validation), ("test", dataset.test))
+def check_dataset(
+    path: str | Path,
+    split: str | None = None,
+    base_dir: str | None = None,
+    sources: Sequence[DataSource] = (),
+) -> DataCheck:
+    """Load the dataset at `path` (relative JSON paths from `base_dir`) and the training
+    lists of every extra source (`data.sources`), refuse one case reached from two sources,
+    and check every case of the train, validation and test lists, each tagged with its source
+    (`DataCheck.source_table`)."""
+    from tumorsweep.data.cases import pool_with_sources
+
+    dataset = load_split(path, split=split, base_dir=base_dir)
+    data = DataConfig(root=str(path), base_dir=base_dir, sources=list(sources))
+    healthy, tumor, notes, records = pool_with_sources(data, dataset)
+    lists = (("train", healthy + tumor), ("validation", dataset.validation),
+             ("test", dataset.test))  # fmt: skip
     if not any(entries for _, entries in lists):
         raise TumorsweepError(f"{path}: the dataset resolves to 0 cases (check its file names)")
     check = check_entries(lists)
-    check.split = dataset
+    check.split, check.sources = dataset, records
+    check.warnings = notes + check.warnings
     return check
 
 

@@ -16,15 +16,64 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+Layout = Literal["auto", "msd", "lits", "nnunet", "folds"]
+SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class DataSource(_Strict):
+    """One more dataset the training pool draws from, besides `data.root` (which alone gives
+    the validation and test lists). SyntheticTumors' `datafolds/healthy.json` is one source:
+    `{path: datafolds/healthy.json, base_dir: /data/SyntheticTumors, role: healthy}`."""
+
+    path: str = Field(
+        ..., description="dataset folder or description .json of this source: MSD, LiTS, "
+        "nnU-Net v2 raw, or a folds JSON such as SyntheticTumors' datafolds/healthy.json",
+    )  # fmt: skip
+    name: str | None = Field(
+        None, pattern=SOURCE_NAME, description="short name of the source: its cases are "
+        "`name/case` (distinct from every other source's), and MLflow params and the report "
+        "count its cases under it; None = the description file's stem, else the folder's name",
+    )  # fmt: skip
+    layout: Layout = Field("auto", description="dataset layout; auto = detected from the path")
+    base_dir: str | None = Field(
+        None, description="folder the JSON's relative image/label paths start from, as "
+        "MONAI's load_decathlon_datalist(base_dir=...) and SyntheticTumors' --train_dir; "
+        "None = the JSON's own folder (or its 'data_root' key); JSON layouts only",
+    )  # fmt: skip
+    role: Literal["healthy", "train"] = Field(
+        "healthy", description="healthy = its training cases join the synthetic arm's pool "
+        "and must hold no tumour (labels 0/1; a case with label 2 is refused); train = its "
+        "training cases join training as data.root's do (tumour-free ones the synthetic arm, "
+        "tumour ones the real-tumour arm). Its validation/test lists are never used",
+    )  # fmt: skip
+
+
 class DataConfig(_Strict):
     """Where the CTs come from and how they are resampled and windowed."""
 
     root: str | None = Field(None, description="dataset path; None = built-in phantom CTs")
-    format: Literal["auto", "msd", "lits", "nnunet", "folds"] = Field(
+    format: Layout = Field(
         "auto",
         description="dataset layout of data.root: auto-detected, or msd, lits, nnunet, folds "
         "(SyntheticTumors JSON)",
     )
+    base_dir: str | None = Field(
+        None, description="folder data.root's JSON description takes its relative paths from "
+        "(MONAI's base_dir; SyntheticTumors' --train_dir/--val_dir for datafolds/lits.json); "
+        "None = the JSON's own folder (or its 'data_root' key); JSON layouts only",
+    )  # fmt: skip
+    sources: list[DataSource] = Field(
+        default_factory=list, description="more datasets the training pool draws from (each "
+        "its own layout and role); [] = data.root alone. The published synthetic arm trained "
+        "on datafolds/healthy.json's 116 healthy CTs (47 BTCV, 38 TCIA Pancreas-CT, 20 CHAOS, "
+        "11 tumour-free LiTS)",
+    )  # fmt: skip
+    root_healthy: bool = Field(
+        True, description="whether data.root's own tumour-free training cases join the "
+        "synthetic arm's pool; false with a healthy source leaves that pool to the sources "
+        "(the published one: healthy.json alone, which holds its own copies of 11 tumour-free "
+        "LiTS cases)",
+    )  # fmt: skip
     split: str | None = Field(None, description="named evaluation set used as the test list")
     val_fraction: float = Field(
         0.1,
@@ -156,6 +205,14 @@ class DataConfig(_Strict):
         if self.real_fraction is not None:
             return float(self.real_fraction)
         return 1.0 if self.real_tumors else 0.0
+
+    @model_validator(mode="after")
+    def _distinct_sources(self) -> DataConfig:
+        names = [s.name for s in self.sources if s.name]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"data.sources: name {repeated[0]!r} given to two sources")
+        return self
 
     @model_validator(mode="after")
     def _disk_cache_is_fast(self) -> DataConfig:

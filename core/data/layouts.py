@@ -44,7 +44,7 @@ def lits_case_id(name: str) -> int | None:
 
 
 def _entry(image: Path, label: Path, tumor: bool | None) -> dict:
-    name = case_name(image)
+    name = case_name(image)  # as listed: a symlinked file keeps the name it is listed under
     return {
         "image": str(image.resolve()),
         "label": str(label.resolve()),
@@ -174,17 +174,24 @@ def _json_list(
         if Path(item["image"]).name.startswith("._"):
             continue  # macOS resource-fork litter
         tumor = item.get("tumor") if flags else None
-        image = (data_root / item["image"]).resolve()
-        label = (data_root / item["label"]).resolve()
+        image, label = data_root / item["image"], data_root / item["label"]
         entries.append(_entry(image, label, None if tumor is None else bool(tumor)))
     return entries
 
 
-def _load_decathlon(root: Path, fmt: str) -> tuple[str, Path, dict[str, list[dict]]]:
-    """MSD dataset.json or a SyntheticTumors folds JSON (optional "data_root" key)."""
+def _load_decathlon(
+    root: Path, fmt: str, base_dir: Path | None = None
+) -> tuple[str, Path, dict[str, list[dict]]]:
+    """MSD dataset.json or a SyntheticTumors folds JSON; relative paths start from `base_dir`
+    when given, else from the JSON's folder (and its optional "data_root" key)."""
     description = _description(root, fmt)
     data = _read_json(description)
-    data_root = description.parent / data.get("data_root", ".")
+    if base_dir is not None:
+        if not base_dir.is_dir():
+            raise TumorsweepError(f"base_dir {base_dir} of {description}: folder not found")
+        data_root = base_dir
+    else:
+        data_root = description.parent / data.get("data_root", ".")
     if "training" not in data:
         raise TumorsweepError(f"{description}: not a dataset description (no 'training' list)")
     lists = {
@@ -277,12 +284,41 @@ def _overlap(first: list[dict], second: list[dict]) -> list[str]:
     return sorted({a["case"] for a in first for b in second if _same_case(a, b)})
 
 
+def read_layout(
+    root: str | Path, fmt: str = "auto", base_dir: str | Path | None = None
+) -> tuple[str, str, Path, dict[str, list[dict]]]:
+    """(name, format, data root, {"training", "validation", "test": entries}) of a dataset,
+    every listed file checked to exist. `base_dir`: where a JSON description's relative paths
+    start (MONAI's `load_decathlon_datalist(base_dir=...)`); JSON layouts only."""
+    path = Path(root).expanduser()
+    if fmt not in ("auto", *FORMATS):
+        raise TumorsweepError(
+            f"format {fmt!r} unknown: expected auto or one of {', '.join(FORMATS)}"
+        )
+    detected = _detect(path)[0] if fmt == "auto" else fmt
+    if base_dir is not None and detected not in ("msd", "folds"):
+        raise TumorsweepError(
+            f"{path}: base_dir {base_dir} applies to JSON descriptions (msd, folds), not to "
+            f"the {detected} layout"
+        )
+    if detected == "lits":
+        name, data_root, lists = _load_lits(path)
+    elif detected == "nnunet":
+        name, data_root, lists = _load_nnunet(path)
+    else:
+        base = None if base_dir is None else Path(base_dir).expanduser()
+        name, data_root, lists = _load_decathlon(path, detected, base)
+    _check_exists(_unique(lists["training"] + lists["validation"] + lists["test"]), path)
+    return name, detected, data_root, lists
+
+
 def load_split(
     root: str | Path,
     fmt: str = "auto",
     split: str | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
+    base_dir: str | Path | None = None,
 ) -> DatasetSplit:
     """Load a dataset and split it into train / validation / test lists.
 
@@ -290,26 +326,15 @@ def load_split(
     test list. Validation is the dataset's own validation list if it has one, else a
     deterministic `val_fraction` (at least one) of the remaining tumour cases drawn with
     `seed`; train is the rest. Overlaps between the lists are warned about here and refused
-    for a study by `tumorsweep.data.cases.resolve_cases`.
+    for a study by `tumorsweep.data.cases.resolve_cases`. `base_dir`: see `read_layout`.
     """
     path = Path(root).expanduser()
-    if fmt not in ("auto", *FORMATS):
-        raise TumorsweepError(
-            f"format {fmt!r} unknown: expected auto or one of {', '.join(FORMATS)}"
-        )
     if split is not None and split not in NAMED_SPLITS:
         raise TumorsweepError(f"split {split!r} unknown: expected one of {', '.join(NAMED_SPLITS)}")
     if not 0.0 <= val_fraction < 1.0:
         raise TumorsweepError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    detected = _detect(path)[0] if fmt == "auto" else fmt
-    if detected == "lits":
-        name, data_root, lists = _load_lits(path)
-    elif detected == "nnunet":
-        name, data_root, lists = _load_nnunet(path)
-    else:
-        name, data_root, lists = _load_decathlon(path, detected)
+    name, detected, data_root, lists = read_layout(path, fmt, base_dir)
     everything = _unique(lists["training"] + lists["validation"] + lists["test"])
-    _check_exists(everything, path)
     study = DatasetSplit(name, data_root, detected, [], [], [], split or "test")
 
     if split is None:

@@ -38,6 +38,8 @@ def knob_qualifier(name: str, value: Any) -> str | None:
         return f"{name.rsplit('.', 1)[-1]}=None"
     if name == "synthesis.sphere_ratio":
         return f"+{value * 100:g}% Sphere" if value else None
+    if name == "synthesis.sphere_mode":  # the reading of "+N% Sphere"; replace is the default
+        return None if value == "replace" else f"{value} spheres"
     if name == "synthesis.location":
         return None if value == "uniform" else str(value).upper()
     if name == "synthesis.style":

@@ -41,7 +41,10 @@ def published_table() -> pd.DataFrame:
     """Every published value, one row per column x metric.
 
     Columns: source, table, label, backbone, eval_set, protocol, params (dict), metric,
-    value, paper (the original paper's figure, NaN where the table gives none).
+    value, paper (the original paper's figure, NaN where the table gives none), pool (the
+    published training pool: {"cases", "text"}, None where unknown), no_public_code (why no
+    public code makes the value, None where some does) and reading (our param that says how
+    we read such a column).
     """
     text = resources.files("tumorsweep").joinpath(REFERENCE_FILE).read_text(encoding="utf-8")
     document = yaml.safe_load(text)
@@ -68,6 +71,9 @@ def published_table() -> pd.DataFrame:
                         "metric": metric,
                         "value": float(value),
                         "paper": float(column.get("paper", {}).get(metric, math.nan)),
+                        "pool": column.get("pool", table.get("pool")),
+                        "no_public_code": column.get("no_public_code"),
+                        "reading": column.get("reading"),
                     }
                 )
     return pd.DataFrame.from_records(rows)
@@ -76,9 +82,11 @@ def published_table() -> pd.DataFrame:
 # Params that may differ from the paper preset without changing what a published number
 # measures: where the data are and how they are split, cached and loaded, file paths of
 # fitted models (their knobs are params of their own), bookkeeping, the seed, and what the
-# report matches or notes on its own (backbone, pretraining, protocol, overrides).
+# report matches or notes on its own (backbone, pretraining, protocol, overrides, and the
+# training pool's sources, noted from the trials' train_pool.* params).
 _NEUTRAL_PARAMS = (
-    "data.root", "data.format", "data.split", "data.val_fraction", "data.split_seed",
+    "data.root", "data.format", "data.base_dir", "data.sources", "data.root_healthy",
+    "data.split", "data.val_fraction", "data.split_seed",
     "data.folds", "data.fold", "data.folds_file", "data.allow_overlap", "data.cache_rate",
     "data.pipeline", "data.cache", "data.cache_dir", "data.cache_memory_gb",
     "data.loader_workers", "synthesis.location_model", "synthesis.generator", "model.name",

@@ -42,9 +42,22 @@ PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "fold", "case", "me
 PROTOCOL_PARAM = "eval.protocol"
 FOLD_PARAM, FOLDS_PARAM = "data.fold", "data.folds"  # a trial's fold k of K (absent: no folds)
 OVERRIDE_PARAMS = ("eval.allow_test_selection", "data.allow_overlap")
+SPHERE_MODE_PARAM = "synthesis.sphere_mode"  # absent in trials from before it: "replace"
 _KEPT_PARAMS = (
     "model.name", "model.pretrained", "data.real_tumors", "data.real_fraction", PROTOCOL_PARAM,
+    SPHERE_MODE_PARAM, "synthesis.style",
 )  # fmt: skip
+
+
+def training_pool(params: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """A trial's training pool {source: {arm: cases}} from its `train_pool.*` params (empty
+    for trials from before they were logged)."""
+    pool: dict[str, dict[str, int]] = {}
+    for name, value in params.items():
+        if name.startswith(tracking.POOL_PARAM_PREFIX) and name != tracking.POOL_TOTAL_PARAM:
+            source, arm = name[len(tracking.POOL_PARAM_PREFIX) :].rsplit(".", 1)
+            pool.setdefault(source, {})[arm] = int(value)
+    return pool
 
 
 def parse_param(text: str) -> Any:
@@ -196,12 +209,15 @@ def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any])
         "data_warnings": json.dumps(sweep["data_warnings"]),
         "overrides": json.dumps([name for name in OVERRIDE_PARAMS if params.get(name) is True]),
         "deviations": json.dumps(protocol_deviations(params, swept)),
+        "train_pool": json.dumps(training_pool(params)),
         "metrics": dict(run.data.metrics),
     }
     kept = dict.fromkeys([*swept, *_KEPT_PARAMS, *reference_param_names()])
     record.update({name: params.get(name) for name in kept})
     if record[PROTOCOL_PARAM] is None:  # trials from before the protocol param
         record[PROTOCOL_PARAM] = DEFAULT_PROTOCOL
+    if record[SPHERE_MODE_PARAM] is None:  # trials from before the sphere reading was a param
+        record[SPHERE_MODE_PARAM] = "replace"
     return record
 
 
@@ -222,8 +238,9 @@ def load_runs(
     folds (None without cross-validation), label,
     metric, value, swept, baseline, data_warnings (JSON list, the sweep's), overrides (JSON
     list of `OVERRIDE_PARAMS` set true), deviations (JSON list of `name=value` where the trial
-    left the paper preset, `protocol_deviations`), then the params (`eval.protocol`
-    "tumorsweep" where the trial logged none).
+    left the paper preset, `protocol_deviations`), train_pool (JSON {source: {arm: cases}} of
+    its `train_pool.*` params, {} where it logged none), then the params (`eval.protocol`
+    "tumorsweep" and `synthesis.sphere_mode` "replace" where the trial logged none).
     """
     names = [experiments] if isinstance(experiments, str) else list(experiments)
     names = [n.strip() for name in names for n in name.split(",") if n.strip()]

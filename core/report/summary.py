@@ -193,8 +193,9 @@ def summarise(
     test ("two-level t", "case sign-flip", "fold-paired t" when both have folds), p_value
     (raw), n_paired (shared cases), p_holm (Holm over the experiment's comparisons),
     significant (p_holm < alpha), published, paper, published_label, published_source,
-    published_protocol, published_comparable; deviations keeps only the params the matched
-    published column does not set itself.
+    published_protocol, published_comparable, published_pool ({"cases", "text"} or None),
+    published_no_code (why no public code makes it, or None), published_reading; deviations
+    keeps only the params the matched published column does not set itself.
     """
     configs = configurations(runs)
     finished = runs[(runs["status"] == "FINISHED") & runs["value"].notna()]
@@ -260,6 +261,9 @@ def summarise(
                     "published_protocol": None if reference is None else reference["protocol"],
                     "published_comparable": reference is not None
                     and reference["protocol"] == config["protocol"],
+                    "published_pool": None if reference is None else reference["pool"],
+                    "published_no_code": None if reference is None else reference["no_public_code"],
+                    "published_reading": None if reference is None else reference["reading"],
                     # a param the published column itself sets is no deviation from it
                     "deviations": [
                         d

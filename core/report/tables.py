@@ -9,11 +9,14 @@ A published value stands in the column beside ours only when it was scored with 
 evaluation protocol on our evaluation set; matched but scored otherwise, it goes to a
 separate column at the right whose name says both protocols. Columns without numbers say why
 (FAILED, KILLED, running, stale (driver gone), n/a), never 0. `table_notes` says all of this
-for one table, including overrides of the leakage guards and the sweep's data warnings.
+for one table, including overrides of the leakage guards and the sweep's data warnings, each
+column's training pool per source (and where it differs in size from the published column's),
+and the published columns that no public code makes, with the reading ours used.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -29,6 +32,7 @@ from tumorsweep.report.stats import (
     TWO_LEVEL_T,
 )
 from tumorsweep.report.summary import TABLE_METRICS
+from tumorsweep.synthesis.config import SPHERE_MODES
 
 METRIC_NAMES = summary_names()
 TRIALS_ROW = "Trials"
@@ -218,6 +222,79 @@ def _published_notes(chosen: pd.DataFrame) -> list[str]:
     return notes
 
 
+def pool_text(pool: dict[str, dict[str, int]]) -> str:
+    """`116 cases (healthy: 116 healthy; Task03_Liver: 0)`-style text of a training pool."""
+    arms = {"healthy": "healthy", "real_tumor": "real-tumour"}
+    total = sum(sum(counts.values()) for counts in pool.values())
+    parts = [
+        f"{source}: "
+        + (" + ".join(f"{n} {arms.get(arm, arm)}" for arm, n in counts.items() if n) or "0")
+        for source, counts in pool.items()
+    ]
+    return f"{total} cases ({'; '.join(parts)})"
+
+
+def _pool_total(pool: dict[str, dict[str, int]]) -> int:
+    return sum(sum(counts.values()) for counts in pool.values())
+
+
+def _pool_notes(chosen: pd.DataFrame) -> list[str]:
+    """Each column's training pool per source, and where it differs in size from the pool of
+    the published column matched to it."""
+    if "train_pool" not in chosen.columns:
+        return []
+    configs = chosen[chosen["metric"] == "tumor_dice"].drop_duplicates("label")
+    pools = {row["label"]: json.loads(row["train_pool"] or "{}") for _, row in configs.iterrows()}
+    groups: dict[str, list[str]] = {}
+    for label, pool in pools.items():
+        if pool:
+            groups.setdefault(pool_text(pool), []).append(label)
+    notes = [f"training pool of {', '.join(labels)}: {text}" for text, labels in groups.items()]
+    for _, row in configs.iterrows():
+        published, pool = row.get("published_pool"), pools[row["label"]]
+        if not isinstance(published, dict) or not pool:
+            continue
+        if _pool_total(pool) != published["cases"]:
+            notes.append(
+                f"{row['label']} trained on {_pool_total(pool)} cases, the published "
+                f"{row['published_label']} on {published['text']}: the training pools differ, "
+                "so the published value is a reference, not a replication of this column"
+            )
+    return notes
+
+
+def _reading(row: pd.Series) -> str:
+    """How our column read a published column that no public code defines."""
+    param = row.get("published_reading")
+    value = row.get(param) if isinstance(param, str) else None
+    if param == "synthesis.sphere_mode":
+        mode = value if value in SPHERE_MODES else "replace"
+        return f"synthesis.sphere_mode={mode}: {SPHERE_MODES[mode]}"
+    if param == "synthesis.style":
+        return (
+            f"synthesis.style={value}: tumorsweep's own implementation from the paper's "
+            "description (synthesis.zhang.*)"
+        )
+    return f"{param}={value}" if param else "tumorsweep's own"
+
+
+def _no_code_notes(chosen: pd.DataFrame) -> list[str]:
+    """Published values no public code makes, each with the reading our column used."""
+    if "published_no_code" not in chosen.columns:
+        return []
+    configs = chosen[chosen["metric"] == "tumor_dice"].drop_duplicates("label")
+    rows = configs[[isinstance(v, str) and bool(v) for v in configs["published_no_code"]]]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for _, row in rows.iterrows():
+        key = (row["published_no_code"], _reading(row))
+        groups.setdefault(key, []).append(f"{row['published_label']} (beside {row['label']})")
+    return [
+        f"no public implementation: the published {', '.join(labels)}: {why}; so no published "
+        f"code is replicated here, ours reads the column as {reading}"
+        for (why, reading), labels in groups.items()
+    ]
+
+
 def _trust_notes(chosen: pd.DataFrame) -> list[str]:
     configs = chosen.drop_duplicates("label")
     notes = []
@@ -241,7 +318,13 @@ def table_notes(summary: pd.DataFrame, experiment: str) -> list[str]:
     """Footnotes for one experiment's table: what the numbers, the intervals and the star
     mean, which published values are comparable, and what makes numbers less trustworthy."""
     chosen = summary[summary["experiment"] == experiment]
-    return _statistics_notes(chosen) + _published_notes(chosen) + _trust_notes(chosen)
+    return (
+        _statistics_notes(chosen)
+        + _published_notes(chosen)
+        + _no_code_notes(chosen)
+        + _pool_notes(chosen)
+        + _trust_notes(chosen)
+    )
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -11,6 +11,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TUMOR_TYPES = ("tiny", "small", "medium", "large", "mix")
+# The two readings of the replication's "+N% Sphere" columns (no public code defines it).
+SPHERE_MODES = {
+    "replace": "each blob, with probability N, is a sphere (radius: one of its three drawn "
+    "semi-axes, chosen at random) instead of an ellipsoid; the blob count is unchanged",
+    "add": "each event keeps its ellipsoids and gains Binomial(n, N) extra spheres per blob "
+    "type drawn n times (radius: one semi-axis draw of that type), i.e. N extra spheres per "
+    "ellipsoid on average",
+}
 BLOB_TYPES = ("tiny", "small", "medium", "large")
 
 
@@ -269,7 +277,14 @@ class SynthesisConfig(_Strict):
         default_factory=_default_elastic,
         description="voxels; [lo, hi] std of the elastic displacement grid per blob type",
     )
-    sphere_ratio: float = Field(0.0, ge=0, le=1, description="per-blob probability of a sphere")
+    sphere_ratio: float = Field(
+        0.0, ge=0, le=1, description="N of the replication's '+N% Sphere' columns, read as "
+        "synthesis.sphere_mode says; 0 = Hu et al. (no spheres)",
+    )  # fmt: skip
+    sphere_mode: Literal["replace", "add"] = Field(
+        "replace", description="how sphere_ratio N is read (no public code defines '+N% "
+        "Sphere'): replace = " + SPHERE_MODES["replace"] + "; add = " + SPHERE_MODES["add"],
+    )  # fmt: skip
     location: Literal["uniform", "gmm"] = Field(
         "uniform",
         description="tumour centres: uniform (Hu et al.'s slice rule) or gmm "
@@ -286,6 +301,17 @@ class SynthesisConfig(_Strict):
     gmm_max_tries: int = Field(
         600, ge=1, description="mixture draws per blob before the uniform rule takes over"
     )
+    gmm_tiny_split: bool = Field(
+        False, description="location=gmm fitted by the trial: separate mixtures (each of "
+        "gmm_components) for tiny tumours (equivalent-sphere radius <= gmm_tiny_radius_mm) and "
+        "larger ones; tiny blobs take centres from the first, the others from the second (the "
+        "replication's option); false = one mixture for every tumour",
+    )  # fmt: skip
+    gmm_tiny_radius_mm: float = Field(
+        5.0, gt=0, le=50, description="largest equivalent-sphere radius (mm) of a real tumour "
+        "fitted into the tiny mixture; 5 = the largest tiny semi-axis of Hu et al. "
+        "(floor(1.25 x 4) voxels of 1 mm)",
+    )  # fmt: skip
     texture: TextureConfig = Field(default_factory=TextureConfig)
     zhang: ZhangConfig = Field(default_factory=ZhangConfig)
     generator: str | None = Field(

@@ -1,5 +1,10 @@
 """Where tumour centres go: Hu et al.'s uniform rule, or a Gaussian mixture fitted to the
-centres of real tumours in a canonical liver-box frame (saved as small JSON, never pickle)."""
+centres of real tumours in a canonical liver-box frame (saved as small JSON, never pickle).
+
+Optionally (the replication's option) two mixtures: one fitted to the tiny real tumours
+(equivalent-sphere radius (3V / 4 pi)^(1/3) <= `tiny_radius_mm`, V their volume in mm^3), one
+to the larger ones; tiny blobs then take their centres from the first, the others from the
+second."""
 
 from __future__ import annotations
 
@@ -108,6 +113,8 @@ class LocationModel:
     n_tumors: int = 0
     fitted_on: tuple[str, ...] | None = None
     fitted_on_labels: tuple[str, ...] | None = None
+    tiny: LocationModel | None = None  # the tiny tumours' own mixture (split models only)
+    tiny_radius_mm: float | None = None  # the split: tiny = equivalent radius <= this
 
     def sample_centre(
         self,
@@ -115,8 +122,12 @@ class LocationModel:
         rng: np.random.Generator,
         max_tries: int,
         z_range: tuple[int, int] | None = None,
+        kind: str | None = None,
     ) -> tuple[int, int, int]:
-        """A centre inside the liver, off its edge; after `max_tries` misses, the uniform rule."""
+        """A centre inside the liver, off its edge; after `max_tries` misses, the uniform rule.
+        `kind`: the blob's type; a split model draws "tiny" blobs from its tiny mixture."""
+        if kind == "tiny" and self.tiny is not None:
+            return self.tiny.sample_centre(liver, rng, max_tries, z_range)
         lo, hi = _liver_box(liver)
         scale = (hi - lo) / np.asarray(self.canonical_shape)
         weights = np.asarray(self.weights) / np.sum(self.weights)
@@ -133,6 +144,9 @@ class LocationModel:
 
     def save(self, path: str | Path) -> None:
         """Write the model as JSON."""
+        Path(path).write_text(json.dumps(self._payload(), indent=1))
+
+    def _payload(self) -> dict:
         payload = {
             "format": FORMAT,
             "weights": self.weights,
@@ -152,13 +166,23 @@ class LocationModel:
                 )
             ],
         }
-        Path(path).write_text(json.dumps(payload, indent=1))
+        if self.tiny is not None:
+            payload["tiny_radius_mm"] = self.tiny_radius_mm
+            payload["tiny"] = self.tiny._payload()
+        return payload
 
     @classmethod
     def load(cls, path: str | Path) -> LocationModel:
         """Read a model written by `save`, with a clear error for a missing or malformed file."""
         try:
             payload = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise TumorsweepError(f"location model {path}: {exc}") from exc
+        return cls._from_payload(payload, path)
+
+    @classmethod
+    def _from_payload(cls, payload: dict, path: str | Path) -> LocationModel:
+        try:
             if payload.get("format") not in (FORMAT, _FORMAT_V1):
                 raise ValueError("not a tumorsweep location model (format field)")
             fitted = payload.get("fitted_on") if payload["format"] == FORMAT else None
@@ -173,8 +197,14 @@ class LocationModel:
                 n_tumors=int(payload.get("n_tumors", 0)),
                 fitted_on=None if fitted is None else tuple(str(e["case"]) for e in fitted),
                 fitted_on_labels=None if fitted is None else tuple(str(e["label"]) for e in fitted),
+                tiny=None
+                if payload.get("tiny") is None
+                else cls._from_payload(payload["tiny"], f"{path} (tiny mixture)"),
+                tiny_radius_mm=None
+                if payload.get("tiny_radius_mm") is None
+                else float(payload["tiny_radius_mm"]),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TumorsweepError(f"location model {path}: {exc}") from exc
         k = len(model.weights)
         if k == 0 or len(model.means) != k or len(model.covariances) != k:
@@ -191,60 +221,46 @@ def case_name(label: Path) -> str:
     return name
 
 
-def _as_label_array(label: np.ndarray | str | Path) -> np.ndarray:
+def _as_label_array(label: np.ndarray | str | Path) -> tuple[np.ndarray, float]:
+    """The label array and its voxel volume in mm^3 (1 for an array: 1 mm voxels)."""
     if isinstance(label, (str, Path)):
         try:
             image = nib.as_closest_canonical(nib.load(str(label)))
         except (OSError, nib.filebasedimages.ImageFileError) as exc:
             raise TumorsweepError(f"cannot read label {label}: {exc}") from exc
-        return np.asarray(image.dataobj).round().astype(np.int16)
-    return np.asarray(label)
+        voxel = float(np.prod(image.header.get_zooms()[:3]))
+        return np.asarray(image.dataobj).round().astype(np.int16), voxel
+    return np.asarray(label), 1.0
+
+
+def _tumours(label: np.ndarray, voxel_mm3: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(centres in the canonical liver-box frame, equivalent-sphere radii in mm) of the
+    tumours (connected components of label 2)."""
+    liver = label >= 1
+    components, count = ndimage.label(label == 2)
+    if not liver.any() or count == 0:
+        return np.zeros((0, 3)), np.zeros(0)
+    lo, hi = _liver_box(liver)
+    index = range(1, count + 1)
+    centres = np.asarray(ndimage.center_of_mass(np.ones_like(components), components, index))
+    volumes = np.bincount(components.ravel(), minlength=count + 1)[1:] * voxel_mm3
+    radii = np.cbrt(3.0 * volumes / (4.0 * np.pi))
+    return (centres - lo) / (hi - lo) * np.asarray(CANONICAL_SHAPE), radii
 
 
 def tumour_centres(label: np.ndarray) -> np.ndarray:
     """Centres of the tumours (connected components of label 2) in the canonical liver-box frame."""
-    liver = label >= 1
-    if not liver.any():
-        return np.zeros((0, 3))
-    lo, hi = _liver_box(liver)
-    components, count = ndimage.label(label == 2)
-    if count == 0:
-        return np.zeros((0, 3))
-    centres = np.asarray(
-        ndimage.center_of_mass(np.ones_like(components), components, range(1, count + 1))
-    )
-    return (centres - lo) / (hi - lo) * np.asarray(CANONICAL_SHAPE)
+    return _tumours(label)[0]
 
 
-def fit_location_model(
-    labels: Iterable[np.ndarray | str | Path],
-    n_components: int = 2,
-    covariance_type: str = "full",
-    seed: int = 0,
-    cases: Sequence[str] | None = None,
-) -> LocationModel:
-    """Fit the GMM to the centres of every tumour in `labels` (arrays or NIfTI paths).
-
-    The model records the cases it was fitted on: `cases` (one name per label), else the
-    label files' names for paths; for arrays without names it is left unknown (None)."""
+def _fit_mixture(
+    centres: np.ndarray, n_components: int, covariance_type: str, seed: int, what: str
+) -> tuple[list, list, list]:
     from sklearn.mixture import GaussianMixture
 
-    labels = list(labels)
-    if cases is not None and len(cases) != len(labels):
-        raise TumorsweepError(
-            f"fit_location_model: {len(cases)} case names for {len(labels)} labels"
-        )
-    paths = ["" if isinstance(lab, np.ndarray) else str(Path(lab).resolve()) for lab in labels]
-    if cases is None and all(paths):
-        cases = [case_name(Path(p)) for p in paths]
-    if covariance_type not in ("full", "diag", "tied"):
-        raise TumorsweepError(f"covariance type {covariance_type!r}: expected full, diag or tied")
-    centres = np.concatenate(
-        [tumour_centres(_as_label_array(lab)) for lab in labels] or [np.zeros((0, 3))]
-    )
     if len(centres) < max(2, n_components):
         raise TumorsweepError(
-            f"fit-location: {len(centres)} tumours found (label 2), need at least "
+            f"fit-location: {len(centres)} {what}tumours found (label 2), need at least "
             f"{max(2, n_components)} for {n_components} components"
         )
     gmm = GaussianMixture(
@@ -257,12 +273,57 @@ def fit_location_model(
         covs = np.stack([np.diag(c) for c in gmm.covariances_])
     else:
         covs = np.repeat(gmm.covariances_[None], n_components, axis=0)
-    return LocationModel(
-        weights=gmm.weights_.tolist(),
-        means=gmm.means_.tolist(),
-        covariances=covs.tolist(),
-        covariance_type=covariance_type,
-        n_tumors=len(centres),
-        fitted_on=None if cases is None else tuple(str(c) for c in cases),
-        fitted_on_labels=None if cases is None else tuple(paths),
+    return gmm.weights_.tolist(), gmm.means_.tolist(), covs.tolist()
+
+
+def fit_location_model(
+    labels: Iterable[np.ndarray | str | Path],
+    n_components: int = 2,
+    covariance_type: str = "full",
+    seed: int = 0,
+    cases: Sequence[str] | None = None,
+    tiny_radius_mm: float | None = None,
+) -> LocationModel:
+    """Fit the GMM to the centres of every tumour in `labels` (arrays of 1 mm voxels, or NIfTI
+    paths whose headers give the voxel size).
+
+    With `tiny_radius_mm`, two mixtures of `n_components` each: the model's own on tumours
+    whose equivalent-sphere radius exceeds it, `model.tiny` on the others (see the module
+    docstring). The model records the cases it was fitted on: `cases` (one name per label),
+    else the label files' names for paths; for arrays without names it is left unknown."""
+    labels = list(labels)
+    if cases is not None and len(cases) != len(labels):
+        raise TumorsweepError(
+            f"fit_location_model: {len(cases)} case names for {len(labels)} labels"
+        )
+    paths = ["" if isinstance(lab, np.ndarray) else str(Path(lab).resolve()) for lab in labels]
+    if cases is None and all(paths):
+        cases = [case_name(Path(p)) for p in paths]
+    if covariance_type not in ("full", "diag", "tied"):
+        raise TumorsweepError(f"covariance type {covariance_type!r}: expected full, diag or tied")
+    if tiny_radius_mm is not None and not tiny_radius_mm > 0:
+        raise TumorsweepError(f"tiny radius {tiny_radius_mm} mm: must be > 0")
+    found = [_tumours(*_as_label_array(lab)) for lab in labels]
+    centres = np.concatenate([c for c, _ in found] or [np.zeros((0, 3))])
+    radii = np.concatenate([r for _, r in found] or [np.zeros(0)])
+    record = {
+        "covariance_type": covariance_type,
+        "fitted_on": None if cases is None else tuple(str(c) for c in cases),
+        "fitted_on_labels": None if cases is None else tuple(paths),
+    }
+    if tiny_radius_mm is None:
+        weights, means, covs = _fit_mixture(centres, n_components, covariance_type, seed, "")
+        return LocationModel(weights, means, covs, n_tumors=len(centres), **record)
+    small = radii <= tiny_radius_mm
+    what = f"tiny (equivalent radius <= {tiny_radius_mm:g} mm) "
+    tiny = LocationModel(
+        *_fit_mixture(centres[small], n_components, covariance_type, seed, what),
+        n_tumors=int(small.sum()),
+        **record,
     )
+    what = f"larger (equivalent radius > {tiny_radius_mm:g} mm) "
+    weights, means, covs = _fit_mixture(centres[~small], n_components, covariance_type, seed, what)
+    return LocationModel(
+        weights, means, covs, n_tumors=int((~small).sum()), tiny=tiny,
+        tiny_radius_mm=float(tiny_radius_mm), **record,
+    )  # fmt: skip

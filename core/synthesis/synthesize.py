@@ -164,29 +164,43 @@ def scan_label(label: np.ndarray) -> LabelScan:
     return LabelScan(tuple(lo), tuple(hi), bool(projection.max() == two), (z0, z1), bound)
 
 
+def _sigma(kind: str, bounds: tuple[float, float], rng: np.random.Generator) -> float:
+    """Hu: the elastic sigma of a tiny blob is continuous, of the others an integer."""
+    if kind == "tiny":
+        return float(rng.uniform(*bounds))
+    return float(rng.integers(int(bounds[0]), int(bounds[1]) + 1))
+
+
 def _draw_blobs(
-    config: SynthesisConfig, rng: np.random.Generator, place: Callable[[], tuple[int, int, int]]
+    config: SynthesisConfig, rng: np.random.Generator, place: Callable[[str], tuple[int, int, int]]
 ) -> list[Blob]:
-    """Tumour type for this event, then per blob: semi-axes, sphere or not, deformation, centre."""
+    """Tumour type for this event, then per blob: semi-axes, sphere or not, deformation, centre
+    (`place(kind)`: a centre for a blob of that type). `synthesis.sphere_mode` reads
+    sphere_ratio N: replace = each blob a sphere with probability N; add = after the n blobs
+    of a type, Binomial(n, N) extra spheres of that type (see SPHERE_MODES)."""
     probs = np.array([getattr(config.type_probs, t) for t in TUMOR_TYPES], dtype=np.float64)
     tumor_type = TUMOR_TYPES[int(rng.choice(len(TUMOR_TYPES), p=probs / probs.sum()))]
     table = config.mix_counts if tumor_type == "mix" else config.counts
     kinds = BLOB_TYPES if tumor_type == "mix" else (tumor_type,)
+    replace = config.sphere_mode == "replace"
     blobs = []
     for kind in kinds:
         lo_count, hi_count = table[kind]
         r0 = config.radius[kind]
         lo_axis, hi_axis = max(1, int(0.75 * r0)), max(1, int(1.25 * r0))
-        sigma_lo, sigma_hi = config.elastic_sigma[kind]
-        for _ in range(int(rng.integers(lo_count, hi_count + 1))):
+        sigma_range = config.elastic_sigma[kind]
+        count = int(rng.integers(lo_count, hi_count + 1))
+        for _ in range(count):
             axes = tuple(int(a) for a in rng.integers(lo_axis, hi_axis + 1, size=3))
-            if rng.uniform() < config.sphere_ratio:
+            if replace and rng.uniform() < config.sphere_ratio:
                 axes = (axes[int(rng.integers(3))],) * 3
-            if kind == "tiny":  # Hu: tiny draws a continuous sigma, the others an integer
-                sigma = rng.uniform(sigma_lo, sigma_hi)
-            else:
-                sigma = float(rng.integers(int(sigma_lo), int(sigma_hi) + 1))
-            blobs.append(Blob(centre=place(), semi_axes=axes, elastic_sigma=sigma))
+            drawn = _sigma(kind, sigma_range, rng)  # (before the centre: Hu's order of draws)
+            blobs.append(Blob(centre=place(kind), semi_axes=axes, elastic_sigma=drawn))
+        if not replace and config.sphere_ratio > 0:
+            for _ in range(int(rng.binomial(count, config.sphere_ratio))):
+                radius = int(rng.integers(lo_axis, hi_axis + 1))
+                drawn = _sigma(kind, sigma_range, rng)
+                blobs.append(Blob(centre=place(kind), semi_axes=(radius,) * 3, elastic_sigma=drawn))
     return blobs
 
 
@@ -344,9 +358,9 @@ def synthesize_tumors_inplace(
     if config.location == "gmm" or config.style == "zhang":
         liver = label_box >= 1
 
-    def place() -> tuple[int, int, int]:
+    def place(kind: str) -> tuple[int, int, int]:
         if config.location == "gmm":
-            return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_range)
+            return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_range, kind)
         return uniform_centre(label_box if liver is None else liver, rng, z_range, slice_cache)
 
     blobs = _draw_blobs(config, rng, place)
