@@ -195,8 +195,10 @@ def _sensitivity(stats: ClassStats) -> float:
 
 
 def _precision(stats: ClassStats) -> float:
+    """Detected true lesions over detected plus false-positive predicted lesions (a lesion
+    split into two predictions counts once, as in panoptica's TP / (TP + FP))."""
     lesions = _lesions(stats)
-    return _ratio_or_nan(lesions.n_pred_matched, lesions.n_pred)
+    return _ratio_or_nan(lesions.n_detected, lesions.n_detected + lesions.n_fp)
 
 
 def _lesion_dice(stats: ClassStats) -> float:
@@ -248,7 +250,9 @@ LESION_METRICS: tuple[Metric, ...] = (
         "",
         _precision,
         _no_lesion_counts,
-        lambda c: _ratio_or_nan(c("lesions_pred_matched").sum(), c("lesions_pred").sum()),
+        lambda c: _ratio_or_nan(
+            c("lesions_detected").sum(), c("lesions_detected").sum() + c("lesions_fp").sum()
+        ),
         "undefined for a case without a predicted lesion",
         defined_when=lambda c: c("lesions_pred") > 0,
         classes=_TUMOR,
