@@ -347,9 +347,11 @@ def _bucket_metric(index: int, name: str) -> Metric:
 def metrics(size_edges_mm: tuple[float, ...] = DEFAULT_SIZE_EDGES_MM) -> tuple[Metric, ...]:
     """Every registered metric (`METRICS`) plus the lesion sensitivity of each diameter bucket
     of these edges, in table order (buckets after overall lesion sensitivity)."""
-    buckets = tuple(_bucket_metric(i, n) for i, n in enumerate(bucket_names(size_edges_mm)))
     chosen = list(METRICS)
-    at = next((i + 1 for i, m in enumerate(chosen) if m.name == "lesion_sensitivity"), len(chosen))
+    at = next((i + 1 for i, m in enumerate(chosen) if m.name == "lesion_sensitivity"), None)
+    if at is None:  # lesion sensitivity taken out of the registry: no buckets either
+        return tuple(chosen)
+    buckets = tuple(_bucket_metric(i, n) for i, n in enumerate(bucket_names(size_edges_mm)))
     return (*chosen[:at], *buckets, *chosen[at:])
 
 
