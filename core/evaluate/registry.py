@@ -225,10 +225,6 @@ def _no_lesion_counts(stats: ClassStats) -> dict[str, float | int]:
 
 
 _TUMOR = ("tumor",)
-LESION_RULE = (
-    "lesion = connected tumour component; detected = touched by predicted lesions whose union "
-    "has IoU > match_iou with it (0: any overlap)"
-)
 LESION_METRICS: tuple[Metric, ...] = (
     Metric(
         "lesion_sensitivity",

@@ -5,8 +5,8 @@ Usage: python panoptica_lesions.py cases.npz THRESHOLD MANY_TO_ONE
 with its connected components (cc3d, 26-connected in 3-D), matches them with
 `NaiveThresholdMatching` on IoU (strictly above THRESHOLD; MANY_TO_ONE 1 lets several predicted
 components join one reference lesion) and reports TP, FP, FN, instance counts and every
-reference lesion's voxel count, match flag and Dice. Prints one JSON list (the last line of stdout). Runs in the
-panoptica side environment only (never imports tumorsweep).
+reference lesion's voxel count, match flag and Dice. Prints one JSON list (the last line of
+stdout). Runs in the panoptica side environment only (never imports tumorsweep).
 """
 
 from __future__ import annotations
