@@ -65,25 +65,32 @@ def synthetic_case() -> tuple[np.ndarray, np.ndarray]:
 
 
 def many_lesions_case(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The synthetic liver with `count` tumours of 2-15 mm radius: 80% found (moved, resized),
-    the rest missed, and two false positives."""
+    """The synthetic liver with `count` separate tumours of 2-15 mm radius (4-30 mm wide, every
+    size bucket): 80% found (moved, resized), the rest missed, and two false positives apart
+    from every tumour."""
     rng = np.random.default_rng(seed)
     centre, radii = np.array([250.0, 240.0, 150.0]), np.array([92.0, 72.0, 55.0])
     truth = _lobed_ellipsoid(centre, radii, 0.0, SHAPE).astype(np.uint8)
     pred = _lobed_ellipsoid(centre + [2, -1, 1], radii * 1.01, 0.3, SHAPE).astype(np.uint8)
     inside = truth == 1
-    for index in range(count + 2):
-        while True:  # a centre inside the liver, in voxels
-            at = centre + rng.uniform(-0.6, 0.6, 3) * radii
-            if inside[tuple(np.round(at).astype(int))]:
-                break
+    spacing = np.asarray(SPACING)
+    placed: list[tuple[np.ndarray, float]] = []  # centre (mm), radius (mm)
+    while len(placed) < count + 2:
+        at = centre + rng.uniform(-0.7, 0.7, 3) * radii
         radius_mm = rng.uniform(2.0, 15.0)
-        voxels = radius_mm / np.asarray(SPACING)
+        apart = all(
+            np.linalg.norm((at - other) * spacing) > 1.3 * (radius_mm + r) + 3
+            for other, r in placed
+        )
+        if apart and inside[tuple(np.round(at).astype(int))]:
+            placed.append((at, radius_mm))
+    for index, (at, radius_mm) in enumerate(placed):
+        voxels = radius_mm / spacing
         if index < count:
             truth[_lobed_ellipsoid(at, voxels, 1.0, SHAPE) & inside] = 2
         if index < 0.8 * count or index >= count:  # found, or a false positive
             moved = at + rng.uniform(-1.0, 1.0, 3)
-            pred[_lobed_ellipsoid(moved, voxels * rng.uniform(0.8, 1.2), 1.4, SHAPE)] = 2
+            pred[_lobed_ellipsoid(moved, voxels * rng.uniform(0.8, 1.1), 1.4, SHAPE)] = 2
     return pred, truth
 
 
