@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tumorsweep.data.config import DataConfig
 from tumorsweep.errors import TumorsweepError
@@ -128,6 +136,56 @@ class LossConfig(_Strict):
     )
 
 
+class LesionConfig(_Strict):
+    """Lesion-level detection metrics (`tumorsweep.evaluate.lesions`, docs/lesion-metrics.md)."""
+
+    connectivity: Literal[6, 18, 26] = Field(
+        26,
+        description="neighbours (6, 18 or 26) joining tumour voxels into one lesion (connected "
+        "component); 26 is what BraTS 2023 and panoptica's connected components use",
+    )
+    match_iou: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="a true lesion is detected when the predicted lesions touching it cover it "
+        "with IoU > this (unitless, 0 <= x < 1); 0 = any overlap, the BraTS 2023 lesion-wise "
+        "rule; 0.5 = panoptica's default matching threshold",
+    )
+    size_edges_mm: tuple[float, ...] = Field(
+        (10.0, 20.0),
+        min_length=1,
+        description="ascending edges (mm) of the equivalent-diameter buckets of lesion "
+        "sensitivity, diameter = (6 V / pi)^(1/3) on the native grid; (10, 20) gives < 10, "
+        "10-20 and >= 20 mm (the papers single out tumours under 1 and 2 cm); changes the "
+        "metric names (tumor_lesion_sensitivity_lt10mm, ...)",
+    )
+    case_min_volume_mm3: float = Field(
+        0.0,
+        ge=0,
+        description="a case is called tumour-positive (case sensitivity / specificity) when a "
+        "predicted lesion is larger than this volume (mm^3); 0 = any predicted tumour voxel "
+        "after post-processing",
+    )
+
+    @field_validator("size_edges_mm")
+    @classmethod
+    def _ascending(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(e <= 0 for e in value) or any(
+            b <= a for a, b in zip(value, value[1:], strict=False)
+        ):
+            raise ValueError(f"size edges must be positive and ascending, got {value}")
+        return value
+
+    def params(self) -> Any:
+        """These settings as the evaluation layer's `LesionParams`."""
+        from tumorsweep.evaluate.lesions import LesionParams
+
+        return LesionParams(
+            self.connectivity, self.match_iou, self.size_edges_mm, self.case_min_volume_mm3
+        )
+
+
 class EvalConfig(_Strict):
     """Sliding-window inference, post-processing, metrics and checkpoint selection."""
 
@@ -161,10 +219,16 @@ class EvalConfig(_Strict):
         description="keep the largest liver component and tumours near it (Hu et al.'s "
         "validation.py)",
     )
+    lesions: LesionConfig = Field(
+        default_factory=LesionConfig,
+        description="lesion-level detection metrics: connectivity, match rule, diameter "
+        "buckets, case-level threshold",
+    )
     select_metric: str = Field(
         "val_mean_dice",
         description="validation metric of the best checkpoint (Hu et al.: the "
-        "mean of liver and tumour Dice)",
+        "mean of liver and tumour Dice); lesion metrics too, e.g. "
+        "val_tumor_lesion_sensitivity_lt10mm (still on validation cases only)",
     )
     select_on: Literal["validation", "test", "last"] = Field(
         "validation", description="list to select checkpoints on; last = no selection"
@@ -178,27 +242,31 @@ class EvalConfig(_Strict):
 
     @field_validator("select_metric")
     @classmethod
-    def _selectable(cls, value: str) -> str:
-        if value not in selectable_metrics():
-            raise ValueError(
-                f"unknown selection metric {value!r}; valid: {', '.join(selectable_metrics())}"
-            )
+    def _selectable(cls, value: str, info: ValidationInfo) -> str:
+        lesions = info.data.get("lesions")  # validated before: declared above select_metric
+        valid = selectable_metrics(lesions.size_edges_mm if lesions else None)
+        if value not in valid:
+            raise ValueError(f"unknown selection metric {value!r}; valid: {', '.join(valid)}")
         return value
 
 
-def selectable_metrics() -> dict[str, bool]:
+def selectable_metrics(size_edges_mm: tuple[float, ...] | None = None) -> dict[str, bool]:
     """Validation summaries a checkpoint can be selected on (and Tune can search on as
     `best_<name>`), each with whether higher is better: per-case means of every registry
-    metric per class, pooled values where a metric has them, and the mean of liver and tumour
+    metric per class (lesion metrics with the diameter buckets of `size_edges_mm`, default
+    10 and 20 mm), pooled values where a metric has them, and the mean of liver and tumour
     Dice (Hu et al.'s selection metric)."""
-    from tumorsweep.evaluate.registry import CLASSES, METRICS
+    from tumorsweep.evaluate.lesions import DEFAULT_SIZE_EDGES_MM
+    from tumorsweep.evaluate.registry import CLASSES, metrics
 
     names: dict[str, bool] = {}
-    for metric in METRICS:
+    for metric in metrics(tuple(size_edges_mm or DEFAULT_SIZE_EDGES_MM)):
         for cls in CLASSES:
-            names[f"val_{cls}_{metric.name}"] = metric.higher_is_better
+            if cls not in metric.classes:
+                continue
+            names[f"val_{metric.key(cls)}"] = metric.higher_is_better
             if metric.pooled is not None:
-                names[f"val_{cls}_{metric.name}_global"] = metric.higher_is_better
+                names[f"val_{metric.key(cls)}_global"] = metric.higher_is_better
     names["val_mean_dice"] = True
     return names
 

@@ -58,6 +58,9 @@ POOL_TOTAL_PARAM = "train_pool.total"
 # Artifacts of a trial
 PER_CASE_TEST_ARTIFACT = "per_case_test.csv"
 PER_CASE_VAL_ARTIFACT = "per_case_val.csv"
+# one row per true tumour lesion of the test list: case, lesion, voxels, diameter_mm, detected,
+# matched_dice (tumorsweep.evaluate.lesions.lesion_records)
+PER_LESION_TEST_ARTIFACT = "per_lesion_test.csv"
 CONFIG_ARTIFACT = "config.yaml"
 PREVIEW_ARTIFACT = "synthesis_preview.png"
 MODEL_ARTIFACT_DIR = "model"  # holds BEST_WEIGHTS_FILE and CONFIG_ARTIFACT

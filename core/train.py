@@ -111,7 +111,7 @@ def fit(
     pending: list[tuple[int, dict[str, float]]] = []
     for epoch in range(state.epoch, cfg.schedule.epochs):
         pending.append((epoch, train_epoch(trainer, epoch)))
-        report = {"epoch": epoch + 1, **pending[-1][1], **selected_metrics(state)}
+        report = {"epoch": epoch + 1, **pending[-1][1], **selected_metrics(state, trainer.cfg)}
         if not is_checkpoint_epoch(cfg, epoch):
             session.report(report)
             continue
@@ -120,7 +120,7 @@ def fit(
         state.epoch = epoch + 1
         log_epochs(trainer, pending, val, epoch, logged)
         pending.clear()
-        save_checkpoint(trainer, state, {**report, **val, **selected_metrics(state)})
+        save_checkpoint(trainer, state, {**report, **val, **selected_metrics(state, trainer.cfg)})
     final = final_test(trainer, state)
     session.barrier()
     session.report({"epoch": cfg.schedule.epochs, **final})  # no "done" key: Tune stops on it
@@ -363,8 +363,15 @@ def validate(trainer: Trainer, state: TrainState, epoch: int) -> dict[str, float
     rows = evaluate(trainer, cases)
     trainer.timing["time_eval_s"] += time.perf_counter() - started
     summary = summarise(rows, prefix="val_")
-    sign = 1.0 if selectable_metrics()[trainer.cfg.eval.select_metric] else -1.0
-    value = summary.get(trainer.cfg.eval.select_metric, math.nan)
+    select = trainer.cfg.eval.select_metric
+    sign = 1.0 if selectable_metrics(trainer.cfg.eval.lesions.size_edges_mm)[select] else -1.0
+    value = summary.get(select, math.nan)
+    if not math.isfinite(value) and select.startswith(("val_tumor_lesion", "val_case_")):
+        raise TumorsweepError(
+            f"eval.select_metric {select} is undefined on the validation cases (no case it is "
+            "defined for, e.g. no tumour-free case for case_specificity or no lesion of that "
+            "size): choose another metric or validation list"
+        )
     if math.isfinite(value) and sign * value > state.best_value:
         state.best_value, state.best_epoch = sign * value, epoch
         state.best_weights = copy.deepcopy(_unwrap(trainer.model).state_dict())
@@ -372,10 +379,11 @@ def validate(trainer: Trainer, state: TrainState, epoch: int) -> dict[str, float
     return summary
 
 
-def selected_metrics(state: TrainState) -> dict[str, float]:
+def selected_metrics(state: TrainState, cfg: TrialConfig | None = None) -> dict[str, float]:
     """Every validation metric at the selected checkpoint, as `best_<name>` (NaN before any
     validation: Tune expects its search metric in every report)."""
-    return {f"best_{name}": state.best_val.get(name, math.nan) for name in selectable_metrics()}
+    names = selectable_metrics(cfg.eval.lesions.size_edges_mm if cfg else None)
+    return {f"best_{name}": state.best_val.get(name, math.nan) for name in names}
 
 
 def log_epochs(
@@ -417,15 +425,19 @@ def final_test(trainer: Trainer, state: TrainState) -> dict[str, float]:
     if state.best_weights is not None:
         _unwrap(trainer.model).load_state_dict(state.best_weights)
     started = time.perf_counter()
-    test_rows = evaluate(trainer, trainer.cases.test)
+    lesion_rows: list[dict[str, Any]] = []
+    test_rows = evaluate(trainer, trainer.cases.test, lesion_rows)
     trainer.timing["time_eval_s"] += time.perf_counter() - started
     final = summarise(test_rows)
     final["best_epoch"] = float(state.best_epoch)
     final.update(trainer.timing)
-    final.update(selected_metrics(state))
+    final.update(selected_metrics(state, trainer.cfg))
     trainer.logger.log_metrics(final, step=trainer.cfg.schedule.epochs)
     with tempfile.TemporaryDirectory() as tmp:
         files = [_write_rows(test_rows, Path(tmp) / tracking.PER_CASE_TEST_ARTIFACT)]
+        files.append(
+            _write_rows(lesion_rows, Path(tmp) / tracking.PER_LESION_TEST_ARTIFACT, LESION_COLUMNS)
+        )
         if state.best_val_rows:
             files.append(
                 _write_rows(state.best_val_rows, Path(tmp) / tracking.PER_CASE_VAL_ARTIFACT)
@@ -447,8 +459,11 @@ def _model_folder(trainer: Trainer, tmp: Path) -> Path:
     return folder
 
 
-def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:
-    """Per-case metric rows of the current weights on `cases` (native label grids)."""
+def evaluate(
+    trainer: Trainer, cases: tuple[dict, ...], lesion_table: list[dict] | None = None
+) -> list[dict[str, Any]]:
+    """Per-case metric rows of the current weights on `cases` (native label grids); one row
+    per true lesion appended to `lesion_table` when given."""
     from tumorsweep.data.transforms import eval_transforms
     from tumorsweep.evaluate import evaluate_cases
 
@@ -465,6 +480,8 @@ def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:
         protocol=cfg.eval.protocol,
         postprocess=cfg.eval.postprocess,
         device=trainer.session.device,
+        lesions=cfg.eval.lesions.params(),
+        lesion_table=lesion_table,
     )
 
 
@@ -514,8 +531,13 @@ def _synthesis_preview(trainer: Trainer, path: Path) -> Path:
     return path
 
 
-def _write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
-    fields = list(rows[0]) if rows else ["case"]
+LESION_COLUMNS = ("case", "lesion", "voxels", "diameter_mm", "detected", "matched_dice")
+
+
+def _write_rows(
+    rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...] = ("case",)
+) -> Path:
+    fields = list(rows[0]) if rows else list(columns)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

@@ -293,7 +293,40 @@ def test_row_keys_stay_stable():
                 "surface_true_within_mm2",
             )
         ]
-        assert [key for key in row if key.startswith(name)] == expected
+        if name == "liver":
+            assert [key for key in row if key.startswith(name)] == expected
+    lesion_values = [
+        "tumor_lesion_sensitivity",
+        "tumor_lesion_sensitivity_lt10mm",
+        "tumor_lesion_sensitivity_10to20mm",
+        "tumor_lesion_sensitivity_ge20mm",
+        "tumor_lesion_precision",
+        "tumor_fp_per_case",
+        "tumor_lesion_dice",
+        "case_sensitivity",
+        "case_specificity",
+    ]
+    lesion_counts = [
+        f"tumor_{key}"
+        for key in (
+            "lesions_true",
+            "lesions_detected",
+            "lesions_pred",
+            "lesions_pred_matched",
+            "lesions_fp",
+            "lesion_dice_sum",
+            "case_positive",
+            "lesions_true_lt10mm",
+            "lesions_detected_lt10mm",
+            "lesions_true_10to20mm",
+            "lesions_detected_10to20mm",
+            "lesions_true_ge20mm",
+            "lesions_detected_ge20mm",
+        )
+    ]
+    tumour = [*expected[:3], *lesion_values, *expected[3:], *lesion_counts]
+    assert [key for key in row if key.startswith(("tumor", "case_"))] == tumour
+    assert list(row)[-1] == "lesion_size_edges_mm"
 
 
 @pytest.mark.parametrize(

@@ -604,6 +604,7 @@ def test_cli_writes_markdown_csv_latex_and_plots(
     assert wanted | {"published", "published_comparable"} <= set(summary.columns)
     assert (out / "sphere_ratio_knob.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "sphere_ratio_per_case.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "sphere_ratio_lesion_sizes.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
@@ -698,7 +699,8 @@ def test_notebook_runs_top_to_bottom_and_shows_the_tables(
         assert f"- {note}" in markdown
     text = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "p_holm" in text and "ci_method" in text and "published_comparable" in text
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+    assert "| Tumor lesion sensitivity lt10mm |" in markdown  # lesion rows, n/a here
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # knob, per case, sizes
 
 
 def test_report_with_no_flags_reads_the_store_a_study_wrote_here(

@@ -3,8 +3,10 @@
 Pairs `--pred` and `--truth` NIfTI files by case name, checks each pair (readable, 3-D, labels
 0/1/2 only in the raw files, same shape and affine), post-processes the prediction as the
 `--protocol` does (unless `--no-postprocess`), scores every case with the protocol's liver
-definition and only then writes one row per case to `--out` and prints the mean table with
-pooled values and empty-mask counts. Any problem stops the run before anything is written.
+definition and only then writes one row per case to `--out`, one row per true tumour lesion
+to `<out>_lesions.csv`, and prints the mean table with pooled values and empty-mask counts,
+then the lesion-level detection metrics (docs/lesion-metrics.md). Any problem stops the run
+before anything is written.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from tumorsweep.data.io import as_labels, check_same_grid, open_nifti, spacing_o
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate import registry
 from tumorsweep.evaluate.aggregate import EMPTY_KINDS, aggregate
-from tumorsweep.evaluate.metrics import case_metrics
+from tumorsweep.evaluate.lesions import LesionParams
+from tumorsweep.evaluate.metrics import case_metrics_and_lesions
 from tumorsweep.evaluate.naming import NIFTI_SUFFIXES, case_name
 from tumorsweep.evaluate.protocol import PROTOCOLS
 
@@ -28,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `evaluate` sub-command."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="Dice, NSD and HD95 of predicted label files against ground truth",
+        help="Dice, NSD, HD95 and lesion detection of predicted label files against ground truth",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--pred", type=Path, required=True, help="folder of predicted labels")
@@ -47,32 +50,89 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score predictions as they are (default: the protocol's post-processing)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="per-case CSV to write")
+    defaults = LesionParams()
+    parser.add_argument(
+        "--lesion-connectivity",
+        type=int,
+        choices=(6, 18, 26),
+        default=defaults.connectivity,
+        help="neighbours joining tumour voxels into one lesion (default 26)",
+    )
+    parser.add_argument(
+        "--lesion-match-iou",
+        type=float,
+        default=defaults.match_iou,
+        help="a true lesion is detected when the predicted lesions touching it cover it with "
+        "IoU > this (default 0: any overlap, the BraTS 2023 lesion-wise rule)",
+    )
+    parser.add_argument(
+        "--lesion-size-edges-mm",
+        type=float,
+        nargs="+",
+        default=list(defaults.size_edges_mm),
+        help="equivalent-diameter bucket edges in mm (default 10 20)",
+    )
+    parser.add_argument(
+        "--case-min-volume-mm3",
+        type=float,
+        default=defaults.case_min_volume_mm3,
+        help="a case is tumour-positive when a predicted lesion is larger than this (default 0)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="per-case CSV to write (the per-lesion table goes beside it, <name>_lesions.csv)",
+    )
     parser.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Check and score every case pair, then write the CSV and print the summary."""
     protocol = PROTOCOLS[args.protocol]
+    lesions = LesionParams(
+        args.lesion_connectivity,
+        args.lesion_match_iou,
+        tuple(args.lesion_size_edges_mm),
+        args.case_min_volume_mm3,
+    )
     pairs = _pair_cases(args.pred, args.truth)
-    _check_out(args.out, [path for pair in pairs.values() for path in pair])
-    rows = []
+    lesion_out = lesion_table_path(args.out)
+    inputs = [path for pair in pairs.values() for path in pair]
+    _check_out(args.out, inputs)
+    _check_out(lesion_out, inputs)
+    rows, lesion_rows = [], []
     for name, (pred_path, truth_path) in pairs.items():
         pred, truth, spacing = _load_pair(name, pred_path, truth_path)
         if not args.no_postprocess:
             pred = protocol.postprocess(pred)
         try:
-            metrics = case_metrics(pred, truth, spacing, args.tolerance_mm, protocol.liver_mode)
+            metrics, records = case_metrics_and_lesions(
+                pred, truth, spacing, args.tolerance_mm, protocol.liver_mode, lesions, name
+            )
         except TumorsweepError as exc:
             raise TumorsweepError(f"case {name}: {exc}") from None
         rows.append({"case": name, **metrics})
+        lesion_rows.extend(records)
     table = pd.DataFrame(rows)
-    text = _summary_text(aggregate(table), len(rows), protocol.name)
+    summary = aggregate(table)
+    text = _summary_text(summary, len(rows), protocol.name)
+    text += "\n" + _lesion_text(summary, lesions)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
+    pd.DataFrame(lesion_rows, columns=LESION_COLUMNS).to_csv(lesion_out, index=False)
     print(text)
     print(f"per-case rows: {args.out}")
+    print(f"per-lesion rows: {lesion_out}")
     return 0
+
+
+LESION_COLUMNS = ("case", "lesion", "voxels", "diameter_mm", "detected", "matched_dice")
+
+
+def lesion_table_path(out: Path) -> Path:
+    """Where the per-lesion table of `--out` goes: `<stem>_lesions.csv` beside it."""
+    return out.with_name(f"{out.stem}_lesions.csv")
 
 
 def _check_out(out: Path, inputs: list[Path]) -> None:
@@ -144,7 +204,7 @@ def _load_pair(
 
 def _summary_text(summary: dict[str, float | int], cases: int, protocol: str) -> str:
     """The mean table: per class and metric mean +- std (cases), pooled values, empty counts."""
-    metrics = registry.METRICS
+    metrics = [m for m in registry.METRICS if m.classes == registry.CLASSES]
     pooled = [m for m in metrics if m.pooled is not None]
     heads = [f"{m.name} ({m.unit})" if m.unit else m.name for m in metrics]
     heads += [f"{m.name}_global" for m in pooled]
@@ -165,4 +225,37 @@ def _summary_text(summary: dict[str, float | int], cases: int, protocol: str) ->
         lines.append(f"{name} empty masks: {counts}")
     rules = "; ".join(f"{m.display} {m.empty_rule}" for m in metrics)
     lines.append(f"empty-mask conventions: {rules}")
+    return "\n".join(lines)
+
+
+def _lesion_text(summary: dict[str, float | int], lesions: LesionParams) -> str:
+    """Lesion-level detection: per metric the mean over the cases it is defined for, its std
+    and count, and the pooled value; the conventions and lesion totals."""
+    rule = "any overlap" if lesions.match_iou == 0 else f"IoU > {lesions.match_iou:g}"
+    lines = [
+        f"lesions ({lesions.connectivity}-connected tumour components, detected by {rule}; "
+        f"{summary['tumor_lesions_true_total']} true, {summary['tumor_lesions_pred_total']} "
+        f"predicted, {summary['tumor_lesions_fp_total']} false positive; "
+        f"{summary['tumor_cases_no_lesion']} cases without a true lesion)",
+        f"{'metric':<38} {'mean+-std (cases)':>26} {'pooled':>8}",
+    ]
+    for metric in registry.metrics(lesions.size_edges_mm):
+        if metric.classes == registry.CLASSES:
+            continue
+        key = metric.key("tumor")
+        n = summary[f"{key}_n"]
+        if n:
+            cell = f"{summary[key]:.4f}+-{summary[f'{key}_std']:.4f} (n={n})"
+        else:
+            cell = "undefined (n=0)"
+        pooled = f"{summary[f'{key}_global']:.4f}" if metric.pooled else "-"
+        lines.append(f"{key:<38} {cell:>26} {pooled:>8}")
+    if not summary["case_specificity_n"]:
+        lines.append("case_specificity undefined: no tumour-free case in the evaluation set")
+    rules = "; ".join(
+        f"{m.display}: {m.empty_rule}"
+        for m in registry.LESION_METRICS
+        if m.classes != registry.CLASSES
+    )
+    lines.append(f"lesion conventions: {rules}")
     return "\n".join(lines)

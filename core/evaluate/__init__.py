@@ -1,8 +1,10 @@
 """Evaluation: per-case metrics, aggregation, protocols, post-processing, inference.
 
 The metrics themselves are listed in `tumorsweep.evaluate.registry.METRICS` (iterate that to build a
-table). Metrics, protocols and post-processing need only numpy/scipy; the inference functions
-(torch, MONAI) are imported on first use so `import tumorsweep.evaluate` stays light.
+table; `registry.metrics(edges)` adds the lesion-size buckets); lesion-level detection is defined in
+`tumorsweep.evaluate.lesions`. Metrics, protocols and post-processing need only numpy/scipy; the
+inference functions (torch, MONAI) are imported on first use so `import tumorsweep.evaluate` stays
+light.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from tumorsweep.evaluate.aggregate import aggregate
-from tumorsweep.evaluate.metrics import case_metrics
+from tumorsweep.evaluate.lesions import LesionParams
+from tumorsweep.evaluate.metrics import case_metrics, case_metrics_and_lesions
 from tumorsweep.evaluate.postprocess import postprocess
 from tumorsweep.evaluate.protocol import PROTOCOLS, EvalProtocol
 
@@ -25,8 +28,10 @@ _INFERENCE = (
 __all__ = [
     "PROTOCOLS",
     "EvalProtocol",
+    "LesionParams",
     "aggregate",
     "case_metrics",
+    "case_metrics_and_lesions",
     "postprocess",
     *_INFERENCE,
 ]

@@ -25,7 +25,8 @@ from monai.transforms import Compose, Invertd
 
 from tumorsweep.data.io import as_labels, load_volume
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.evaluate.metrics import case_metrics
+from tumorsweep.evaluate.lesions import LesionParams
+from tumorsweep.evaluate.metrics import case_metrics_and_lesions
 from tumorsweep.evaluate.naming import case_name
 from tumorsweep.evaluate.protocol import EvalProtocol, resolve_protocol
 
@@ -217,11 +218,17 @@ def evaluate_cases(
     protocol: str | EvalProtocol = "tumorsweep",
     postprocess: bool = True,
     device: torch.device | str | None = None,
+    lesions: LesionParams | None = None,
+    lesion_table: list[dict] | None = None,
 ) -> list[dict]:
-    """One row per case: `case` (name) plus `case_metrics` of its native-grid prediction."""
+    """One row per case: `case` (name) plus `case_metrics` of its native-grid prediction.
+
+    `lesions` sets the lesion metrics' rules; a `lesion_table` list given gets one row per
+    true lesion appended (`tumorsweep.evaluate.lesions.lesion_records`)."""
     chosen = resolve_protocol(protocol)
     rows = []
     for case in cases:
+        name = case.get("case") or case_name(case["label"])
         pred, truth, spacing = predict_case(
             model,
             case,
@@ -235,10 +242,14 @@ def evaluate_cases(
             device=device,
         )
         try:
-            metrics = case_metrics(pred, truth, spacing, tolerance_mm, chosen.liver_mode)
+            metrics, records = case_metrics_and_lesions(
+                pred, truth, spacing, tolerance_mm, chosen.liver_mode, lesions, name
+            )
         except TumorsweepError as exc:
             raise TumorsweepError(f"{case['label']}: {exc}") from None
-        rows.append({"case": case.get("case") or case_name(case["label"]), **metrics})
+        rows.append({"case": name, **metrics})
+        if lesion_table is not None:
+            lesion_table.extend(records)
     return rows
 
 

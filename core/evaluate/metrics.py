@@ -5,7 +5,9 @@ Dice, normalised surface Dice (NSD) at a tolerance and the 95th-percentile Hausd
 their marching-cubes area, `tumorsweep.evaluate.surface`). Work happens on the bounding box of what
 is labelled; labels are checked there (everything outside is exactly 0). Any memory layout and any
 integer, float or bool dtype give identical numbers. Empty-mask conventions are stated per
-metric in `tumorsweep.evaluate.registry`; `{class}_empty` says which side was empty.
+metric in `tumorsweep.evaluate.registry`; `{class}_empty` says which side was empty. The
+tumour class also gets the lesion-level detection metrics (`tumorsweep.evaluate.lesions`):
+`case_metrics_and_lesions` returns the per-lesion table beside the row.
 """
 
 from __future__ import annotations
@@ -18,10 +20,20 @@ import numpy as np
 from tumorsweep.data.io import as_labels
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate import registry
+from tumorsweep.evaluate.lesions import (
+    LesionParams,
+    LesionStats,
+    edges_text,
+    lesion_records,
+    lesion_stats,
+)
 from tumorsweep.evaluate.registry import CLASSES, ClassStats
 from tumorsweep.evaluate.surface import SurfacePair
 
 LIVER_MODES = ("ge1", "eq1")
+
+
+LESION_EDGES_COLUMN = "lesion_size_edges_mm"  # the diameter bucket edges the row was scored with
 
 
 def case_metrics(
@@ -30,14 +42,36 @@ def case_metrics(
     spacing_mm: Sequence[float],
     tolerance_mm: float = 2.0,
     liver_mode: str = "ge1",
+    lesions: LesionParams | None = None,
 ) -> dict[str, float | int | str]:
     """Every registered metric and the raw counts behind them, for liver and tumour of one case.
 
-    `pred` and `truth` are 0/1/2 label volumes of the same shape; `spacing_mm` is the voxel
-    size along their three axes. Liver is label >= 1 ("ge1", LiTS scorer) or label == 1
-    ("eq1", Hu et al.). Keys: `{c}_{metric}` per class and metric, `{c}_empty`, and the raw
-    counts (`{c}_pred_voxels`, `{c}_surface_pred_mm2`, ...) `aggregate` pools into global values.
+    Args:
+        pred, truth: 0/1/2 label volumes of the same shape (any layout, integer/float/bool).
+        spacing_mm: the voxel size along their three axes (the label's native grid).
+        tolerance_mm: NSD tolerance.
+        liver_mode: liver is label >= 1 ("ge1", LiTS scorer) or label == 1 ("eq1", Hu et al.).
+        lesions: how tumour lesions are found, matched and sized (default `LesionParams()`).
+
+    Keys: `{c}_{metric}` per class and metric (tumour-only lesion metrics, `case_sensitivity`
+    and `case_specificity` unprefixed), `{c}_empty`, the raw counts (`{c}_pred_voxels`,
+    `tumor_lesions_true`, ...) `aggregate` pools into global values, and `lesion_size_edges_mm`.
     """
+    return case_metrics_and_lesions(pred, truth, spacing_mm, tolerance_mm, liver_mode, lesions)[0]
+
+
+def case_metrics_and_lesions(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing_mm: Sequence[float],
+    tolerance_mm: float = 2.0,
+    liver_mode: str = "ge1",
+    lesions: LesionParams | None = None,
+    case: str = "",
+) -> tuple[dict[str, float | int | str], list[dict[str, object]]]:
+    """`case_metrics` and the per-lesion table of the case (`lesions.lesion_records`, rows
+    named `case`), from one pass."""
+    params = lesions or LesionParams()
     spacing = _check_inputs(pred, truth, spacing_mm, tolerance_mm, liver_mode)
     box = _union_nonzero_box(pred, truth)
     if box is None:
@@ -46,16 +80,24 @@ def case_metrics(
         crop_pred = as_labels("pred", pred[box])
         crop_truth = as_labels("truth", truth[box])
     row: dict[str, float | int | str] = {}
+    metrics = registry.metrics(params.size_edges_mm)
+    found: LesionStats | None = None
     for name in CLASSES:
         mask_pred = _class_mask(crop_pred, name, liver_mode)
         mask_truth = _class_mask(crop_truth, name, liver_mode)
-        stats = _class_stats(mask_pred, mask_truth, spacing, float(tolerance_mm))
-        metrics = registry.METRICS
-        row.update({f"{name}_{metric.name}": metric.per_class(stats) for metric in metrics})
+        chosen = [metric for metric in metrics if name in metric.classes]
+        if any(metric.classes == ("tumor",) for metric in chosen):
+            found = lesion_stats(mask_pred, mask_truth, spacing, params)
+            stats = _class_stats(mask_pred, mask_truth, spacing, float(tolerance_mm), found)
+        else:
+            stats = _class_stats(mask_pred, mask_truth, spacing, float(tolerance_mm))
+        row.update({metric.key(name): metric.per_class(stats) for metric in chosen})
         row[f"{name}_empty"] = stats.empty
-        for metric in metrics:
+        for metric in chosen:
             row.update({f"{name}_{key}": value for key, value in metric.counts(stats).items()})
-    return row
+    if found is not None:
+        row[LESION_EDGES_COLUMN] = edges_text(params.size_edges_mm)
+    return row, lesion_records(case, found) if found is not None else []
 
 
 def _check_inputs(
@@ -111,10 +153,12 @@ def _class_stats(
     mask_truth: np.ndarray,
     spacing: tuple[float, float, float],
     tolerance_mm: float,
+    lesions: LesionStats | None = None,
 ) -> ClassStats:
-    """Voxel counts and surfaces of one class: what every registered metric is computed from."""
+    """Voxel counts, surfaces (and lesions, for the tumour) of one class: what every registered
+    metric is computed from."""
     pred_voxels = int(np.count_nonzero(mask_pred))
     true_voxels = int(np.count_nonzero(mask_truth))
     intersection = int(np.count_nonzero(mask_pred & mask_truth)) if pred_voxels else 0
     surfaces = SurfacePair(mask_pred, mask_truth, spacing, tolerance_mm)
-    return ClassStats(pred_voxels, true_voxels, intersection, surfaces, tolerance_mm)
+    return ClassStats(pred_voxels, true_voxels, intersection, surfaces, tolerance_mm, lesions)

@@ -6,6 +6,13 @@ metric means adding one entry here. Empty-mask conventions live with each metric
 - Dice, NSD: both masks empty -> 1 (nothing to find, nothing found); one empty -> 0;
 - HD95: undefined (NaN) when either mask is empty (no distances exist); such cases are left
   out of the mean and counted (`{class}_hd95_n` defined cases, `{class}_empty_*` which side).
+- Lesion metrics (tumour only, `tumorsweep.evaluate.lesions`): lesion sensitivity (overall and
+  per diameter bucket) is undefined for a case without a true lesion (of that bucket), lesion
+  precision for a case without a predicted lesion, case sensitivity on tumour-free cases and
+  case specificity on tumour-bearing ones; undefined cases are left out of the mean and `_n`.
+  False positives per case are always defined; lesion-wise Dice (BraTS) is 1 when both sides
+  have no lesion and 0 when only the prediction has. Pooled values are ratios of summed counts
+  and NaN (undefined) when their denominator is 0 over all cases.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tumorsweep.evaluate.lesions import DEFAULT_SIZE_EDGES_MM, LesionStats, bucket_names
 from tumorsweep.evaluate.surface import SurfacePair
 
 CLASSES = ("liver", "tumor")
@@ -33,6 +41,7 @@ class ClassStats:
     intersection: int
     surfaces: SurfacePair
     tolerance_mm: float
+    lesions: LesionStats | None = None  # tumour class only
 
     @property
     def empty(self) -> str:
@@ -49,7 +58,11 @@ class Metric:
     `counts` returns the raw per-case columns (bare names, the class prefix is added) that
     `pooled` turns into the value over all cases from their column sums; `pooled` is None
     when a metric has no pooled form. `empty_rule` states the empty-mask convention;
-    `nan_when_empty` marks a metric that is NaN (undefined) when a mask is empty.
+    `nan_when_empty` marks a metric that is NaN (undefined) when a mask is empty;
+    `defined_when` (from the class's count columns) marks the cases where a metric is defined
+    when that depends on more than empty masks (lesion metrics). `classes` are the classes it
+    is computed for; `prefixed` False names it without the class (`case_specificity`);
+    `totals` are count columns whose sums over cases the summary reports (`_total`).
     """
 
     name: str
@@ -61,6 +74,14 @@ class Metric:
     pooled: Callable[[Column], float] | None
     empty_rule: str
     nan_when_empty: bool = False
+    defined_when: Callable[[Column], np.ndarray] | None = None
+    classes: tuple[str, ...] = CLASSES
+    prefixed: bool = True
+    totals: tuple[str, ...] = ()
+
+    def key(self, cls: str) -> str:
+        """Its per-case column and summary name for one class: `tumor_dice`, `case_specificity`."""
+        return f"{cls}_{self.name}" if self.prefixed else self.name
 
 
 def _pooled_ratio(numerator: float, denominator: float) -> float:
@@ -127,7 +148,7 @@ def _no_counts(stats: ClassStats) -> dict[str, float | int]:
 
 
 _BOTH_ONE = "both empty -> 1, one empty -> 0"
-METRICS: tuple[Metric, ...] = (
+VOXEL_METRICS: tuple[Metric, ...] = (
     Metric("dice", "Dice", True, "", _dice, _dice_counts, _dice_pooled, _BOTH_ONE),
     Metric("nsd", "NSD", True, "", _nsd, _nsd_counts, _nsd_pooled, _BOTH_ONE),
     Metric(
@@ -144,16 +165,215 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
-def summary_names() -> dict[str, str]:
-    """Per-class summary names (`tumor_dice`, ...) in table order, with their row labels
-    (`Tumor Dice`, `Tumor HD95 (mm)`): what trials log and reports tabulate."""
+def _ratio_or_nan(numerator: float, denominator: float) -> float:
+    """Ratio, or NaN (undefined) when the denominator is 0."""
+    return float(numerator / denominator) if denominator > 0 else math.nan
+
+
+def _lesions(stats: ClassStats) -> LesionStats:
+    if stats.lesions is None:
+        raise ValueError("lesion metrics need ClassStats.lesions (the tumour class)")
+    return stats.lesions
+
+
+def _lesion_counts(stats: ClassStats) -> dict[str, float | int]:
+    lesions = _lesions(stats)
     return {
-        f"{cls}_{m.name}": f"{cls.capitalize()} {m.display}" + (f" ({m.unit})" if m.unit else "")
-        for cls in CLASSES
-        for m in METRICS
+        "lesions_true": lesions.n_true,
+        "lesions_detected": lesions.n_detected,
+        "lesions_pred": lesions.n_pred,
+        "lesions_pred_matched": lesions.n_pred_matched,
+        "lesions_fp": lesions.n_fp,
+        "lesion_dice_sum": float(lesions.dice.sum()),
+        "case_positive": int(lesions.case_positive),
     }
 
 
-def pooled_names() -> tuple[str, ...]:
+def _sensitivity(stats: ClassStats) -> float:
+    lesions = _lesions(stats)
+    return _ratio_or_nan(lesions.n_detected, lesions.n_true)
+
+
+def _precision(stats: ClassStats) -> float:
+    """Detected true lesions over detected plus false-positive predicted lesions (a lesion
+    split into two predictions counts once, as in panoptica's TP / (TP + FP))."""
+    lesions = _lesions(stats)
+    return _ratio_or_nan(lesions.n_detected, lesions.n_detected + lesions.n_fp)
+
+
+def _lesion_dice(stats: ClassStats) -> float:
+    """BraTS 2023 lesion-wise Dice: matched Dice summed over true lesions (0 when missed) over
+    true lesions plus false-positive predicted lesions; 1 when neither side has a lesion."""
+    lesions = _lesions(stats)
+    denominator = lesions.n_true + lesions.n_fp
+    return float(lesions.dice.sum() / denominator) if denominator else 1.0
+
+
+def _case_sensitivity(stats: ClassStats) -> float:
+    lesions = _lesions(stats)
+    return float(lesions.case_positive) if lesions.n_true else math.nan
+
+
+def _case_specificity(stats: ClassStats) -> float:
+    lesions = _lesions(stats)
+    return math.nan if lesions.n_true else float(not lesions.case_positive)
+
+
+def _no_lesion_counts(stats: ClassStats) -> dict[str, float | int]:
+    _lesions(stats)
+    return {}
+
+
+_TUMOR = ("tumor",)
+LESION_METRICS: tuple[Metric, ...] = (
+    Metric(
+        "lesion_sensitivity",
+        "lesion sensitivity",
+        True,
+        "",
+        _sensitivity,
+        _lesion_counts,
+        lambda c: _ratio_or_nan(c("lesions_detected").sum(), c("lesions_true").sum()),
+        "undefined for a case without a true lesion",
+        defined_when=lambda c: c("lesions_true") > 0,
+        classes=_TUMOR,
+        totals=("lesions_true", "lesions_detected", "lesions_pred", "lesions_fp"),
+    ),
+    Metric(
+        "lesion_precision",
+        "lesion precision",
+        True,
+        "",
+        _precision,
+        _no_lesion_counts,
+        lambda c: _ratio_or_nan(
+            c("lesions_detected").sum(), c("lesions_detected").sum() + c("lesions_fp").sum()
+        ),
+        "undefined for a case without a predicted lesion",
+        defined_when=lambda c: c("lesions_pred") > 0,
+        classes=_TUMOR,
+    ),
+    Metric(
+        "fp_per_case",
+        "false-positive lesions per case",
+        False,
+        "",
+        lambda stats: float(_lesions(stats).n_fp),
+        _no_lesion_counts,
+        None,
+        "0 without predicted lesions (its mean is the pooled value)",
+        classes=_TUMOR,
+    ),
+    Metric(
+        "lesion_dice",
+        "lesion-wise Dice",
+        True,
+        "",
+        _lesion_dice,
+        _no_lesion_counts,
+        lambda c: _pooled_ratio(
+            c("lesion_dice_sum").sum(), c("lesions_true").sum() + c("lesions_fp").sum()
+        ),
+        "no lesion on either side -> 1, false positives only -> 0, missed lesions count 0",
+        classes=_TUMOR,
+    ),
+    Metric(
+        "case_sensitivity",
+        "case sensitivity",
+        True,
+        "",
+        _case_sensitivity,
+        _no_lesion_counts,
+        None,
+        "tumour-bearing cases only (positive: a predicted lesion > case_min_volume_mm3)",
+        defined_when=lambda c: c("lesions_true") > 0,
+        classes=_TUMOR,
+        prefixed=False,
+    ),
+    Metric(
+        "case_specificity",
+        "case specificity",
+        True,
+        "",
+        _case_specificity,
+        _no_lesion_counts,
+        None,
+        "tumour-free cases only; undefined when the set has none",
+        defined_when=lambda c: c("lesions_true") == 0,
+        classes=_TUMOR,
+        prefixed=False,
+    ),
+)
+
+# Every registered metric (iterate this; `metrics()` adds the diameter buckets).
+METRICS: tuple[Metric, ...] = (*VOXEL_METRICS, *LESION_METRICS)
+
+
+def _bucket_metric(index: int, name: str) -> Metric:
+    """Lesion sensitivity of one equivalent-diameter bucket."""
+
+    def counts(stats: ClassStats) -> dict[str, float | int]:
+        true, found = _lesions(stats).per_bucket()
+        return {
+            f"lesions_true_{name}": int(true[index]),
+            f"lesions_detected_{name}": int(found[index]),
+        }
+
+    def value(stats: ClassStats) -> float:
+        true, found = _lesions(stats).per_bucket()
+        return _ratio_or_nan(found[index], true[index])
+
+    return Metric(
+        f"lesion_sensitivity_{name}",
+        f"lesion sensitivity {name}",
+        True,
+        "",
+        value,
+        counts,
+        lambda c: _ratio_or_nan(
+            c(f"lesions_detected_{name}").sum(), c(f"lesions_true_{name}").sum()
+        ),
+        f"undefined for a case without a true lesion of {name}",
+        defined_when=lambda c: c(f"lesions_true_{name}") > 0,
+        classes=_TUMOR,
+        totals=(f"lesions_true_{name}", f"lesions_detected_{name}"),
+    )
+
+
+def metrics(size_edges_mm: tuple[float, ...] = DEFAULT_SIZE_EDGES_MM) -> tuple[Metric, ...]:
+    """Every registered metric (`METRICS`) plus the lesion sensitivity of each diameter bucket
+    of these edges, in table order (buckets after overall lesion sensitivity)."""
+    chosen = list(METRICS)
+    at = next((i + 1 for i, m in enumerate(chosen) if m.name == "lesion_sensitivity"), None)
+    if at is None:  # lesion sensitivity taken out of the registry: no buckets either
+        return tuple(chosen)
+    buckets = tuple(_bucket_metric(i, n) for i, n in enumerate(bucket_names(size_edges_mm)))
+    return (*chosen[:at], *buckets, *chosen[at:])
+
+
+def summary_names(size_edges_mm: tuple[float, ...] = DEFAULT_SIZE_EDGES_MM) -> dict[str, str]:
+    """Per-class summary names (`tumor_dice`, ...) in table order, with their row labels
+    (`Tumor Dice`, `Tumor HD95 (mm)`, `Tumor lesion sensitivity lt10mm`): what trials log and
+    reports tabulate. Metrics of both classes first, class by class, then the tumour-only ones."""
+    every = metrics(size_edges_mm)
+    names = {}
+    for group in (
+        [m for m in every if m.classes == CLASSES],
+        [m for m in every if m.classes != CLASSES],
+    ):
+        for cls in CLASSES:
+            for m in group:
+                if cls in m.classes:
+                    label = f"{cls.capitalize()} {m.display}" if m.prefixed else m.display
+                    names[m.key(cls)] = (
+                        label[0].upper() + label[1:] + (f" ({m.unit})" if m.unit else "")
+                    )
+    return names
+
+
+def pooled_names(size_edges_mm: tuple[float, ...] = DEFAULT_SIZE_EDGES_MM) -> tuple[str, ...]:
     """Names of the pooled ("global") summaries: `{class}_{metric}_global`."""
-    return tuple(f"{cls}_{m.name}_global" for m in METRICS if m.pooled for cls in CLASSES)
+    every = metrics(size_edges_mm)
+    return tuple(
+        f"{m.key(cls)}_global" for m in every if m.pooled for cls in CLASSES if cls in m.classes
+    )

@@ -11,7 +11,7 @@ from tumorsweep.report.build import (
     summary_table,
     write_report,
 )
-from tumorsweep.report.plots import plot_knob, plot_per_case
+from tumorsweep.report.plots import plot_knob, plot_lesion_sizes, plot_per_case
 from tumorsweep.report.reference import match_published, published_table
 from tumorsweep.report.runs import load_per_case, load_runs
 from tumorsweep.report.stats import (
@@ -36,6 +36,7 @@ __all__ = [
     "paired_test",
     "paper_table",
     "plot_knob",
+    "plot_lesion_sizes",
     "plot_per_case",
     "published_table",
     "report_markdown",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.report.plots import plot_knob, plot_per_case
+from tumorsweep.report.plots import plot_knob, plot_lesion_sizes, plot_per_case
 from tumorsweep.report.runs import PER_CASE_COLUMNS, load_per_case, load_runs
 from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
 from tumorsweep.report.summary import summarise
@@ -117,13 +117,18 @@ def _write_files(report: Report, folder: Path) -> list[str]:
         plot_per_case(report.per_case, report.summary, experiment).savefig(
             folder / f"{stem}_per_case.png", dpi=100
         )
-        names += [f"{stem}{end}" for end in (".md", ".csv", ".tex", "_knob.png", "_per_case.png")]
+        plot_lesion_sizes(report.summary, experiment).savefig(
+            folder / f"{stem}_lesion_sizes.png", dpi=100
+        )
+        ends = (".md", ".csv", ".tex", "_knob.png", "_per_case.png", "_lesion_sizes.png")
+        names += [f"{stem}{end}" for end in ends]
     return names
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     """Write report.md, summary.csv (exact numbers, raw and Holm-adjusted p), runs.csv, and per
-    experiment `<stem>.md`, `.csv`, `.tex`, `<stem>_knob.png` and `_per_case.png` (stem =
+    experiment `<stem>.md`, `.csv`, `.tex`, `<stem>_knob.png`, `_per_case.png` and
+    `_lesion_sizes.png` (lesion sensitivity by size per configuration) (stem =
     `file_stem(experiment)`), all inside `out_dir`; returns the paths written."""
     out = check_out_dir(out_dir)
     try:

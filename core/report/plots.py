@@ -1,4 +1,5 @@
-"""Figures of a study: metrics against the swept knob with CI bars, and the per-case spread.
+"""Figures of a study: metrics against the swept knob with CI bars, the per-case spread, and
+lesion sensitivity by lesion size per configuration.
 
 Figures are built without pyplot (no global figure state, no display needed): save them with
 `fig.savefig`, or show them in a notebook.
@@ -77,5 +78,48 @@ def plot_per_case(
     ax.set_xticks(positions, labels, rotation=30, ha="right")
     ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} per case")
     ax.set_title(f"{experiment}: per-case spread (mean over seeds per case)")
+    fig.tight_layout()
+    return fig
+
+
+LESION_SENSITIVITY = "tumor_lesion_sensitivity"
+
+
+def plot_lesion_sizes(summary: pd.DataFrame, experiment: str) -> Figure:
+    """Lesion sensitivity per equivalent-diameter bucket (and over all sizes) per configuration:
+    mean over trials with its 95% bootstrap CI over cases (and seeds), configurations side by
+    side; a bucket without any true lesion in a configuration's cases has no point."""
+    chosen = summary[summary["experiment"] == experiment]
+    prefix = LESION_SENSITIVITY + "_"
+    buckets = [
+        m
+        for m in dict.fromkeys(chosen["metric"])
+        if m.startswith(prefix) and not m.endswith("_global")
+    ]
+    metrics = [*buckets, LESION_SENSITIVITY]
+    names = [m[len(prefix) :].replace("lt", "< ").replace("ge", ">= ") for m in buckets]
+    names = [n.replace("to", "-") for n in names] + ["all sizes"]
+    labels = list(dict.fromkeys(chosen["label"]))
+    fig = Figure(figsize=(max(5.0, 1.4 * len(metrics) + 0.4 * len(labels)), 4))
+    ax = fig.subplots()
+    width = 0.8 / max(len(labels), 1)
+    for index, label in enumerate(labels):
+        rows = chosen[chosen["label"] == label].set_index("metric")
+        rows = rows.reindex(metrics)
+        x = np.arange(len(metrics)) + (index - (len(labels) - 1) / 2) * width
+        ok = (rows["status"] == "ok").to_numpy() & rows["mean"].notna().to_numpy()
+        low = (rows["mean"] - rows["ci_low"]).to_numpy(dtype=float)
+        high = (rows["ci_high"] - rows["mean"]).to_numpy(dtype=float)
+        errors = np.nan_to_num(np.vstack([low, high])[:, ok], nan=0.0)
+        ax.errorbar(
+            x[ok], rows["mean"].to_numpy(dtype=float)[ok], yerr=errors, fmt="o", capsize=3,
+            label=label,
+        )  # fmt: skip
+    ax.set_xticks(np.arange(len(metrics)), names)
+    ax.set_xlabel("true lesion size (equivalent diameter, mm)")
+    ax.set_ylabel("lesion sensitivity (mean over cases)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(f"{experiment}: lesions found by size (95% CI)")
+    ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig

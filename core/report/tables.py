@@ -1,6 +1,8 @@
 """Paper-style tables from `summarise` output, rendered as Markdown and LaTeX.
 
-Rows Liver Dice, Liver NSD, Tumor Dice, Tumor NSD (plus the trial count); one column per
+Rows Liver Dice, Liver NSD, Tumor Dice, Tumor NSD, HD95, then the lesion-level detection rows
+(tumour lesion sensitivity overall and by size, precision, false positives per case, lesion-wise
+Dice, case sensitivity and specificity; plus the trial count); one column per
 configuration. A cell reads `mean ± std [CI low, CI high]*`: mean and sample std over seeds
 (with cross-validation: over folds, or seeds x folds, and the table says so), the 95% bootstrap
 interval (two-level over seeds and cases, or cases only for one seed; cases pooled over folds), `*`
