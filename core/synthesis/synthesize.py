@@ -316,6 +316,7 @@ def synthesize_tumors_inplace(
 
     `healthy_only`: leave a label that already has tumour voxels (2) unchanged and return 0
     (Hu's rule for training samples), found in the same read of the label as its liver box.
+    `style=ca` runs Pixel2Cancer's cellular automaton (`tumorsweep.synthesis.cellular`).
     """
     _check_inputs(image_hu, label)
     if config.location == "gmm" and location_model is None:
@@ -328,6 +329,8 @@ def synthesize_tumors_inplace(
         raise TumorsweepError(
             f"liver bounding box {np.subtract(hi, lo) + 3} is too small for tumours"
         )
+    if config.style == "ca":
+        return _synthesize_ca(image_hu, label, scan, config, rng)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     label_box = label[box]
     if scan.liver_lower_bound < _MIN_LIVER_VOXELS:
@@ -382,6 +385,23 @@ def synthesize_tumors_inplace(
         _blend_zhang(image_hu[box], liver, tumour, boxes, config, rng)
     else:
         _blend_hu(image_hu[box], label_box, tumour, boxes, config, rng)
+    return added
+
+
+def _synthesize_ca(
+    image_hu: np.ndarray,
+    label: np.ndarray,
+    scan: LabelScan,
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+) -> int:
+    """Pixel2Cancer's cellular automaton on the organ's full bounding box (the public code
+    crops to [min, max] of label >= 1, not Hu's shrunk box), seeded from `rng`."""
+    from tumorsweep.synthesis.cellular import synthesize_ca  # torch only for this style
+
+    box = tuple(slice(a - 1, b + 2) for a, b in zip(scan.lo, scan.hi, strict=True))
+    seed = int(rng.integers(0, 2**62))
+    added, _ = synthesize_ca(image_hu[box], label[box], config.ca, config.texture, seed)
     return added
 
 
