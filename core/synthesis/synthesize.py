@@ -453,6 +453,46 @@ def _keep_done(values: np.ndarray, current: np.ndarray, region: Box, done: list[
         values[sub] = current[sub]
 
 
+def _texture_region(
+    image: np.ndarray,
+    liver: np.ndarray,
+    shape: tuple[int, ...],
+    config,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Zhang et al.'s texture source: a region of the scan of `shape`, centred on a uniformly
+    drawn liver voxel (shifted to fit in the box), non-liver voxels replaced by the region's
+    liver mean (so no body or air enters the tumour), elastically deformed by a smooth random
+    displacement field (std `deform_magnitude`, correlation length `deform_smoothness`)."""
+    from scipy.ndimage import map_coordinates, zoom
+
+    inside = np.flatnonzero(liver)
+    centre = np.unravel_index(inside[int(rng.integers(inside.size))], liver.shape)
+    lo = [
+        int(min(max(c - n // 2, 0), max(size - n, 0)))
+        for c, n, size in zip(centre, shape, liver.shape, strict=True)
+    ]
+    sl = tuple(slice(a, a + n) for a, n in zip(lo, shape, strict=True))
+    patch = image[sl].astype(np.float32)
+    mask = liver[sl]
+    fill = float(patch[mask].mean()) if mask.any() else float(image[liver].mean())
+    patch = np.where(mask, patch, np.float32(fill))
+    if patch.shape != shape:  # a liver box smaller than the region: pad with the fill
+        pad = [(0, n - m) for n, m in zip(shape, patch.shape, strict=True)]
+        patch = np.pad(patch, pad, constant_values=fill)
+    if config.deform_magnitude <= 0:
+        return patch
+    # displacement: white noise on a grid of step `deform_smoothness`, linearly upsampled
+    nodes = [max(2, int(np.ceil(n / config.deform_smoothness)) + 1) for n in shape]
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    coords = []
+    for axis_grid in grids:
+        coarse = rng.standard_normal(nodes).astype(np.float32) * config.deform_magnitude
+        factors = [n / m for n, m in zip(shape, nodes, strict=True)]
+        coords.append(axis_grid + zoom(coarse, factors, order=1, grid_mode=True, mode="nearest"))
+    return map_coordinates(patch, coords, order=1, mode="reflect").astype(np.float32)
+
+
 def _blend_zhang(
     image: np.ndarray,
     liver: np.ndarray,
@@ -477,7 +517,12 @@ def _blend_zhang(
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
         soft = _blurred(tumour, region, edge_sigma, radius, boxes) * liver[sl]
         scan = source[sl].astype(np.float32)
-        texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
+        if z.texture_source == "region":
+            shape = tuple(b - a for a, b in zip(*region, strict=True))
+            patch = _texture_region(source, liver, shape, z, rng)
+            texture = gaussian_filter(patch, tex_sigma) - liver_mean + target
+        else:
+            texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
         weight = np.float32(alpha) * soft
         blended = (1 - weight) * scan + weight * texture
         _keep_done(blended, image[sl], region, regions[:k])  # blend each voxel once
