@@ -1,4 +1,4 @@
-"""Run the `synthesis_styles` study (search_spaces/synthesis_styles.yaml); `--help` lists the flags."""
+"""Run the `synthesis_styles` study (search_spaces/synthesis_styles.yaml); `--help`: flags."""
 
 import sys
 

@@ -280,3 +280,21 @@ def test_preset_and_knob_validation():
     with pytest.raises(TumorsweepError, match="invasion_prob"):
         make_config("paper", {"synthesis.ca.invasion_prob": [1.0, 1.5, 0.1]})
     assert knob_qualifier("synthesis.style", "ca") == "Pixel2Cancer"
+
+
+def test_synthesis_styles_study_meets_the_published_zhang_column():
+    """The study's Zhang arm on Hu's Val matches the replication's 'Zhang et al.' column; its
+    CA arm matches none (no published Pixel2Cancer column on this protocol)."""
+    from tumorsweep.report.reference import match_published
+    from tumorsweep.search_space import load_search_space
+
+    space = load_search_space("synthesis_styles")
+    swept = space.swept_names()
+    assert swept == ["model.name", "synthesis.style"]
+    common = {"data.real_tumors": False, "synthesis.location": "uniform",
+              "synthesis.sphere_ratio": 0.0}  # fmt: skip
+    zhang = match_published("unet", "hu-val", {**common, "synthesis.style": "zhang"}, swept)
+    assert set(zhang["label"]) == {"Zhang et al."}
+    assert 0.51178 < float(zhang.loc[zhang["metric"] == "tumor_dice", "value"].iloc[0]) < 0.5118
+    ca = match_published("unet", "hu-val", {**common, "synthesis.style": "ca"}, swept)
+    assert ca.empty
