@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tumorsweep import preflight, tracking
-from tumorsweep.config import TrialConfig, apply_overrides, make_config, parse_assignment
+from tumorsweep.config import PRESETS, TrialConfig, apply_overrides, make_config, parse_assignment
 from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.search_space import SearchSpace, load_search_space, trial_probes
@@ -31,7 +31,10 @@ def build_parser(study: str) -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--data", help="dataset: MSD/LiTS/nnU-Net/folds (default: phantom CTs)")
     p.add_argument("--split", help="named evaluation set for the test list, e.g. hu-val")
-    p.add_argument("--preset", choices=("demo", "paper"), help="default: demo without --data")
+    p.add_argument(
+        "--preset", choices=tuple(PRESETS), help="default: demo without --data; pixel2cancer: "
+        "its CA training (synthesis.style=ca, window [-175, 250])",
+    )  # fmt: skip
     p.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
     p.add_argument("--experiment", help=f"MLflow experiment (default: {study})")
     p.add_argument("--search-space", help=f"YAML (default: search_spaces/{study}.yaml)")
