@@ -13,6 +13,12 @@ run by `benchmarks/public_code.py` in the side environment) and the ratios print
 over median for both label dtypes, and min over min of the uint8 path: on a shared machine
 the min is the least disturbed run); the goal is >= 20x per type. Then the one-off start-up
 and the peak traced memory of one sample (traced last: tracemalloc slows what runs after it).
+
+Then Pixel2Cancer's cellular automaton (`synthesis.style=ca`, issue 26): the per-event time of
+149-step events (one focus; and as-coded events, 1-9 foci with satellites and necrosis) against
+a Hu `large` event timed in the same run, and their statistics: tumour volume, connected
+components, largest extent (max diameter), mean HU drop, necrotic fraction. `--section ca`
+runs only that part; `--ca-device cuda` runs the automaton on the GPU.
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--public", type=Path, help="SyntheticTumors checkout")
     parser.add_argument("--public-python", type=Path, default=Path("/tmp/public-venv/bin/python"))
+    parser.add_argument("--section", choices=("all", "hu", "ca"), default="all")
+    parser.add_argument("--ca-device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--ca-events", type=int, default=5, help="CA events per row")
     args = parser.parse_args()
     if args.image and args.label:
         image = np.asarray(nib.load(args.image).dataobj, dtype=np.float32)
@@ -90,6 +99,10 @@ def main() -> None:
         image, label = phantom_case()
     label32 = label.astype(np.float32)
     print(f"volume {image.shape}, liver {int((label >= 1).sum()):,} voxels")
+    if args.section in ("all", "ca"):
+        ca_section(image, label, args)
+    if args.section == "ca":
+        return
     public = public_times(args, image, label) if args.public else None
 
     # No tracemalloc before the timings: once started it slows numpy's allocations for the
@@ -156,6 +169,74 @@ def main() -> None:
             f"peak traced memory of one {name} 'mix' sample: {peak / 2**20:.0f} MB "
             f"({PUBLIC_STARTUP_MB * 2**20 / peak:.0f}x less than the public ~3 GB bank)"
         )
+
+
+def ca_section(image: np.ndarray, label: np.ndarray, args) -> None:
+    """CA event cost and statistics beside a Hu large event, same CT, same run."""
+    from scipy import ndimage
+
+    from tumorsweep.synthesis.cellular import DEAD, synthesize_ca
+    from tumorsweep.synthesis.config import CellularConfig
+
+    torch.set_num_threads(1)
+    box = ndimage.find_objects((label >= 1).astype(np.uint8))[0]  # the organ's full box
+    hu = SynthesisConfig(type_probs={t: float(t == "large") for t in TUMOR_TYPES})
+    synthesize_tumors(image, label, hu, np.random.default_rng(99))  # warm-up
+    hu_ms, _, _ = median_ms(
+        lambda s, d: synthesize_tumors_inplace(*d, hu, np.random.default_rng(s)),
+        args.repeats,
+        lambda: (image.copy(), label.copy()),
+    )
+    rows = {
+        "one focus": CellularConfig(
+            steps_min=149, steps_max=149, seeds_min=1, seeds_max=1, satellite_prob=0.0,
+            necrosis_prob=0.0, device=args.ca_device,
+        ),
+        "one focus, necrosis": CellularConfig(
+            steps_min=149, steps_max=149, seeds_min=1, seeds_max=1, satellite_prob=0.0,
+            necrosis_prob=1.0, device=args.ca_device,
+        ),
+        "as coded (1-9 foci)": CellularConfig(
+            steps_min=149, steps_max=149, device=args.ca_device
+        ),
+        "as coded, steps 5-149": CellularConfig(device=args.ca_device),
+    }  # fmt: skip
+    print(
+        f"\nPixel2Cancer CA on {args.ca_device}, {torch.get_num_threads()} thread(s), "
+        f"{args.ca_events} events per row; Hu large event: {hu_ms:.1f} ms (median)"
+    )
+    print(
+        f"{'event':<24}{'ms/event':>9}{'x Hu large':>11}{'voxels':>10}{'comps':>6}"
+        f"{'max diam mm':>12}{'HU drop':>8}{'necrotic':>9}"
+    )
+    for name, cfg in rows.items():
+        times, stats = [], []
+        for seed in range(args.ca_events):
+            work_image, work_label = image[box].copy(), label[box].copy()
+            start = time.perf_counter()
+            _, tumour = synthesize_ca(work_image, work_label, cfg, hu.texture, seed)
+            if args.ca_device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+            grown = (work_label == 2) & (label[box] == 1)
+            parts, count = ndimage.label(grown, structure=np.ones((3, 3, 3)))  # 26-connected
+            extent = max(
+                (max(s.stop - s.start for s in sl) for sl in ndimage.find_objects(parts)),
+                default=0,
+            )
+            dead = np.zeros(grown.shape, dtype=bool)
+            if tumour is not None:
+                dead[tumour.window] = tumour.states.cpu().numpy() == DEAD
+            drop = float((image[box] - work_image)[grown].mean()) if grown.any() else 0.0
+            necrotic = float(dead[grown].mean()) if grown.any() else 0.0
+            stats.append((int(grown.sum()), count, extent, drop, necrotic))
+        ms = 1000 * float(np.median(times))
+        med = np.median(np.array(stats, dtype=float), axis=0)
+        print(
+            f"{name:<24}{ms:>9.0f}{ms / hu_ms:>10.1f}x{int(med[0]):>10,}{int(med[1]):>6}"
+            f"{med[2]:>12.0f}{med[3]:>8.1f}{med[4]:>9.2f}"
+        )
+    print("(medians over events; max diam = largest component's longest box side, 1 mm voxels)")
 
 
 if __name__ == "__main__":

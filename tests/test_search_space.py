@@ -21,7 +21,8 @@ SHIPPED = sorted(p.stem for p in SEARCH_SPACE_DIR.glob("*.yaml"))
 
 def test_every_study_has_an_entry_point() -> None:
     assert SHIPPED == [
-        "backbones", "difftumor", "gmm_location", "real_synthetic_mix", "sphere_ratio", "texture",
+        "backbones", "difftumor", "gmm_location", "real_synthetic_mix", "sphere_ratio",
+        "synthesis_styles", "texture",
     ]  # fmt: skip
     sweeps = Path(SEARCH_SPACE_DIR).parent / "sweeps"
     assert sorted(p.stem for p in sweeps.glob("*.py")) == SHIPPED

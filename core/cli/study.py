@@ -16,7 +16,7 @@ from typing import Any
 
 from tumorsweep import preflight, tracking
 from tumorsweep.cli.data import parse_source
-from tumorsweep.config import TrialConfig, apply_overrides, make_config, parse_assignment
+from tumorsweep.config import PRESETS, TrialConfig, apply_overrides, make_config, parse_assignment
 from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
 from tumorsweep.data.config import DataSource
 from tumorsweep.errors import TumorsweepError
@@ -52,9 +52,10 @@ def build_parser(study: str) -> argparse.ArgumentParser:
         "datafolds/healthy.json, base_dir: /data, role: healthy}'; repeatable",
     )  # fmt: skip
     data.add_argument(
-        "--preset", choices=("demo", "paper"),
-        help="demo (minutes on a laptop) or paper (the published protocol); default: demo "
-        "without --data, paper with it",
+        "--preset", choices=tuple(PRESETS),
+        help="demo (minutes on a laptop), paper (the published protocol) or another named "
+        "preset (`tumorsweep config --preset NAME` shows what it sets); default: demo without "
+        "--data, paper with it",
     )  # fmt: skip
     data.add_argument(
         "--folds", type=int, metavar="K",

@@ -30,7 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     syn.add_argument("--sphere-ratio", type=float, default=0.0)
     syn.add_argument("--location", choices=("uniform", "gmm"), default="uniform")
     syn.add_argument("--location-model", type=Path, help="JSON from fit-location (with gmm)")
-    syn.add_argument("--style", choices=("hu", "zhang", "difftumor"), default="hu")
+    syn.add_argument(
+        "--style",
+        choices=("hu", "zhang", "ca", "difftumor"),
+        default="hu",
+        help="ca: Pixel2Cancer's cellular automaton with its as-coded defaults "
+        "(synthesis.ca; see docs/synthesis-styles.md)",
+    )
     syn.add_argument("--generator", type=Path, help="generator folder (with --style difftumor)")
     syn.add_argument("--hu-drop", type=float, nargs=2, metavar=("MIN", "MAX"))
     syn.add_argument("--edge-blur", type=float, nargs=2, metavar=("MIN", "MAX"))

@@ -43,7 +43,12 @@ def knob_qualifier(name: str, value: Any) -> str | None:
     if name == "synthesis.location":
         return None if value == "uniform" else str(value).upper()
     if name == "synthesis.style":
-        styles = {"hu": None, "zhang": "Zhang et al.", "difftumor": "DiffTumor"}
+        styles = {
+            "hu": None,
+            "zhang": "Zhang et al.",
+            "ca": "Pixel2Cancer",
+            "difftumor": "DiffTumor",
+        }
         return styles.get(value, str(value))
     if name == "data.real_tumors":
         return "Real" if value else "Synthetic"

@@ -154,8 +154,13 @@ class ZhangConfig(_Strict):
     tumour, Gaussian-blurred (sigma in [texture_blur_min, texture_blur_max]) and shifted so
     its mean is the liver mean divided by a factor in [mean_factor_min, mean_factor_max]
     (hypodense); alpha-blended, alpha in [alpha_min, alpha_max], through the edge-blurred
-    mask. Not implemented: the paper's elastic "deformed region" step of the texture
-    source, and its polyhedron mesh (we displace the implicit surface voxel by voxel).
+    mask. Texture source (`texture_source=region`, the paper's step): a region of the scan
+    of the blob region's size, centred on a random liver voxel, non-liver voxels filled with
+    its liver mean, elastically deformed (a smooth random displacement field) and blurred;
+    `in_place` uses the scan under the tumour instead (no deformation; the earlier
+    behaviour). Not implemented: the polyhedron mesh (we displace the implicit surface voxel
+    by voxel). Contrast the paper's ranges imply at a tumour's core: E[alpha] (1 - E[1/f]) =
+    0.5 (1 - ln 3 / 2) = 23% of the liver mean (~25 HU on a 110 HU liver); edges less.
     """
 
     surface_noise: float = Field(0.15, ge=0, le=0.5, description="relative radius perturbation")
@@ -189,6 +194,17 @@ class ZhangConfig(_Strict):
     )
     texture_blur_max: float = Field(
         2.0, ge=0, le=10, description="voxels; upper end of the Gaussian blur of the texture source"
+    )
+    texture_source: Literal["region", "in_place"] = Field(
+        "region", description="region: a deformed, blurred region elsewhere in the liver "
+        "(the paper's texture step); in_place: the scan under the tumour, blurred only",
+    )  # fmt: skip
+    deform_magnitude: float = Field(
+        3.0, ge=0, le=50, description="std of the texture source's displacement, voxels (the "
+        "paper gives no value; 0 = no deformation)",
+    )  # fmt: skip
+    deform_smoothness: float = Field(
+        6.0, gt=0, le=100, description="correlation length of the displacement field, voxels"
     )
 
     @model_validator(mode="after")
@@ -230,6 +246,97 @@ class DiffTumorConfig(_Strict):
         return self
 
 
+class CellularConfig(_Strict):
+    """Pixel2Cancer (Lai et al., MICCAI 2024) cellular-automaton style (`synthesis.style=ca`).
+
+    Defaults are the public code "as coded" (MrGiovanni/Pixel2Cancer, liver; see
+    docs/synthesis-styles.md); the fields marked "as intended" switch to what the code
+    evidently meant. A tumour grows on the organ's quantified HU map (4 density levels, >=
+    `vessel_hu` = vessel/boundary) from 1-9 foci for `steps` steps, cells 1..10 (10 = full),
+    full cells push on vessels until they break; large tumours may get a necrotic core; the
+    states are mapped to HU with Hu et al.'s texture (`synthesis.texture` sets it) and a 3x3
+    in-plane blur.
+    """
+
+    steps_min: int = Field(
+        5, ge=1, le=1000, description="growth steps n ~ U{steps_min..steps_max}; the public "
+        "loop runs n + 1 steps (kept). Public: randint(5, 150) for the liver, 80 pancreas/kidney",
+    )  # fmt: skip
+    steps_max: int = Field(149, ge=1, le=1000, description="upper end of the steps draw")
+    seeds_min: int = Field(1, ge=1, le=100, description="tumour foci per event, low (public 1)")
+    seeds_max: int = Field(9, ge=1, le=100, description="tumour foci per event, high (public 9)")
+    satellite_prob: float = Field(
+        1 / 3,
+        ge=0,
+        le=1,
+        description="chance a focus gets satellite seeds (public randint(0,3)==0)",
+    )
+    satellites_min: int = Field(3, ge=0, le=100, description="satellites per focus, low (3)")
+    satellites_max: int = Field(9, ge=0, le=100, description="satellites per focus, high (9)")
+    satellite_offset: int = Field(
+        10, ge=1, le=100, description="satellite offsets per axis ~ U{-k..k-1} voxels (public 10)"
+    )
+    satellite_wrap: bool = Field(
+        True, description="as coded: a satellite (or necrosis point) at a negative index wraps "
+        "round the organ box (numpy indexing); false (as intended): it is dropped",
+    )  # fmt: skip
+    neighbourhood_quirk: bool = Field(
+        True, description="as coded: an invasion try picks one of 28 offsets, the 3x3x3 box "
+        "(self included) plus (+2,-1,-1) with p~3.6%; false (as intended): the 27 of the box",
+    )  # fmt: skip
+    max_tries: int = Field(3, ge=1, le=27, description="invasion tries per cell per step (3)")
+    invasion_prob: tuple[float, float, float] = Field(
+        (1.0, 1.0, 1.0), description="probability a try invades tissue of density level "
+        "100/120/140 HU. As coded 1/1/1 (the draw is truncated to an int); as intended "
+        "1/0.3/0.1. Vessels (>= vessel_hu) are never invaded, only pushed",
+    )  # fmt: skip
+    organ_hu_min: float = Field(
+        100.0, ge=-1000, le=1000, description="lowest density level, HU (liver 100): levels "
+        "at organ_hu_min + k (vessel_hu - organ_hu_min) / 3, k = 0, 1, 2",
+    )  # fmt: skip
+    vessel_hu: float = Field(
+        160.0, ge=-1000, le=2000, description="HU at and above which an organ voxel is a vessel "
+        "or boundary that blocks growth until pushed (liver 160; kidney 200)",
+    )  # fmt: skip
+    pressure_capacity: int = Field(
+        2, ge=0, le=100, description="pushes a vessel voxel stores (public clamp 160 + 2); it "
+        "breaks when it would exceed capacity + 1 within one step",
+    )  # fmt: skip
+    necrosis_prob: float = Field(0.5, ge=0, le=1, description="chance of a necrotic core (1/2)")
+    necrosis_min_steps: int = Field(
+        50, ge=0, le=1000, description="necrosis only when steps > this (liver 50, '2 cm')"
+    )
+    necrosis_points_min: int = Field(5, ge=0, le=100, description="extra dead points per seed")
+    necrosis_points_max: int = Field(19, ge=0, le=100, description="(public randint(5, 20))")
+    necrosis_steps_divisor: float = Field(
+        7.0, gt=0, le=100, description="death-spread steps = floor(steps / divisor + 1) (7)"
+    )
+    necrotic_label: Literal[0, 2] = Field(
+        2, description="label of necrotic voxels inside the organ. 2 (tumour, ours and the "
+        "paper's figure); 0 is what the public code's float labels give (1 + (-1) = 0), "
+        "which calls them background inside the liver",
+    )  # fmt: skip
+    hu_drop_min: float = Field(65.0, ge=0, le=1000, description="tumour HU drop U(65, 145)")
+    hu_drop_max: float = Field(145.0, ge=0, le=1000, description="(public difference_1)")
+    necrosis_drop_min: float = Field(90.0, ge=0, le=1000, description="core drop U(90, 110)")
+    necrosis_drop_max: float = Field(110.0, ge=0, le=1000, description="(public difference_2)")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="where the automaton runs (same tumour for the same seed on both)"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CellularConfig:
+        _check_ranges(
+            self,
+            ("steps", "seeds", "satellites", "necrosis_points", "hu_drop", "necrosis_drop"),
+        )
+        if not self.organ_hu_min < self.vessel_hu:
+            raise ValueError(f"organ_hu_min ({self.organ_hu_min}) must be < vessel_hu")
+        if any(not 0 <= p <= 1 for p in self.invasion_prob):
+            raise ValueError(f"invasion_prob values must be in [0, 1], got {self.invasion_prob}")
+        return self
+
+
 def _default_counts() -> dict[str, tuple[int, int]]:
     return {"tiny": (3, 10), "small": (3, 10), "medium": (2, 5), "large": (1, 3)}
 
@@ -254,11 +361,14 @@ class SynthesisConfig(_Strict):
         description="false = no synthesis (the real-tumour control, or a baseline without tumours)",
     )
     prob: float = Field(0.9, ge=0, le=1, description="probability a training sample gets tumours")
-    style: Literal["hu", "zhang", "difftumor"] = Field(
-        "hu",
-        description="synthesis method: hu (Hu et al. 2023), zhang (Zhang et al. 2023), difftumor "
-        "(Chen et al. 2024)",
-    )
+    style: Literal["hu", "zhang", "ca", "difftumor"] = Field(
+        "hu", description="hu (Hu et al. CVPR 2023), zhang (Zhang et al. JBHI 2023), ca "
+        "(Pixel2Cancer's cellular automaton, `synthesis.ca`), difftumor (a generator)",
+    )  # fmt: skip
+    healthy_only: bool = Field(
+        True, description="fire only on samples whose label has no tumour (Hu: max <= 1); "
+        "false also on real-tumour CTs (Pixel2Cancer: max <= 2)",
+    )  # fmt: skip
     type_probs: TypeProbs = Field(default_factory=TypeProbs)
     radius: dict[str, float] = Field(
         default_factory=_default_radius,
@@ -314,6 +424,7 @@ class SynthesisConfig(_Strict):
     )  # fmt: skip
     texture: TextureConfig = Field(default_factory=TextureConfig)
     zhang: ZhangConfig = Field(default_factory=ZhangConfig)
+    ca: CellularConfig = Field(default_factory=CellularConfig)
     generator: str | None = Field(
         None, description="DiffTumor generator folder (tumorsweep train-generator) or 'auto'"
     )

@@ -330,6 +330,7 @@ def synthesize_tumors_inplace(
 
     `healthy_only`: leave a label that already has tumour voxels (2) unchanged and return 0
     (Hu's rule for training samples), found in the same read of the label as its liver box.
+    `style=ca` runs Pixel2Cancer's cellular automaton (`tumorsweep.synthesis.cellular`).
     """
     _check_inputs(image_hu, label)
     if config.location == "gmm" and location_model is None:
@@ -342,6 +343,8 @@ def synthesize_tumors_inplace(
         raise TumorsweepError(
             f"liver bounding box {np.subtract(hi, lo) + 3} is too small for tumours"
         )
+    if config.style == "ca":
+        return _synthesize_ca(image_hu, label, scan, config, rng)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     label_box = label[box]
     if scan.liver_lower_bound < _MIN_LIVER_VOXELS:
@@ -399,6 +402,23 @@ def synthesize_tumors_inplace(
     return added
 
 
+def _synthesize_ca(
+    image_hu: np.ndarray,
+    label: np.ndarray,
+    scan: LabelScan,
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+) -> int:
+    """Pixel2Cancer's cellular automaton on the organ's full bounding box (the public code
+    crops to [min, max] of label >= 1, not Hu's shrunk box), seeded from `rng`."""
+    from tumorsweep.synthesis.cellular import synthesize_ca  # torch only for this style
+
+    box = tuple(slice(a - 1, b + 2) for a, b in zip(scan.lo, scan.hi, strict=True))
+    seed = int(rng.integers(0, 2**62))
+    added, _ = synthesize_ca(image_hu[box], label[box], config.ca, config.texture, seed)
+    return added
+
+
 def _blend_hu(
     image: np.ndarray,
     liver: np.ndarray,
@@ -447,6 +467,46 @@ def _keep_done(values: np.ndarray, current: np.ndarray, region: Box, done: list[
         values[sub] = current[sub]
 
 
+def _texture_region(
+    image: np.ndarray,
+    liver: np.ndarray,
+    shape: tuple[int, ...],
+    config,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Zhang et al.'s texture source: a region of the scan of `shape`, centred on a uniformly
+    drawn liver voxel (shifted to fit in the box), non-liver voxels replaced by the region's
+    liver mean (so no body or air enters the tumour), elastically deformed by a smooth random
+    displacement field (std `deform_magnitude`, correlation length `deform_smoothness`)."""
+    from scipy.ndimage import map_coordinates, zoom
+
+    inside = np.flatnonzero(liver)
+    centre = np.unravel_index(inside[int(rng.integers(inside.size))], liver.shape)
+    lo = [
+        int(min(max(c - n // 2, 0), max(size - n, 0)))
+        for c, n, size in zip(centre, shape, liver.shape, strict=True)
+    ]
+    sl = tuple(slice(a, a + n) for a, n in zip(lo, shape, strict=True))
+    patch = image[sl].astype(np.float32)
+    mask = liver[sl]
+    fill = float(patch[mask].mean()) if mask.any() else float(image[liver].mean())
+    patch = np.where(mask, patch, np.float32(fill))
+    if patch.shape != shape:  # a liver box smaller than the region: pad with the fill
+        pad = [(0, n - m) for n, m in zip(shape, patch.shape, strict=True)]
+        patch = np.pad(patch, pad, constant_values=fill)
+    if config.deform_magnitude <= 0:
+        return patch
+    # displacement: white noise on a grid of step `deform_smoothness`, linearly upsampled
+    nodes = [max(2, int(np.ceil(n / config.deform_smoothness)) + 1) for n in shape]
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    coords = []
+    for axis_grid in grids:
+        coarse = rng.standard_normal(nodes).astype(np.float32) * config.deform_magnitude
+        factors = [n / m for n, m in zip(shape, nodes, strict=True)]
+        coords.append(axis_grid + zoom(coarse, factors, order=1, grid_mode=True, mode="nearest"))
+    return map_coordinates(patch, coords, order=1, mode="reflect").astype(np.float32)
+
+
 def _blend_zhang(
     image: np.ndarray,
     liver: np.ndarray,
@@ -471,7 +531,12 @@ def _blend_zhang(
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
         soft = _blurred(tumour, region, edge_sigma, radius, boxes) * liver[sl]
         scan = source[sl].astype(np.float32)
-        texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
+        if z.texture_source == "region":
+            shape = tuple(b - a for a, b in zip(*region, strict=True))
+            patch = _texture_region(source, liver, shape, z, rng)
+            texture = gaussian_filter(patch, tex_sigma) - liver_mean + target
+        else:
+            texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
         weight = np.float32(alpha) * soft
         blended = (1 - weight) * scan + weight * texture
         _keep_done(blended, image[sl], region, regions[:k])  # blend each voxel once

@@ -72,7 +72,8 @@ class GatedSynthesisd(MapTransform, Randomizable):
 class TumorSynthesisd(GatedSynthesisd):
     """Add synthetic tumours to `image` (HU, 1 mm, channel first) and mark them 2 in `label`.
 
-    Applied with probability `config.prob`, only when the label has no tumour (max <= 1);
+    Applied with probability `config.prob`, only when the label has no tumour (max <= 1)
+    unless `config.healthy_only` is false (Pixel2Cancer fires on real-tumour CTs too);
     identity when `config.enabled` is False. Returns the same types (MetaTensor meta kept).
 
     `inplace=True` (default) writes into the sample's own arrays: no volume copies. That is
@@ -121,7 +122,12 @@ class TumorSynthesisd(GatedSynthesisd):
             label = label.copy(order="K")
         rng = np.random.default_rng(self._seed)
         added = synthesize_tumors_inplace(
-            image, label, self.config, rng, self.location_model, healthy_only=True
+            image,
+            label,
+            self.config,
+            rng,
+            self.location_model,
+            healthy_only=self.config.healthy_only,
         )
         if added and not image_in_place:
             d[image_key] = convert_to_dst_type(image[None], d[image_key])[0]
