@@ -43,6 +43,10 @@ DATA_ROOT_TAG = "tumorsweep.data_root"
 DATA_WARNINGS_TAG = "tumorsweep.data_warnings"  # JSON list of strings
 DRIVER_HOST_TAG = "tumorsweep.driver_host"
 DRIVER_PID_TAG = "tumorsweep.driver_pid"
+# A trial that evaluates a released checkpoint (no training): the published column it
+# reproduces (JSON [table, label] of core/reference/published.yaml) and the file's SHA-256.
+PUBLISHED_COLUMN_TAG = "tumorsweep.published_column"
+CHECKPOINT_SHA256_TAG = "tumorsweep.checkpoint_sha256"
 # Params beyond the flattened config
 SEED_PARAM = "seed"
 # Artifacts of a trial
