@@ -17,10 +17,11 @@ job it builds the network the public code builds, with the published arguments:
   (patch 96^3, spacing 0.77 x 0.77 x 1 mm), `norm_name="instance"`, no deep supervision.
 
 Usage: networks.py JOBS.json, a list of jobs:
-- {"mode": "publish", "name", "seed", "input", "checkpoint", "output"}: random weights
-  (torch seed), saved as the publishers' `save_checkpoint` does (`epoch`, `best_acc` the mean
-  validation Dice as a numpy float32 scalar, `state_dict`, AdamW `optimizer` state after one
-  step, warm-up cosine `scheduler` state), and the network's output on the input tensor.
+- {"mode": "publish", "name", "seed", "input", "checkpoint", "output", "best_acc_dtype"}:
+  random weights (torch seed), saved as the publishers' `save_checkpoint` does (`epoch`,
+  `best_acc` the mean validation Dice as a numpy scalar of `best_acc_dtype`, float32 by
+  default, `state_dict`, AdamW `optimizer` state after one step, warm-up cosine `scheduler`
+  state), and the network's output on the input tensor.
 - {"mode": "forward", "name", "weights", "input", "output"}: load a state dict (MONAI names)
   strictly and write the output on the input tensor.
 """
@@ -146,12 +147,13 @@ def publish(job):
         param.grad = torch.randn(param.shape) * 1e-3
     optimizer.step()
     scheduler.step()
-    val_acc = np.array([0.95, 0.55], dtype=np.float32)  # liver, tumour Dice as the trainer's
+    # liver and tumour Dice as the trainer holds them: float32 from a tensor, or float64
+    val_acc = np.array([0.95, 0.55], dtype=job.get("best_acc_dtype", "float32"))
     generator = torch.Generator().manual_seed(job["seed"] + 1)
     torch.save(
         {
             "epoch": 199,
-            "best_acc": np.mean(val_acc),  # numpy float32 scalar
+            "best_acc": np.mean(val_acc),  # a numpy scalar
             "state_dict": published_layout(job["name"], model.state_dict(), generator),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
