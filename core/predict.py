@@ -88,30 +88,21 @@ def read_config(path: str | Path) -> TrialConfig:
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a weights file (`model/best_weights.pt`) or a trainer checkpoint
-    (`state.pt`: its selected weights, else its latest); loaded with weights_only=True, so a
-    file holding code is refused rather than run."""
-    file = Path(path)
-    if not file.is_file():
-        raise TumorsweepError(f"{file}: checkpoint file not found")
-    try:
-        saved = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or pickled code
-        reason = " ".join(str(exc).split())[:300]
-        raise TumorsweepError(f"{file}: not a weights-only PyTorch checkpoint ({reason})") from None
-    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
-        saved = saved.get("best_weights") or saved["model"]
-    if not isinstance(saved, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in saved.items()
-    ):
-        raise TumorsweepError(f"{file}: expected a state dict (parameter name -> tensor)")
-    return saved
+    """A state dict from a weights file (`model/best_weights.pt`), a trainer checkpoint
+    (`state.pt`: its selected weights, else its latest) or a released checkpoint of the
+    public code (`{'epoch', 'best_acc', 'state_dict', 'optimizer', 'scheduler'}`); loaded
+    with weights_only=True (`tumorsweep.models.checkpoints`), so a file holding code is
+    refused rather than run."""
+    from tumorsweep.models.checkpoints import read_state_dict
+
+    return read_state_dict(path)
 
 
 def load_trained(weights: str | Path, config: str | Path, source: str) -> TrainedModel:
     """The config's network with the checkpoint's weights; a checkpoint of another network
     (missing, unexpected or differently shaped parameters) is an error naming both files."""
     from tumorsweep.models import backbone, build
+    from tumorsweep.models.checkpoints import match_keys
 
     cfg = read_config(config)
     state = read_weights(weights)
@@ -119,6 +110,7 @@ def load_trained(weights: str | Path, config: str | Path, source: str) -> Traine
     if backbone(cfg.model.name).takes_patch_size:  # as tumorsweep.train.build makes it
         options.setdefault("patch_size", cfg.schedule.patch_size)
     network = build(cfg.model.name, None, **options)  # the weights replace any pretraining
+    state = match_keys(state, network)  # published Swin names -> MONAI's
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:

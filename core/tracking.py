@@ -49,6 +49,10 @@ BEST_TRIAL_TAG = "tumorsweep.best_trial"  # the best trial's run name, on the sw
 DATA_SOURCES_TAG = "tumorsweep.data_sources"  # JSON list of {name, path, layout, role}
 DRIVER_HOST_TAG = "tumorsweep.driver_host"
 DRIVER_PID_TAG = "tumorsweep.driver_pid"
+# A trial that evaluates a released checkpoint (no training): the published column it
+# reproduces (JSON [table, label] of core/reference/published.yaml) and the file's SHA-256.
+PUBLISHED_COLUMN_TAG = "tumorsweep.published_column"
+CHECKPOINT_SHA256_TAG = "tumorsweep.checkpoint_sha256"
 # Params beyond the flattened config
 SEED_PARAM = "seed"
 # The trial's training pool per source: `train_pool.<source>.<arm>` = cases (arm healthy or

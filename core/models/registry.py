@@ -50,6 +50,9 @@ def _unet(
     )
 
 
+SWIN_MERGING = ("published", "monai16")
+
+
 def _swin_factory(feature_size: int) -> Callable[..., torch.nn.Module]:
     def factory(
         in_channels: int = 1,
@@ -63,9 +66,20 @@ def _swin_factory(feature_size: int) -> Callable[..., torch.nn.Module]:
         dropout_path_rate: float = 0.0,
         use_checkpoint: bool = False,
         use_v2: bool = False,
+        merging: str = "published",
     ) -> torch.nn.Module:
+        """MONAI's SwinUNETR with the published patch merging (`merging="published"`,
+        tumorsweep.models.swin) or MONAI 1.6's eight distinct corners (`"monai16"`)."""
         from monai.networks.nets import SwinUNETR
 
+        if merging not in SWIN_MERGING:
+            raise ValueError(f"merging must be one of {', '.join(SWIN_MERGING)}, got {merging!r}")
+        if merging == "published":
+            from tumorsweep.models.swin import PublishedPatchMerging
+
+            downsample = PublishedPatchMerging
+        else:
+            downsample = "merging"
         return SwinUNETR(
             in_channels=in_channels,
             out_channels=out_channels,
@@ -79,6 +93,7 @@ def _swin_factory(feature_size: int) -> Callable[..., torch.nn.Module]:
             use_checkpoint=use_checkpoint,
             use_v2=use_v2,
             spatial_dims=3,
+            downsample=downsample,
         )
 
     return factory
@@ -90,12 +105,14 @@ def _nnunet(
     filters: Sequence[int] = (32, 64, 128, 256, 320),
     kernel_size: int = 3,
     strides: Sequence[int] = (1, 2, 2, 2, 2),
-    norm_name: str | tuple = ("instance", {"affine": True}),
+    norm_name: str | tuple = "instance",
     res_block: bool = False,
     dropout: float | None = None,
 ) -> torch.nn.Module:
-    """MONAI DynUNet as DiffTumor uses it; no deep supervision, so train and eval return one
-    tensor."""
+    """MONAI DynUNet as DiffTumor builds it (kernels and strides of its `get_kernels_strides`
+    for 96^3 patches, MONAI's default filters, `norm_name="instance"`: InstanceNorm3d without
+    affine parameters); no deep supervision, so train and eval return one tensor. Pass
+    `norm_name=("instance", {"affine": True})` for MONAI's default (affine) norm."""
     from monai.networks.nets import DynUNet
 
     return DynUNet(
@@ -130,17 +147,64 @@ class Backbone:
     display: str  # column label in the published tables' style
     pretrained_encoder: bool = False  # accepts a self-supervised Swin encoder (model_swinvit.pt)
     takes_patch_size: bool = False  # the constructor needs the training patch size
+    source: str = ""  # the public definition this entry reproduces (repository: file)
 
+
+_HU = "MrGiovanni/SyntheticTumors"
+_SWIN_SOURCE = (
+    _HU + ": networks/swin3d_unetrv2.py + networks/swin_transformer_3d.py (main.py, "
+    "--model_name swin_unetrv2 --swin_type {}), MONAI 0.9.0"
+)
+_SEGMAMBA_SOURCE = "ge-xing/SegMamba: model_segmamba/segmamba.py ({}), our own CPU scan"
 
 REGISTRY: dict[str, Backbone] = {
-    "unet": Backbone(_unet, "UNET"),
-    "swin_unetr_base": Backbone(_swin_factory(48), "Swin-UNETR-Base", pretrained_encoder=True),
-    "swin_unetr_small": Backbone(_swin_factory(24), "Swin-UNETR-Small", pretrained_encoder=True),
-    "swin_unetr_tiny": Backbone(_swin_factory(12), "Swin-UNETR-Tiny", pretrained_encoder=True),
-    "nnunet": Backbone(_nnunet, "nnUNet"),
-    "segmamba_v0": Backbone(_segmamba_factory("v0"), "SegMambaV0", takes_patch_size=True),
-    "segmamba_v1": Backbone(_segmamba_factory("v1"), "SegMambaV1", takes_patch_size=True),
-    "segmamba_tom": Backbone(_segmamba_factory("tom"), "SegMambaToM", takes_patch_size=True),
+    "unet": Backbone(
+        _unet,
+        "UNET",
+        source=f"{_HU}: main.py (--model_name unet): monai.networks.nets.UNet, MONAI 0.9.0",
+    ),
+    "swin_unetr_base": Backbone(
+        _swin_factory(48),
+        "Swin-UNETR-Base",
+        pretrained_encoder=True,
+        source=_SWIN_SOURCE.format("base"),
+    ),
+    "swin_unetr_small": Backbone(
+        _swin_factory(24),
+        "Swin-UNETR-Small",
+        pretrained_encoder=True,
+        source=_SWIN_SOURCE.format("small"),
+    ),
+    "swin_unetr_tiny": Backbone(
+        _swin_factory(12),
+        "Swin-UNETR-Tiny",
+        pretrained_encoder=True,
+        source=_SWIN_SOURCE.format("tiny"),
+    ),
+    "nnunet": Backbone(
+        _nnunet,
+        "nnUNet",
+        source="MrGiovanni/DiffTumor: STEP3.SegmentationModel/main.py (--model_name nnunet) + "
+        "dynunet_pipeline/create_network.py: monai.networks.nets.DynUNet, MONAI 0.9.0",
+    ),
+    "segmamba_v0": Backbone(
+        _segmamba_factory("v0"),
+        "SegMambaV0",
+        takes_patch_size=True,
+        source=_SEGMAMBA_SOURCE.format("January 2024"),
+    ),
+    "segmamba_v1": Backbone(
+        _segmamba_factory("v1"),
+        "SegMambaV1",
+        takes_patch_size=True,
+        source=_SEGMAMBA_SOURCE.format("March 2024"),
+    ),
+    "segmamba_tom": Backbone(
+        _segmamba_factory("tom"),
+        "SegMambaToM",
+        takes_patch_size=True,
+        source=_SEGMAMBA_SOURCE.format("current, with the inter-slice scan"),
+    ),
 }
 
 BACKBONES: tuple[str, ...] = tuple(REGISTRY)

@@ -137,16 +137,25 @@ def _same(name: str, ours: Any, published: Any) -> bool:
 
 
 def match_published(
-    backbone: str, eval_set: str, params: Mapping[str, Any], swept: list[str]
+    backbone: str,
+    eval_set: str,
+    params: Mapping[str, Any],
+    swept: list[str],
+    column: tuple[str, str] | None = None,
 ) -> pd.DataFrame:
     """Published rows (one per metric) for one configuration; empty when none matches.
 
-    `params` holds our configuration's values; `swept` the study's knobs. Columns as in
+    `params` holds our configuration's values; `swept` the study's knobs. `column` (table,
+    label) names the published column outright, as an evaluated released checkpoint does;
+    it still has to be of the same backbone and evaluation set. Columns as in
     `published_table()`.
     """
     table = published_table()
     knobs = set(swept) - {"model.name"}
     candidates = table[(table["backbone"] == backbone) & (table["eval_set"] == eval_set)]
+    if column is not None:
+        named = (candidates["table"] == column[0]) & (candidates["label"] == column[1])
+        return candidates[named].reset_index(drop=True)
     for source in SOURCE_PREFERENCE:
         rows = candidates[candidates["source"] == source]
         matched = rows[

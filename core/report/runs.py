@@ -204,6 +204,7 @@ def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any])
         "seed": params.get(tracking.SEED_PARAM),
         "fold": params.get(FOLD_PARAM),
         "folds": params.get(FOLDS_PARAM),
+        "published_column": run.data.tags.get(tracking.PUBLISHED_COLUMN_TAG),
         "swept": json.dumps(swept),
         "baseline": sweep["baseline"],
         "data_warnings": json.dumps(sweep["data_warnings"]),
@@ -234,8 +235,9 @@ def load_runs(
     `parent_run_id` picks one. Every trial gets a row for each of `FINAL_METRICS` (value NaN
     when missing, e.g. failed or unfinished trials) plus one per other metric it logged
     (latest value). Columns: experiment, parent_run_id, run_id, status (MLflow's FINISHED,
-    FAILED, KILLED, RUNNING, or STALE), error, backbone, eval_set, config_key, seed, fold and
-    folds (None without cross-validation), label,
+    FAILED, KILLED, RUNNING, or STALE), error, backbone, eval_set, config_key, seed, label,
+    fold and folds (None without cross-validation), published_column (JSON [table, label]
+    named by an evaluated released checkpoint, else None),
     metric, value, swept, baseline, data_warnings (JSON list, the sweep's), overrides (JSON
     list of `OVERRIDE_PARAMS` set true), deviations (JSON list of `name=value` where the trial
     left the paper preset, `protocol_deviations`), train_pool (JSON {source: {arm: cases}} of

@@ -130,6 +130,7 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
                 "backbone": first["backbone"],
                 "eval_set": first["eval_set"],
                 "config_key": first["config_key"],
+                "published_column": first.get("published_column"),
                 "swept": swept,
                 "is_baseline": bool(baseline)
                 and all(_equal(first.get(k), v) for k, v in baseline.items()),
@@ -171,8 +172,13 @@ def _status_without_numbers(config: dict[str, Any]) -> str:
 
 
 def _published(config: dict[str, Any], params: dict[str, Any]) -> dict[str, pd.Series]:
+    column = config.get("published_column")
     published = match_published(
-        str(config["backbone"]), str(config["eval_set"]), params, config["swept"]
+        str(config["backbone"]),
+        str(config["eval_set"]),
+        params,
+        config["swept"],
+        column=None if is_missing(column) else tuple(json.loads(column)),
     )
     return {metric: row for metric, row in published.set_index("metric").iterrows()}
 
