@@ -14,7 +14,7 @@ CORE = Path(__file__).resolve().parents[1] / "core"
 
 LAYERS: list[tuple[set[str], bool]] = [  # (rooms, may the rooms import each other)
     ({"cli"}, True),
-    ({"sweep", "preflight", "search_space", "progress", "report"}, True),
+    ({"sweep", "preflight", "search_space", "progress", "report", "released"}, True),
     (
         {"train", "session", "tracking", "optim", "predict", "difftumor", "config"}
         | {"config_reference", "ray_cluster", "ray_watchdog"},
