@@ -26,7 +26,13 @@ from tumorsweep import tracking
 from tumorsweep.config import TrialConfig, apply_overrides, flatten
 from tumorsweep.data.cases import CaseLists
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.search_space import SearchSpace, config_key, param_space, trial_overrides
+from tumorsweep.search_space import (
+    SearchSpace,
+    check_metric,
+    config_key,
+    param_space,
+    trial_overrides,
+)
 
 STATE_FILE = "tumorsweep_sweep.json"
 
@@ -330,6 +336,7 @@ def run_sweep(
     """Run (or resume) the sweep on the study's case lists (one per fold with
     cross-validation, else under key None); returns the parent run id, experiment (name and
     id) and Tune results."""
+    check_metric(space.metric, space.mode, f"study {space.study}")
     cases = next(iter(cases_by_fold.values()))
     experiment = options.experiment or space.study
     storage = options.storage if "://" in options.storage else str(Path(options.storage).resolve())

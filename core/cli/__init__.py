@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TumorsweepError as exc:
         print(f"tumorsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a read or write that failed after the checks (disk full meanwhile)
+        where = exc.filename or "a file"
+        print(f"tumorsweep {args.command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

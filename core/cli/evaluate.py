@@ -10,6 +10,8 @@ pooled values and empty-mask counts. Any problem stops the run before anything i
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from tumorsweep.evaluate.aggregate import EMPTY_KINDS, aggregate
 from tumorsweep.evaluate.metrics import case_metrics
 from tumorsweep.evaluate.naming import NIFTI_SUFFIXES, case_name
 from tumorsweep.evaluate.protocol import PROTOCOLS
+from tumorsweep.outputs import check_output_file, write_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,25 +71,37 @@ def run_evaluate(args: argparse.Namespace) -> int:
         rows.append({"case": name, **metrics})
     table = pd.DataFrame(rows)
     text = _summary_text(aggregate(table), len(rows), protocol.name)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        _write_csv(table, args.out)
+    except OSError as exc:
+        raise write_error(args.out, exc) from None
     print(text)
     print(f"per-case rows: {args.out}")
     return 0
 
 
+def _write_csv(table: pd.DataFrame, out: Path) -> None:
+    """The CSV written beside `out` and renamed onto it: a failed write leaves no half file."""
+    handle, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".csv", dir=out.parent)
+    os.close(handle)
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _check_out(out: Path, inputs: list[Path]) -> None:
-    """`--out` must be a writable file path that is none of the inputs."""
+    """`--out` must be a writable file path that is none of the inputs (probed before any
+    case is scored: a read-only folder or a device such as /dev/full is refused)."""
     if out.is_dir():
         raise TumorsweepError(f"--out {out}: is a folder; give the CSV file to write")
     resolved = out.resolve()
     if any(resolved == path.resolve() for path in inputs):
         raise TumorsweepError(f"--out {out}: is one of the input label files")
-    for parent in resolved.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise TumorsweepError(f"--out {out}: {parent} is a file, not a folder")
-            break
+    check_output_file(out, "--out")
 
 
 def _nifti_files(folder: Path, role: str) -> dict[str, Path]:

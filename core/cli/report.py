@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.outputs import check_output_folder, exclusive
 from tumorsweep.report import build_report, report_markdown, write_report
 from tumorsweep.report.build import check_out_dir
 from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
+from tumorsweep.report.store import check_tracking_uri
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,14 +41,25 @@ def run_report(args: argparse.Namespace) -> int:
     """Check the arguments, build the report, write it to --out and print its Markdown."""
     if args.resamples < 1:
         raise TumorsweepError(f"--resamples must be at least 1, got {args.resamples}")
-    check_out_dir(args.out)
-    report = build_report(
-        args.tracking_uri,
-        args.experiment,
-        all_sweeps=args.all_sweeps,
-        n_resamples=args.resamples,
-        seed=args.seed,
-    )
-    write_report(report, args.out)
+    out = check_out_dir(args.out)
+    check_output_folder(out, "--out")
+    check_tracking_uri(args.tracking_uri)  # before anything is created
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        # one report at a time per folder: two at once would mix their files
+        with exclusive(out / ".tumorsweep-report.lock", f"--out {out}"):
+            report = build_report(
+                args.tracking_uri,
+                args.experiment,
+                all_sweeps=args.all_sweeps,
+                n_resamples=args.resamples,
+                seed=args.seed,
+            )
+            write_report(report, out)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a refused or failed report leaves no folder behind
+        raise
     print(report_markdown(report))
     return 0

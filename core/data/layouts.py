@@ -239,6 +239,13 @@ def _load_nnunet(root: Path) -> tuple[str, Path, dict[str, list[dict]]]:
             continue
         case = label.name[: -len(ending)]
         entries.append(_entry(base / "imagesTr" / f"{case}_0000{ending}", label, None))
+    if not entries:
+        present = sorted({"".join(p.suffixes) for p in (base / "labelsTr").glob("*") if p.suffixes})
+        found = f"labelsTr holds {', '.join(present)} files" if present else "labelsTr is empty"
+        raise TumorsweepError(
+            f"{description}: file_ending {ending!r} matches no file in {base / 'labelsTr'} "
+            f"({found})"
+        )
     count = data.get("numTraining")
     if count is not None and count != len(entries):
         raise TumorsweepError(

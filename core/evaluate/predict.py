@@ -29,6 +29,7 @@ from tumorsweep.config import TrialConfig, format_validation_error
 from tumorsweep.data.io import open_nifti, voxels
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.naming import NIFTI_SUFFIXES, case_name
+from tumorsweep.weights import refusal_reason
 
 LABEL_SUFFIX = ".nii.gz"
 VOLUME_COLUMNS = ("case", "image", "labels", "liver_ml", "tumor_ml", "tumor_count")
@@ -97,8 +98,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         saved = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, truncated, or pickled code
-        reason = " ".join(str(exc).split())[:300]
-        raise TumorsweepError(f"{file}: not a weights-only PyTorch checkpoint ({reason})") from None
+        raise TumorsweepError(
+            f"{file}: not a weights-only PyTorch checkpoint ({refusal_reason(exc)})"
+        ) from None
     if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
         saved = saved.get("best_weights") or saved["model"]
     if not isinstance(saved, dict) or not all(

@@ -1,0 +1,49 @@
+"""The one way tumorsweep reads a torch file: `torch.load(weights_only=True)`, with a refusal
+that names the file and says why, in one line.
+
+A file that holds pickled code (or any Python object other than tensors and plain values) is
+refused and its code never runs. The refusal never repeats torch's advice to retry with
+`weights_only=False`: that would run whatever the file holds.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+from tumorsweep.errors import TumorsweepError
+
+# torch's weights-only refusal starts with this; everything after it is advice we never give.
+_WEIGHTS_ONLY_FAILED = "Weights only load failed"
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """Why torch could not load a file, in one line, without torch's `weights_only=False`
+    advice."""
+    text = " ".join(str(exc).split())
+    if _WEIGHTS_ONLY_FAILED in text or "weights_only" in text:
+        return (
+            "holds pickled code or Python objects other than tensors and plain values; refused "
+            "by weights-only loading (its code was not run)"
+        )
+    if isinstance(exc, (pickle.UnpicklingError, EOFError)) or "zip archive" in text:
+        return f"not a PyTorch file, or truncated ({text[:160] or type(exc).__name__})"
+    return text[:200] or type(exc).__name__
+
+
+def load_weights_only(path: str | Path, what: str = "") -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; any failure is one
+    `TumorsweepError` naming the file (prefixed by `what`, e.g. a flag)."""
+    import torch
+
+    file = Path(path)
+    prefix = f"{what}: " if what else ""
+    if not file.is_file():
+        raise TumorsweepError(f"{prefix}{file}: file not found")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise TumorsweepError(f"{prefix}{file}: not enough memory to load it") from None
+    except Exception as exc:  # torch raises many types for foreign, damaged or unsafe files
+        raise TumorsweepError(f"{prefix}{file}: {refusal_reason(exc)}") from None
