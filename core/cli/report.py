@@ -44,7 +44,7 @@ def run_report(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)
     check_output_folder(out, "--out")
     check_tracking_uri(args.tracking_uri)  # before anything is created
-    created = not out.exists()
+    created = [p for p in [out, *out.parents] if not p.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
     try:
         # one report at a time per folder: two at once would mix their files
@@ -58,8 +58,9 @@ def run_report(args: argparse.Namespace) -> int:
             )
             write_report(report, out)
     except BaseException:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a refused or failed report leaves no folder behind
+        for folder in created:  # a refused or failed report leaves no folder behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
     print(report_markdown(report))
     return 0
