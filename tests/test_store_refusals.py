@@ -135,8 +135,8 @@ def test_a_sweep_store_in_a_folder_that_takes_no_files_is_refused(
     dataset, tmp_path, capsys
 ) -> None:
     """/sys refuses new files even to root (a chmod'ed folder would not stop root)."""
-    args = ["--data", str(dataset), "--preset", "demo", "--dry-run",
-            "--tracking-uri", "sqlite:////sys/mlflow.db", "--storage", str(tmp_path / "ray")]  # fmt: skip
+    args = ["--data", str(dataset), "--preset", "demo", "--dry-run", "--tracking-uri",
+            "sqlite:////sys/mlflow.db", "--storage", str(tmp_path / "ray")]  # fmt: skip
     assert sweep_main("sphere_ratio", args) == 2
     one_line(capsys, "--tracking-uri sqlite:////sys/mlflow.db: cannot write into /sys")
     assert not (tmp_path / "ray").exists()

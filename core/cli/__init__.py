@@ -51,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TumorsweepError as exc:
         print(f"tumorsweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        if not str(exc).startswith("Symlink loop"):  # Python 3.11's Path.resolve()
+            raise
+        print(f"tumorsweep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # a read or write that failed after the checks (disk full meanwhile)
         where = exc.filename or "a file"
         print(f"tumorsweep {args.command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)

@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tumorsweep.data.io import as_labels, check_same_grid, open_nifti, spacing_of, voxels
+from tumorsweep.data.io import (
+    as_labels,
+    check_same_grid,
+    open_nifti,
+    resolve_path,
+    spacing_of,
+    voxels,
+)
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate import registry
 from tumorsweep.evaluate.aggregate import EMPTY_KINDS, aggregate
@@ -98,8 +105,8 @@ def _check_out(out: Path, inputs: list[Path]) -> None:
     case is scored: a read-only folder or a device such as /dev/full is refused)."""
     if out.is_dir():
         raise TumorsweepError(f"--out {out}: is a folder; give the CSV file to write")
-    resolved = out.resolve()
-    if any(resolved == path.resolve() for path in inputs):
+    resolved = resolve_path(out)
+    if any(resolved == resolve_path(path) for path in inputs):
         raise TumorsweepError(f"--out {out}: is one of the input label files")
     check_output_file(out, "--out")
 

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import ValidationError
 from scipy import ndimage
 
-from tumorsweep.data.io import open_nifti, voxels
+from tumorsweep.data.io import open_nifti, resolve_path, voxels
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.outputs import check_output_file, check_output_folder, write_error
 from tumorsweep.synthesis.config import TUMOR_TYPES, SynthesisConfig
@@ -104,11 +104,11 @@ def _check_output_folder(out: Path, inputs: list[Path]) -> None:
     """Refuse, before any work, an --out that is a file or whose outputs would be an input."""
     if out.exists() and not out.is_dir():
         raise TumorsweepError(f"--out {out}: exists and is not a folder")
-    sources = {p.resolve() for p in inputs}
+    sources = {resolve_path(p) for p in inputs}
     for name in OUTPUTS:
         target = out / name
         same = target.exists() and any(p.exists() and os.path.samefile(target, p) for p in inputs)
-        if same or target.resolve() in sources:
+        if same or resolve_path(target) in sources:
             raise TumorsweepError(
                 f"--out {out}: would overwrite the input {(out / name).resolve()}; "
                 "choose another folder"
@@ -235,7 +235,7 @@ def _label_paths(data: Path, split: str | None) -> list[tuple[str, Path]]:
         return [(e["case"], Path(e["label"])) for e in dataset.train_cases(real_tumors=True)]
     if split is not None:
         raise TumorsweepError(f"--split {split}: {data} is a folder of labels, not a dataset")
-    paths = sorted(p.resolve() for p in data.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+    paths = sorted(resolve_path(p) for p in data.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
     paths = [p for p in paths if not p.name.startswith("._")]
     if not paths:
         raise TumorsweepError(f"{data}: no label NIfTI files found")
@@ -253,7 +253,7 @@ def run_fit_location(args: argparse.Namespace) -> int:
     cases = _label_paths(args.data, args.split)
     if not cases:
         raise TumorsweepError(f"{args.data}: no real-tumour training cases to fit on")
-    if args.out.resolve() in {p.resolve() for _, p in cases}:
+    if resolve_path(args.out) in {resolve_path(p) for _, p in cases}:
         raise TumorsweepError(f"--out {args.out}: is one of the input label files")
     model = fit_location_model(
         [p for _, p in cases],

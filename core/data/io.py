@@ -25,6 +25,17 @@ SHEAR_TOLERANCE = 1e-3
 MAX_GZIP_RATIO = 1032
 
 
+def resolve_path(path: str | Path) -> Path:
+    """`Path.resolve()` that names a symbolic-link loop in one `TumorsweepError` instead of
+    Python's RuntimeError (a missing target is left for the reader to report)."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError:  # Python 3.11: "Symlink loop from ..."
+        raise TumorsweepError(f"{path}: symbolic link loop") from None
+    except OSError as exc:  # later Pythons raise ELOOP
+        raise TumorsweepError(f"{path}: {exc.strerror or exc}") from None
+
+
 def _resolve_file(file: Path) -> None:
     """Name a symbolic-link loop, a dangling link or a folder instead of "file not found"."""
     if file.is_symlink():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorsweep.data.io import resolve_path
 from tumorsweep.data.splits import NAMED_SPLITS, TUMOR_FREE
 from tumorsweep.errors import TumorsweepError
 
@@ -46,8 +47,8 @@ def lits_case_id(name: str) -> int | None:
 def _entry(image: Path, label: Path, tumor: bool | None) -> dict:
     name = case_name(image)
     return {
-        "image": str(image.resolve()),
-        "label": str(label.resolve()),
+        "image": str(resolve_path(image)),
+        "label": str(resolve_path(label)),
         "case": name,
         "case_id": lits_case_id(name),
         "tumor": tumor,
@@ -174,8 +175,8 @@ def _json_list(
         if Path(item["image"]).name.startswith("._"):
             continue  # macOS resource-fork litter
         tumor = item.get("tumor") if flags else None
-        image = (data_root / item["image"]).resolve()
-        label = (data_root / item["label"]).resolve()
+        image = resolve_path(data_root / item["image"])
+        label = resolve_path(data_root / item["label"])
         entries.append(_entry(image, label, None if tumor is None else bool(tumor)))
     return entries
 
