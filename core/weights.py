@@ -47,3 +47,17 @@ def load_weights_only(path: str | Path, what: str = "") -> Any:
         raise TumorsweepError(f"{prefix}{file}: not enough memory to load it") from None
     except Exception as exc:  # torch raises many types for foreign, damaged or unsafe files
         raise TumorsweepError(f"{prefix}{file}: {refusal_reason(exc)}") from None
+
+
+_CHECKED: set[tuple[str, int, int]] = set()
+
+
+def check_weights_file(path: str | Path, what: str = "") -> None:
+    """Refuse (see `load_weights_only`) a file that would not load weights-only, before a
+    sweep starts its workers; each file version is read once per process."""
+    file = Path(path)
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKED:
+        load_weights_only(file, what)
+        _CHECKED.add(key)
