@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from scipy import ndimage
 
 from tumorsweep.config import TrialConfig, format_validation_error
-from tumorsweep.data.io import open_nifti, voxels
+from tumorsweep.data.io import open_nifti, resolve_path, voxels
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.naming import NIFTI_SUFFIXES, case_name
 
@@ -190,12 +190,12 @@ def check_out_dir(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TumorsweepError(f"--out {out}: is a file, not a folder")
-    resolved = out.resolve()
+    resolved = resolve_path(out)
     for given in inputs:
         if Path(given).is_dir() and Path(given).resolve() == resolved:
             raise TumorsweepError(f"--out {out}: is an --images folder; write labels elsewhere")
     for image in images:
-        if label_path(image, resolved) == image.resolve():
+        if label_path(image, resolved) == resolve_path(image):
             raise TumorsweepError(f"--out {out}: would overwrite the input {image}")
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from tumorsweep.config import TrialConfig
 from tumorsweep.data.cases import CaseLists, cache_dir
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.outputs import probe_folder
+from tumorsweep.stores import check_mlflow_sqlite, check_not_file_store
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -54,16 +56,36 @@ def check_resources(
 
 
 def check_tracking_uri(uri: str) -> None:
-    """A local store must sit in an existing folder (never created silently elsewhere); a
-    server must answer within a few seconds."""
+    """A local store must sit in an existing folder that takes files (never created silently
+    elsewhere) and, if the file exists, be an MLflow store (never another application's
+    database or an empty file that MLflow would fill with its tables); a plain folder (MLflow's
+    retired file store) is refused; a server must answer within a few seconds."""
     parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme in ("sqlite", "file", ""):
+    if not uri.strip():
+        raise TumorsweepError("--tracking-uri is empty")
+    if parsed.scheme in ("sqlite", "file", "") or len(parsed.scheme) == 1:
         path = Path(uri[len("sqlite:///") :] if parsed.scheme == "sqlite" else parsed.path or uri)
+        what = f"--tracking-uri {uri}"
+        if parsed.scheme != "sqlite":
+            if path.is_file():
+                raise TumorsweepError(
+                    f"{what}: {path} is a file; an SQLite store is sqlite:///{path}"
+                )
+            check_not_file_store(path, what)
+        if path.name in ("", ":memory:"):
+            raise TumorsweepError(f"{what}: an in-memory store keeps nothing; name a file")
         if not path.parent.is_dir():
             raise TumorsweepError(
-                f"--tracking-uri {uri}: folder {path.parent} does not exist (create it first; "
+                f"{what}: folder {path.parent} does not exist (create it first; "
                 "tumorsweep does not create MLflow stores in new places)"
             )
+        if path.exists() or path.is_symlink():
+            if not path.is_file():
+                raise TumorsweepError(f"{what}: {path} is not a regular file")
+            check_mlflow_sqlite(path, what)
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise TumorsweepError(f"{what}: {path} is not writable")
+        probe_folder(path.parent, what)  # SQLite writes its journal beside the database
     elif parsed.scheme in ("http", "https"):
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         _probe(parsed.hostname or "localhost", port, f"--tracking-uri {uri}")
@@ -111,3 +133,71 @@ def check_trials(configs: Iterable[TrialConfig], cases: CaseLists) -> None:
 
     for cfg in configs:
         check_trial(cfg, cases)
+
+
+def check_resume(storage: str, tracking_uri: str, experiment: str) -> None:
+    """`--resume`: the storage holds an interrupted sweep of `experiment` and the tracking
+    store holds that sweep's parent run in that experiment, checked (read-only) before Ray
+    starts or anything is written; a store that is not the one the sweep used is refused."""
+    import json
+
+    from tumorsweep.sweep import STATE_FILE, safe_name
+
+    if "://" in storage:
+        return  # cloud storage: Tune's own restore checks it
+    latest = Path(storage) / f"{safe_name(experiment)}.latest"
+    if not latest.is_file():
+        raise TumorsweepError(f"--resume: no earlier sweep of {experiment!r} under {storage}")
+    sweep_name = latest.read_text().strip()
+    state_file = Path(storage) / sweep_name / STATE_FILE
+    try:
+        state = json.loads(state_file.read_text())
+        parent = str(state["parent_run_id"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TumorsweepError(
+            f"--resume: {state_file}: not a readable sweep state ({exc})"
+        ) from None
+    if state.get("experiment", experiment) != experiment:
+        raise TumorsweepError(
+            f"--resume: {state_file} belongs to experiment {state.get('experiment')!r}, "
+            f"not {experiment!r}"
+        )
+    found = _run_experiment(tracking_uri, parent)
+    if found != experiment:
+        where = "is not in it" if found is None else f"belongs to experiment {found!r}"
+        raise TumorsweepError(
+            f"--resume: --tracking-uri {tracking_uri} is not the store of sweep {sweep_name} "
+            f"(its parent run {parent} {where}); give the --tracking-uri the sweep used"
+        )
+
+
+def _run_experiment(tracking_uri: str, run_id: str) -> str | None:
+    """The experiment name of run `run_id` in the store (None if absent), read-only."""
+    import sqlite3
+    from urllib.parse import quote
+
+    if tracking_uri.startswith("sqlite:"):
+        path = Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0])
+        if not path.is_file():
+            return None
+        connection = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            row = connection.execute(
+                "SELECT e.name FROM runs r JOIN experiments e "
+                "ON r.experiment_id = e.experiment_id WHERE r.run_uuid = ?",
+                (run_id,),
+            ).fetchone()
+        except sqlite3.Error:
+            return None
+        finally:
+            connection.close()
+        return None if row is None else str(row[0])
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(run_id)
+        return client.get_experiment(run.info.experiment_id).name
+    except MlflowException:
+        return None

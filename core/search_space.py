@@ -22,7 +22,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tumorsweep.config import TrialConfig, apply_overrides, format_validation_error
+from tumorsweep.config import (
+    TrialConfig,
+    apply_overrides,
+    format_validation_error,
+    selectable_metrics,
+)
 from tumorsweep.errors import TumorsweepError
 
 GRID_KINDS = ("grid",)
@@ -123,8 +128,39 @@ def _forms(name: str, spec: Any, source: str) -> tuple[str, list[Any]]:
     return kind, values
 
 
+def search_metrics() -> dict[str, bool]:
+    """Metrics a search may steer by (every trial reports them): the validation summaries at
+    the selected checkpoint, `best_val_*`, each with whether higher is better."""
+    return {f"best_{name}": higher for name, higher in selectable_metrics().items()}
+
+
+def check_metric(metric: str, mode: str, source: str) -> None:
+    """The search metric must be a validation metric every trial reports, optimised in its
+    own direction: a search (grid ranking, Optuna, ASHA) steered by test numbers makes the
+    test list a selection list and its reported numbers optimistic (leakage)."""
+    known = search_metrics()
+    if metric not in known:
+        if not metric.startswith(("best_val_", "val_")):
+            raise TumorsweepError(
+                f"{source}: metric {metric!r} is not a validation metric (best_val_*); a search "
+                "steered by test numbers leaks the test list into the choice of configuration"
+            )
+        hint = f"; did you mean best_{metric}?" if f"best_{metric}" in known else ""
+        raise TumorsweepError(
+            f"{source}: unknown search metric {metric!r}{hint} (valid: {', '.join(sorted(known))})"
+        )
+    if (mode == "max") != known[metric]:
+        better = "higher" if known[metric] else "lower"
+        raise TumorsweepError(
+            f"{source}: metric {metric!r} is better when {better}, but mode is {mode!r}: the "
+            "search would prefer the worst trials"
+        )
+
+
 def validate_space(space: SearchSpace, source: str) -> None:
-    """Every swept value must make a valid TrialConfig, with the fixed fields applied."""
+    """Every swept value must make a valid TrialConfig, with the fixed fields applied; the
+    metric must be a validation metric (never test)."""
+    check_metric(space.metric, space.mode, source)
     base = apply_overrides(TrialConfig(), space.fixed, source=f"{source}: fixed")
     probes: list[dict[str, Any]] = []
     for name, spec in space.sweep.items():

@@ -51,7 +51,9 @@ def save_state(state: dict[str, Any], folder: Path) -> Path:
 
 def load_state(folder: Path) -> dict[str, Any]:
     """Read a checkpoint state; tensors and plain Python values only (weights_only)."""
-    return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    from tumorsweep.weights import load_weights_only
+
+    return load_weights_only(folder / CHECKPOINT_FILE, "checkpoint")
 
 
 class _OneProcess:

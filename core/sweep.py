@@ -16,6 +16,8 @@ import logging
 import os
 import re
 import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from tumorsweep.progress import Progress, trial_name, tune_callback
 from tumorsweep.ray_cluster import connect_ray, driver_reserve
 from tumorsweep.search_space import (
     SearchSpace,
+    check_metric,
     config_key,
     param_space,
     trial_count,
@@ -284,6 +287,7 @@ def run_sweep(
     """Run (or resume) the sweep on the study's case lists (one per fold with
     cross-validation, else under key None); returns the parent run id, experiment (name and
     id) and Tune results."""
+    check_metric(space.metric, space.mode, f"study {space.study}")
     cases = next(iter(cases_by_fold.values()))
     experiment = options.experiment or space.study
     storage = options.storage if "://" in options.storage else str(Path(options.storage).resolve())
@@ -320,9 +324,14 @@ def run_sweep(
         _write_sweep_state(storage, experiment, sweep_name, parent_run_id)
     if not options.verbose:  # Tune's experiment box and TensorBoard hint: --verbose
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    with _sigterm_as_sigint():
+
+    def close_runs() -> None:
+        _close_unfinished(options.tracking_uri, experiment_id, parent_run_id)
+        tracking.finish_run(options.tracking_uri, parent_run_id, status="KILLED")
+
+    with _stop_on_sigterm(close_runs) as stop:
         results = tuner.fit()
-    killed = _close_unfinished(options.tracking_uri, experiment_id, parent_run_id)
+    killed = _close_unfinished(options.tracking_uri, experiment_id, parent_run_id) or stop.requested
     _log_summary(options.tracking_uri, parent_run_id, space, context, results)
     failed = [r for r in results if r.error is not None]
     status = "FAILED" if failed and len(failed) == len(results) else "FINISHED"
@@ -541,21 +550,88 @@ def _trial_resources(context: TrialContext) -> dict[str, float]:
     return {"cpu": context.resources_per_worker["CPU"]} | ({"gpu": gpus} if gpus else {})
 
 
+# After SIGTERM, how long Tune may take to stop its trials and save its state for --resume
+# while Ray is still up; the runs are closed at once either way.
+STOP_GRACE_S = 30.0
+_RAY_CORE = ("raylet", "gcs_server", "ray-dashboard")
+
+
+@dataclass
+class _Stop:
+    """Whether a SIGTERM asked this sweep to stop (its runs are then closed as KILLED)."""
+
+    requested: bool = False
+
+
+def _local_ray_core() -> list:
+    """This driver's local Ray processes (raylet, GCS, dashboard heads; psutil) in its process
+    group; none on a cluster (--address)."""
+    import psutil
+
+    try:
+        return [
+            p
+            for p in psutil.Process().children(recursive=True)
+            if p.name().startswith(_RAY_CORE) and os.getpgid(p.pid) == os.getpgrp()
+        ]
+    except (psutil.Error, OSError):
+        return []
+
+
+def _all_alive(processes: list) -> bool:
+    """Whether every one of `processes` still runs (a zombie counts as dead). The group-wide
+    SIGTERM that kills Ray's dashboard shows up here within a second or two (raylet and GCS
+    may survive it, Tune's graceful stop does not)."""
+    import psutil
+
+    for process in processes:
+        try:
+            if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.Error:
+            return False
+    return True
+
+
 @contextlib.contextmanager
-def _sigterm_as_sigint() -> Iterator[None]:
-    """While Tune runs, SIGTERM stops the sweep the way Ctrl-C does (Tune saves its state
-    and returns), so the driver can still close its MLflow runs."""
+def _stop_on_sigterm(close_runs) -> Iterator[_Stop]:
+    """While Tune runs, SIGTERM stops the sweep the way Ctrl-C does (Tune saves its state and
+    returns), and, whichever processes got the signal, closes every open run at once (in a
+    thread: `close_runs()`) and ends the driver (exit 130) as soon as its local Ray is found
+    dead, at the latest after STOP_GRACE_S. `timeout`, systemd and schedulers signal the whole
+    process group, which kills Ray's own processes too: Tune's graceful stop would then wait
+    a minute on a dead cluster and leave the runs RUNNING."""
+    stop = _Stop()
+    core = _local_ray_core()  # empty on a cluster: then Tune gets the whole grace period
+
+    def closer() -> None:
+        try:
+            close_runs()
+        except Exception as exc:  # the store itself failed: say so, still exit
+            print(f"[tumorsweep] could not mark the runs KILLED: {exc}", file=sys.stderr)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and _all_alive(core):
+            time.sleep(0.2)
+        print(
+            "interrupted: the unfinished trials are marked KILLED; --resume finishes them",
+            flush=True,
+        )
+        os._exit(130)
 
     def forward(_signum, _frame) -> None:
+        if stop.requested:
+            return
+        stop.requested = True
+        threading.Thread(target=closer, name="tumorsweep-stop", daemon=True).start()
         os.kill(os.getpid(), signal.SIGINT)
 
     try:
         previous = signal.signal(signal.SIGTERM, forward)
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield stop
         return
     try:
-        yield
+        yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
 

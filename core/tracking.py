@@ -85,6 +85,22 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
+def check_model_name(name: str, flag: str = "model name") -> None:
+    """A registered-model name MLflow accepts (no empty name, no '/' or ':', no '..' or
+    absolute-path parts), checked before a sweep runs rather than after it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    if not name.strip():
+        raise TumorsweepError(f"{flag} {name!r}: the model name is empty")
+    if name != name.strip() or any(ord(c) < 32 for c in name):
+        raise TumorsweepError(f"{flag} {name!r}: leading/trailing spaces or control characters")
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        raise TumorsweepError(f"{flag} {name!r}: {_first_line(exc)}") from None
+
+
 def _client(tracking_uri: str):
     from mlflow import MlflowClient
 

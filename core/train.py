@@ -141,6 +141,10 @@ def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
             raise TumorsweepError(f"{cases.root}: no {kind} training cases in the study{mixed}")
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise TumorsweepError(f"model.pretrained: file not found: {cfg.model.pretrained}")
+    if cfg.model.pretrained:
+        from tumorsweep.weights import check_weights_file
+
+        check_weights_file(cfg.model.pretrained, "model.pretrained")  # pickled code, not torch
     synth = cfg.synthesis
     if synth.style == "difftumor" and uses_synthesis(cfg):
         from tumorsweep.difftumor.trial import check_generator

@@ -85,7 +85,7 @@ def test_mismatch_and_bad_split_exit_codes(phantom, capsys) -> None:
 
 
 def test_a_dataset_resolving_to_no_case_is_an_error(tmp_path, capsys) -> None:
-    """An nnU-Net file_ending that matches nothing: zero cases, not 'ok'."""
+    """An nnU-Net file_ending that matches nothing: refused naming file_ending, not 'ok'."""
     (tmp_path / "imagesTr").mkdir()
     (tmp_path / "labelsTr").mkdir()
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "labelsTr/a.nii")
@@ -97,7 +97,8 @@ def test_a_dataset_resolving_to_no_case_is_an_error(tmp_path, capsys) -> None:
     (tmp_path / "dataset.json").write_text(json.dumps(description))
     assert main(["check-data", "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "resolves to 0 cases" in err and "ok:" not in err
+    assert "file_ending '.nii.gz' matches no file" in err and "labelsTr holds .nii files" in err
+    assert "ok:" not in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,8 @@ def test_bad_pair(tmp_path, label, affine, message) -> None:
 
 def test_header_check_catches_mismatch_without_reading_voxels(tmp_path) -> None:
     image = save(tmp_path / "i.nii.gz", np.zeros((6, 6, 6), np.float32))
-    label = save(tmp_path / "l.nii.gz", liver(), np.diag([1.0, 1.0, 1.0, 1.0]) + 0.01)
+    shifted = np.eye(4)
+    shifted[:3, 3] = 0.01  # the origin moved by 0.01 mm (axes still orthogonal)
+    label = save(tmp_path / "l.nii.gz", liver(), shifted)
     with pytest.raises(TumorsweepError, match="l.nii.gz: affine differs"):
         check_pair_header(image, label)

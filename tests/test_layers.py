@@ -21,10 +21,13 @@ LAYERS: list[tuple[set[str], bool]] = [  # (rooms, may the rooms import each oth
         True,
     ),
     ({"evaluate", "generative"}, False),
-    ({"data", "synthesis", "models"}, False),
-    ({"errors", "preview", "__init__"}, False),
+    ({"synthesis"}, False),  # reads label files through data's one NIfTI reader
+    ({"data", "models"}, False),
+    ({"preview", "weights", "outputs", "stores"}, False),
+    ({"errors", "__init__"}, False),
 ]
 LIBRARY = {"evaluate", "generative", "data", "synthesis", "models", "errors", "preview"}
+LIBRARY |= {"weights", "outputs"}
 FRAMEWORKS = ("ray", "mlflow", "optuna")
 
 

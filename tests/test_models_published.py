@@ -183,6 +183,6 @@ def test_other_pickled_objects_are_refused_in_one_line(tmp_path, extra, type_nam
         read_weights(path)
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"{path}: not a weights-only PyTorch checkpoint")
+    assert message.startswith(f"{path}: holds pickled code or Python objects")
     assert type_name in message
     assert "weights_only=False" not in message

@@ -171,7 +171,7 @@ def test_a_file_with_a_pickled_object_is_refused_before_anything_runs(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1
-    assert FILES[0] in err and "not a weights-only PyTorch checkpoint" in err
+    assert FILES[0] in err and "holds pickled code or Python objects" in err
     assert "Payload" in err
     assert not (tmp_path / "mlflow.db").exists()
 

@@ -141,3 +141,44 @@ def test_sigterm_marks_the_runs_killed_and_exits_non_zero(
         [experiment.experiment_id])}  # fmt: skip
     assert statuses == {"sweep": "KILLED", "trial": "KILLED"}
     assert "--resume finishes them" in (tmp_path / "driver.log").read_text()
+
+
+def test_sigterm_to_the_process_group_closes_every_run_within_seconds(
+    tmp_path: Path, phantom_dir: Path
+) -> None:
+    """`timeout -s TERM`, systemd and schedulers signal the whole process group: Ray's own
+    processes die with the driver's trials, yet every run is KILLED within 10 s and the driver
+    exits promptly (it used to wait a minute on the dead cluster, runs left RUNNING)."""
+    space = "study: ft\nconfigs:\n  - {synthesis.sphere_ratio: 0.0}\nsearcher: {type: grid}\n"
+    command = _command(tmp_path, phantom_dir, space, "--set", "schedule.epochs=40")
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )  # its own process group, as under `timeout`
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        trials = _trials(tmp_path)
+        if trials and _history(tmp_path, trials[0].info.run_id, "train_loss"):
+            break
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        time.sleep(1)
+    else:
+        pytest.fail("the trial never logged an epoch")
+    group = [p for p in psutil.Process(driver.pid).children(recursive=True)]
+    assert any(p.name() == "raylet" for p in group)  # Ray's core is in the group: it dies too
+    os.killpg(driver.pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ft")
+    while time.monotonic() - signalled < 10:
+        runs = client.search_runs([experiment.experiment_id])
+        if all(r.info.status != "RUNNING" for r in runs):
+            break
+        time.sleep(0.25)
+    closed_after = time.monotonic() - signalled
+    statuses = {r.data.tags["tumorsweep.role"]: r.info.status for r in runs}
+    assert statuses == {"sweep": "KILLED", "trial": "KILLED"}, statuses
+    assert closed_after < 10
+    assert driver.wait(timeout=30) == 130, (tmp_path / "driver.log").read_text()[-3000:]
+    assert time.monotonic() - signalled < 20  # not the 60 s wait on a dead cluster
+    assert "--resume finishes them" in (tmp_path / "driver.log").read_text()

@@ -56,6 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except RuntimeError as exc:
+        if not str(exc).startswith("Symlink loop"):  # Python 3.11's Path.resolve()
+            raise
+        print(f"tumorsweep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read or write that failed after the checks (disk full meanwhile)
+        where = exc.filename or "a file"
+        print(f"tumorsweep {args.command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,12 +12,21 @@ before anything is written.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tumorsweep.data.io import as_labels, check_same_grid, open_nifti, spacing_of, voxels
+from tumorsweep.data.io import (
+    as_labels,
+    check_same_grid,
+    open_nifti,
+    resolve_path,
+    spacing_of,
+    voxels,
+)
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate import registry
 from tumorsweep.evaluate.aggregate import EMPTY_KINDS, aggregate
@@ -25,6 +34,7 @@ from tumorsweep.evaluate.lesions import LesionParams
 from tumorsweep.evaluate.metrics import case_metrics_and_lesions
 from tumorsweep.evaluate.naming import NIFTI_SUFFIXES, case_name
 from tumorsweep.evaluate.protocol import PROTOCOLS
+from tumorsweep.outputs import check_output_file, write_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -118,9 +128,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     summary = aggregate(table)
     text = _summary_text(summary, len(rows), protocol.name)
     text += "\n" + _lesion_text(summary, lesions)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    pd.DataFrame(lesion_rows, columns=LESION_COLUMNS).to_csv(lesion_out, index=False)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        _write_csv(table, args.out)
+        _write_csv(pd.DataFrame(lesion_rows, columns=LESION_COLUMNS), lesion_out)
+    except OSError as exc:
+        raise write_error(args.out, exc) from None
     print(text)
     print(f"per-case rows: {args.out}")
     print(f"per-lesion rows: {lesion_out}")
@@ -135,18 +148,27 @@ def lesion_table_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_lesions.csv")
 
 
+def _write_csv(table: pd.DataFrame, out: Path) -> None:
+    """The CSV written beside `out` and renamed onto it: a failed write leaves no half file."""
+    handle, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".csv", dir=out.parent)
+    os.close(handle)
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _check_out(out: Path, inputs: list[Path]) -> None:
-    """`--out` must be a writable file path that is none of the inputs."""
+    """`--out` must be a writable file path that is none of the inputs (probed before any
+    case is scored: a read-only folder or a device such as /dev/full is refused)."""
     if out.is_dir():
         raise TumorsweepError(f"--out {out}: is a folder; give the CSV file to write")
-    resolved = out.resolve()
-    if any(resolved == path.resolve() for path in inputs):
+    resolved = resolve_path(out)
+    if any(resolved == resolve_path(path) for path in inputs):
         raise TumorsweepError(f"--out {out}: is one of the input label files")
-    for parent in resolved.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise TumorsweepError(f"--out {out}: {parent} is a file, not a folder")
-            break
+    check_output_file(out, "--out")
 
 
 def _nifti_files(folder: Path, role: str) -> dict[str, Path]:

@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from tumorsweep.data.splits import NAMED_SPLITS
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.outputs import check_output_folder, exclusive
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,8 +70,7 @@ def run_train_generator(args: argparse.Namespace) -> int:
     config = generator_config(preset, data.spacing, dict(map(parse_assignment, args.set)))
     tracking_uri = args.tracking_uri or default_tracking_uri()
     preflight.check_tracking_uri(tracking_uri)
-    if args.out.exists():
-        raise TumorsweepError(f"{args.out}: already exists; choose a new --out folder")
+    check_output_folder(args.out, "--out", new=True)
     cases = resolve_cases(data)
     print(
         f"DiffTumor generator ({preset} preset, {config.patch_size}^3 patches at "
@@ -90,7 +90,12 @@ def run_train_generator(args: argparse.Namespace) -> int:
         cpus_per_worker=args.cpus_per_worker,
         storage=args.storage or "",
     )
-    out = run_job(job)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # beside the folder, as the partial folder the generator is written into before its rename
+    with exclusive(args.out.parent / f".{args.out.name}.lock", f"--out {args.out}"):
+        if args.out.exists():  # finished by another run while this one resolved its cases
+            raise TumorsweepError(f"--out {args.out}: already exists; choose a new folder")
+        out = run_job(job)
     print(f"wrote {out} (use: --set synthesis.style=difftumor --set synthesis.generator={out})")
     return 0
 

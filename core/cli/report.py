@@ -6,10 +6,12 @@ import argparse
 
 from tumorsweep import tracking
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.outputs import check_output_folder, exclusive
 from tumorsweep.report import build_report, report_markdown, write_report
 from tumorsweep.report.build import check_out_dir
 from tumorsweep.report.runs import studies_in_store
 from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
+from tumorsweep.report.store import check_tracking_uri
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,18 +49,30 @@ def run_report(args: argparse.Namespace) -> int:
     """Check the arguments, build the report, write it to --out and print its Markdown."""
     if args.resamples < 1:
         raise TumorsweepError(f"--resamples must be at least 1, got {args.resamples}")
-    check_out_dir(args.out)
+    out = check_out_dir(args.out)
+    check_output_folder(out, "--out")
     uri = args.tracking_uri or tracking.default_tracking_uri()
+    check_tracking_uri(uri)  # before anything is created
     experiments = args.experiment or ",".join(studies_in_store(uri))
     if not experiments:
         raise TumorsweepError(f"{uri} holds no study (no sweep run): run one, or name --experiment")
-    report = build_report(
-        uri,
-        experiments,
-        all_sweeps=args.all_sweeps,
-        n_resamples=args.resamples,
-        seed=args.seed,
-    )
-    write_report(report, args.out)
+    created = [p for p in [out, *out.parents] if not p.exists()]  # deepest first
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        # one report at a time per folder: two at once would mix their files
+        with exclusive(out / ".tumorsweep-report.lock", f"--out {out}"):
+            report = build_report(
+                uri,
+                experiments,
+                all_sweeps=args.all_sweeps,
+                n_resamples=args.resamples,
+                seed=args.seed,
+            )
+            write_report(report, out)
+    except BaseException:
+        for folder in created:  # a refused or failed report leaves no folder behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     print(report_markdown(report))
     return 0

@@ -148,13 +148,17 @@ def _run(study: str, args: argparse.Namespace) -> int:
     space = load_search_space(args.search_space or study, preset=preset)
     base = make_config(preset, _overrides(space, args))
     tracking_uri = args.tracking_uri or default_tracking_uri()
-    if args.register_best:
+    if args.register_best is not None:
         _check_register(args.register_best, space, base)
     preflight.check_resources(
         args.workers_per_trial, args.cpus_per_worker, args.gpus_per_trial, args.seeds,
         args.max_concurrent, args.address,
     )  # fmt: skip
     preflight.check_tracking_uri(tracking_uri)
+    if args.resume:
+        storage = args.storage or str(cache_dir() / "ray_results")
+        storage = storage if "://" in storage else str(Path(storage).resolve())
+        preflight.check_resume(storage, tracking_uri, args.experiment or space.study)
     preflight.check_address(args.address)
     if args.data is None and preset == "paper":
         print("note: paper preset on the phantom CTs (no --data given)")
@@ -205,7 +209,7 @@ def _run(study: str, args: argparse.Namespace) -> int:
         f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']}), then "
         f"open {url}"
     )
-    if args.register_best and not outcome["interrupted"]:
+    if args.register_best is not None and not outcome["interrupted"]:
         _register(args.register_best, space, options.tracking_uri, outcome)
     if outcome["interrupted"]:
         print("interrupted: the unfinished trials are marked KILLED; --resume finishes them")
@@ -242,7 +246,9 @@ def _resolve(base: TrialConfig) -> dict[int | None, CaseLists]:
 def _check_register(name: str, space: SearchSpace, base: TrialConfig) -> None:
     """Refuse --register-best before anything runs when it could not register a model."""
     from tumorsweep.sweep import check_registrable
+    from tumorsweep.tracking import check_model_name
 
+    check_model_name(name, "--register-best")
     check_registrable(space.metric)
     if not base.eval.log_best_model or "eval.log_best_model" in space.swept_names():
         raise TumorsweepError(f"--register-best {name}: needs eval.log_best_model=true")

@@ -12,7 +12,9 @@ import numpy as np
 from pydantic import ValidationError
 from scipy import ndimage
 
+from tumorsweep.data.io import open_nifti, resolve_path, voxels
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.outputs import check_output_file, check_output_folder, write_error
 from tumorsweep.synthesis.config import TUMOR_TYPES, SynthesisConfig
 from tumorsweep.synthesis.location import LocationModel, case_name, fit_location_model
 from tumorsweep.synthesis.preview import save_preview
@@ -93,16 +95,13 @@ def _config_from_args(args: argparse.Namespace) -> SynthesisConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "synthesis"
-        raise TumorsweepError(f"{where}: {first['msg']}") from exc
+        flag = f"--{where.replace('_', '-')}" if where in fields else where
+        raise TumorsweepError(f"{flag} {first.get('input')!r}: {first['msg']}") from None
 
 
 def _load(path: Path) -> nib.Nifti1Image:
-    if not path.exists():
-        raise TumorsweepError(f"{path}: no such file")
-    try:
-        image = nib.load(str(path))
-    except Exception as exc:  # nibabel raises several types for unreadable files
-        raise TumorsweepError(f"{path}: not a readable NIfTI ({exc})") from exc
+    """The one NIfTI reader's checks (link loops, sizes, shear), then strictly 3-D."""
+    image = open_nifti(path)
     if len(image.shape) != 3:
         raise TumorsweepError(f"{path}: expected a 3-D volume, got shape {image.shape}")
     return image
@@ -115,11 +114,11 @@ def _check_output_folder(out: Path, inputs: list[Path]) -> None:
     """Refuse, before any work, an --out that is a file or whose outputs would be an input."""
     if out.exists() and not out.is_dir():
         raise TumorsweepError(f"--out {out}: exists and is not a folder")
-    sources = {p.resolve() for p in inputs}
+    sources = {resolve_path(p) for p in inputs}
     for name in OUTPUTS:
         target = out / name
         same = target.exists() and any(p.exists() and os.path.samefile(target, p) for p in inputs)
-        if same or target.resolve() in sources:
+        if same or resolve_path(target) in sources:
             raise TumorsweepError(
                 f"--out {out}: would overwrite the input {(out / name).resolve()}; "
                 "choose another folder"
@@ -127,15 +126,18 @@ def _check_output_folder(out: Path, inputs: list[Path]) -> None:
 
 
 def _read_image(path: Path, ct: nib.Nifti1Image) -> np.ndarray:
-    image = np.asarray(ct.dataobj, dtype=np.float32)
-    if not np.isfinite(image).all():
-        raise TumorsweepError(f"{path}: {int((~np.isfinite(image)).sum())} voxels are NaN or inf")
-    return image
+    return voxels(ct, path).astype(np.float32, copy=False)
 
 
 def _read_label(path: Path, liver: nib.Nifti1Image) -> np.ndarray:
     """The label as uint8, refused unless every voxel is exactly 0, 1 or 2."""
-    values = np.asarray(liver.dataobj)
+    try:
+        values = np.asarray(liver.dataobj)
+    except MemoryError:
+        raise TumorsweepError(f"{path}: not enough memory to read its voxels") from None
+    except Exception as exc:  # a truncated file fails only when its voxels are read
+        reason = str(exc) or type(exc).__name__
+        raise TumorsweepError(f"{path}: cannot read voxel data ({reason})") from None
     if values.dtype.kind == "f":
         if not np.isfinite(values).all():
             raise TumorsweepError(f"{path}: label has NaN or inf voxels")
@@ -178,10 +180,14 @@ def run_synthesize(args: argparse.Namespace) -> int:
         from tumorsweep.cli.generator import synthesize_difftumor
 
         _check_output_folder(args.out, [args.image, args.label])
+        check_output_folder(args.out, "--out")
         return synthesize_difftumor(args)
     config = _config_from_args(args)
+    if config.location == "gmm" and args.location_model is None:
+        raise TumorsweepError("--location gmm needs --location-model (a JSON from fit-location)")
     inputs = [args.image, args.label] + ([args.location_model] if args.location_model else [])
     _check_output_folder(args.out, inputs)
+    check_output_folder(args.out, "--out")
     ct, liver = _load(args.image), _load(args.label)
     if ct.shape != liver.shape:
         raise TumorsweepError(
@@ -205,15 +211,18 @@ def run_synthesize(args: argparse.Namespace) -> int:
         new_label = np.where(
             label >= 1, np.maximum(label, ndimage.zoom(new_label, factors, order=0)), label
         )
-    args.out.mkdir(parents=True, exist_ok=True)
     out_image = nib.Nifti1Image(new_image.astype(np.float32), ct.affine)
     out_label = nib.Nifti1Image(new_label.astype(np.uint8), liver.affine)
-    _write_atomically(args.out / "image.nii.gz", lambda tmp: nib.save(out_image, tmp))
-    _write_atomically(args.out / "label.nii.gz", lambda tmp: nib.save(out_label, tmp))
-    _write_atomically(
-        args.out / "preview.png",
-        lambda tmp: save_preview(new_image, new_label, tmp, before=image, affine=ct.affine),
-    )
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write_atomically(args.out / "image.nii.gz", lambda tmp: nib.save(out_image, tmp))
+        _write_atomically(args.out / "label.nii.gz", lambda tmp: nib.save(out_label, tmp))
+        _write_atomically(
+            args.out / "preview.png",
+            lambda tmp: save_preview(new_image, new_label, tmp, before=image, affine=ct.affine),
+        )
+    except OSError as exc:
+        raise write_error(args.out, exc) from None
     print(
         f"wrote {args.out}/image.nii.gz, label.nii.gz, preview.png "
         f"({int((new_label == 2).sum())} tumour voxels)"
@@ -237,7 +246,7 @@ def _label_paths(data: Path, split: str | None) -> list[tuple[str, Path]]:
         return [(e["case"], Path(e["label"])) for e in dataset.train_cases(real_tumors=True)]
     if split is not None:
         raise TumorsweepError(f"--split {split}: {data} is a folder of labels, not a dataset")
-    paths = sorted(p.resolve() for p in data.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+    paths = sorted(resolve_path(p) for p in data.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
     paths = [p for p in paths if not p.name.startswith("._")]
     if not paths:
         raise TumorsweepError(f"{data}: no label NIfTI files found")
@@ -247,9 +256,16 @@ def _label_paths(data: Path, split: str | None) -> list[tuple[str, Path]]:
 def run_fit_location(args: argparse.Namespace) -> int:
     """Fit the location GMM on every tumour of the labels under `--data` and save it as JSON,
     with the cases (names and label paths) it was fitted on."""
+    if args.components < 1:
+        raise TumorsweepError(f"--components {args.components}: must be >= 1")
+    if args.out.is_dir():
+        raise TumorsweepError(f"--out {args.out}: is a folder; give the JSON file to write")
+    check_output_file(args.out, "--out")
     cases = _label_paths(args.data, args.split)
     if not cases:
         raise TumorsweepError(f"{args.data}: no real-tumour training cases to fit on")
+    if resolve_path(args.out) in {resolve_path(p) for _, p in cases}:
+        raise TumorsweepError(f"--out {args.out}: is one of the input label files")
     model = fit_location_model(
         [p for _, p in cases],
         args.components,
@@ -258,7 +274,11 @@ def run_fit_location(args: argparse.Namespace) -> int:
         cases=[c for c, _ in cases],
         tiny_radius_mm=args.tiny_radius_mm,
     )
-    model.save(args.out)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(args.out, model.save)
+    except OSError as exc:
+        raise write_error(args.out, exc) from None
     tiny = "" if model.tiny is None else (
         f" and {args.components} on {model.tiny.n_tumors} tiny tumours (radius <= "
         f"{args.tiny_radius_mm:g} mm)"

@@ -13,7 +13,7 @@ Workers = Annotated[int, Field(ge=0)] | Literal["auto"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 Layout = Literal["auto", "msd", "lits", "nnunet", "folds"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorsweep.data.io import resolve_path
 from tumorsweep.data.splits import NAMED_SPLITS, TUMOR_FREE
 from tumorsweep.errors import TumorsweepError
 
@@ -46,8 +47,8 @@ def lits_case_id(name: str) -> int | None:
 def _entry(image: Path, label: Path, tumor: bool | None) -> dict:
     name = case_name(image)  # as listed: a symlinked file keeps the name it is listed under
     return {
-        "image": str(image.resolve()),
-        "label": str(label.resolve()),
+        "image": str(resolve_path(image)),
+        "label": str(resolve_path(label)),
         "case": name,
         "case_id": lits_case_id(name),
         "tumor": tumor,
@@ -174,7 +175,8 @@ def _json_list(
         if Path(item["image"]).name.startswith("._"):
             continue  # macOS resource-fork litter
         tumor = item.get("tumor") if flags else None
-        image, label = data_root / item["image"], data_root / item["label"]
+        image = resolve_path(data_root / item["image"])
+        label = resolve_path(data_root / item["label"])
         entries.append(_entry(image, label, None if tumor is None else bool(tumor)))
     return entries
 
@@ -246,6 +248,13 @@ def _load_nnunet(root: Path) -> tuple[str, Path, dict[str, list[dict]]]:
             continue
         case = label.name[: -len(ending)]
         entries.append(_entry(base / "imagesTr" / f"{case}_0000{ending}", label, None))
+    if not entries:
+        present = sorted({"".join(p.suffixes) for p in (base / "labelsTr").glob("*") if p.suffixes})
+        found = f"labelsTr holds {', '.join(present)} files" if present else "labelsTr is empty"
+        raise TumorsweepError(
+            f"{description}: file_ending {ending!r} matches no file in {base / 'labelsTr'} "
+            f"({found})"
+        )
     count = data.get("numTraining")
     if count is not None and count != len(entries):
         raise TumorsweepError(

@@ -11,7 +11,7 @@ from tumorsweep.data.cases import CaseLists
 from tumorsweep.data.config import DataConfig
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.generative.config import AUTO
-from tumorsweep.generative.store import load_generator, read_generator_info
+from tumorsweep.generative.store import load_generator, verify_generator_files
 from tumorsweep.generative.transform import DiffTumorSynthesisd
 
 
@@ -26,7 +26,7 @@ def check_generator(cfg: TrialConfig, cases: CaseLists) -> None:
                 "folder from tumorsweep train-generator instead"
             )
         return
-    info = read_generator_info(folder)
+    info = verify_generator_files(folder)
     if tuple(info.config.spacing) != tuple(cfg.data.spacing):
         raise TumorsweepError(
             f"synthesis.generator {folder}: trained at {info.config.spacing} mm, but the trial "

@@ -25,7 +25,7 @@ AUTO = "auto"  # synthesis.generator value: the sweep driver trains (or reuses) 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class AutoencoderSpec(_Strict):

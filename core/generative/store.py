@@ -26,6 +26,7 @@ from tumorsweep.errors import TumorsweepError
 from tumorsweep.generative.config import FORMAT, GeneratorConfig
 from tumorsweep.generative.models import MODEL_NAMES, build_model
 from tumorsweep.generative.sampler import Generator
+from tumorsweep.weights import load_weights_only
 
 CONFIG_FILE = "generator.json"
 WEIGHT_FILES = {name: f"{name}.pt" for name in MODEL_NAMES}
@@ -145,6 +146,29 @@ def read_generator_info(folder: str | Path) -> GeneratorInfo:
     return GeneratorInfo(root, config, scale, trained_on, files, content_hash, record)
 
 
+_VERIFIED: dict[tuple[str, int, int], None] = {}
+
+
+def verify_generator_files(folder: str | Path) -> GeneratorInfo:
+    """Every weight file has its recorded hash and loads weights-only (no pickled code),
+    without building the models: what a sweep checks before Ray starts. Remembered per file
+    (path, size, mtime), so the trials of one sweep hash each file once."""
+    info = read_generator_info(folder)
+    for file in WEIGHT_FILES.values():
+        path = info.path / file
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key in _VERIFIED:
+            continue
+        if _sha256(path) != info.files[file]:
+            raise TumorsweepError(
+                f"{path}: contents differ from the hash in {CONFIG_FILE} (damaged or replaced)"
+            )
+        load_weights_only(path)
+        _VERIFIED[key] = None
+    return info
+
+
 def load_generator(folder: str | Path, device: str | torch.device = "cpu") -> Generator:
     """The generator of a folder on `device`, every file checked (see the module docstring)."""
     info = read_generator_info(folder)
@@ -155,10 +179,7 @@ def load_generator(folder: str | Path, device: str | torch.device = "cpu") -> Ge
             raise TumorsweepError(
                 f"{path}: contents differ from the hash in {CONFIG_FILE} (damaged or replaced)"
             )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for foreign or damaged files
-            raise TumorsweepError(f"{path}: not a readable weights file ({exc})") from None
+        state = load_weights_only(path)
         model = build_model(info.config, name)
         _check_shapes(path, model, state)
         model.load_state_dict(state)

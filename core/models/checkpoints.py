@@ -14,7 +14,6 @@ but ignored.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from numpy._core.multiarray import scalar as _numpy_scalar
 
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.weights import load_weights_only
 
 PUBLISHER_NUMPY_GLOBALS: list[Any] = [
     (_numpy_scalar, "numpy.core.multiarray.scalar"),  # as numpy 1.x pickles it
@@ -39,29 +39,7 @@ WEIGHT_ENTRIES = ("best_weights", "model", "state_dict")
 def load_file(path: str | Path) -> Any:
     """The unpickled content of a torch file, weights-only with the numpy scalars of the
     publishers' checkpoints allowed; anything else is a one-line error naming the file."""
-    file = Path(path)
-    if not file.is_file():
-        raise TumorsweepError(f"{file}: checkpoint file not found")
-    try:
-        with torch.serialization.safe_globals(PUBLISHER_NUMPY_GLOBALS):
-            return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or a pickled object not allowed
-        raise TumorsweepError(f"{file}: {_reason(exc)}") from None
-
-
-_REFUSED = re.compile(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>")
-
-
-def _reason(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    found = _REFUSED.search(text)
-    if found or "Weights only load failed" in text:
-        what = f"a {found.group(1) or found.group(2)} object" if found else "objects"
-        return (
-            f"not a weights-only PyTorch checkpoint: it holds {what} pickled; only tensors, "
-            "plain values and numpy float scalars are loaded"
-        )
-    return f"not a weights-only PyTorch checkpoint ({text[:200]})"
+    return load_weights_only(path, allowed=PUBLISHER_NUMPY_GLOBALS)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

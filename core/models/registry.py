@@ -267,10 +267,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     if not path.is_file():
         raise TumorsweepError(f"pretrained encoder file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise TumorsweepError(f"pretrained encoder file {path} is not a torch file: {err}") from err
+    from tumorsweep.weights import load_weights_only
+
+    payload = load_weights_only(path, "pretrained encoder file")
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not all(

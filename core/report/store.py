@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.stores import check_mlflow_sqlite, check_not_file_store
 
 PROBE_TIMEOUT_S = 3.0
 # MLflow's environment variables and the values a report uses unless the user set them.
@@ -74,12 +75,19 @@ def check_tracking_uri(tracking_uri: str) -> None:
         raise TumorsweepError("tracking URI is empty")
     path = _local_path(tracking_uri)
     if path is not None:
-        kind = "SQLite database" if tracking_uri.startswith("sqlite:") else "MLflow store folder"
+        sqlite = tracking_uri.startswith("sqlite:")
+        kind = "SQLite database" if sqlite else "MLflow store folder"
+        what = f"tracking URI {tracking_uri!r}"
         if not path.exists():
             raise TumorsweepError(
-                f"tracking URI {tracking_uri!r}: {kind} {path} does not exist "
-                "(a report never creates a store)"
+                f"{what}: {kind} {path} does not exist (a report never creates a store)"
             )
+        if sqlite:
+            check_mlflow_sqlite(path, what)  # before MLflow could create its tables in it
+        elif path.is_dir():
+            check_not_file_store(path, what)
+        else:
+            raise TumorsweepError(f"{what}: {path} is a file; an SQLite store is sqlite:///{path}")
     elif urlparse(tracking_uri).scheme in ("http", "https"):
         _probe(tracking_uri)
 

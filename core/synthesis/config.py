@@ -23,7 +23,7 @@ BLOB_TYPES = ("tiny", "small", "medium", "large")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _check_ranges(config: BaseModel, names: tuple[str, ...]) -> None:

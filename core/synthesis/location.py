@@ -209,6 +209,19 @@ class LocationModel:
         k = len(model.weights)
         if k == 0 or len(model.means) != k or len(model.covariances) != k:
             raise TumorsweepError(f"location model {path}: inconsistent component counts")
+        dims = {len(m) for m in model.means} | {len(c) for c in model.covariances}
+        dims |= {len(row) for c in model.covariances for row in c}
+        if dims != {3} or len(model.canonical_shape) != 3:
+            raise TumorsweepError(
+                f"location model {path}: means and covariances must be 3-D (3 and 3x3 per "
+                f"component), found dimension(s) {sorted(dims)}"
+            )
+        values = np.asarray([*model.weights, *np.ravel(model.means), *np.ravel(model.covariances)])
+        if not np.isfinite(values).all() or min(model.weights) < 0 or sum(model.weights) <= 0:
+            raise TumorsweepError(
+                f"location model {path}: weights must be >= 0 with a positive sum, and every "
+                "value finite"
+            )
         return model
 
 
@@ -222,14 +235,17 @@ def case_name(label: Path) -> str:
 
 
 def _as_label_array(label: np.ndarray | str | Path) -> tuple[np.ndarray, float]:
-    """The label array and its voxel volume in mm^3 (1 for an array: 1 mm voxels)."""
+    """The label array and its voxel volume in mm^3 (1 for an array: 1 mm voxels); a path is
+    read by the one NIfTI reader (`tumorsweep.data.io`: geometry, size, truncation and 0/1/2
+    values checked) and reoriented to the closest canonical axes."""
     if isinstance(label, (str, Path)):
-        try:
-            image = nib.as_closest_canonical(nib.load(str(label)))
-        except (OSError, nib.filebasedimages.ImageFileError) as exc:
-            raise TumorsweepError(f"cannot read label {label}: {exc}") from exc
+        from tumorsweep.data.io import as_labels, open_nifti, voxels
+
+        image = open_nifti(label)
+        values = as_labels(label, voxels(image, label))
+        ornt = nib.orientations.io_orientation(image.affine)
         voxel = float(np.prod(image.header.get_zooms()[:3]))
-        return np.asarray(image.dataobj).round().astype(np.int16), voxel
+        return nib.orientations.apply_orientation(values, ornt).astype(np.int16), voxel
     return np.asarray(label), 1.0
 
 
@@ -299,6 +315,8 @@ def fit_location_model(
     paths = ["" if isinstance(lab, np.ndarray) else str(Path(lab).resolve()) for lab in labels]
     if cases is None and all(paths):
         cases = [case_name(Path(p)) for p in paths]
+    if n_components < 1:
+        raise TumorsweepError(f"--components {n_components}: must be >= 1")
     if covariance_type not in ("full", "diag", "tied"):
         raise TumorsweepError(f"covariance type {covariance_type!r}: expected full, diag or tied")
     if tiny_radius_mm is not None and not tiny_radius_mm > 0:
