@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.evaluate.predict import read_weights
+from tumorsweep.predict import read_weights
 from tumorsweep.models import build
 from tumorsweep.models.checkpoints import match_keys, read_state_dict
 from tumorsweep.models.swin import PUBLISHED_CORNERS, PublishedPatchMerging

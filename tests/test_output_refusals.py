@@ -228,7 +228,7 @@ def test_fit_location_out_that_is_a_folder_or_an_input_is_refused(tmp_path, labe
 @pytest.fixture()
 def generator_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Cache and working folder in tmp; training made to fail loudly if it is reached."""
-    import tumorsweep.generative.job as job
+    import tumorsweep.difftumor.job as job
 
     monkeypatch.setenv("TUMORSWEEP_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

@@ -30,7 +30,7 @@ searcher: {type: grid}
 def ray_local():
     import ray
 
-    from tumorsweep.sweep import start_local_ray
+    from tumorsweep.ray_cluster import start_local_ray
 
     start_local_ray(num_cpus=2)
     yield
