@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.predict import read_weights
 from tumorsweep.models import build
 from tumorsweep.models.checkpoints import match_keys, read_state_dict
 from tumorsweep.models.swin import PUBLISHED_CORNERS, PublishedPatchMerging
+from tumorsweep.predict import read_weights
 
 PUBLISHED = ["unet", "swin_unetr_tiny", "swin_unetr_small", "swin_unetr_base", "nnunet"]
 SIZE = (64, 64, 64)  # divisible by 32, as Swin-UNETR needs
