@@ -132,7 +132,8 @@ def evaluation_cases(cfg: TrialConfig) -> tuple[list[dict], str, str]:
     if not split.test:
         raise TumorsweepError(f"{root}: no test list and no --split named: nothing to evaluate")
     keys = CaseEntry.__annotations__
-    return [{k: e[k] for k in keys} for e in split.test], split.eval_set, str(root)
+    entries = [{k: e.get(k, "") if k == "source" else e[k] for k in keys} for e in split.test]
+    return entries, split.eval_set, str(root)
 
 
 def notes(found: list[Found], cases: list[dict], eval_set: str) -> list[str]:

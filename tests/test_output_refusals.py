@@ -87,7 +87,7 @@ def test_evaluate_into_a_folder_that_takes_no_files_is_refused_before_scoring(
 ) -> None:
     import tumorsweep.cli.evaluate as cli_evaluate
 
-    no_work(monkeypatch, cli_evaluate, "case_metrics")
+    no_work(monkeypatch, cli_evaluate, "case_metrics_and_lesions")
     before = tree(tmp_path)
     assert main(evaluate(tmp_path, read_only / "rows.csv")) == 2
     one_line(capsys, f"--out {read_only / 'rows.csv'}: cannot write into {read_only}")
@@ -99,7 +99,7 @@ def test_evaluate_to_a_full_device_is_refused_before_scoring(
 ) -> None:
     import tumorsweep.cli.evaluate as cli_evaluate
 
-    no_work(monkeypatch, cli_evaluate, "case_metrics")
+    no_work(monkeypatch, cli_evaluate, "case_metrics_and_lesions")
     before = tree(tmp_path)
     assert main(evaluate(tmp_path, "/dev/full")) == 2
     one_line(capsys, "--out /dev/full: is not a regular file")

@@ -311,5 +311,5 @@ def test_a_trainer_checkpoint_gives_its_selected_weights(tmp_path: Path) -> None
     for name, value in model.network.state_dict().items():
         assert torch.equal(value, selected[name])
     assert model.config == make_config("demo", SMALL)  # the config round-trips through YAML
-    with pytest.raises(TumorsweepError, match="checkpoint file not found"):
+    with pytest.raises(TumorsweepError, match="file not found"):
         load_trained(tmp_path / "nope.pt", tmp_path / "m" / "config.yaml", "x")

@@ -112,7 +112,7 @@ def test_cli_fit_location_and_synthesize_round_trip(tmp_path, capsys):
         )
         == 2
     )
-    assert "sphere_ratio" in capsys.readouterr().err
+    assert "--sphere-ratio 1.5" in capsys.readouterr().err
 
 
 def test_zhang_style_darkens_inside_the_liver_only():

@@ -175,8 +175,8 @@ def _json_list(
         if Path(item["image"]).name.startswith("._"):
             continue  # macOS resource-fork litter
         tumor = item.get("tumor") if flags else None
-        image = resolve_path(data_root / item["image"])
-        label = resolve_path(data_root / item["label"])
+        # _entry resolves the paths (naming any link loop) and names the case as listed
+        image, label = data_root / item["image"], data_root / item["label"]
         entries.append(_entry(image, label, None if tumor is None else bool(tumor)))
     return entries
 
