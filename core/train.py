@@ -360,7 +360,7 @@ def validate(trainer: Trainer, state: TrainState, epoch: int) -> dict[str, float
     if not cases:
         return {}
     started = time.perf_counter()
-    rows = evaluate(trainer, cases)
+    rows = evaluate(trainer, cases, overlap=trainer.cfg.eval.val_overlap)
     trainer.timing["time_eval_s"] += time.perf_counter() - started
     summary = summarise(rows, prefix="val_")
     sign = 1.0 if selectable_metrics()[trainer.cfg.eval.select_metric] else -1.0
@@ -447,20 +447,25 @@ def _model_folder(trainer: Trainer, tmp: Path) -> Path:
     return folder
 
 
-def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:
-    """Per-case metric rows of the current weights on `cases` (native label grids)."""
-    from tumorsweep.data.transforms import eval_transforms
-    from tumorsweep.evaluate import evaluate_cases
+def evaluate(
+    trainer: Trainer, cases: tuple[dict, ...], overlap: float | None = None
+) -> list[dict[str, Any]]:
+    """Per-case metric rows of the current weights on `cases` (native label grids), scored by
+    the study's protocol: its evaluation chain, and windows under autocast in the training AMP
+    dtype (`schedule.amp_dtype`) unless the protocol runs them in float32 (hu2023). `overlap`
+    overrides `eval.overlap` (validation during training: `eval.val_overlap`)."""
+    from tumorsweep.evaluate import PROTOCOLS, evaluate_cases
 
     cfg = trainer.cfg
+    protocol = PROTOCOLS[cfg.eval.protocol]
     return evaluate_cases(
         _unwrap(trainer.model),
         list(cases),
-        eval_transforms(cfg.data.spacing, cfg.data.window),
+        protocol.transforms(cfg.data.spacing, cfg.data.window),
         roi=cfg.eval.roi or cfg.schedule.patch_size,
-        overlap=cfg.eval.overlap,
+        overlap=cfg.eval.overlap if overlap is None else overlap,
         sw_batch_size=cfg.eval.sw_batch_size,
-        amp=trainer.amp_dtype is not None,
+        amp=trainer.amp_dtype,
         tolerance_mm=cfg.eval.tolerance_mm,
         protocol=cfg.eval.protocol,
         postprocess=cfg.eval.postprocess,

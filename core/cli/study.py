@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from tumorsweep import preflight, tracking
-from tumorsweep.config import TrialConfig, apply_overrides, make_config, parse_assignment
+from tumorsweep.config import (
+    PRESETS,
+    TrialConfig,
+    apply_overrides,
+    make_config,
+    parse_assignment,
+)
 from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.search_space import SearchSpace, load_search_space, trial_probes
@@ -31,7 +37,13 @@ def build_parser(study: str) -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--data", help="dataset: MSD/LiTS/nnU-Net/folds (default: phantom CTs)")
     p.add_argument("--split", help="named evaluation set for the test list, e.g. hu-val")
-    p.add_argument("--preset", choices=("demo", "paper"), help="default: demo without --data")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="default: demo without --data, else paper; paper = Hu et al.'s paper text (lr "
+        "2e-4, AMP), hu2023-commands = their README's commands (lr 4e-4, --noamp, validation "
+        "every 200 epochs at overlap 0.5); sources: docs/presets.md",
+    )
     p.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
     p.add_argument("--experiment", help=f"MLflow experiment (default: {study})")
     p.add_argument("--search-space", help=f"YAML (default: search_spaces/{study}.yaml)")
@@ -86,8 +98,8 @@ def _run(study: str, args: argparse.Namespace) -> int:
     )  # fmt: skip
     preflight.check_tracking_uri(tracking_uri)
     preflight.check_address(args.address)
-    if args.data is None and preset == "paper":
-        print("note: paper preset on the phantom CTs (no --data given)")
+    if args.data is None and preset != "demo":
+        print(f"note: {preset} preset on the phantom CTs (no --data given)")
     print(
         f"Study {space.study}: preset {preset!r} ({args.data or 'built-in phantom CTs'}); "
         f"{space.searcher.type} search over {', '.join(space.swept_names()) or 'nothing'}; "
