@@ -308,20 +308,17 @@ def evaluate_cases(
 
 
 def _check_resampling(image: MetaTensor, image_path: Path, protocol: EvalProtocol) -> None:
-    """Refuse a chain that resampled otherwise than the protocol says (its numbers would not
-    be the protocol's): build it with `EvalProtocol.transforms`."""
+    """Refuse, under a protocol that resamples as MONAI 0.9 did (hu2023), a chain that
+    resampled with today's MONAI: its numbers would not be the protocol's. Build the chain
+    with `EvalProtocol.transforms`. Other protocols take any chain."""
+    if protocol.resample != "monai09":
+        return
     for operation in image.applied_operations:
-        name = operation.get("class")
-        if name == "Monai09Spacingd":
-            used = "monai09"
-        elif name == "SpatialResample":
+        if operation.get("class") == "SpatialResample":
             used = str((operation.get("extra_info") or {}).get("dtype")).removeprefix("torch.")
-        else:
-            continue
-        if used != protocol.resample:
             raise TumorsweepError(
-                f"{image_path}: protocol {protocol.name} resamples as {protocol.resample!r}, "
-                f"the evaluation chain as {used!r}: build it with "
+                f"{image_path}: protocol {protocol.name} resamples as MONAI 0.9 did ('monai09'), "
+                f"the evaluation chain with today's Spacingd ({used!r}): build it with "
                 f"PROTOCOLS[{protocol.name!r}].transforms(spacing, window)"
             )
 
