@@ -3,8 +3,10 @@
 `TrialConfig` is validated at the edge (CLI, search space, sweep) so a bad field fails before any
 Ray worker starts, with a message naming the dotted field and the value. Search spaces and
 `--set` are overrides of dotted names (`synthesis.sphere_ratio=0.1`), so a new knob needs no new
-code in the sweeper. Presets: `paper` (the published protocol), `demo` (minutes on a laptop,
-same code path) and `pixel2cancer` (Pixel2Cancer's cellular-automaton tumours).
+code in the sweeper. Presets: `paper` (Hu et al. as the paper text states it), `hu2023-commands`
+(as the public README's commands ran it), each value with its source in
+core/reference/presets/<name>.yaml, `demo` (minutes on a laptop, same code path) and
+`pixel2cancer` (Pixel2Cancer's cellular-automaton tumours).
 """
 
 from __future__ import annotations
@@ -201,8 +203,17 @@ class EvalConfig(_Strict):
         0.75,
         ge=0,
         lt=1,
-        description="sliding-window overlap in [0, 1) (paper text: 0.75 for the reported "
-        "inference)",
+        description="sliding-window overlap of the final test evaluation, fraction of the "
+        "window in [0, 1); Hu et al.'s validation.py commands: 0.75",
+    )
+    val_overlap: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="sliding-window overlap of the validations during training (checkpoint "
+        "selection), in [0, 1); None = eval.overlap. The public training commands "
+        "(SyntheticTumors README, main.py --val_overlap) use 0.5; larger overlaps cost more "
+        "windows per validation",
     )
     sw_batch_size: int = Field(
         1, ge=1, description="windows per forward pass of the sliding-window inference"
@@ -322,10 +333,48 @@ _DEMO: dict[str, Any] = {
 }
 
 
-# The paper preset is the TrialConfig defaults (Hu et al.'s main.py) scored the way their
-# validation.py scores, so published numbers can sit beside ours, with their float16 AMP.
+# The published presets: one YAML file each (core/reference/presets/<name>.yaml), every value
+# with its source (paper text, a public command line, a public code default, or a deliberate
+# tumorsweep choice with its reason); docs/presets.md is generated from them.
+PRESET_DIR = "reference/presets"
+PRESET_KINDS = ("paper", "command", "code-default", "tumorsweep")
+
+
+def load_preset_documents() -> dict[str, dict[str, Any]]:
+    """Every preset file shipped with the package, by name: `{name, description, values:
+    {dotted.field: {value, source, kind}}}`, checked for form (a malformed file is a packaging
+    error, reported with the file's name)."""
+    from importlib import resources
+
+    documents: dict[str, dict[str, Any]] = {}
+    folder = resources.files("tumorsweep").joinpath(PRESET_DIR)
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        where = f"{PRESET_DIR}/{entry.name}"
+        document = yaml.safe_load(entry.read_text(encoding="utf-8"))
+        if not isinstance(document, dict) or set(document) != {"name", "description", "values"}:
+            raise TumorsweepError(f"{where}: expected the keys name, description, values")
+        if f"{document['name']}.yaml" != entry.name:
+            raise TumorsweepError(f"{where}: name {document['name']!r} is not the file's name")
+        for field, row in document["values"].items():
+            if not isinstance(row, dict) or set(row) != {"value", "source", "kind"}:
+                raise TumorsweepError(f"{where}: {field}: expected the keys value, source, kind")
+            if row["kind"] not in PRESET_KINDS or not str(row["source"]).strip():
+                raise TumorsweepError(
+                    f"{where}: {field}: kind must be one of {', '.join(PRESET_KINDS)} and the "
+                    f"source given, got kind {row['kind']!r}"
+                )
+        documents[document["name"]] = document
+    return documents
+
+
+PRESET_DOCUMENTS = load_preset_documents()
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"eval.protocol": "hu2023", "schedule.amp_dtype": "float16"},
+    **{
+        name: {field: row["value"] for field, row in document["values"].items()}
+        for name, document in PRESET_DOCUMENTS.items()
+    },
     "demo": _DEMO,
     # Pixel2Cancer (Lai et al., MICCAI 2024) as its public code trains the liver
     # (MrGiovanni/Pixel2Cancer; reading notes: docs/synthesis-styles.md). The automaton's own

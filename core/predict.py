@@ -57,6 +57,7 @@ class InferenceSettings:
     protocol: str
     postprocess: bool
     amp: bool
+    amp_dtype: str = "auto"
 
     @classmethod
     def of(cls, cfg: TrialConfig) -> InferenceSettings:
@@ -70,6 +71,7 @@ class InferenceSettings:
             protocol=cfg.eval.protocol,
             postprocess=cfg.eval.postprocess,
             amp=cfg.schedule.amp,
+            amp_dtype=cfg.schedule.amp_dtype,
         )
 
 
@@ -203,23 +205,31 @@ def predict_ct(
     models: Sequence[TrainedModel], image: str | Path, device: torch.device | str = "cpu"
 ) -> np.ndarray:
     """Labels (uint8 0/1/2) of one CT on its own grid, predicted as the models' trial scored."""
-    from tumorsweep.data.transforms import eval_transforms
     from tumorsweep.evaluate.inference import predict_image
+    from tumorsweep.evaluate.protocol import resolve_protocol
 
     settings = shared_settings(models)
     device = torch.device(device)
     return predict_image(
         [model.network for model in models],
         image,
-        eval_transforms(settings.spacing, settings.window),
+        resolve_protocol(settings.protocol).transforms(settings.spacing, settings.window),
         roi=settings.roi,
         overlap=settings.overlap,
         sw_batch_size=settings.sw_batch_size,
-        amp=settings.amp and device.type == "cuda",
+        amp=_autocast_dtype(settings.amp_dtype) if settings.amp and device.type == "cuda" else None,
         protocol=settings.protocol,
         postprocess=settings.postprocess,
         device=device,
     )
+
+
+def _autocast_dtype(setting: str) -> torch.dtype:
+    """The CUDA autocast dtype the trial trained in (`schedule.amp_dtype`; auto = bfloat16
+    where the GPU supports it), so prediction windows run as the trial's evaluation ran them."""
+    if setting == "float16" or (setting == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
 
 
 def save_labels(labels: np.ndarray, like: str | Path, path: str | Path) -> Path:

@@ -364,7 +364,7 @@ def validate(trainer: Trainer, state: TrainState, epoch: int) -> dict[str, float
     if not cases:
         return {}
     started = time.perf_counter()
-    rows = evaluate(trainer, cases)
+    rows = evaluate(trainer, cases, overlap=trainer.cfg.eval.val_overlap)
     trainer.timing["time_eval_s"] += time.perf_counter() - started
     summary = summarise(rows, prefix="val_")
     select = trainer.cfg.eval.select_metric
@@ -430,7 +430,7 @@ def final_test(trainer: Trainer, state: TrainState) -> dict[str, float]:
         _unwrap(trainer.model).load_state_dict(state.best_weights)
     started = time.perf_counter()
     lesion_rows: list[dict[str, Any]] = []
-    test_rows = evaluate(trainer, trainer.cases.test, lesion_rows)
+    test_rows = evaluate(trainer, trainer.cases.test, lesion_table=lesion_rows)
     trainer.timing["time_eval_s"] += time.perf_counter() - started
     final = summarise(test_rows)
     final["best_epoch"] = float(state.best_epoch)
@@ -464,22 +464,28 @@ def _model_folder(trainer: Trainer, tmp: Path) -> Path:
 
 
 def evaluate(
-    trainer: Trainer, cases: tuple[dict, ...], lesion_table: list[dict] | None = None
+    trainer: Trainer,
+    cases: tuple[dict, ...],
+    overlap: float | None = None,
+    lesion_table: list[dict] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-case metric rows of the current weights on `cases` (native label grids); one row
-    per true lesion appended to `lesion_table` when given."""
-    from tumorsweep.data.transforms import eval_transforms
-    from tumorsweep.evaluate import evaluate_cases
+    """Per-case metric rows of the current weights on `cases` (native label grids), scored by
+    the study's protocol: its evaluation chain, and windows under autocast in the training AMP
+    dtype (`schedule.amp_dtype`) unless the protocol runs them in float32 (hu2023). `overlap`
+    overrides `eval.overlap` (validation during training: `eval.val_overlap`); one row per
+    true lesion is appended to `lesion_table` when given."""
+    from tumorsweep.evaluate import PROTOCOLS, evaluate_cases
 
     cfg = trainer.cfg
+    protocol = PROTOCOLS[cfg.eval.protocol]
     return evaluate_cases(
         _unwrap(trainer.model),
         list(cases),
-        eval_transforms(cfg.data.spacing, cfg.data.window),
+        protocol.transforms(cfg.data.spacing, cfg.data.window),
         roi=cfg.eval.roi or cfg.schedule.patch_size,
-        overlap=cfg.eval.overlap,
+        overlap=cfg.eval.overlap if overlap is None else overlap,
         sw_batch_size=cfg.eval.sw_batch_size,
-        amp=trainer.amp_dtype is not None,
+        amp=trainer.amp_dtype,
         tolerance_mm=cfg.eval.tolerance_mm,
         protocol=cfg.eval.protocol,
         postprocess=cfg.eval.postprocess,

@@ -1,11 +1,7 @@
-"""Evaluation protocols: hu2023 reproduces Hu et al.'s validation steps; the two protocols differ.
+"""Evaluation protocols: where the two differ, and what hu2023 refuses.
 
-The reference below is an independent re-implementation of `validation.py` from
-MrGiovanni/SyntheticTumors as published: their transform chain (image only reoriented,
-resampled, windowed and padded), MONAI sliding window on the logits, `Invertd` of the logits
-with linear interpolation, argmax + one-hot, `denoise_pred` (largest component of the liver
-channel with scipy's default structure, tumour channel gated by 30 binary dilations), Dice as
-their `cal_dice` and NSD from DeepMind's package. None of our evaluation functions is called.
+That hu2023 equals Hu et al.'s `validation.py` run with MONAI 0.9.0 is checked against MONAI
+0.9 itself in tests/test_faithfulness_hu2023.py.
 """
 
 from __future__ import annotations
@@ -14,19 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.inferers import sliding_window_inference
-from monai.transforms import (
-    AsDiscreted,
-    Compose,
-    EnsureChannelFirstd,
-    Invertd,
-    LoadImaged,
-    Orientationd,
-    ScaleIntensityRanged,
-    Spacingd,
-    SpatialPadd,
-)
-from scipy import ndimage
 
 from tumorsweep.data.transforms import eval_transforms
 from tumorsweep.errors import TumorsweepError
@@ -84,78 +67,22 @@ def case(tmp_path_factory):
     return {"image": str(root / "case_3.nii.gz"), "label": str(root / "case_3_label.nii.gz")}
 
 
-def _hu_validation(model: torch.nn.Module, case: dict, oracle) -> dict[str, float]:
-    """Hu et al.'s validation steps for one case, written out from their published script."""
-    chain = Compose(
-        [
-            LoadImaged(keys=["image", "label"]),
-            EnsureChannelFirstd(keys=["image", "label"]),  # AddChanneld in their MONAI
-            Orientationd(keys=["image"], axcodes="RAS"),
-            Spacingd(keys=["image"], pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
-            ScaleIntensityRanged(
-                keys=["image"], a_min=-21, a_max=189, b_min=0.0, b_max=1.0, clip=True
-            ),
-            SpatialPadd(keys=["image"], mode="minimum", spatial_size=list(ROI)),
-            # Their ToTensord is left out: LoadImaged gives tensors already in MONAI >= 1.0,
-            # and its inverse (to numpy) would stop Invertd before the padding.
-        ]
-    )
-    post = Compose(
-        [
-            Invertd(keys="pred", transform=chain, orig_keys="image", nearest_interp=False),
-            AsDiscreted(keys="pred", argmax=True, to_onehot=3),
-            AsDiscreted(keys="label", to_onehot=3),
-        ]
-    )
-    data = chain(dict(case))
-    model.eval()
-    with torch.no_grad():
-        logits = sliding_window_inference(
-            data["image"][None], ROI, 1, model, overlap=OVERLAP, mode="gaussian"
-        )
-    data["pred"] = logits[0]
-    data = post(data)
-    pred, truth = data["pred"].numpy(), data["label"].numpy()
-    # denoise_pred: largest component of the liver channel (default structure), dilated gate.
-    components, count = ndimage.label(pred[1])
-    sizes = [np.sum(components == index) for index in range(1, count + 1)]
-    liver = components == (int(np.argmax(sizes)) + 1)
-    gate = ndimage.binary_dilation(liver, iterations=30)
-    denoised = {1: liver, 2: pred[2].astype(bool) & gate}
-    spacing = tuple(float(s) for s in nib.load(case["label"]).header.get_zooms()[:3])
-    values = {}
-    for channel, name in ((1, "liver"), (2, "tumor")):
-        p, t = denoised[channel].astype(np.float64), truth[channel]
-        values[f"{name}_dice"] = 2.0 * np.sum(p[t == 1]) / (np.sum(p) + np.sum(t))
-        distances = oracle.compute_surface_distances(t.astype(bool), p.astype(bool), spacing)
-        values[f"{name}_nsd"] = oracle.compute_surface_dice_at_tolerance(distances, 2)
-    return values
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
-def test_hu2023_reproduces_their_validation_steps(case, surface_distance):
-    expected = _hu_validation(NearestIntensity(), case, surface_distance)
-    rows = evaluate_cases(
-        NearestIntensity(),
-        [case],
-        eval_transforms((1.0, 1.0, 1.0)),
-        roi=ROI,
-        overlap=OVERLAP,
-        protocol="hu2023",
-    )
-    assert 0.5 < expected["liver_dice"] < 0.999 and 0.3 < expected["tumor_dice"] < 0.999
-    for key, value in expected.items():
-        assert rows[0][key] == pytest.approx(value, abs=1e-12), key
+def test_hu2023_refuses_a_chain_that_resamples_otherwise(case):
+    """hu2023 numbers need MONAI 0.9's resampling (tests/test_faithfulness_hu2023.py): a chain
+    built for the other protocol is refused with the fix, before any window runs."""
+    with pytest.raises(TumorsweepError, match=r"transforms\(spacing, window\)") as caught:
+        evaluate_cases(NearestIntensity(), [case], eval_transforms(), roi=ROI, protocol="hu2023")
+    assert "case_3.nii.gz" in str(caught.value) and "'monai09'" in str(caught.value)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_the_two_protocols_differ_where_they_must(case):
-    preprocess = eval_transforms((1.0, 1.0, 1.0))
+    chains = {name: protocol.transforms((1.0, 1.0, 1.0)) for name, protocol in PROTOCOLS.items()}
     raw = {
         name: predict_case(
             NearestIntensity(),
             case,
-            preprocess,
+            chains[name],
             roi=ROI,
             overlap=OVERLAP,
             protocol=name,
@@ -177,7 +104,7 @@ def test_the_two_protocols_differ_where_they_must(case):
     assert not (ours[56:64] == 2).any() and not (hu[56:64] == 2).any()
     rows = {
         name: evaluate_cases(
-            NearestIntensity(), [case], preprocess, roi=ROI, overlap=OVERLAP, protocol=name
+            NearestIntensity(), [case], chains[name], roi=ROI, overlap=OVERLAP, protocol=name
         )[0]
         for name in PROTOCOLS
     }

@@ -17,7 +17,7 @@ LAYERS: list[tuple[set[str], bool]] = [  # (rooms, may the rooms import each oth
     ({"sweep", "preflight", "search_space", "progress", "report", "released"}, True),
     (
         {"train", "session", "tracking", "optim", "predict", "difftumor", "config"}
-        | {"config_reference", "ray_cluster", "ray_watchdog"},
+        | {"config_reference", "presets_doc", "ray_cluster", "ray_watchdog"},
         True,
     ),
     ({"evaluate", "generative"}, False),

@@ -16,7 +16,13 @@ from typing import Any
 
 from tumorsweep import preflight, tracking
 from tumorsweep.cli.data import parse_source
-from tumorsweep.config import PRESETS, TrialConfig, apply_overrides, make_config, parse_assignment
+from tumorsweep.config import (
+    PRESETS,
+    TrialConfig,
+    apply_overrides,
+    make_config,
+    parse_assignment,
+)
 from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
 from tumorsweep.data.config import DataSource
 from tumorsweep.errors import TumorsweepError
@@ -52,10 +58,11 @@ def build_parser(study: str) -> argparse.ArgumentParser:
         "datafolds/healthy.json, base_dir: /data, role: healthy}'; repeatable",
     )  # fmt: skip
     data.add_argument(
-        "--preset", choices=tuple(PRESETS),
-        help="demo (minutes on a laptop), paper (the published protocol) or another named "
-        "preset (`tumorsweep config --preset NAME` shows what it sets); default: demo without "
-        "--data, paper with it",
+        "--preset", choices=sorted(PRESETS),
+        help="default: demo (minutes on a laptop) without --data, else paper; paper = Hu et "
+        "al.'s paper text (lr 2e-4, AMP), hu2023-commands = their README's commands (lr 4e-4, "
+        "--noamp, validation every 200 epochs at overlap 0.5), pixel2cancer = its CA training; "
+        "sources in docs/presets.md, values with `tumorsweep config --preset NAME`",
     )  # fmt: skip
     data.add_argument(
         "--folds", type=int, metavar="K",
@@ -160,8 +167,8 @@ def _run(study: str, args: argparse.Namespace) -> int:
         storage = storage if "://" in storage else str(Path(storage).resolve())
         preflight.check_resume(storage, tracking_uri, args.experiment or space.study)
     preflight.check_address(args.address)
-    if args.data is None and preset == "paper":
-        print("note: paper preset on the phantom CTs (no --data given)")
+    if args.data is None and preset != "demo":
+        print(f"note: {preset} preset on the phantom CTs (no --data given)")
     print(
         f"Study {space.study}: preset {preset!r} ({args.data or 'built-in phantom CTs'}); "
         f"{space.searcher.type} search over {', '.join(space.swept_names()) or 'nothing'}; "

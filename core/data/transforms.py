@@ -32,12 +32,14 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from tumorsweep.data.monai09 import Monai09Spacingd
 from tumorsweep.data.sampling import CompactForSamplingd, CropCachedPosNegd, SynthesiseLiverBoxd
 from tumorsweep.errors import TumorsweepError
 
 KEYS = ("image", "label")
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's RAS+ world convention
 HU_WINDOW = (-21.0, 189.0)  # Hu et al.; DiffTumor uses (-175, 250)
+RESAMPLE_DTYPES = {"float32": np.float32, "float64": np.float64}
 FLIP_PROB, ROTATE_PROB, INTENSITY_PROB = 0.2, 0.2, 0.15
 
 
@@ -50,8 +52,25 @@ def _check(spacing: Sequence[float], window: Sequence[float], patch_size: Sequen
         raise TumorsweepError(f"patch_size must be 3 positive sizes, got {tuple(patch_size)}")
 
 
-def _load_and_resample(spacing: Sequence[float], keys: Sequence[str], allow_missing: bool) -> list:
-    """Load -> channel first -> RAS -> resample (bilinear image, nearest label), float32."""
+def _load_and_resample(
+    spacing: Sequence[float],
+    keys: Sequence[str],
+    allow_missing: bool,
+    resample: Literal["float32", "float64", "monai09"] = "float32",
+) -> list:
+    """Load -> channel first -> RAS -> resample (bilinear image, nearest label); the resampling
+    computes in `resample` ("monai09": MONAI 0.9's `Spacingd`, image only) and returns float32."""
+    if resample not in (*RESAMPLE_DTYPES, "monai09"):
+        raise TumorsweepError(
+            f"resample: expected one of {[*RESAMPLE_DTYPES, 'monai09']}, got {resample!r}"
+        )
+    if resample == "monai09":
+        return [
+            LoadImaged("image", image_only=True),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS", labels=RAS_LABELS),
+            Monai09Spacingd("image", pixdim=tuple(float(s) for s in spacing), mode="bilinear"),
+        ]
     return [
         LoadImaged(keys, image_only=True, allow_missing_keys=allow_missing),
         EnsureChannelFirstd(keys, allow_missing_keys=allow_missing),
@@ -60,7 +79,7 @@ def _load_and_resample(spacing: Sequence[float], keys: Sequence[str], allow_miss
             keys,
             pixdim=tuple(float(s) for s in spacing),
             mode=("bilinear", "nearest"),
-            dtype=np.float32,
+            dtype=RESAMPLE_DTYPES[resample],
             allow_missing_keys=allow_missing,
         ),
     ]
@@ -138,11 +157,17 @@ def train_transforms(
 
 
 def eval_transforms(
-    spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = HU_WINDOW
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    window: Sequence[float] = HU_WINDOW,
+    resample: Literal["float32", "float64", "monai09"] = "float32",
 ) -> Compose:
     """Evaluation chain: load, RAS, resample, window; image and (if present) label.
 
     Metadata are kept so `monai.transforms.Invertd` can map predictions back to the native grid.
+    `resample` is how the resampling (and its inversion) computes: in float32, in float64
+    (MONAI's `Spacingd` default), or as MONAI 0.9's `Spacingd` did, which Hu et al.'s
+    `validation.py` ran (`tumorsweep.data.monai09`; image only, the label stays as loaded).
     """
     _check(spacing, window, (1, 1, 1))
-    return Compose([*_load_and_resample(spacing, KEYS, allow_missing=True), _window(window)])
+    chain = _load_and_resample(spacing, KEYS, allow_missing=True, resample=resample)
+    return Compose([*chain, _window(window)])

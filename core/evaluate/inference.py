@@ -8,7 +8,9 @@ same prediction checked against the case's label grid. Several models average th
 probabilities (`sliding_window_scores`). Two protocols (`tumorsweep.evaluate.protocol`): argmax
 first and invert the uint8 labels by nearest neighbour (ours), or invert each class's logits by
 linear interpolation and take the argmax on the native grid (Hu et al.), one channel at a time
-so only two float32 native-grid volumes are held at once.
+so only two float32 native-grid volumes are held at once. The protocol also says how an image
+smaller than the window is padded, which Gaussian blending weights are used and whether the
+windows may run under autocast (`EvalProtocol`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
-from monai.transforms import Compose, Invertd
+from monai.networks.layers import GaussianFilter
+from monai.transforms import Compose, Invertd, SpatialPadd
 
 from tumorsweep.data.io import as_labels, load_volume
 from tumorsweep.errors import TumorsweepError
@@ -31,6 +34,28 @@ from tumorsweep.evaluate.naming import case_name
 from tumorsweep.evaluate.protocol import EvalProtocol, resolve_protocol
 
 STITCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+BLEND_WEIGHTS = ("monai", "monai09")
+GAUSSIAN_SIGMA_SCALE = 0.125  # MONAI's default, in 0.9 and since
+MONAI09_MIN_WEIGHT = 1e-3  # MONAI 0.9's sliding window raises smaller weights to this
+
+
+def monai09_gaussian_weights(roi: Sequence[int]) -> torch.Tensor:
+    """MONAI 0.9's Gaussian window weights (X, Y, Z), float32, as its sliding window uses them.
+
+    A unit impulse at n // 2 per axis, smoothed by MONAI's erf-discretised Gaussian filter
+    (sigma = 0.125 n, truncated at 4 sigma), divided by its maximum, then every weight below
+    max(smallest non-zero weight, 1e-3) raised to it. MONAI >= 1.0 instead samples
+    exp(-x^2 / 2 sigma^2) around (n - 1) / 2: on a 96^3 window the two differ by up to 0.044.
+    """
+    size = tuple(int(side) for side in roi)
+    impulse = torch.zeros((1, 1, *size), dtype=torch.float32)
+    impulse[(0, 0, *(side // 2 for side in size))] = 1.0
+    sigmas = [side * GAUSSIAN_SIGMA_SCALE for side in size]
+    with torch.no_grad():
+        weights = GaussianFilter(len(size), sigmas).to(dtype=torch.float32)(impulse)[0, 0]
+    weights = weights / torch.max(weights)
+    floor = max(weights[weights != 0].min().item(), MONAI09_MIN_WEIGHT)
+    return torch.clamp(weights, min=floor)
 
 
 def sliding_window_logits(
@@ -41,15 +66,19 @@ def sliding_window_logits(
     overlap: float = 0.75,
     sw_batch_size: int = 1,
     mode: str = "gaussian",
-    amp: bool = False,
+    amp: bool | torch.dtype | None = False,
     stitch_dtype: str = "float32",
     device: torch.device | str | None = None,
+    blend_weights: str = "monai",
 ) -> torch.Tensor:
     """Blended logits (B, classes, X, Y, Z) on the CPU in `stitch_dtype`, of `image` (B, 1, ...).
 
     The model is put in eval mode and run without gradients on `device` (default: where its
-    parameters are), `sw_batch_size` windows at a time; `amp` runs them under autocast. MONAI
-    blends in the dtype of the image it is given, so the image is handed over in `stitch_dtype`.
+    parameters are), `sw_batch_size` windows at a time. `amp` runs them under autocast: a
+    dtype (pass the training one, `schedule.amp_dtype`) or True for torch's default of the
+    device (float16 on CUDA); False / None = float32. MONAI blends in the dtype of the image it
+    is given, so the image is handed over in `stitch_dtype`. `blend_weights="monai09"` blends
+    Gaussian windows with MONAI 0.9's weights (`monai09_gaussian_weights`).
     """
     if not isinstance(image, torch.Tensor) or image.ndim != 5:
         raise TumorsweepError(f"image: expected a (B, 1, X, Y, Z) tensor, got {_describe(image)}")
@@ -59,18 +88,28 @@ def sliding_window_logits(
         )
     if int(sw_batch_size) < 1:
         raise TumorsweepError(f"sw_batch_size: expected an integer >= 1, got {sw_batch_size!r}")
+    if blend_weights not in BLEND_WEIGHTS:
+        raise TumorsweepError(
+            f"blend_weights: expected one of {list(BLEND_WEIGHTS)}, got {blend_weights!r}"
+        )
     dtype = STITCH_DTYPES[stitch_dtype]
     window_device = torch.device(device) if device is not None else _model_device(model)
     model.to(window_device).eval()
+    autocast_dtype = amp if isinstance(amp, torch.dtype) else None
 
     def predict(window: torch.Tensor) -> torch.Tensor:
         autocast = (
-            torch.autocast(device_type=window_device.type) if amp else contextlib.nullcontext()
+            torch.autocast(device_type=window_device.type, dtype=autocast_dtype)
+            if amp
+            else contextlib.nullcontext()
         )
         with autocast:
             logits = model(window.to(window_device, torch.float32))
         return logits.to(dtype)
 
+    weights = None
+    if blend_weights == "monai09" and mode == "gaussian":
+        weights = monai09_gaussian_weights(roi).to(window_device, dtype)[None, None]
     with torch.no_grad():
         return sliding_window_inference(
             image.to("cpu", dtype),
@@ -81,6 +120,7 @@ def sliding_window_logits(
             mode=mode,
             sw_device=window_device,
             device="cpu",
+            roi_weight_map=weights,
         )
 
 
@@ -91,9 +131,10 @@ def sliding_window_scores(
     roi: Sequence[int] = (96, 96, 96),
     overlap: float = 0.75,
     sw_batch_size: int = 1,
-    amp: bool = False,
+    amp: bool | torch.dtype | None = False,
     stitch_dtype: str = "float32",
     device: torch.device | str | None = None,
+    blend_weights: str = "monai",
 ) -> torch.Tensor:
     """Per-class scores (B, classes, X, Y, Z) on the CPU of `image` under one or more models.
 
@@ -104,7 +145,14 @@ def sliding_window_scores(
     """
     if not models:
         raise TumorsweepError("models: expected at least one model, got none")
-    window = dict(roi=roi, overlap=overlap, sw_batch_size=sw_batch_size, amp=amp, device=device)
+    window = dict(
+        roi=roi,
+        overlap=overlap,
+        sw_batch_size=sw_batch_size,
+        amp=amp,
+        device=device,
+        blend_weights=blend_weights,
+    )
     if len(models) == 1:
         return sliding_window_logits(models[0], image, stitch_dtype=stitch_dtype, **window)
     total = None
@@ -124,7 +172,7 @@ def predict_image(
     roi: Sequence[int] = (96, 96, 96),
     overlap: float = 0.75,
     sw_batch_size: int = 1,
-    amp: bool = False,
+    amp: bool | torch.dtype | None = False,
     protocol: str | EvalProtocol = "tumorsweep",
     postprocess: bool = True,
     device: torch.device | str | None = None,
@@ -154,7 +202,7 @@ def predict_case(
     roi: Sequence[int] = (96, 96, 96),
     overlap: float = 0.75,
     sw_batch_size: int = 1,
-    amp: bool = False,
+    amp: bool | torch.dtype | None = False,
     protocol: str | EvalProtocol = "tumorsweep",
     postprocess: bool = True,
     device: torch.device | str | None = None,
@@ -191,12 +239,29 @@ def _native_labels(
     window: dict,
 ) -> np.ndarray:
     """Labels on the image's file grid from its preprocessed dict, the protocol's way:
-    argmax then nearest inversion, or linear inversion of each class's scores then argmax."""
+    argmax then nearest inversion, or linear inversion of each class's scores then argmax.
+
+    With `protocol.pad == "minimum"` the image is first padded to the window (numpy's minimum
+    mode) and the inversion crops that padding off again; `window_precision == "float32"`
+    overrides the caller's `amp`.
+    """
     image = data["image"]
     if not isinstance(image, MetaTensor):
         raise TumorsweepError(f"{image_path}: preprocess must return a MONAI MetaTensor image")
+    _check_resampling(image, image_path, protocol)
+    if protocol.pad == "minimum":
+        pad = SpatialPadd("image", spatial_size=tuple(window["roi"]), mode="minimum")
+        image = pad({"image": image})["image"]
+        preprocess = Compose([*preprocess.transforms, pad])
+    settings = dict(window)
+    if protocol.window_precision == "float32":
+        settings["amp"] = False
     scores = sliding_window_scores(
-        models, image.unsqueeze(0), stitch_dtype=protocol.stitch_dtype, **window
+        models,
+        image.unsqueeze(0),
+        stitch_dtype=protocol.stitch_dtype,
+        blend_weights=protocol.blend_weights,
+        **settings,
     )[0]
     if protocol.inversion == "labels_nearest":
         labels = scores.argmax(dim=0, keepdim=True).to(torch.uint8)
@@ -213,7 +278,7 @@ def evaluate_cases(
     roi: Sequence[int] = (96, 96, 96),
     overlap: float = 0.75,
     sw_batch_size: int = 1,
-    amp: bool = False,
+    amp: bool | torch.dtype | None = False,
     tolerance_mm: float = 2.0,
     protocol: str | EvalProtocol = "tumorsweep",
     postprocess: bool = True,
@@ -251,6 +316,22 @@ def evaluate_cases(
         if lesion_table is not None:
             lesion_table.extend(records)
     return rows
+
+
+def _check_resampling(image: MetaTensor, image_path: Path, protocol: EvalProtocol) -> None:
+    """Refuse, under a protocol that resamples as MONAI 0.9 did (hu2023), a chain that
+    resampled with today's MONAI: its numbers would not be the protocol's. Build the chain
+    with `EvalProtocol.transforms`. Other protocols take any chain."""
+    if protocol.resample != "monai09":
+        return
+    for operation in image.applied_operations:
+        if operation.get("class") == "SpatialResample":
+            used = str((operation.get("extra_info") or {}).get("dtype")).removeprefix("torch.")
+            raise TumorsweepError(
+                f"{image_path}: protocol {protocol.name} resamples as MONAI 0.9 did ('monai09'), "
+                f"the evaluation chain with today's Spacingd ({used!r}): build it with "
+                f"PROTOCOLS[{protocol.name!r}].transforms(spacing, window)"
+            )
 
 
 def _invert_labels(labels: torch.Tensor, image: MetaTensor, preprocess: Compose) -> np.ndarray:

@@ -10,15 +10,29 @@ the 30-iteration dilation gate, Dice and DeepMind's surfel NSD per class on the 
 and float32 blending: float16 flipped 1.1e-4 of a trained model's predicted foreground and
 moved per-case liver Dice / NSD by up to 1e-4 / 2.4e-4 (`benchmarks/stitching.py`), visible in
 5-decimal tables, for ~25% more peak memory (19.0 vs 15.2 bytes per resampled voxel).
+
+What `validation.py` inherits from the MONAI it pins (0.9.0) is part of "hu2023" too, each of
+which moves its numbers (per case up to 1e-2 tumour Dice on resampled phantoms): the resampled
+image is padded to the window with numpy's "minimum" mode (`SpatialPadd(mode="minimum")`, each
+padded voxel the minimum of its own line) before the sliding window, instead of the window's
+zero padding; resampling and its inversion are MONAI 0.9's `Spacingd` (float64 interpolation,
+float32 affine algebra, its own output-grid rule: `tumorsweep.data.monai09`);
+the Gaussian blending weights are MONAI 0.9's (an erf-discretised Gaussian centred at n//2,
+clamped at >= 1e-3; MONAI >= 1.0 samples exp() centred at (n-1)/2); and the windows run in
+float32 whatever the training precision (`validation.py` has no autocast).
+`tests/test_faithfulness_hu2023.py` checks the whole chain against MONAI 0.9.0 itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from monai.transforms import Compose
 
+from tumorsweep.data.transforms import HU_WINDOW, eval_transforms
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.postprocess import postprocess
 
@@ -34,6 +48,15 @@ class EvalProtocol:
       component post-processing keeps, and its connectivity (26 or 6 neighbours).
     - `stitch_dtype`: dtype the sliding-window logits are blended in ("float16" or "float32").
     - `dilation_iters`: tumours are kept within this many cross dilations of the kept liver.
+    - `resample`: how the resampling to the study's spacing and its inversion compute:
+      "float32"; "float64" (MONAI's `Spacingd` default); "monai09" = MONAI 0.9's `Spacingd`
+      (float64 interpolation, float32 affine algebra, its output-grid rule), the public code's.
+    - `pad`: how an image smaller than the window is padded: "window_zeros" = inside the
+      sliding window with zeros; "minimum" = before it, with numpy's minimum mode (per line).
+    - `blend_weights`: Gaussian window weights: "monai" = the installed MONAI's; "monai09" =
+      MONAI 0.9's (erf-discretised, centred at n//2, clamped at >= 1e-3).
+    - `window_precision`: "autocast" = windows run under autocast when the caller asks for it
+      (in the training AMP dtype); "float32" = always float32, whatever the caller asks.
     - `description`: one line for help texts and reports.
     """
 
@@ -45,6 +68,17 @@ class EvalProtocol:
     connectivity: Literal[6, 26]
     stitch_dtype: Literal["float16", "float32"]
     dilation_iters: int = 30
+    resample: Literal["float32", "float64", "monai09"] = "float32"
+    pad: Literal["window_zeros", "minimum"] = "window_zeros"
+    blend_weights: Literal["monai", "monai09"] = "monai"
+    window_precision: Literal["autocast", "float32"] = "autocast"
+
+    def transforms(
+        self, spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = HU_WINDOW
+    ) -> Compose:
+        """The evaluation chain (load, RAS, resample, window) with this protocol's resampling;
+        the padding to the window is `tumorsweep.evaluate.inference`'s."""
+        return eval_transforms(spacing, window, resample=self.resample)
 
     def postprocess(self, labels: np.ndarray) -> np.ndarray:
         """This protocol's post-processing of a 0/1/2 label map."""
@@ -69,13 +103,18 @@ PROTOCOLS: dict[str, EvalProtocol] = {
     ),
     "hu2023": EvalProtocol(
         name="hu2023",
-        description="Hu et al.'s validation.py: logits inverted linearly, then argmax; largest "
-        "6-connected component of label 1; liver scored as label == 1",
+        description="Hu et al.'s validation.py with MONAI 0.9: its resampling, minimum "
+        "padding to the window, MONAI 0.9 Gaussian weights, float32 windows; logits inverted "
+        "linearly, then argmax; largest 6-connected component of label 1; liver = label 1",
         inversion="logits_linear",
         liver_mode="eq1",
         component_liver="eq1",
         connectivity=6,
         stitch_dtype="float32",
+        resample="monai09",
+        pad="minimum",
+        blend_weights="monai09",
+        window_precision="float32",
     ),
 }
 
