@@ -370,10 +370,12 @@ def test_auto_generator_is_reused_from_the_cache(
 def test_a_trial_trains_on_difftumor_tumours(
     trained: dict, cases: CaseLists, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The generator runs on the training batch (batch synthesis, counted), the trial logs its
+    patch fractions per epoch and the synthesis preview."""
     from mlflow import MlflowClient
 
     from tumorsweep import tracking
-    from tumorsweep.generative import transform as transform_module
+    from tumorsweep.generative.batch import BatchDiffTumor
     from tumorsweep.train import run_local
 
     cfg = make_config(
@@ -390,35 +392,23 @@ def test_a_trial_trains_on_difftumor_tumours(
         },
     )
     calls = []
+    fill = BatchDiffTumor._fill
 
-    def counted(*args, **kwargs):  # the real synthesis, counted (loader_workers=0: in-process)
-        calls.append(synthesize(*args, **kwargs))
-        return calls[-1]
+    def counted(self, image, label, events, model, rng):  # the real fill, counted
+        calls.append(len(events))
+        return fill(self, image, label, events, model, rng)
 
-    synthesize = transform_module.synthesize_difftumor_inplace
-    monkeypatch.setattr(transform_module, "synthesize_difftumor_inplace", counted)
+    monkeypatch.setattr(BatchDiffTumor, "_fill", counted)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = tracking.start_parent_run(uri, tracking.ensure_experiment(uri, "t"), "trial", {})
     out = run_local(cfg, cases, logger=tracking.MlflowTrialLogger(uri, run_id))
-    assert len(calls) >= 2 and calls[0] > 0  # the preview, then training samples
+    assert calls and sum(calls) >= 2
     losses = [r["train_loss"] for r in out["reports"] if "train_loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert 0.0 <= out["final"]["liver_dice"] <= 1.0
-    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
+    client = MlflowClient(uri)
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert tracking.PREVIEW_ARTIFACT in artifacts
-
-
-def test_on_a_gpu_the_generator_keeps_the_loader_in_process(trained: dict) -> None:
-    """DataLoader workers cannot use CUDA once the generator is on it: `auto` becomes 0 there,
-    an explicit count is refused, and nothing changes on the CPU."""
-    from tumorsweep.generative.trial import loader_data
-
-    folder = {"synthesis.style": "difftumor", "synthesis.generator": str(trained["folder"])}
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    auto = make_config("demo", {**folder, "data.loader_workers": "auto"})
-    assert loader_data(auto, cuda).loader_workers == 0
-    assert loader_data(auto, cpu).loader_workers == "auto"
-    explicit = make_config("demo", {**folder, "data.loader_workers": 3})
-    assert loader_data(explicit, cpu).loader_workers == 3
-    with pytest.raises(TumorsweepError, match="set data.loader_workers=0 \\(got 3\\)"):
-        loader_data(explicit, cuda)
+    history = client.get_metric_history(run_id, tracking.PATCH_SYNTHETIC_FRACTION)
+    assert [m.step for m in history] == [0, 1] and all(0 < m.value <= 1 for m in history)
+    assert len(client.get_metric_history(run_id, tracking.PATCH_TUMOR_FRACTION)) == 2
