@@ -66,9 +66,9 @@ class _SeenLabels(torch.nn.Module):
 def test_half_the_patches_get_a_tumour_and_each_lies_in_its_patch(
     cases: CaseLists, generator: Path
 ) -> None:
-    """prob 0.5 on healthy 64^3 crops (the whole 2 mm test phantom: each holds liver): the logged share of patches with a
-    synthetic tumour is 0.5 within its binomial sampling error, and equals the share of the
-    label batches the loss saw that hold tumour voxels inside the patch."""
+    """prob 0.5 on healthy 64^3 crops (the whole 2 mm test phantom: each holds liver): the
+    logged share of patches with a synthetic tumour is 0.5 within its binomial sampling error,
+    and equals the share of the label batches the loss saw that hold tumour voxels."""
     torch.manual_seed(0)
     cfg = make_config(
         "demo",
@@ -113,8 +113,10 @@ def test_batch_synthesis_changes_only_healthy_patches_near_the_mask(
     patch's liver."""
     torch.manual_seed(0)
     cfg = make_config(
-        "demo", _difftumor(generator, **{"synthesis.difftumor.prob": 1.0,
-                                         "schedule.patch_size": (64, 64, 64)})  # fmt: skip
+        "demo",
+        _difftumor(
+            generator, **{"synthesis.difftumor.prob": 1.0, "schedule.patch_size": (64, 64, 64)}
+        ),  # fmt: skip
     )
     trainer = build(cfg, cases, LocalSession(None), NullLogger())
     batch = next(iter(trainer.loader))
