@@ -143,6 +143,12 @@ def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
             mixed = f" (data.real_fraction {share:g} needs both)" if 0 < share < 1 else ""
             mixed = " (data.semi_supervised needs both)" if both else mixed
             raise TumorsweepError(f"{cases.root}: no {kind} training cases in the study{mixed}")
+    if cfg.eval.protocol == "chen2024" and not cfg.eval.organ_masks:
+        raise TumorsweepError(
+            "eval.protocol=chen2024 scores tumours inside an external organ mask per case: set "
+            "eval.organ_masks to their folder (DiffTumor: organ_pseudo_swin_new/liver), or "
+            "'truth' on phantoms"
+        )
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise TumorsweepError(f"model.pretrained: file not found: {cfg.model.pretrained}")
     synth = cfg.synthesis
@@ -470,11 +476,12 @@ def evaluate(trainer: Trainer, cases: tuple[dict, ...]) -> list[dict[str, Any]]:
     """Per-case metric rows of the current weights on `cases` (native label grids)."""
     from tumorsweep.data.transforms import eval_transforms
     from tumorsweep.evaluate import evaluate_cases
+    from tumorsweep.evaluate.protocol import with_organ_masks
 
     cfg = trainer.cfg
     return evaluate_cases(
         _unwrap(trainer.model),
-        list(cases),
+        with_organ_masks(list(cases), cfg.eval.organ_masks),
         eval_transforms(cfg.data.spacing, cfg.data.window),
         roi=cfg.eval.roi or cfg.schedule.patch_size,
         overlap=cfg.eval.overlap,

@@ -27,7 +27,7 @@ from tumorsweep.data.io import as_labels, load_volume
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.metrics import case_metrics
 from tumorsweep.evaluate.naming import case_name
-from tumorsweep.evaluate.protocol import EvalProtocol, resolve_protocol
+from tumorsweep.evaluate.protocol import EvalProtocol, organ_mask, resolve_protocol
 
 STITCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -176,8 +176,9 @@ def predict_case(
         raise TumorsweepError(
             f"{label_path}: prediction inverted to shape {pred.shape}, label has {truth.shape}"
         )
-    if postprocess:
-        pred = chosen.postprocess(pred)
+    if postprocess or chosen.organ_gate:  # the organ gate is the protocol's liver itself
+        organ = organ_mask(case, truth.shape) if chosen.organ_gate else None
+        pred = chosen.postprocess(pred, organ)
     return pred, truth, spacing
 
 

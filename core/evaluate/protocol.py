@@ -5,20 +5,29 @@ MrGiovanni/SyntheticTumors): the blended logits are inverted to the label's grid
 interpolation (`Invertd(..., nearest_interp=False)`) and only then argmax-ed; post-processing
 keeps the largest 6-connected component of the liver channel (argmax == 1, tumour excluded)
 and keeps tumour voxels within 30 cross dilations of it; liver is scored as label == 1.
-Shared by both: sliding window with Gaussian blending, overlap and window size from the caller,
-the 30-iteration dilation gate, Dice and DeepMind's surfel NSD per class on the native grid,
-and float32 blending: float16 flipped 1.1e-4 of a trained model's predicted foreground and
-moved per-case liver Dice / NSD by up to 1e-4 / 2.4e-4 (`benchmarks/stitching.py`), visible in
-5-decimal tables, for ~25% more peak memory (19.0 vs 15.2 bytes per resampled voxel).
+"chen2024" replays `validation.py` of Chen et al. (CVPR 2024, MrGiovanni/DiffTumor STEP3):
+logits inverted linearly, then argmax, as hu2023; no component or dilation step: the liver is
+an external organ mask of the case (their `organ_pseudo_swin_new/liver/<label file>`, a file on
+the label's grid, its non-zero voxels) and tumour voxels are kept only inside it
+(`denoise_pred`). Liver is scored as label == 1; they score the organ mask itself as the liver
+(tumour voxels included), we the organ mask minus the predicted tumour (a label map holds one
+class per voxel): tumour metrics are theirs exactly, liver Dice differs by those voxels.
+Shared by all: sliding window with Gaussian blending, overlap and window size from the caller,
+Dice and DeepMind's surfel NSD per class on the native grid, and float32 blending: float16
+flipped 1.1e-4 of a trained model's predicted foreground and moved per-case liver Dice / NSD
+by up to 1e-4 / 2.4e-4 (`benchmarks/stitching.py`), visible in 5-decimal tables, for ~25% more
+peak memory (19.0 vs 15.2 bytes per resampled voxel).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from tumorsweep.data.io import load_volume
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.postprocess import postprocess
 
@@ -34,6 +43,8 @@ class EvalProtocol:
       component post-processing keeps, and its connectivity (26 or 6 neighbours).
     - `stitch_dtype`: dtype the sliding-window logits are blended in ("float16" or "float32").
     - `dilation_iters`: tumours are kept within this many cross dilations of the kept liver.
+    - `organ_gate`: instead of the component and dilation steps, the case's organ mask (its
+      `organ_mask` entry) is the liver and tumours are kept only inside it (chen2024).
     - `description`: one line for help texts and reports.
     """
 
@@ -45,9 +56,19 @@ class EvalProtocol:
     connectivity: Literal[6, 26]
     stitch_dtype: Literal["float16", "float32"]
     dilation_iters: int = 30
+    organ_gate: bool = False
 
-    def postprocess(self, labels: np.ndarray) -> np.ndarray:
-        """This protocol's post-processing of a 0/1/2 label map."""
+    def postprocess(self, labels: np.ndarray, organ: np.ndarray | None = None) -> np.ndarray:
+        """This protocol's post-processing of a 0/1/2 label map (`organ`: the case's organ
+        mask on the same grid, for an `organ_gate` protocol)."""
+        if self.organ_gate:
+            if organ is None or organ.shape != labels.shape:
+                got = "none" if organ is None else f"shape {organ.shape}"
+                raise TumorsweepError(
+                    f"protocol {self.name}: needs the case's organ mask on the prediction's "
+                    f"grid {labels.shape}, got {got}"
+                )
+            return np.where(organ, np.where(labels == 2, 2, 1), 0).astype(labels.dtype)
         return postprocess(
             labels,
             self.dilation_iters,
@@ -77,7 +98,53 @@ PROTOCOLS: dict[str, EvalProtocol] = {
         connectivity=6,
         stitch_dtype="float32",
     ),
+    "chen2024": EvalProtocol(
+        name="chen2024",
+        description="Chen et al.'s validation.py: logits inverted linearly, then argmax; the "
+        "liver is an external organ mask per case, tumours kept only inside it; liver scored "
+        "as label == 1",
+        inversion="logits_linear",
+        liver_mode="eq1",
+        component_liver="eq1",
+        connectivity=6,
+        stitch_dtype="float32",
+        organ_gate=True,
+    ),
 }
+
+ORGAN_MASK_KEY = "organ_mask"  # a case's organ mask file (chen2024), beside "image", "label"
+
+
+def organ_mask(case: dict, shape: tuple[int, ...]) -> np.ndarray:
+    """The organ mask of `case` (its `organ_mask` file, non-zero voxels) as a bool array of the
+    label grid `shape`; a missing entry, a missing file or another shape fails naming it."""
+    path = case.get(ORGAN_MASK_KEY)
+    if not path:
+        raise TumorsweepError(
+            f"case {case.get('case') or case.get('label')}: no organ mask (eval.organ_masks) for "
+            "an organ-gated protocol"
+        )
+    mask = np.asarray(load_volume(path)[0])
+    if mask.shape != tuple(shape):
+        raise TumorsweepError(
+            f"{path}: organ mask of shape {mask.shape}, but the case's label has {tuple(shape)}"
+        )
+    return mask > 0
+
+
+def with_organ_masks(cases: list[dict], folder: str | None) -> list[dict]:
+    """`cases` with their organ mask files (`organ_mask`): `folder`/<label file name>, Chen et
+    al.'s layout (`organ_pseudo_swin_new/liver/liver_N.nii.gz`); "truth" = the case's own
+    label file (its liver and tumour), for phantoms and tests: it gates tumours by the true
+    liver, which flatters every score; None leaves the cases as they are."""
+    if folder is None:
+        return cases
+    if folder == "truth":
+        return [{**case, ORGAN_MASK_KEY: case["label"]} for case in cases]
+    root = Path(folder)
+    if not root.is_dir():
+        raise TumorsweepError(f"eval.organ_masks: {root} is not a folder")
+    return [{**case, ORGAN_MASK_KEY: str(root / Path(case["label"]).name)} for case in cases]
 
 
 def resolve_protocol(protocol: str | EvalProtocol) -> EvalProtocol:
