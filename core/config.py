@@ -125,7 +125,7 @@ class EvalConfig(_Strict):
         None,
         description="chen2024: folder of organ masks, one per case named as its label file "
         "(DiffTumor's organ_pseudo_swin_new/liver/); 'truth' = the case's own label (phantoms "
-        "and tests only: it flatters every score); None with any other protocol",
+        "and tests only: it flatters every score); read by chen2024 only",
     )
     postprocess: bool = True
     select_metric: str = Field(
@@ -142,14 +142,6 @@ class EvalConfig(_Strict):
         description="log the selected weights (state dict) and config with the trial, for "
         "`tumorsweep predict` and the model registry; false saves space in huge sweeps",
     )
-
-    @model_validator(mode="after")
-    def _organ_masks(self) -> EvalConfig:
-        if self.organ_masks and self.protocol != "chen2024":
-            raise ValueError(
-                f"eval.organ_masks is read by eval.protocol=chen2024 only (got {self.protocol})"
-            )
-        return self
 
     @field_validator("select_metric")
     @classmethod

@@ -285,20 +285,36 @@ def test_report_labels_and_published_difftumor_columns() -> None:
     swept = {"synthesis.style": "difftumor"}
     assert config_label("unet", "chen-val-0", swept) == "UNET(DiffTumor,Chen's Val)"
     assert config_label("unet", "hu-val", {"synthesis.style": "hu"}) == "UNET"
-    params = {"data.real_tumors": False, "synthesis.style": "difftumor"}
+    semi = {"data.real_tumors": False, "data.semi_supervised": True,
+            "data.healthy_crop_organ_mm": 30.0, "synthesis.style": "difftumor",
+            "eval.protocol": "chen2024", "eval.select_metric": "val_tumor_dice"}  # fmt: skip
+    swept = ["model.name", "synthesis.style", "data.semi_supervised", "eval.protocol",
+             "data.healthy_crop_organ_mm", "eval.select_metric"]  # fmt: skip
     for eval_set, tumour_dice in (
         ("chen-val-0", 0.69001),
         ("hu-val", 0.68217),
         ("global", 0.75031),
     ):
-        rows = match_published("unet", eval_set, params, ["model.name", "synthesis.style"])
+        rows = match_published("unet", eval_set, semi, swept)
         assert rows.set_index("metric")["value"]["tumor_dice"] == tumour_dice
+        assert set(rows["protocol"]) == {"chen2024"}
+        # the healthy-only arm, or the semi-supervised one scored otherwise: no published column
+        for other in ({"data.semi_supervised": False}, {"eval.protocol": "hu2023"}):
+            assert match_published("unet", eval_set, semi | other, swept).empty
     demo = load_search_space("difftumor", preset="demo")
+    semi = {"data.semi_supervised": True, "eval.protocol": "chen2024",
+            "eval.select_metric": "val_tumor_dice"}  # fmt: skip
+    crop = {"data.healthy_crop_organ_mm": 30.0}
     assert expand_grid(demo) == [
         {"model.name": "unet", "synthesis.style": "hu"},
-        {"model.name": "unet", "synthesis.style": "difftumor"},
+        {"model.name": "unet", "synthesis.style": "difftumor", **crop},
+        {"model.name": "unet", "synthesis.style": "difftumor", **crop, **semi},
     ]
-    assert demo.fixed["synthesis.generator"] == "auto"
+    assert demo.fixed == {"synthesis.generator": "auto", "eval.organ_masks": "truth"}
+    hu = {"data.real_tumors": False, "synthesis.style": "hu", "synthesis.location": "uniform",
+          "synthesis.sphere_ratio": 0.0, "data.semi_supervised": False,
+          "eval.select_metric": "val_mean_dice", "data.healthy_crop_organ_mm": None}  # fmt: skip
+    assert not match_published("unet", "hu-val", hu, swept).empty  # Hu's column beside Hu's arm
 
 
 class _CrashAfter:
