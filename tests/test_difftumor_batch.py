@@ -218,3 +218,37 @@ def test_crop_selection_in_the_loader_fills_healthy_crops_with_liver(cases: Case
         return float((labels >= 1).flatten(1).float().mean(1).mean())
 
     assert liver_share({"data.healthy_crop_organ_mm": 30.0}) > 1.2 * liver_share({})
+
+
+def test_semi_supervised_arm_trains_on_both_lists_and_synthesises_on_healthy_only(
+    cases: CaseLists, generator: Path
+) -> None:
+    """data.semi_supervised: every real-tumour and healthy training case once an epoch (no mix
+    sampler), each patch flagged; real-tumour patches keep their own labels and image."""
+    torch.manual_seed(0)
+    cfg = make_config(
+        "demo",
+        _difftumor(
+            generator,
+            **{
+                "synthesis.difftumor.prob": 1.0,
+                "data.semi_supervised": True,
+                "schedule.patch_size": (64, 64, 64),
+            },
+        ),  # fmt: skip
+    )
+    trainer = build(cfg, cases, LocalSession(None), NullLogger())
+    assert len(trainer.loader.dataset) == len(cases.train) + len(cases.train_tumor)
+    batches = list(trainer.loader)
+    flags = torch.cat([b[REAL_TUMOR_KEY] for b in batches])
+    assert int(flags.sum()) == len(cases.train_tumor) * cfg.schedule.crops_per_volume
+    rng = np.random.default_rng(1)
+    for batch in batches:
+        real = batch[REAL_TUMOR_KEY]
+        image, label, received = trainer.synthesis(batch["image"], batch["label"], ~real, rng)
+        assert not received[real].any()
+        assert torch.equal(image[real], batch["image"][real])
+        assert torch.equal(label[real], batch["label"][real])
+        assert received[~real].all()  # prob 1, 64^3 crops hold liver
+    row = train_epoch(trainer, 0)
+    assert row[tracking.PATCH_TUMOR_FRACTION] > row[tracking.PATCH_SYNTHETIC_FRACTION] > 0
