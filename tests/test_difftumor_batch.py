@@ -252,3 +252,31 @@ def test_semi_supervised_arm_trains_on_both_lists_and_synthesises_on_healthy_onl
         assert received[~real].all()  # prob 1, 64^3 crops hold liver
     row = train_epoch(trainer, 0)
     assert row[tracking.PATCH_TUMOR_FRACTION] > row[tracking.PATCH_SYNTHETIC_FRACTION] > 0
+
+
+def test_an_early_event_draws_one_blob_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public get_fixed_geo: an early event is 1-3 blobs all tiny or all small (one type
+    drawn per event, even odds)."""
+    from tumorsweep.generative import synthesis as module
+
+    kinds: list[str] = []
+    blob = module._blob
+
+    def recorded(kind, centre, config, rng):
+        kinds.append(kind)
+        return blob(kind, centre, config, rng)
+
+    monkeypatch.setattr(module, "_blob", recorded)
+    liver = np.zeros((40, 40, 40), bool)
+    liver[5:35, 5:35, 5:35] = True
+    config = make_config("demo").synthesis
+    rng = np.random.default_rng(0)
+    events = []
+    for _ in range(200):
+        kinds.clear()
+        module.draw_mask(liver, "early", config, rng)
+        events.append(list(kinds))
+    assert all(len(set(e)) == 1 and 1 <= len(e) <= 3 for e in events)
+    tiny = sum(e[0] == "tiny" for e in events)
+    assert binomtest(tiny, len(events), 0.5).pvalue > 1e-3
+    assert {len(e) for e in events} == {1, 2, 3}

@@ -29,6 +29,11 @@ class DataConfig(_Strict):
     folds_file: str | None = Field(
         None, description="held-out cases per fold, a path with {fold}: JSON or case list"
     )
+    healthy_root: str | None = Field(
+        None, description="folder the healthy CTs of DiffTumor's fold lists live under (their "
+        "--healthy_data_root); with folds_file = .../real_tumor_val_{fold}.txt the sibling "
+        "real_tumor_train_{fold}.txt becomes the training list",
+    )  # fmt: skip
     spacing: Triple = (1.0, 1.0, 1.0)
     window: tuple[float, float] = (-21.0, 189.0)
     real_tumors: bool = Field(

@@ -90,12 +90,13 @@ def _nnunet(
     filters: Sequence[int] = (32, 64, 128, 256, 320),
     kernel_size: int = 3,
     strides: Sequence[int] = (1, 2, 2, 2, 2),
-    norm_name: str | tuple = ("instance", {"affine": True}),
+    norm_name: str | tuple = "instance",
     res_block: bool = False,
     dropout: float | None = None,
 ) -> torch.nn.Module:
-    """MONAI DynUNet as DiffTumor uses it; no deep supervision, so train and eval return one
-    tensor."""
+    """MONAI DynUNet as DiffTumor uses it (STEP3 main.py: `norm_name="instance"`, i.e.
+    InstanceNorm3d without affine parameters); no deep supervision, so train and eval return
+    one tensor."""
     from monai.networks.nets import DynUNet
 
     return DynUNet(
