@@ -202,8 +202,10 @@ _DEMO: dict[str, Any] = {
     },
     # DiffTumor on the phantom: blur halved for 2 mm; like Hu's demo mix, sized to the phantom's
     # 4-15 mm tumours (no large class); its published 0.8 early share (1-3 tumours of 4-8 mm
-    # here) left the 32-epoch demo UNet at tumour Dice ~0.01 on the phantom's tumours.
-    "synthesis.difftumor.prob": 0.9,
+    # here) left the 32-epoch demo UNet at tumour Dice ~0.01 on the phantom's tumours. The
+    # published probability 0.5: made on the training crop, every synthesised tumour reaches
+    # the patch (0.9 was for per-volume synthesis, whose tumours the crop often missed).
+    "synthesis.difftumor.prob": 0.5,
     "synthesis.difftumor.early": 0.2,
     "synthesis.difftumor.medium": 0.8,
     "synthesis.difftumor.large": 0.0,

@@ -176,7 +176,7 @@ def predict_case(
         raise TumorsweepError(
             f"{label_path}: prediction inverted to shape {pred.shape}, label has {truth.shape}"
         )
-    if postprocess or chosen.organ_gate:  # the organ gate is the protocol's liver itself
+    if postprocess:
         organ = organ_mask(case, truth.shape) if chosen.organ_gate else None
         pred = chosen.postprocess(pred, organ)
     return pred, truth, spacing
