@@ -219,11 +219,19 @@ class EvalConfig(_Strict):
         1, ge=1, description="windows per forward pass of the sliding-window inference"
     )
     tolerance_mm: float = Field(2.0, gt=0, description="mm; NSD tolerance (Hu et al.: 2)")
-    protocol: Literal["tumorsweep", "hu2023"] = Field(
+    protocol: Literal["tumorsweep", "hu2023", "chen2024"] = Field(
         "tumorsweep",
-        description="evaluation protocol (tumorsweep.evaluate.PROTOCOLS): ours, or Hu "
+        description="evaluation protocol (tumorsweep.evaluate.PROTOCOLS): ours, Hu "
         "et al.'s validation.py (logits inverted linearly, liver = largest 6-connected "
-        "component of label 1, scored as label == 1)",
+        "component of label 1, scored as label == 1), or Chen et al.'s DiffTumor validation.py "
+        "(logits inverted linearly, the liver is an external organ mask, eval.organ_masks, "
+        "tumours kept only inside it)",
+    )
+    organ_masks: str | None = Field(
+        None,
+        description="chen2024: folder of organ masks, one per case named as its label file "
+        "(DiffTumor's organ_pseudo_swin_new/liver/); 'truth' = the case's own label (phantoms "
+        "and tests only: it flatters every score); read by chen2024 only",
     )
     postprocess: bool = Field(
         True,
@@ -314,8 +322,10 @@ _DEMO: dict[str, Any] = {
     },
     # DiffTumor on the phantom: blur halved for 2 mm; like Hu's demo mix, sized to the phantom's
     # 4-15 mm tumours (no large class); its published 0.8 early share (1-3 tumours of 4-8 mm
-    # here) left the 32-epoch demo UNet at tumour Dice ~0.01 on the phantom's tumours.
-    "synthesis.difftumor.prob": 0.9,
+    # here) left the 32-epoch demo UNet at tumour Dice ~0.01 on the phantom's tumours. The
+    # published probability 0.5: made on the training crop, every synthesised tumour reaches
+    # the patch (0.9 was for per-volume synthesis, whose tumours the crop often missed).
+    "synthesis.difftumor.prob": 0.5,
     "synthesis.difftumor.early": 0.2,
     "synthesis.difftumor.medium": 0.8,
     "synthesis.difftumor.large": 0.0,

@@ -76,6 +76,10 @@ REGISTERED_VALUE_TAG = "tumorsweep.selected_value"
 TRAIN_STEP_METRIC = "train_loss"
 VAL_STEP_METRIC = "val_liver_dice"
 RESUMED_METRIC = "resumed_at_epoch"
+# per epoch, every synthesis style: share of training patches holding tumour voxels (real or
+# synthetic), and share holding a synthetic tumour (the check that synthesis reaches the patch)
+PATCH_TUMOR_FRACTION = "train_patch_tumor_fraction"
+PATCH_SYNTHETIC_FRACTION = "train_patch_synthetic_fraction"
 MAX_PARAM_LENGTH = 6000
 
 

@@ -27,6 +27,7 @@ from tumorsweep.config import TrialConfig, flatten, selectable_metrics, to_yaml
 from tumorsweep.data.cases import REAL_TUMOR_KEY, CaseLists
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.session import LocalSession, RaySession, Session, TuneSession
+from tumorsweep.synthesis.transform import SYNTHETIC_KEY
 from tumorsweep.tracking import NullLogger, TrialLogger
 
 
@@ -61,7 +62,7 @@ class Trainer:
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None  # None: full precision
     loader: Any
-    synthesis: Any  # the TumorSynthesisd of the chain, or None (real-tumour control)
+    synthesis: Any  # TumorSynthesisd of the chain, BatchDiffTumor (on_batch), or None (real)
     timing: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("time_setup_s", "time_train_s", "time_eval_s"), 0.0)
     )
@@ -133,12 +134,20 @@ _STEP_METRICS = (tracking.TRAIN_STEP_METRIC, tracking.VAL_STEP_METRIC)
 def check_trial(cfg: TrialConfig, cases: CaseLists) -> None:
     """Refuse, before any worker starts, a trial that cannot run on these cases."""
     share = cfg.data.real_share()
-    arms = [("real-tumour", cases.train_tumor, share > 0), ("healthy (tumour-free)", cases.train,
-            share < 1)]  # fmt: skip
+    both = cfg.data.semi_supervised
+    arms = [("real-tumour", cases.train_tumor, share > 0 or both), ("healthy (tumour-free)",
+            cases.train, share < 1)]  # fmt: skip
     for kind, arm, needed in arms:
         if needed and not arm:
             mixed = f" (data.real_fraction {share:g} needs both)" if 0 < share < 1 else ""
+            mixed = " (data.semi_supervised needs both)" if both else mixed
             raise TumorsweepError(f"{cases.root}: no {kind} training cases in the study{mixed}")
+    if cfg.eval.protocol == "chen2024" and not cfg.eval.organ_masks:
+        raise TumorsweepError(
+            "eval.protocol=chen2024 scores tumours inside an external organ mask per case: set "
+            "eval.organ_masks to their folder (DiffTumor: organ_pseudo_swin_new/liver), or "
+            "'truth' on phantoms"
+        )
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise TumorsweepError(f"model.pretrained: file not found: {cfg.model.pretrained}")
     if cfg.model.pretrained:
@@ -177,16 +186,20 @@ def uses_synthesis(cfg: TrialConfig) -> bool:
 
 
 def training_cases(cfg: TrialConfig, cases: CaseLists) -> tuple[dict, ...]:
-    """The training arm: healthy cases (synthesis), real-tumour cases (the control), or with
-    0 < data.real_fraction < 1 both, each marked `real_tumor` for the loader's mix sampler.
+    """The training arm: healthy cases (synthesis), real-tumour cases (the control), or both
+    (0 < data.real_fraction < 1, or data.semi_supervised), each marked `real_tumor`: the
+    loader's mix sampler, the healthy-crop selection and the batch synthesis read the flag.
     Real-tumour samples keep their labels: synthesis leaves a label with tumour unchanged."""
     share = cfg.data.real_share()
+    healthy = tuple({**entry, REAL_TUMOR_KEY: False} for entry in cases.train)
+    real = tuple({**entry, REAL_TUMOR_KEY: True} for entry in cases.train_tumor)
+    if cfg.data.semi_supervised:
+        return (*real, *healthy)  # the public list order: real cases, then healthy ones
     if share == 0:
-        return cases.train
+        return healthy
     if share == 1:
-        return cases.train_tumor
-    healthy = [{**entry, REAL_TUMOR_KEY: False} for entry in cases.train]
-    return (*healthy, *({**entry, REAL_TUMOR_KEY: True} for entry in cases.train_tumor))
+        return real
+    return (*healthy, *real)
 
 
 def prepare_location_model(cfg: TrialConfig, cases: CaseLists) -> Any:
@@ -232,20 +245,16 @@ def build(
     if use_amp:
         amp_dtype = amp_precision(cfg.schedule.amp_dtype, torch.cuda.is_bf16_supported())
     synthesis = _synthesis_transform(cfg, cases, location_model, session.device)
-    data = cfg.data
-    if cfg.synthesis.style == "difftumor" and synthesis is not None:
-        from tumorsweep.difftumor.trial import loader_data
-
-        data = loader_data(cfg, session.device)
+    on_batch = cfg.synthesis.style == "difftumor"  # made on the training batch, not the volume
     loader = training_loader(
         training_cases(cfg, cases),
-        data,
+        cfg.data,
         patch_size=cfg.schedule.patch_size,
         batch_size=cfg.schedule.batch_size,
         crops_per_volume=cfg.schedule.crops_per_volume,
         seed=cfg.seed * 1000 + session.world_rank,
-        synthesis=synthesis,
-        real_fraction=cfg.data.real_share(),
+        synthesis=None if on_batch else synthesis,
+        real_fraction=0.0 if cfg.data.semi_supervised else cfg.data.real_share(),
         order_seed=cfg.seed,
         rank=session.world_rank,
         world_size=session.world_size,
@@ -271,14 +280,15 @@ def amp_precision(setting: str, bf16_supported: bool) -> torch.dtype:
 def _synthesis_transform(
     cfg: TrialConfig, cases: CaseLists, location_model: Any, device: torch.device
 ) -> Any:
-    """TumorSynthesisd (DiffTumorSynthesisd for the difftumor style, its generator on
-    `device`) for synthetic training, None for the real-tumour control."""
+    """TumorSynthesisd for the loader chain (per volume, in HU), or for the difftumor style a
+    `BatchDiffTumor` the trainer runs on each training batch (its generator on `device`);
+    None for the real-tumour control."""
     if not uses_synthesis(cfg):
         return None
     if cfg.synthesis.style == "difftumor":
-        from tumorsweep.difftumor.trial import trial_transform
+        from tumorsweep.difftumor.trial import trial_batch_synthesis
 
-        return trial_transform(cfg, device)
+        return trial_batch_synthesis(cfg, device)
     from tumorsweep.synthesis import TumorSynthesisd
 
     model = location_model if location_model is not None else prepare_location_model(cfg, cases)
@@ -320,10 +330,22 @@ def train_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
     if hasattr(trainer.loader, "sampler") and hasattr(trainer.loader.sampler, "set_epoch"):
         trainer.loader.sampler.set_epoch(epoch)
     total, count, wait = 0.0, 0, 0.0
+    patches = torch.zeros(3, dtype=torch.float64)  # patches, with tumour voxels, synthetic
+    on_batch = getattr(trainer.synthesis, "on_batch", False)
+    rng = np.random.default_rng([trainer.cfg.seed, trainer.session.world_rank, epoch])
     start = fetched = time.perf_counter()
     for batch in trainer.loader:
         wait += time.perf_counter() - fetched
         image, label = batch["image"].to(device), batch["label"].to(device)
+        if on_batch:
+            healthy = batch.get(REAL_TUMOR_KEY)
+            healthy = None if healthy is None else ~torch.as_tensor(healthy, dtype=torch.bool)
+            image, label, synthetic = trainer.synthesis(image, label, healthy, rng)
+        else:  # synthesised per volume in the loader: the patch shows it if it holds tumour
+            synthetic = torch.as_tensor(batch.get(SYNTHETIC_KEY, False), dtype=torch.bool)
+        has_tumour = (label == 2).flatten(1).any(dim=1).cpu()
+        synthetic = synthetic.cpu().expand_as(has_tumour) & has_tumour
+        patches += torch.tensor([len(has_tumour), int(has_tumour.sum()), int(synthetic.sum())])
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=trainer.amp_dtype, enabled=bool(trainer.amp_dtype)):
             loss = trainer.loss_fn(model(image), label)
@@ -342,11 +364,14 @@ def train_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:
     trainer.timing["time_train_s"] += elapsed
     lr = optimizer.param_groups[0]["lr"]
     trainer.scheduler.step()
+    seen, tumour, synthetic = _sum_across_ranks(patches, device).tolist()
     return {
         "train_loss": _mean_across_ranks(total / max(count, 1), device),
         "lr": lr,
         "epoch_seconds": elapsed,
         "data_wait_fraction": wait / elapsed if elapsed > 0 else 0.0,
+        tracking.PATCH_TUMOR_FRACTION: tumour / seen if seen else 0.0,
+        tracking.PATCH_SYNTHETIC_FRACTION: synthetic / seen if seen else 0.0,
     }
 
 
@@ -475,12 +500,13 @@ def evaluate(
     overrides `eval.overlap` (validation during training: `eval.val_overlap`); one row per
     true lesion is appended to `lesion_table` when given."""
     from tumorsweep.evaluate import PROTOCOLS, evaluate_cases
+    from tumorsweep.evaluate.protocol import with_organ_masks
 
     cfg = trainer.cfg
     protocol = PROTOCOLS[cfg.eval.protocol]
     return evaluate_cases(
         _unwrap(trainer.model),
-        list(cases),
+        with_organ_masks(list(cases), cfg.eval.organ_masks),
         protocol.transforms(cfg.data.spacing, cfg.data.window),
         roi=cfg.eval.roi or cfg.schedule.patch_size,
         overlap=cfg.eval.overlap if overlap is None else overlap,
@@ -573,6 +599,15 @@ def _model_facts(model: torch.nn.Module) -> dict[str, Any]:
     if getattr(inner, "nslices", None) is not None:
         facts["model.nslices"] = inner.nslices
     return facts
+
+
+def _sum_across_ranks(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Element-wise sum of a small CPU tensor over the DDP ranks (itself without DDP)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    tensor = values.to(device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.cpu()
 
 
 def _mean_across_ranks(value: float, device: torch.device) -> float:

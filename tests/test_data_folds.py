@@ -88,3 +88,47 @@ def test_folds_files_json_and_case_lists(dataset: Path, tmp_path: Path) -> None:
 def test_inconsistent_fold_fields_are_refused(fields: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         DataConfig(**fields)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_difftumor_fold_lists_with_their_healthy_root(dataset: Path, tmp_path: Path) -> None:
+    """DiffTumor's real_tumor_train_k.txt / real_tumor_val_k.txt as published (two columns,
+    healthy CTs marked by `liver_label` under --healthy_data_root): the training list is the
+    train file's real cases plus its healthy CTs, the test list the val file."""
+    import shutil
+
+    healthy = tmp_path / "HealthyCT"
+    for folder in ("CT/01_Multi-Atlas_Labeling/img", "label/liver_label"):
+        (healthy / folder).mkdir(parents=True)
+    source = next((dataset / "imagesTr").glob("liver_0.nii*"))
+    for n in (78, 79):
+        shutil.copy(source, healthy / f"CT/01_Multi-Atlas_Labeling/img/img{n:04d}.nii.gz")
+        shutil.copy(source, healthy / f"label/liver_label/multi-atlas-label{n:04d}.nii.gz")
+    lists = tmp_path / "liver_aug_data_fold"
+    lists.mkdir()
+    real = [f"imagesTr/liver_{n}.nii.gz   labelsTr/liver_{n}.nii.gz" for n in (3, 4, 5, 6, 7)]
+    healthy_lines = [
+        f"CT/01_Multi-Atlas_Labeling/img/img{n:04d}.nii.gz   "
+        f"label/liver_label/multi-atlas-label{n:04d}.nii.gz"
+        for n in (78, 79)
+    ]
+    (lists / "real_tumor_train_0.txt").write_text("\n".join(real + healthy_lines) + "\n")
+    (lists / "real_tumor_val_0.txt").write_text(
+        "imagesTr/liver_10.nii.gz   labelsTr/liver_10.nii.gz\n"
+        "imagesTr/liver_11.nii.gz   labelsTr/liver_11.nii.gz\n"
+    )
+    data = DataConfig(
+        root=str(dataset), folds=5, fold=0, val_fraction=0.2, healthy_root=str(healthy),
+        folds_file=str(lists / "real_tumor_val_{fold}.txt"),
+    )  # fmt: skip
+    cases = resolve_cases(data)
+    assert _names(cases.test) == {"liver_10", "liver_11"}
+    assert _names(cases.train) == {"img0078", "img0079"}  # healthy: only the listed ones
+    assert all(Path(e["image"]).is_relative_to(healthy) for e in cases.train)
+    assert len(cases.validation) == 1  # 20% of the 5 listed real cases, for selection
+    assert _names(cases.train_tumor) | _names(cases.validation) == {
+        f"liver_{n}" for n in (3, 4, 5, 6, 7)
+    }  # liver_0-2, 8, 9 are not in the list: not trained on
+    (lists / "real_tumor_train_0.txt").write_text(real[0] + "\nimagesTr/liver_99.nii.gz x\n")
+    with pytest.raises(TumorsweepError, match="real_tumor_train_0.txt:2: the dataset lacks"):
+        resolve_cases(data)

@@ -35,6 +35,7 @@ from tumorsweep.data.transforms import (
 )
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd
+from tumorsweep.synthesis.transform import SYNTHETIC_KEY
 
 # Tumour sizes for 2 mm voxels (the demo preset's), always applied so every volume gets some.
 SMALL_TUMOURS = SynthesisConfig(
@@ -192,7 +193,8 @@ def test_fast_pipeline_gives_the_public_patches(healthy, patch) -> None:
     _, fast = epochs("fast")
     assert len(fast) == len(public) == 9
     for ours, theirs in zip(fast, public, strict=True):
-        assert ours.keys() == theirs.keys() == {"image", "label"}
+        assert ours.keys() == theirs.keys() == {"image", "label", SYNTHETIC_KEY}
+        assert torch.equal(ours[SYNTHETIC_KEY], theirs[SYNTHETIC_KEY])
         assert ours["image"].shape == (2, 1, *patch) and ours["label"].dtype == torch.int64
         assert torch.equal(ours["image"], theirs["image"])
         assert torch.equal(ours["label"], theirs["label"])

@@ -285,20 +285,36 @@ def test_report_labels_and_published_difftumor_columns() -> None:
     swept = {"synthesis.style": "difftumor"}
     assert config_label("unet", "chen-val-0", swept) == "UNET(DiffTumor,Chen's Val)"
     assert config_label("unet", "hu-val", {"synthesis.style": "hu"}) == "UNET"
-    params = {"data.real_tumors": False, "synthesis.style": "difftumor"}
+    semi = {"data.real_tumors": False, "data.semi_supervised": True,
+            "data.healthy_crop_organ_mm": 30.0, "synthesis.style": "difftumor",
+            "eval.protocol": "chen2024", "eval.select_metric": "val_tumor_dice"}  # fmt: skip
+    swept = ["model.name", "synthesis.style", "data.semi_supervised", "eval.protocol",
+             "data.healthy_crop_organ_mm", "eval.select_metric"]  # fmt: skip
     for eval_set, tumour_dice in (
         ("chen-val-0", 0.69001),
         ("hu-val", 0.68217),
         ("global", 0.75031),
     ):
-        rows = match_published("unet", eval_set, params, ["model.name", "synthesis.style"])
+        rows = match_published("unet", eval_set, semi, swept)
         assert rows.set_index("metric")["value"]["tumor_dice"] == tumour_dice
+        assert set(rows["protocol"]) == {"chen2024"}
+        # the healthy-only arm, or the semi-supervised one scored otherwise: no published column
+        for other in ({"data.semi_supervised": False}, {"eval.protocol": "hu2023"}):
+            assert match_published("unet", eval_set, semi | other, swept).empty
     demo = load_search_space("difftumor", preset="demo")
+    semi = {"data.semi_supervised": True, "eval.protocol": "chen2024",
+            "eval.select_metric": "val_tumor_dice"}  # fmt: skip
+    crop = {"data.healthy_crop_organ_mm": 30.0}
     assert expand_grid(demo) == [
         {"model.name": "unet", "synthesis.style": "hu"},
-        {"model.name": "unet", "synthesis.style": "difftumor"},
+        {"model.name": "unet", "synthesis.style": "difftumor", **crop},
+        {"model.name": "unet", "synthesis.style": "difftumor", **crop, **semi},
     ]
-    assert demo.fixed["synthesis.generator"] == "auto"
+    assert demo.fixed == {"synthesis.generator": "auto", "eval.organ_masks": "truth"}
+    hu = {"data.real_tumors": False, "synthesis.style": "hu", "synthesis.location": "uniform",
+          "synthesis.sphere_ratio": 0.0, "data.semi_supervised": False,
+          "eval.select_metric": "val_mean_dice", "data.healthy_crop_organ_mm": None}  # fmt: skip
+    assert not match_published("unet", "hu-val", hu, swept).empty  # Hu's column beside Hu's arm
 
 
 class _CrashAfter:
@@ -370,10 +386,12 @@ def test_auto_generator_is_reused_from_the_cache(
 def test_a_trial_trains_on_difftumor_tumours(
     trained: dict, cases: CaseLists, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The generator runs on the training batch (batch synthesis, counted), the trial logs its
+    patch fractions per epoch and the synthesis preview."""
     from mlflow import MlflowClient
 
     from tumorsweep import tracking
-    from tumorsweep.generative import transform as transform_module
+    from tumorsweep.generative.batch import BatchDiffTumor
     from tumorsweep.train import run_local
 
     cfg = make_config(
@@ -390,35 +408,23 @@ def test_a_trial_trains_on_difftumor_tumours(
         },
     )
     calls = []
+    fill = BatchDiffTumor._fill
 
-    def counted(*args, **kwargs):  # the real synthesis, counted (loader_workers=0: in-process)
-        calls.append(synthesize(*args, **kwargs))
-        return calls[-1]
+    def counted(self, image, label, events, model, rng):  # the real fill, counted
+        calls.append(len(events))
+        return fill(self, image, label, events, model, rng)
 
-    synthesize = transform_module.synthesize_difftumor_inplace
-    monkeypatch.setattr(transform_module, "synthesize_difftumor_inplace", counted)
+    monkeypatch.setattr(BatchDiffTumor, "_fill", counted)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = tracking.start_parent_run(uri, tracking.ensure_experiment(uri, "t"), "trial", {})
     out = run_local(cfg, cases, logger=tracking.MlflowTrialLogger(uri, run_id))
-    assert len(calls) >= 2 and calls[0] > 0  # the preview, then training samples
+    assert calls and sum(calls) >= 2
     losses = [r["train_loss"] for r in out["reports"] if "train_loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert 0.0 <= out["final"]["liver_dice"] <= 1.0
-    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
+    client = MlflowClient(uri)
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert tracking.PREVIEW_ARTIFACT in artifacts
-
-
-def test_on_a_gpu_the_generator_keeps_the_loader_in_process(trained: dict) -> None:
-    """DataLoader workers cannot use CUDA once the generator is on it: `auto` becomes 0 there,
-    an explicit count is refused, and nothing changes on the CPU."""
-    from tumorsweep.difftumor.trial import loader_data
-
-    folder = {"synthesis.style": "difftumor", "synthesis.generator": str(trained["folder"])}
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    auto = make_config("demo", {**folder, "data.loader_workers": "auto"})
-    assert loader_data(auto, cuda).loader_workers == 0
-    assert loader_data(auto, cpu).loader_workers == "auto"
-    explicit = make_config("demo", {**folder, "data.loader_workers": 3})
-    assert loader_data(explicit, cpu).loader_workers == 3
-    with pytest.raises(TumorsweepError, match="set data.loader_workers=0 \\(got 3\\)"):
-        loader_data(explicit, cuda)
+    history = client.get_metric_history(run_id, tracking.PATCH_SYNTHETIC_FRACTION)
+    assert [m.step for m in history] == [0, 1] and all(0 < m.value <= 1 for m in history)
+    assert len(client.get_metric_history(run_id, tracking.PATCH_TUMOR_FRACTION)) == 2

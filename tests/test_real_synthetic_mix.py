@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tumorsweep.config import make_config
-from tumorsweep.data.cases import CaseLists, resolve_cases
+from tumorsweep.data.cases import REAL_TUMOR_KEY, CaseLists, resolve_cases
 from tumorsweep.data.loaders import MixSampler
 from tumorsweep.data.transforms import resampled_pair
 from tumorsweep.errors import TumorsweepError
@@ -99,9 +99,11 @@ def test_the_two_ends_are_the_synthetic_and_real_arms(cases: CaseLists) -> None:
     synthetic = make_config("demo", {"data.real_fraction": 0.0})
     real = make_config("demo", {"data.real_fraction": 1.0})
     alias = make_config("demo", {"data.real_tumors": True})
-    assert training_cases(synthetic, cases) == cases.train and uses_synthesis(synthetic)
-    assert training_cases(real, cases) == cases.train_tumor and not uses_synthesis(real)
-    assert training_cases(alias, cases) == cases.train_tumor and alias.data.real_share() == 1.0
+    healthy = tuple({**e, REAL_TUMOR_KEY: False} for e in cases.train)
+    tumour = tuple({**e, REAL_TUMOR_KEY: True} for e in cases.train_tumor)
+    assert training_cases(synthetic, cases) == healthy and uses_synthesis(synthetic)
+    assert training_cases(real, cases) == tumour and not uses_synthesis(real)
+    assert training_cases(alias, cases) == tumour and alias.data.real_share() == 1.0
     torch.manual_seed(0)
     trainer = build(make_config("demo", {**SMALL, "data.real_fraction": 0.0}), cases,
                     LocalSession(None), NullLogger())  # fmt: skip

@@ -259,8 +259,9 @@ def resolve_cases(
         from tumorsweep.data.folds import fold_split
 
         split = fold_split(
-            split, data.fold or 0, data.folds, data.folds_file, data.val_fraction, data.split_seed
-        )
+            split, data.fold or 0, data.folds, data.folds_file, data.val_fraction,
+            data.split_seed, data.healthy_root,
+        )  # fmt: skip
     notes = _guard_overlaps(split, data.allow_overlap)
     selection, note = _selection(split, select_on, allow_test_selection)
     notes += [note] if note else []

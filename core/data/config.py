@@ -87,6 +87,11 @@ class DataConfig(_Strict):
     folds_file: str | None = Field(
         None, description="held-out cases per fold, a path with {fold}: JSON or case list"
     )
+    healthy_root: str | None = Field(
+        None, description="folder the healthy CTs of DiffTumor's fold lists live under (their "
+        "--healthy_data_root); with folds_file = .../real_tumor_val_{fold}.txt the sibling "
+        "real_tumor_train_{fold}.txt becomes the training list",
+    )  # fmt: skip
     spacing: Triple = Field(
         (1.0, 1.0, 1.0),
         description="mm; the grid every CT is resampled to (Hu et al. main.py: 1 x 1 x 1)",
@@ -103,6 +108,18 @@ class DataConfig(_Strict):
         None, ge=0, le=1, description="share of training samples drawn from real-tumour cases "
         "(their labels, no synthesis), the rest healthy cases with synthesis; None = 1 with "
         "real_tumors, else 0",
+    )  # fmt: skip
+    semi_supervised: bool = Field(
+        False, description="Chen et al.'s semi-supervised DiffTumor arm: real-tumour and "
+        "healthy training cases in one list, each case once an epoch, real ones with their own "
+        "labels, synthesis only on healthy samples (STEP3 main.py, real_tumor_train_k.txt: 95 "
+        "real + 116 healthy in fold 0); excludes real_tumors / real_fraction",
+    )  # fmt: skip
+    healthy_crop_organ_mm: float | None = Field(
+        None, gt=0, description="healthy training crops are redrawn until they hold more organ "
+        "(label > 0) than a sphere of this radius in mm, relaxed by 5 mm every 5 draws (not "
+        "below 5 mm), the 31st draw kept whatever it holds (Chen et al.'s "
+        "RandCropByPosNegLabeld_select, fg_thresh 30 for liver at 1 mm); None = one draw",
     )  # fmt: skip
     allow_overlap: bool = Field(
         False, description="override: let training, validation and test lists share cases"
@@ -197,6 +214,11 @@ class DataConfig(_Strict):
             raise ValueError(
                 f"data.real_tumors=true is real_fraction 1, but data.real_fraction is "
                 f"{self.real_fraction}; set only one of them"
+            )
+        if self.semi_supervised and (self.real_tumors or self.real_fraction is not None):
+            raise ValueError(
+                "data.semi_supervised trains on every real-tumour and healthy case in one list; "
+                "drop data.real_tumors / data.real_fraction"
             )
         return self
 

@@ -25,6 +25,7 @@ import numpy as np
 from monai.transforms import Compose, Randomizable
 from torch.utils.data import Dataset
 
+from tumorsweep.data.cases import REAL_TUMOR_KEY
 from tumorsweep.data.memory import CachePlan, size_text
 from tumorsweep.data.sampling import BG_ROWS, FG_ROWS, IMAGE, LABEL, LIVER_BOX, ORIGIN
 from tumorsweep.errors import TumorsweepError
@@ -63,6 +64,7 @@ class DiskCacheDataset(Dataset):
         self.transform = transform
         self.first_random = transform.get_index_of_first(lambda t: isinstance(t, Randomizable))
         self.folders = [folder / case_key(item, settings) for item in items]
+        self.real = [bool(item.get(REAL_TUMOR_KEY)) for item in items]  # carried to patches
         missing = [(i, f) for i, f in zip(items, self.folders, strict=True) if not f.is_dir()]
         self.reused = len(items) - len(missing)
         folder.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,7 @@ class DiskCacheDataset(Dataset):
         boxes = json.loads((folder / "boxes.json").read_text())
         data[LIVER_BOX] = tuple(tuple(pair) for pair in boxes[LIVER_BOX])
         data[ORIGIN] = tuple(boxes[ORIGIN])
+        data[REAL_TUMOR_KEY] = self.real[index]
         return data
 
     def __getitem__(self, index: int) -> Any:

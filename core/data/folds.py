@@ -8,6 +8,12 @@ come from a folds file, one per fold with `{fold}` in its path: a SyntheticTumor
 of case file names (DiffTumor's `real_tumor_val_{fold}.txt`); without one, the tumour cases
 are dealt into K folds, deterministic per dataset and seed. Checkpoints are selected on a
 seeded `val_fraction` of the fold's remaining tumour cases, never on its test list.
+
+DiffTumor's fold lists are usable as they are: with `folds_file` = `.../real_tumor_val_{fold}.txt`
+and `healthy_root` set, the sibling `real_tumor_train_{fold}.txt` is the training list (lines
+`image label`; a label path holding `liver_label`, `kidney_label` or `pancreas_label` is a
+healthy CT under `healthy_root`, as their main.py reads it; the others are the dataset's own
+cases, found by name), instead of every case not held out.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorsweep.data.layouts import DatasetSplit, case_name
+from tumorsweep.data.layouts import DatasetSplit, _entry, case_name
 from tumorsweep.errors import TumorsweepError
 
 
@@ -45,6 +51,41 @@ def _names_from_file(path: Path) -> list[str]:
     return [case_name(line.strip()) for line in text.splitlines() if line.strip()]
 
 
+HEALTHY_MARKERS = ("liver_label", "kidney_label", "pancreas_label")  # their main.py's test
+
+
+def _difftumor_training(
+    val_file: Path, healthy_root: str, by_name: dict[str, dict]
+) -> tuple[list[dict], list[dict]] | None:
+    """(real-tumour entries, healthy entries) of the `real_tumor_train_k.txt` beside a
+    `real_tumor_val_k.txt`, or None when `val_file` is not such a list."""
+    if "_val_" not in val_file.name:
+        return None
+    train_file = val_file.with_name(val_file.name.replace("_val_", "_train_"))
+    if not train_file.is_file():
+        raise TumorsweepError(f"data.healthy_root: training list {train_file} not found")
+    real, healthy = [], []
+    for number, line in enumerate(train_file.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise TumorsweepError(f"{train_file}:{number}: expected 'image label', got {line!r}")
+        image, label = parts
+        if any(marker in label for marker in HEALTHY_MARKERS):
+            paths = [Path(healthy_root) / image, Path(healthy_root) / label]
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise TumorsweepError(f"{train_file}:{number}: {missing[0]} not found")
+            healthy.append(_entry(paths[0], paths[1], tumor=False))
+        else:
+            name = case_name(label)
+            if name not in by_name:
+                raise TumorsweepError(f"{train_file}:{number}: the dataset lacks case {name}")
+            real.append(by_name[name])
+    return real, healthy
+
+
 def _dealt(tumour_cases: list[dict], fold: int, folds: int, seed: int) -> list[str]:
     """Fold `fold` of the tumour cases dealt into `folds` groups after a seeded shuffle."""
     names = sorted(e["case"] for e in tumour_cases)
@@ -59,6 +100,7 @@ def fold_split(
     folds_file: str | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
+    healthy_root: str | None = None,
 ) -> DatasetSplit:
     """The dataset's lists for fold `fold` of `folds` (see the module docstring)."""
     if not 0 <= fold < folds:
@@ -81,6 +123,11 @@ def fold_split(
         )
     test = [by_name[name] for name in wanted]
     held = {e["image"] for e in test}
+    listed = None
+    if folds_file and healthy_root:
+        listed = _difftumor_training(Path(folds_file.format(fold=fold)), healthy_root, by_name)
+    if listed is not None:  # DiffTumor's own training list: its real and healthy cases
+        tumour, pool = listed[0], listed[0] + listed[1]
     candidates = [e for e in tumour if e["image"] not in held]
     count = min(len(candidates), max(1, round(val_fraction * len(candidates))))
     order = np.random.default_rng([seed, fold]).permutation(len(candidates))

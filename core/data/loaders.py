@@ -165,6 +165,7 @@ def training_loader(
         num_samples=crops_per_volume,
         pipeline=data.pipeline,
         cache_dtype=data.cache_dtype,
+        organ_crop_mm=data.healthy_crop_organ_mm,
     )
     if data.cache == "disk":
         settings = {"spacing": data.spacing, "window_low": data.window[0],
@@ -204,7 +205,14 @@ def _cache(plan: CachePlan, transform: Any, data: DataConfig) -> CacheDataset:
     started = time.perf_counter()
     try:
         dataset = CacheDataset(
-            [{"image": item["image"], "label": item["label"]} for item in plan.items],
+            [
+                {
+                    "image": item["image"],
+                    "label": item["label"],
+                    REAL_TUMOR_KEY: bool(item.get(REAL_TUMOR_KEY)),
+                }  # fmt: skip
+                for item in plan.items
+            ],
             transform,
             cache_rate=data.cache_rate,
             num_workers=plan.build_threads,

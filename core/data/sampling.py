@@ -179,6 +179,7 @@ class SynthesiseLiverBoxd(Randomizable, MapTransform):
         }
         out = self.synthesis(sample)
         d[SYNTH] = (out[image_key], out[label_key])
+        d.update({k: v for k, v in out.items() if k not in (image_key, label_key)})  # its flags
         return d
 
 
@@ -186,7 +187,8 @@ class CropCachedPosNegd(Randomizable, MapTransform):
     """`RandCropByPosNegLabeld(pos, neg, image_threshold=0)` on a compacted case: the same
     draws (MONAI's own centre generator and random state) from the cached index counts,
     returning `num_samples` dicts of a float32 HU image patch (synthesis pasted in) and a uint8
-    label patch."""
+    label patch, with the sample's scalar entries (flags such as `real_tumor`) copied to each,
+    as `RandCropByPosNegLabeld` copies them."""
 
     def __init__(
         self,
@@ -220,6 +222,7 @@ class CropCachedPosNegd(Randomizable, MapTransform):
         image, label = data[IMAGE][0], data[LABEL][0]
         synthesised = data.get(SYNTH)
         origin = [lo for lo, _ in data[LIVER_BOX]]
+        flags = {k: v for k, v in data.items() if isinstance(v, bool | int | float | str)}
         patches = []
         for center in self.centers:
             start = [int(c) - p // 2 for c, p in zip(center, self.patch, strict=True)]
@@ -228,7 +231,7 @@ class CropCachedPosNegd(Randomizable, MapTransform):
             patch_label = torch.from_numpy(label[window].copy())
             if synthesised is not None:
                 self._paste(patch_image, patch_label, synthesised, start, origin)
-            patches.append({IMAGE: patch_image[None], LABEL: patch_label[None]})
+            patches.append({IMAGE: patch_image[None], LABEL: patch_label[None], **flags})
         return patches
 
     def _paste(
@@ -250,3 +253,50 @@ class CropCachedPosNegd(Randomizable, MapTransform):
         read = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin, strict=True))
         image[into] = torch.as_tensor(box_image[0][read], dtype=image.dtype)
         label[into] = torch.as_tensor(box_label[0][read], dtype=label.dtype)
+
+
+def _sphere_voxels(radius_mm: float, spacing: Sequence[float]) -> float:
+    return 4.0 / 3.0 * np.pi * radius_mm**3 / float(np.prod(spacing))
+
+
+class SelectOrganCropd(Randomizable, MapTransform):
+    """Chen et al.'s `RandCropByPosNegLabeld_select` (DiffTumor STEP3 `main.py`) around any
+    crop transform: for a healthy sample (`real_tumor` flag absent or false) the crop is
+    redrawn until its first patch holds more organ voxels (label > 0) than a sphere of radius
+    R mm, R = `radius_mm` for draws 1-5, then 5 mm less every 5 draws (not below 5 mm); the
+    31st draw is kept whatever it holds. Real-tumour samples are cropped once. Its random
+    state is the wrapped crop's."""
+
+    def __init__(
+        self, crop: Any, radius_mm: float, spacing: Sequence[float], flag: str = "real_tumor"
+    ):
+        MapTransform.__init__(self, (IMAGE, LABEL))
+        self.crop, self.flag = crop, flag
+        self.radius, self.spacing = float(radius_mm), tuple(float(s) for s in spacing)
+        self.draws = 0  # of the last call: how many crops it cut
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> SelectOrganCropd:
+        self.crop.set_random_state(seed=seed, state=state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """Draws happen in the wrapped crop."""
+
+    def threshold(self, draw: int) -> float:
+        """Organ voxels the `draw`-th crop (1-based) must exceed to be kept."""
+        radius = max(self.radius - 5.0 * ((draw - 1) // 5), 5.0) if draw > 5 else self.radius
+        return _sphere_voxels(radius, self.spacing)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        if bool(data.get(self.flag, False)):
+            self.draws = 1
+            return self.crop(data)
+        for draw in range(1, 32):
+            patches = self.crop(data)
+            organ = int((torch.as_tensor(patches[0][LABEL]) > 0).sum())
+            if draw == 31 or organ > self.threshold(draw):
+                break
+        self.draws = draw
+        return patches

@@ -33,7 +33,12 @@ from monai.transforms import (
 )
 
 from tumorsweep.data.monai09 import Monai09Spacingd
-from tumorsweep.data.sampling import CompactForSamplingd, CropCachedPosNegd, SynthesiseLiverBoxd
+from tumorsweep.data.sampling import (
+    CompactForSamplingd,
+    CropCachedPosNegd,
+    SelectOrganCropd,
+    SynthesiseLiverBoxd,
+)
 from tumorsweep.errors import TumorsweepError
 
 KEYS = ("image", "label")
@@ -106,13 +111,15 @@ def train_transforms(
     num_samples: int = 1,
     pipeline: Literal["public", "fast"] = "public",
     cache_dtype: Literal["float32", "int16"] = "float32",
+    organ_crop_mm: float | None = None,
 ) -> Compose:
     """Training chain: load, RAS, resample, [synthesis in HU], window, pad, 1:1 crop, augment.
 
     `num_samples` crops are cut from each synthesised volume (one synthesis, several patches).
     `pipeline="fast"` caches compacted volumes (`cache_dtype`) and cuts the same patches
     (bit-identical with float32) from them; use it with `CacheDataset(copy_cache=False)`: it
-    never writes into the cached item.
+    never writes into the cached item. `organ_crop_mm`: healthy samples' crops are redrawn
+    until they hold enough organ (`SelectOrganCropd`, Chen et al.'s crop selection).
 
     The label ends as an int64 tensor of class indices (0/1/2), the image as float32 in [0, 1]
     (before intensity augmentation).
@@ -127,23 +134,29 @@ def train_transforms(
         chain.append(CompactForSamplingd(patch, low, cache_dtype))
         if synthesis is not None:
             chain.append(SynthesiseLiverBoxd(synthesis))
-        chain += [CropCachedPosNegd(patch, low, num_samples=num_samples), _window(window)]
+        crop: MapTransform = CropCachedPosNegd(patch, low, num_samples=num_samples)
+        if organ_crop_mm is not None:
+            crop = SelectOrganCropd(crop, organ_crop_mm, spacing)
+        chain += [crop, _window(window)]
     else:
         if synthesis is not None:
             chain.append(synthesis)
+        crop = RandCropByPosNegLabeld(
+            KEYS,
+            label_key="label",
+            spatial_size=patch,
+            pos=1,
+            neg=1,
+            num_samples=num_samples,
+            image_key="image",
+            image_threshold=0,
+        )
+        if organ_crop_mm is not None:
+            crop = SelectOrganCropd(crop, organ_crop_mm, spacing)
         chain += [
             _window(window),
             SpatialPadd(KEYS, spatial_size=patch, mode=("minimum", "constant")),
-            RandCropByPosNegLabeld(
-                KEYS,
-                label_key="label",
-                spatial_size=patch,
-                pos=1,
-                neg=1,
-                num_samples=num_samples,
-                image_key="image",
-                image_threshold=0,
-            ),
+            crop,
         ]
     if augment:
         chain += [RandFlipd(KEYS, prob=FLIP_PROB, spatial_axis=axis) for axis in range(3)]

@@ -1,6 +1,6 @@
 """What a segmentation trial needs of its DiffTumor generator: the checks before any worker
 starts (folder complete, trained at the trial's spacing, not on held-out cases) and the
-transform, loaded on the trainer's device."""
+batch synthesis, its generator loaded on the trainer's device."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import torch
 
 from tumorsweep.config import TrialConfig
 from tumorsweep.data.cases import CaseLists
-from tumorsweep.data.config import DataConfig
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.generative.batch import BatchDiffTumor
 from tumorsweep.generative.config import AUTO
 from tumorsweep.generative.store import load_generator, verify_generator_files
-from tumorsweep.generative.transform import DiffTumorSynthesisd
 
 
 def check_generator(cfg: TrialConfig, cases: CaseLists) -> None:
@@ -41,28 +40,19 @@ def check_generator(cfg: TrialConfig, cases: CaseLists) -> None:
         )
 
 
-def trial_transform(cfg: TrialConfig, device: torch.device) -> DiffTumorSynthesisd:
-    """The trial's DiffTumor transform, its generator on `device`. On a GPU the generator runs
-    in the training process: DataLoader workers cannot use CUDA once it is initialised."""
+def trial_batch_synthesis(cfg: TrialConfig, device: torch.device) -> BatchDiffTumor:
+    """The trial's DiffTumor synthesis on training batches, its generator on `device` (the
+    trainer's): it runs in the training process, so loader workers never touch the GPU."""
     if cfg.synthesis.generator == AUTO:
         raise TumorsweepError(
             "synthesis.generator=auto is resolved by the sweep driver (sweeps/*.py); for a "
             "single trial pass a folder from tumorsweep train-generator"
         )
-    loader_data(cfg, device)  # refuse loader workers the generator cannot run in, first
     generator = load_generator(cfg.synthesis.generator, device)
-    return DiffTumorSynthesisd(("image", "label"), config=cfg.synthesis, generator=generator)
-
-
-def loader_data(cfg: TrialConfig, device: torch.device) -> DataConfig:
-    """The trial's data settings for its loader: on a GPU the generator runs in the training
-    process (DataLoader workers cannot use CUDA once it is initialised), so `auto` loader
-    workers become 0 and an explicit count is refused."""
-    if device.type != "cuda" or cfg.data.loader_workers == 0:
-        return cfg.data
-    if cfg.data.loader_workers != "auto":
+    late = generator.config.late.timesteps
+    if cfg.synthesis.difftumor.ddim_steps > late:
         raise TumorsweepError(
-            f"synthesis.style=difftumor on {device}: set data.loader_workers=0 (got "
-            f"{cfg.data.loader_workers}); the generator runs on the GPU in the training process"
+            f"synthesis.difftumor.ddim_steps {cfg.synthesis.difftumor.ddim_steps}: more than "
+            f"the {late} steps generator {generator.path} was trained with"
         )
-    return cfg.data.model_copy(update={"loader_workers": 0})
+    return BatchDiffTumor(generator, cfg.synthesis, cfg.data.window)

@@ -31,7 +31,7 @@ from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.lesions import LesionParams
 from tumorsweep.evaluate.metrics import case_metrics_and_lesions
 from tumorsweep.evaluate.naming import case_name
-from tumorsweep.evaluate.protocol import EvalProtocol, resolve_protocol
+from tumorsweep.evaluate.protocol import EvalProtocol, organ_mask, resolve_protocol
 
 STITCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 BLEND_WEIGHTS = ("monai", "monai09")
@@ -226,7 +226,8 @@ def predict_case(
             f"{label_path}: prediction inverted to shape {pred.shape}, label has {truth.shape}"
         )
     if postprocess:
-        pred = chosen.postprocess(pred)
+        organ = organ_mask(case, truth.shape) if chosen.organ_gate else None
+        pred = chosen.postprocess(pred, organ)
     return pred, truth, spacing
 
 

@@ -21,17 +21,27 @@ the Gaussian blending weights are MONAI 0.9's (an erf-discretised Gaussian centr
 clamped at >= 1e-3; MONAI >= 1.0 samples exp() centred at (n-1)/2); and the windows run in
 float32 whatever the training precision (`validation.py` has no autocast).
 `tests/test_faithfulness_hu2023.py` checks the whole chain against MONAI 0.9.0 itself.
+
+"chen2024" replays `validation.py` of Chen et al. (CVPR 2024, MrGiovanni/DiffTumor STEP3):
+logits inverted linearly, then argmax, as hu2023; no component or dilation step: the liver is
+an external organ mask of the case (their `organ_pseudo_swin_new/liver/<label file>`, a file on
+the label's grid, its non-zero voxels) and tumour voxels are kept only inside it
+(`denoise_pred`). Liver is scored as label == 1; they score the organ mask itself as the liver
+(tumour voxels included), we the organ mask minus the predicted tumour (a label map holds one
+class per voxel): tumour metrics are theirs exactly, liver Dice differs by those voxels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from monai.transforms import Compose
 
+from tumorsweep.data.io import load_volume
 from tumorsweep.data.transforms import HU_WINDOW, eval_transforms
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.postprocess import postprocess
@@ -57,6 +67,8 @@ class EvalProtocol:
       MONAI 0.9's (erf-discretised, centred at n//2, clamped at >= 1e-3).
     - `window_precision`: "autocast" = windows run under autocast when the caller asks for it
       (in the training AMP dtype); "float32" = always float32, whatever the caller asks.
+    - `organ_gate`: instead of the component and dilation steps, the case's organ mask (its
+      `organ_mask` entry) is the liver and tumours are kept only inside it (chen2024).
     - `description`: one line for help texts and reports.
     """
 
@@ -72,6 +84,7 @@ class EvalProtocol:
     pad: Literal["window_zeros", "minimum"] = "window_zeros"
     blend_weights: Literal["monai", "monai09"] = "monai"
     window_precision: Literal["autocast", "float32"] = "autocast"
+    organ_gate: bool = False
 
     def transforms(
         self, spacing: Sequence[float] = (1.0, 1.0, 1.0), window: Sequence[float] = HU_WINDOW
@@ -80,8 +93,17 @@ class EvalProtocol:
         the padding to the window is `tumorsweep.evaluate.inference`'s."""
         return eval_transforms(spacing, window, resample=self.resample)
 
-    def postprocess(self, labels: np.ndarray) -> np.ndarray:
-        """This protocol's post-processing of a 0/1/2 label map."""
+    def postprocess(self, labels: np.ndarray, organ: np.ndarray | None = None) -> np.ndarray:
+        """This protocol's post-processing of a 0/1/2 label map (`organ`: the case's organ
+        mask on the same grid, for an `organ_gate` protocol)."""
+        if self.organ_gate:
+            if organ is None or organ.shape != labels.shape:
+                got = "none" if organ is None else f"shape {organ.shape}"
+                raise TumorsweepError(
+                    f"protocol {self.name}: needs the case's organ mask on the prediction's "
+                    f"grid {labels.shape}, got {got}"
+                )
+            return np.where(organ, np.where(labels == 2, 2, 1), 0).astype(labels.dtype)
         return postprocess(
             labels,
             self.dilation_iters,
@@ -116,7 +138,53 @@ PROTOCOLS: dict[str, EvalProtocol] = {
         blend_weights="monai09",
         window_precision="float32",
     ),
+    "chen2024": EvalProtocol(
+        name="chen2024",
+        description="Chen et al.'s validation.py: logits inverted linearly, then argmax; the "
+        "liver is an external organ mask per case, tumours kept only inside it; liver scored "
+        "as label == 1",
+        inversion="logits_linear",
+        liver_mode="eq1",
+        component_liver="eq1",
+        connectivity=6,
+        stitch_dtype="float32",
+        organ_gate=True,
+    ),
 }
+
+ORGAN_MASK_KEY = "organ_mask"  # a case's organ mask file (chen2024), beside "image", "label"
+
+
+def organ_mask(case: dict, shape: tuple[int, ...]) -> np.ndarray:
+    """The organ mask of `case` (its `organ_mask` file, non-zero voxels) as a bool array of the
+    label grid `shape`; a missing entry, a missing file or another shape fails naming it."""
+    path = case.get(ORGAN_MASK_KEY)
+    if not path:
+        raise TumorsweepError(
+            f"case {case.get('case') or case.get('label')}: no organ mask (eval.organ_masks) for "
+            "an organ-gated protocol"
+        )
+    mask = np.asarray(load_volume(path)[0])
+    if mask.shape != tuple(shape):
+        raise TumorsweepError(
+            f"{path}: organ mask of shape {mask.shape}, but the case's label has {tuple(shape)}"
+        )
+    return mask > 0
+
+
+def with_organ_masks(cases: list[dict], folder: str | None) -> list[dict]:
+    """`cases` with their organ mask files (`organ_mask`): `folder`/<label file name>, Chen et
+    al.'s layout (`organ_pseudo_swin_new/liver/liver_N.nii.gz`); "truth" = the case's own
+    label file (its liver and tumour), for phantoms and tests: it gates tumours by the true
+    liver, which flatters every score; None leaves the cases as they are."""
+    if folder is None:
+        return cases
+    if folder == "truth":
+        return [{**case, ORGAN_MASK_KEY: case["label"]} for case in cases]
+    root = Path(folder)
+    if not root.is_dir():
+        raise TumorsweepError(f"eval.organ_masks: {root} is not a folder")
+    return [{**case, ORGAN_MASK_KEY: str(root / Path(case["label"]).name)} for case in cases]
 
 
 def resolve_protocol(protocol: str | EvalProtocol) -> EvalProtocol:

@@ -4,8 +4,9 @@ spacing and windowed once, then random cubes centred on tumour voxels.
 Each case keeps only its liver's bounding box plus half a patch (float16 in [-1, 1]), so a
 study's tumour cases fit in memory at 1 mm. Every tumour (26-connected component of label 2)
 is classed "early" (equivalent-sphere radius <= `early_radius_mm`, Chen et al.) or "late".
-A crop is centred on a random voxel of a tumour of the wanted class, its mask is that tumour,
-and it is flipped at random per axis; the draw of item i in epoch e is seeded by (seed, e, i),
+A crop is centred on a random voxel of a tumour of the wanted class, its mask is every tumour
+voxel of the crop (the public STEP2 loader crops the tumour label with the image), and it is
+flipped at random per axis; the draw of item i in epoch e is seeded by (seed, e, i),
 so every rank and every resumed run sees the same crops.
 """
 
@@ -108,8 +109,9 @@ class TumourCrops(torch.utils.data.Dataset):
             src.append(slice(a, b))
             dst.append(slice(a - int(start[axis]), b - int(start[axis])))
         image[tuple(dst)] = case.image[tuple(src)]
-        inside = np.all((voxels >= start) & (voxels < start + self.size), axis=1)
-        local = voxels[inside] - start
+        every = np.concatenate(case.tumours)  # the mask: every tumour voxel of the crop
+        inside = np.all((every >= start) & (every < start + self.size), axis=1)
+        local = every[inside] - start
         mask[local[:, 0], local[:, 1], local[:, 2]] = 1.0
         flips = tuple(axis for axis in range(3) if rng.uniform() < 0.5)
         if flips:

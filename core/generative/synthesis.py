@@ -2,10 +2,10 @@
 the generator's device inside: draw a tumour mask, let the generator fill it, paste it back.
 
 - Type: early / medium / large with `synthesis.difftumor` probabilities. Early = 1-3 blobs,
-  each tiny or small (even odds); medium = one medium blob; large = one blob whose semi-axes
-  reach 2x the large radius (as the public code draws them). Semi-axes, elastic deformation
-  and locations follow Hu et al. (`synthesis.radius`, `synthesis.elastic_sigma`, the
-  middle-40% slice rule).
+  all tiny or all small (even odds, one type per event as the public code draws it); medium =
+  one medium blob; large = one blob whose semi-axes reach 2x the large radius (as the public
+  code draws them). Semi-axes, elastic deformation and locations follow Hu et al.
+  (`synthesis.radius`, `synthesis.elastic_sigma`, the middle-40% slice rule).
 - Where: a generator patch (side P) centred on a Hu-rule liver point, shifted inside the
   volume; every blob is placed inside the liver part of that patch (the public code draws
   them inside its training crop) and the union is cut to the liver.
@@ -58,9 +58,9 @@ def draw_mask(
 ) -> np.ndarray:
     """Tumour mask of one event on a patch's liver mask (bool, same shape), cut to the liver."""
     blobs = []
-    if kind == "early":
+    if kind == "early":  # one type per event, 1-3 blobs of it (public get_fixed_geo)
+        blob_kind = _EARLY_BLOBS[int(rng.integers(len(_EARLY_BLOBS)))]
         for _ in range(int(rng.integers(_EARLY_COUNT[0], _EARLY_COUNT[1] + 1))):
-            blob_kind = _EARLY_BLOBS[int(rng.integers(len(_EARLY_BLOBS)))]
             blobs.append(_blob(blob_kind, uniform_centre(liver, rng), config, rng))
     else:
         blobs.append(_blob(kind, uniform_centre(liver, rng), config, rng))
@@ -126,7 +126,7 @@ def synthesize_difftumor_inplace(
     sigma = float(rng.uniform(config.difftumor.blur_min, config.difftumor.blur_max))
     weight = mask.astype(np.float32)
     if sigma > 0:
-        weight = gaussian_filter(weight, sigma, mode="constant")
+        weight = gaussian_filter(weight, sigma, mode="reflect")  # scipy's default, as theirs
     region = image_hu[window]
     touched = weight > 0
     region[touched] = (1 - weight[touched]) * region[touched] + weight[touched] * filled[touched]

@@ -20,7 +20,7 @@ from tumorsweep.errors import TumorsweepError
 from tumorsweep.generative.sampler import Generator
 from tumorsweep.generative.synthesis import synthesize_difftumor_inplace
 from tumorsweep.synthesis.config import SynthesisConfig
-from tumorsweep.synthesis.transform import GatedSynthesisd
+from tumorsweep.synthesis.transform import SYNTHETIC_KEY, GatedSynthesisd
 
 
 def _plane(value: Any, key: Hashable) -> np.ndarray:
@@ -72,7 +72,8 @@ class DiffTumorSynthesisd(GatedSynthesisd):
         image = np.array(_plane(d[image_key], image_key), dtype=np.float32)
         label = label.copy()
         rng = np.random.default_rng(self._seed)
-        synthesize_difftumor_inplace(image, label, self.generator, self.config, rng)
+        added = synthesize_difftumor_inplace(image, label, self.generator, self.config, rng)
+        d[SYNTHETIC_KEY] = bool(added)
         d[image_key] = convert_to_dst_type(image[None], d[image_key])[0]
         d[label_key] = convert_to_dst_type(label[None], d[label_key])[0]
         return d

@@ -2,7 +2,8 @@
 
 A published column matches one of our configurations when backbone and evaluation set agree,
 every param the column lists has the same value in our trials, and those params cover every
-knob the study swept (so a texture study never borrows the baseline's published number).
+knob the study swept away from its default (so a texture study never borrows the baseline's
+published number).
 The replication's own training is preferred over evaluated released checkpoints, and both
 over the public FAQ's figures (which give tumour Dice only).
 Each published value also carries the evaluation protocol it was scored with (`protocol`);
@@ -31,6 +32,10 @@ PROTOCOLS = {
     "hu2023": (
         "Hu et al.'s validation.py: logits inverted with linear interpolation, then argmax, "
         "largest 6-connected component of label 1, liver scored as label == 1"
+    ),
+    "chen2024": (
+        "Chen et al.'s DiffTumor validation.py: logits inverted with linear interpolation, then "
+        "argmax, liver = an external organ mask per case, tumours kept only inside it"
     ),
 }
 DEFAULT_PROTOCOL = "tumorsweep"
@@ -126,6 +131,22 @@ def reference_param_names() -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+@cache
+def _defaults() -> dict[str, str]:
+    from tumorsweep.config import TrialConfig, flatten
+
+    return {name: _as_text(value) for name, value in flatten(TrialConfig()).items()}
+
+
+def _at_default(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether our value of `name` is TrialConfig's default (a missing value is when the
+    default is None: trials from before a knob existed ran without it)."""
+    value = params.get(name)
+    if is_missing(value):
+        return _defaults().get(name) == _as_text(None)
+    return _defaults().get(name) == _as_text(value)
+
+
 def _same(name: str, ours: Any, published: Any) -> bool:
     if name == "model.pretrained":
         return is_pretrained(ours) == bool(published)
@@ -151,7 +172,10 @@ def match_published(
     `published_table()`.
     """
     table = published_table()
-    knobs = set(swept) - {"model.name"}
+    # the protocol is matched on its own (published_comparable); a swept knob at its default
+    # value needs no mention in a column (a study whose arms differ in several fields sets
+    # them in some rows only)
+    knobs = {k for k in set(swept) - {"model.name", "eval.protocol"} if not _at_default(k, params)}
     candidates = table[(table["backbone"] == backbone) & (table["eval_set"] == eval_set)]
     if column is not None:
         named = (candidates["table"] == column[0]) & (candidates["label"] == column[1])

@@ -21,6 +21,8 @@ from tumorsweep.synthesis.config import SynthesisConfig
 from tumorsweep.synthesis.location import LocationModel
 from tumorsweep.synthesis.synthesize import synthesize_tumors_inplace
 
+SYNTHETIC_KEY = "synthetic_tumor"  # set on every sample: whether this call added a tumour
+
 
 def _as_numpy(value: Any, key: Hashable) -> tuple[np.ndarray, bool]:
     """The (X, Y, Z) array of a channel-first sample value and whether writing into it writes
@@ -63,6 +65,7 @@ class GatedSynthesisd(MapTransform, Randomizable):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        d[SYNTHETIC_KEY] = False
         if not self.config.enabled:
             return d
         self.randomize()
@@ -129,6 +132,7 @@ class TumorSynthesisd(GatedSynthesisd):
             self.location_model,
             healthy_only=self.config.healthy_only,
         )
+        d[SYNTHETIC_KEY] = bool(added)
         if added and not image_in_place:
             d[image_key] = convert_to_dst_type(image[None], d[image_key])[0]
         if added and not label_in_place:
