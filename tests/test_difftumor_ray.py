@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tumorsweep import tracking
 from tumorsweep.config import make_config
 from tumorsweep.data.cases import resolve_cases
 from tumorsweep.difftumor.job import GeneratorJob, run_job
@@ -81,9 +82,17 @@ def test_generator_ddp_run_then_a_sweep_loads_it(
     assert code == 0
     trials = client.search_runs([experiment], "tags.`tumorsweep.role` = 'trial'")
     styles = sorted(t.data.params["synthesis.style"] for t in trials)
-    assert styles == ["difftumor", "hu"] and all(t.info.status == "FINISHED" for t in trials)
+    assert styles == ["difftumor", "difftumor", "hu"]  # healthy-only, semi-supervised, Hu
+    assert all(t.info.status == "FINISHED" for t in trials)
+    semi = [t for t in trials if t.data.params["data.semi_supervised"] == "True"]
+    assert len(semi) == 1 and semi[0].data.params["eval.protocol"] == "chen2024"
+    for trial in trials:  # every style logs its patch fractions per epoch
+        assert (
+            len(client.get_metric_history(trial.info.run_id, tracking.PATCH_SYNTHETIC_FRACTION))
+            == 2
+        )
     assert {t.data.params["synthesis.generator"] for t in trials} == {str(folder)}
     from tumorsweep.report import summary_table
 
     table = summary_table(uri, "difftumor")
-    assert "UNET(DiffTumor)" in table and "| UNET |" in table
+    assert "| UNET(DiffTumor," in table and "semi_supervised=True" in table
