@@ -220,8 +220,7 @@ def evaluate_file(
 ) -> bool:
     """One nested run: params, the file's SHA-256, metrics and per-case CSV; False if the
     evaluation failed (the run is then FAILED with the reason)."""
-    from tumorsweep.data.transforms import eval_transforms
-    from tumorsweep.evaluate import evaluate_cases
+    from tumorsweep.evaluate import PROTOCOLS, evaluate_cases
     from tumorsweep.train import summarise
 
     entry = item.entry
@@ -251,7 +250,7 @@ def evaluate_file(
         rows = evaluate_cases(
             network,
             cases,
-            eval_transforms(cfg.data.spacing, cfg.data.window),
+            PROTOCOLS[cfg.eval.protocol].transforms(cfg.data.spacing, cfg.data.window),
             roi=cfg.eval.roi or cfg.schedule.patch_size,
             overlap=cfg.eval.overlap,
             sw_batch_size=cfg.eval.sw_batch_size,

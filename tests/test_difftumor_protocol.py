@@ -8,6 +8,7 @@ none of our post-processing is called for it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from tumorsweep.config import PRESETS, make_config
+from tumorsweep.config import PRESETS, flatten, make_config
 from tumorsweep.data.cases import CaseLists, resolve_cases
 from tumorsweep.data.transforms import eval_transforms
 from tumorsweep.errors import TumorsweepError
@@ -125,8 +126,9 @@ def test_chen2024_preset_cites_every_value_and_matches_the_yaml() -> None:
         assert entry["kind"] in ("paper", "command", "code-default", "tumorsweep"), field
         assert entry["source"].strip(), field
     flat = {field: entry["value"] for field, entry in values.items()}
-    as_tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
-    assert PRESETS["chen2024"] == as_tuples
+    assert PRESETS["chen2024"] == flat  # the preset is loaded from this file
+    built = flatten(make_config("chen2024"))
+    assert all(json.dumps(built[k]) == json.dumps(v) for k, v in flat.items())
     cfg = make_config("chen2024", {"eval.organ_masks": "truth"})
     assert cfg.data.window == (-175.0, 250.0) and cfg.schedule.batch_size == 12
     assert cfg.schedule.epochs == 2000 and cfg.schedule.val_every == 50
