@@ -7,7 +7,6 @@ loop, each refused in one line naming the file by `check-data`, a sweep's dry ru
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from refusals_util import one_line, tree
 from test_synthesis import liver_case
 
 from tumorsweep.cli import main
@@ -23,22 +23,6 @@ from tumorsweep.data import io
 from tumorsweep.errors import TumorsweepError
 
 SHEARED = np.array([[2.0, 0.3, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
-
-
-def one_line(capsys: pytest.CaptureFixture, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def resave(path: Path, affine: np.ndarray) -> None:

@@ -8,7 +8,6 @@ outside the output folder. No Ray here."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from pathlib import Path
 
@@ -16,27 +15,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from refusals_util import one_line, tree
 from test_synthesis import liver_case
 
 from tumorsweep import tracking
 from tumorsweep.cli import main
 from tumorsweep.outputs import exclusive
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
-
-
-def one_line(capsys: pytest.CaptureFixture, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 @pytest.fixture()

@@ -7,36 +7,19 @@ written. No Ray here."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
+from refusals_util import one_line, tree
 
 from tumorsweep import preflight, tracking
 from tumorsweep.cli import main
 from tumorsweep.cli.study import main as sweep_main
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.sweep import _write_sweep_state
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file under `root` with its content hash (symbolic links not followed)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
-
-
-def one_line(capsys: pytest.CaptureFixture, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def other_app_db(path: Path) -> Path:

@@ -6,27 +6,19 @@ refusal is one line, exit 2, the dataset byte-identical and nothing written. No 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from refusals_util import tree
 
 from tumorsweep.cli.study import main
 from tumorsweep.config import make_config
 from tumorsweep.generative.config import generator_config
 from tumorsweep.generative.models import MODEL_NAMES, build_model
 from tumorsweep.generative.store import CONFIG_FILE, _content_hash, _sha256, save_generator
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture()

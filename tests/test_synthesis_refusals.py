@@ -7,7 +7,6 @@ with `weights_only=False`. One line each, exit 2, inputs byte-identical, nothing
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,28 +15,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from refusals_util import one_line, tree
 from test_synthesis import liver_case
 
 from tumorsweep.cli import main
 from tumorsweep.cli.study import main as sweep_main
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.synthesis import LocationModel
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def one_line(capsys: pytest.CaptureFixture, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 @pytest.fixture()
