@@ -48,15 +48,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser("check-data", help="validate a dataset and summarise its cases")
     check.add_argument("--data", required=True, help="dataset folder or description .json")
     check.add_argument("--split", choices=sorted(NAMED_SPLITS), default=None)
-    check.add_argument(
-        "--base-dir", help="folder the --data JSON's relative paths start from (MONAI base_dir)"
-    )
-    check.add_argument(
-        "--source", action="append", default=[], metavar="SPEC", help="one more training "
-        "source (data.sources): a path, or YAML like '{path: healthy.json, base_dir: /data, "
-        "role: healthy, name: healthy}'; repeatable",
-    )  # fmt: skip
+    add_source_flags(check)
     check.set_defaults(func=_check_data)
+
+
+def add_source_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--base-dir and --source, shared by check-data and every study."""
+    parser.add_argument(
+        "--base-dir", help="folder the --data JSON's relative paths start from (data.base_dir, "
+        "MONAI's base_dir)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--source", action="append", default=[], metavar="SPEC", help="one more training "
+        "source (data.sources): a path (a healthy source), or YAML like '{path: "
+        "datafolds/healthy.json, base_dir: /data, role: healthy, name: healthy}'; repeatable",
+    )  # fmt: skip
 
 
 def parse_source(spec: str) -> DataSource:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tumorsweep import preflight, tracking
-from tumorsweep.cli.data import parse_source
+from tumorsweep.cli.data import add_source_flags, parse_source
 from tumorsweep.config import (
     PRESETS,
     TrialConfig,
@@ -49,14 +49,7 @@ def build_parser(study: str) -> argparse.ArgumentParser:
         "folds (default: the built-in phantom CTs)",
     )  # fmt: skip
     data.add_argument("--split", help="named evaluation set used as the test list, e.g. hu-val")
-    data.add_argument(
-        "--base-dir", help="folder the --data JSON's relative paths start from (data.base_dir)"
-    )
-    data.add_argument(
-        "--source", action="append", default=[], metavar="SPEC", help="one more training "
-        "source (data.sources): a path (a healthy source), or YAML like '{path: "
-        "datafolds/healthy.json, base_dir: /data, role: healthy}'; repeatable",
-    )  # fmt: skip
+    add_source_flags(data)
     data.add_argument(
         "--preset", choices=sorted(PRESETS),
         help="default: demo (minutes on a laptop) without --data, else paper; paper = Hu et "
