@@ -29,7 +29,7 @@ def check_resources(
     for flag, value, low in (
         ("--workers-per-trial", workers, 1),
         ("--cpus-per-worker", cpus_per_worker, 1),
-        ("--gpus-per-trial", gpus_per_trial, 0),
+        ("--gpus-per-worker", gpus_per_trial, 0),
         ("--seeds", seeds, 0),
         ("--max-concurrent", max_concurrent, 0),
     ):
@@ -50,7 +50,7 @@ def check_resources(
         have = torch.cuda.device_count()
         if workers * gpus_per_trial > have:
             raise TumorsweepError(
-                f"--gpus-per-trial {gpus_per_trial} x {workers} worker(s) needs "
+                f"--gpus-per-worker {gpus_per_trial} x {workers} worker(s) needs "
                 f"{workers * gpus_per_trial} GPUs, this machine has {have}"
             )
 

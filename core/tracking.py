@@ -157,6 +157,36 @@ def runs_page_url(tracking_uri: str, experiment_id: str, order_by: str | None = 
     return f"{base}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
 
 
+# MLflow 3.17's UI reads a saved runs-table view from an experiment tag
+# `mlflow.sharedViewState.<key>` (JSON of its search facets and table state) when the page is
+# opened with `?viewStateShareKey=<key>` (and no search facet in the URL).
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+HEADLINE_METRICS = ("tumor_dice", "tumor_nsd", "liver_dice", "liver_nsd")
+
+
+def trials_view_url(
+    tracking_uri: str, experiment_id: str, metric: str, swept: Sequence[str]
+) -> str:
+    """Save (as an experiment tag) and return the link of a runs-table view that opens on the
+    answer: the trials only (not the sweep's parent row), best first by `metric`, with the
+    swept params, the four headline metrics, the search metric and the dataset as columns."""
+    columns = [
+        *(f"params.`{name}`" for name in swept),
+        *(f"metrics.`{name}`" for name in dict.fromkeys([*HEADLINE_METRICS, metric])),
+        "attributes.`Dataset`",
+    ]
+    state = {
+        "searchFilter": f"tags.`{ROLE_TAG}` = 'trial'",
+        "orderByKey": f"metrics.`{metric}`",
+        "orderByAsc": False,
+        "selectedColumns": columns,
+    }
+    text = json.dumps(state, sort_keys=True)
+    key = hashlib.sha256(text.encode()).hexdigest()[:32]
+    _client(tracking_uri).set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + key, text)
+    return f"{runs_page_url(tracking_uri, experiment_id)}&viewStateShareKey={key}"
+
+
 def driver_tags() -> dict[str, str]:
     """Tags saying which process drives a sweep (so a dead driver's runs can be recognised)."""
     return {DRIVER_HOST_TAG: socket.gethostname(), DRIVER_PID_TAG: str(os.getpid())}

@@ -27,9 +27,11 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def execute_aggregate_notebook(tracking_uri: str, experiment: str, workdir: Path) -> list[dict]:
-    """Run notebooks/aggregate.ipynb headless (papermill) with a kernel on this interpreter;
-    returns every cell output."""
+def execute_aggregate_notebook(
+    tracking_uri: str, experiment: str, workdir: Path, **parameters: object
+) -> list[dict]:
+    """Run notebooks/aggregate.ipynb headless (papermill) with a kernel on this interpreter
+    (more notebook `parameters` by keyword); returns every cell output."""
     import nbformat
     import papermill
 
@@ -47,7 +49,7 @@ def execute_aggregate_notebook(tracking_uri: str, experiment: str, workdir: Path
         papermill.execute_notebook(
             str(source),
             str(executed),
-            parameters={"tracking_uri": tracking_uri, "experiment": experiment},
+            parameters={"tracking_uri": tracking_uri, "experiment": experiment, **parameters},
             kernel_name=kernel,
             cwd=str(workdir),
             progress_bar=False,

@@ -721,3 +721,137 @@ def test_report_with_no_flags_reads_the_store_a_study_wrote_here(
     written = sorted(p.name for p in (tmp_path / "report").iterdir())
     assert "sphere_ratio.md" in written and "texture.md" in written
     assert not any(name.startswith("not_a_study") for name in written)
+
+
+def _moved_store(root: Path) -> tuple[_Store, dict[str, str]]:
+    """A two-column study (2 seeds each) whose artifact folder is then moved away, as when
+    mlflow.db is copied without it; returns the store and {run_id: label}."""
+    s = _Store(root)
+    exp = s.experiment("moved")
+    sweep = s.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=1_000)
+    runs = {}
+    for ratio in (0.0, 0.25):
+        for seed in (0, 1):
+            run_id = s.trial(exp, sweep, _unet(ratio), seed)
+            runs[run_id] = f"UNET(+{ratio:.0%} Sphere)" if ratio else "UNET"
+    return s, runs
+
+
+def test_a_store_without_its_artifacts_names_them_and_claims_no_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    s, runs = _moved_store(tmp_path / "store")
+    whole = build_report(s.uri, "moved", n_resamples=200)
+    assert whole.missing.empty and whole.summary["ci_low"].notna().any()
+    recorded = {r: Path(s.client.get_run(r).info.artifact_uri) for r in runs}
+    (tmp_path / "store" / "artifacts").rename(tmp_path / "moved_artifacts")
+    out = tmp_path / "report"
+    assert main(_report_args(s.uri, "moved", out, "--resamples", "200")) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4  # one line per run: which artifact, where it was looked for
+    experiment_id = s.client.get_experiment_by_name("moved").experiment_id
+    for run_id in runs:
+        beside = tmp_path / "store" / "mlartifacts" / experiment_id / run_id / "artifacts"
+        (line,) = [line for line in err if run_id in line]
+        assert f"per_case_test.csv not found (looked in {recorded[run_id]} and {beside})" in line
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["ci_low"].isna().all() and summary["p_value"].isna().all()
+    assert summary["n_cases"].isna().all() and (summary["n_per_case_missing"] == 2).all()
+    # the means are still the logged ones, the same as with the artifacts
+    pd.testing.assert_series_equal(summary["mean"], whole.summary["mean"], check_names=False)
+    markdown = (out / "report.md").read_text()
+    assert "[95% bootstrap CI" not in markdown and "95% CI:" not in markdown
+    assert "| UNET † |" in markdown and "no 95% intervals" in markdown
+    assert markdown.count("per_case_test.csv not found") == 4
+    tex = (out / "moved.tex").read_text()
+    assert tex.count(r"\begin{table}") == 1 and "bootstrap intervals" not in tex
+    assert r"UNET $^\dagger$" in tex and "[0." not in tex
+    # the plot legend claims no interval either
+    from tumorsweep.report import plot_knob
+
+    report = build_report(s.uri, "moved", n_resamples=200)
+    legends = [t.get_text() for ax in plot_knob(report.summary, "moved").axes for t in
+               ax.get_legend().get_texts()]  # fmt: skip
+    assert legends and not any("CI)" in t for t in legends)
+    assert any("no CI" in t for t in legends)
+
+    # pointed at the moved folder, the report is whole again: the same intervals
+    out2 = tmp_path / "report2"
+    more = ("--resamples", "200", "--artifact-root", str(tmp_path / "moved_artifacts"))
+    assert main(_report_args(s.uri, "moved", out2, *more)) == 0
+    assert "not found" not in capsys.readouterr().err
+    again = pd.read_csv(out2 / "summary.csv")
+    np.testing.assert_allclose(again["ci_low"], whole.summary["ci_low"], equal_nan=True)
+    np.testing.assert_allclose(again["p_value"], whole.summary["p_value"], equal_nan=True)
+    assert (again["n_per_case_missing"] == 0).all()
+    tex = (out2 / "moved.tex").read_text()
+    assert tex.count(r"\begin{table}") == 2 and "$^\\dagger$" not in tex
+
+
+def test_one_trial_without_its_table_costs_its_column_and_the_tests_against_it(
+    tmp_path: Path,
+) -> None:
+    s, runs = _moved_store(tmp_path / "store")
+    lost = next(r for r, label in runs.items() if label == "UNET")
+    import shutil
+
+    shutil.rmtree(Path(s.client.get_run(lost).info.artifact_uri).parent)
+    report = build_report(s.uri, "moved", n_resamples=200)
+    assert list(report.missing["run_id"]) == [lost]
+    by_label = report.summary.set_index(["label", "metric"])
+    assert np.isnan(by_label.loc[("UNET", "tumor_dice"), "ci_low"])
+    # the other column keeps its interval, but no test against a baseline it cannot pair with
+    other = by_label.loc[("UNET(+25% Sphere)", "tumor_dice")]
+    assert other["ci_low"] < other["mean"] < other["ci_high"] and np.isnan(other["p_value"])
+    notes = table_notes(report.summary, "moved")
+    assert any(n.startswith("† per-case tables (per_case_test.csv) not found for UNET (1 of 2")
+               for n in notes)  # fmt: skip
+
+
+def test_notebook_on_a_store_without_its_artifacts_says_so(tmp_path: Path) -> None:
+    s, runs = _moved_store(tmp_path / "store")
+    (tmp_path / "store" / "artifacts").rename(tmp_path / "moved_artifacts")
+    (tmp_path / "nb").mkdir()
+    outputs = execute_aggregate_notebook(s.uri, "moved", tmp_path / "nb")
+    streams = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    for run_id in runs:
+        assert f"run {run_id}: per_case_test.csv not found" in streams
+    assert "TqdmWarning" not in streams and "IProgress" not in streams
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "[95% bootstrap CI" not in markdown and "| UNET † |" in markdown
+    # pointed at the moved folder: whole
+    (tmp_path / "nb2").mkdir()
+    outputs = execute_aggregate_notebook(
+        s.uri, "moved", tmp_path / "nb2", artifact_root=str(tmp_path / "moved_artifacts")
+    )
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "[95% bootstrap CI of the mean]" in markdown and "†" not in markdown
+
+
+def test_deviations_are_from_the_studys_own_preset(store: _Store) -> None:
+    """A trial run with the hu2023-commands preset (the authors' released commands) follows
+    its learning rate, AMP and validation interval: no deviation there; the same trial under
+    a study tagged with the paper preset lists exactly the params where the two presets
+    differ (from the preset files themselves)."""
+    from tumorsweep.config import flatten, make_config
+
+    commands = flatten(make_config("hu2023-commands"))
+    paper = flatten(make_config("paper"))
+    differ = sorted(k for k in commands if json.dumps(commands[k], sort_keys=True, default=str)
+                    != json.dumps(paper.get(k), sort_keys=True, default=str))  # fmt: skip
+    assert {"optim.lr", "schedule.amp_dtype"} & set(differ)  # the presets do differ
+    params = {k: v for k, v in commands.items() if not k.startswith("data.phantom_")}
+    params = {**params, "data.root": "/data/Task03_Liver", "synthesis.sphere_ratio": 0.0}
+    deviations = {}
+    for preset in ("hu2023-commands", "paper"):
+        exp = store.experiment(f"preset_{preset}")
+        tags = {"tumorsweep.preset": preset}
+        sweep = store.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 9_000, tags)
+        store.trial(exp, sweep, params, 0)
+        runs = load_runs(store.uri, f"preset_{preset}")
+        deviations[preset] = json.loads(runs["deviations"].iloc[0])
+    assert deviations["hu2023-commands"] == []
+    neutral = ("data.root", "eval.select_on", "data.cache", "synthesis.sphere_ratio")
+    named = [d.split("=", 1)[0] for d in deviations["paper"]]
+    assert named and set(named) <= set(differ) and not set(named) & set(neutral)
+    assert "optim.lr" in named or "schedule.amp_dtype" in named

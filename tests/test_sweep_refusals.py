@@ -102,7 +102,7 @@ def test_broken_case_contents_are_refused_in_a_dry_run(
         (["--workers-per-trial", "64"], "64 CPUs per trial, but this machine has"),
         (["--cpus-per-worker", "0"], "--cpus-per-worker 0: must be >= 1"),
         (["--seeds", "-1"], "--seeds -1: must be >= 0"),
-        (["--gpus-per-trial", "-1"], "--gpus-per-trial -1: must be >= 0"),
+        (["--gpus-per-trial", "-1"], "--gpus-per-worker -1: must be >= 0"),
         (
             ["--set", "model.name=swin_unetr_base", "--set", "model.pretrained=/no/such.pt"],
             "model.pretrained: file not found: /no/such.pt",

@@ -27,17 +27,42 @@ _COMMAND_MODULES = (
     "tumorsweep.cli.report",  # report
     "tumorsweep.cli.config",  # config
 )
+# Each command's examples (its `--help` ends with them), where its module gives none.
+EXAMPLES = {
+    "phantom": "tumorsweep phantom phantoms/ --cases 8 --spacing 2 2 2 --preview",
+    "check-data": "tumorsweep check-data --data /data/Task03_Liver --split hu-val",
+    "evaluate": "tumorsweep evaluate --pred preds/ --truth labelsTr/ --protocol hu2023 "
+    "--out per_case.csv",
+    "predict": "tumorsweep predict --run RUN_ID --images new_cts/ --out labels/\n"
+    "  tumorsweep predict --model models:/liver/1 --images ct.nii.gz --out labels/",
+    "report": "tumorsweep report        # in the folder of a finished study (mlflow.db here)\n"
+    "  tumorsweep report --experiment sphere_ratio --out report/\n"
+    "  tumorsweep report --tracking-uri sqlite:////copy/mlflow.db --artifact-root "
+    "/copy/mlartifacts",
+    "config": "tumorsweep config --preset demo\n  tumorsweep config --markdown > docs/config.md",
+}
+EPILOG = """studies (Ray Tune sweeps, one MLflow run per trial) are scripts, not sub-commands:
+  python sweeps/sphere_ratio.py --dry-run      # every sweeps/*.py takes the same flags
+  python sweeps/sphere_ratio.py --help
+then: tumorsweep report; mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the parser with every registered sub-command."""
+    """Build the parser with every registered sub-command, each ending its help with
+    examples."""
     parser = argparse.ArgumentParser(
         prog="tumorsweep",
         description="Synthetic liver-tumour ablation studies: data, synthesis, evaluation, report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for name, command in sub.choices.items():
+        if not command.epilog and name in EXAMPLES:
+            command.epilog = f"examples:\n  {EXAMPLES[name]}"
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 

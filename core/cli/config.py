@@ -15,12 +15,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list every config field (default, description) or what a preset changes",
         description="List every trial config field with its default and description (set any "
         "of them with --set field=value on a study), or, with --preset, the fields that "
-        "preset changes. Example: tumorsweep config --preset demo",
+        "preset changes.",
     )
-    parser.add_argument(
-        "--preset", choices=sorted(PRESETS), help="show only what this preset changes"
+    shown = parser.add_argument_group("what is listed")
+    shown.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="show only what this preset changes (default: every field)",
     )
-    parser.add_argument(
+    shown.add_argument(
         "--markdown",
         action="store_true",
         help="print the full reference as Markdown (docs/config.md)",

@@ -17,38 +17,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a phantom abdominal CT dataset (MSD Task03 layout)",
         description="Write synthetic abdominal CTs in HU with liver labels, half of them with "
         "independently made 'real' tumours, as an MSD Task03 dataset (dataset.json, imagesTr, "
-        "labelsTr) to try tumorsweep without data. Example: tumorsweep phantom phantoms/ "
-        "--cases 8 --spacing 2 2 2 --preview",
+        "labelsTr) to try tumorsweep without data.",
     )
+    shape = phantom.add_argument_group("the phantoms")
     phantom.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the dataset into")
-    phantom.add_argument("--cases", type=int, default=12, help="number of CTs (default 12)")
-    phantom.add_argument(
+    shape.add_argument("--cases", type=int, default=12, help="number of CTs (default 12)")
+    shape.add_argument(
         "--seed", type=int, default=0, help="seed (default 0); case N depends only on (seed, N)"
     )
-    phantom.add_argument(
+    shape.add_argument(
         "--shape", type=int, nargs=3, default=(128, 128, 96), metavar=("X", "Y", "Z"),
         help="voxels per axis (default 128 128 96)",
     )  # fmt: skip
-    phantom.add_argument(
+    shape.add_argument(
         "--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("SX", "SY", "SZ"),
         help="voxel size in mm (default 1 1 1)",
     )  # fmt: skip
-    phantom.add_argument(
+    shape.add_argument(
         "--tumor-cases", type=int, default=None, help="CTs with real tumours (default: half)"
     )
-    phantom.add_argument(
+    shape.add_argument(
         "--orientation", default="RAS",
         help="axis codes of the files on disk, e.g. RAS or LPS (default RAS)",
     )  # fmt: skip
-    phantom.add_argument(
+    shape.add_argument(
         "--preview", action="store_true", help="also write preview.png (radiological views)"
     )
     phantom.set_defaults(func=_phantom)
 
-    check = subparsers.add_parser("check-data", help="validate a dataset and summarise its cases")
-    check.add_argument("--data", required=True, help="dataset folder or description .json")
-    check.add_argument("--split", choices=sorted(NAMED_SPLITS), default=None)
-    add_source_flags(check)
+    check = subparsers.add_parser(
+        "check-data",
+        help="validate a dataset and summarise its cases",
+        description="Read every case of a dataset as a study would (layout, headers, labels, "
+        "the named split) and print its training, validation and test lists; nothing is "
+        "written.",
+    )
+    data = check.add_argument_group("data")
+    data.add_argument(
+        "--data", required=True, help="dataset folder or description .json (required)"
+    )
+    data.add_argument(
+        "--split", choices=sorted(NAMED_SPLITS), default=None,
+        help="named evaluation set used as the test list (default: the dataset's own test list)",
+    )  # fmt: skip
+    add_source_flags(data)
     check.set_defaults(func=_check_data)
 
 
@@ -56,12 +68,13 @@ def add_source_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
     """--base-dir and --source, shared by check-data and every study."""
     parser.add_argument(
         "--base-dir", help="folder the --data JSON's relative paths start from (data.base_dir, "
-        "MONAI's base_dir)",
+        "MONAI's base_dir; default: the JSON's own folder)",
     )  # fmt: skip
     parser.add_argument(
         "--source", action="append", default=[], metavar="SPEC", help="one more training "
         "source (data.sources): a path (a healthy source), or YAML like '{path: "
-        "datafolds/healthy.json, base_dir: /data, role: healthy, name: healthy}'; repeatable",
+        "datafolds/healthy.json, base_dir: /data, role: healthy, name: healthy}'; repeatable "
+        "(default: none)",
     )  # fmt: skip
 
 

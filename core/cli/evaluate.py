@@ -44,51 +44,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Dice, NSD, HD95 and lesion detection of predicted label files against ground truth",
         description=__doc__.splitlines()[0],
     )
-    parser.add_argument("--pred", type=Path, required=True, help="folder of predicted labels")
-    parser.add_argument("--truth", type=Path, required=True, help="folder of true labels")
-    parser.add_argument("--tolerance-mm", type=float, default=2.0, help="NSD tolerance (mm)")
-    parser.add_argument(
+    files = parser.add_argument_group("input and output")
+    files.add_argument("--pred", type=Path, required=True, help="folder of predicted labels")
+    files.add_argument("--truth", type=Path, required=True, help="folder of true labels")
+    scoring = parser.add_argument_group("scoring")
+    scoring.add_argument(
+        "--tolerance-mm", type=float, default=2.0, help="NSD tolerance, mm (default: 2)"
+    )
+    scoring.add_argument(
         "--protocol",
         choices=sorted(PROTOCOLS),
         default="tumorsweep",
-        help="post-processing and liver definition ("
+        help="post-processing and liver definition (default: tumorsweep; "
         + "; ".join(f"{name}: {protocol.description}" for name, protocol in PROTOCOLS.items())
         + "; no inversion here: predictions are already on the label grid)",
     )
-    parser.add_argument(
+    scoring.add_argument(
         "--no-postprocess",
         action="store_true",
         help="score predictions as they are (default: the protocol's post-processing)",
     )
     defaults = LesionParams()
-    parser.add_argument(
+    lesions = parser.add_argument_group("lesion detection (docs/lesion-metrics.md)")
+    lesions.add_argument(
         "--lesion-connectivity",
         type=int,
         choices=(6, 18, 26),
         default=defaults.connectivity,
         help="neighbours joining tumour voxels into one lesion (default 26)",
     )
-    parser.add_argument(
+    lesions.add_argument(
         "--lesion-match-iou",
         type=float,
         default=defaults.match_iou,
         help="a true lesion is detected when the predicted lesions touching it cover it with "
         "IoU > this (default 0: any overlap, the BraTS 2023 lesion-wise rule)",
     )
-    parser.add_argument(
+    lesions.add_argument(
         "--lesion-size-edges-mm",
         type=float,
         nargs="+",
         default=list(defaults.size_edges_mm),
         help="equivalent-diameter bucket edges in mm (default 10 20)",
     )
-    parser.add_argument(
+    lesions.add_argument(
         "--case-min-volume-mm3",
         type=float,
         default=defaults.case_min_volume_mm3,
         help="a case is tumour-positive when a predicted lesion is larger than this (default 0)",
     )
-    parser.add_argument(
+    files.add_argument(
         "--out",
         type=Path,
         required=True,

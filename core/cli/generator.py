@@ -23,26 +23,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the DiffTumor autoencoder and early/late diffusion models on the "
         "real-tumour training cases of a dataset (never its validation or test cases) and "
         "write a generator folder for synthesis.style=difftumor.",
+        epilog="examples:\n  tumorsweep train-generator --out gen/\n"
+        "  tumorsweep train-generator --data /data/Task03_Liver --split hu-val --out gen/ "
+        "--address auto --workers 4 --gpus-per-worker 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", help="dataset (default: the built-in phantom CTs)")
-    p.add_argument("--split", choices=sorted(NAMED_SPLITS), help="named evaluation set")
-    p.add_argument("--folds", type=int, help="with --fold: train on that fold's training cases")
-    p.add_argument("--fold", type=int, help="fold index, 0..folds-1 (needs --folds)")
-    p.add_argument("--out", required=True, type=Path, help="new folder for the generator")
-    p.add_argument("--preset", choices=("demo", "paper"), help="default: demo without --data")
-    p.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
-    p.add_argument("--experiment", default="difftumor_generator", help="MLflow experiment")
-    p.add_argument("--address", help="Ray cluster: train as a Ray Train DDP run there")
-    p.add_argument("--workers", type=int, default=1, help="DDP workers (with --address)")
-    p.add_argument("--gpus-per-worker", type=int, default=0)
-    p.add_argument("--cpus-per-worker", type=int, default=1)
-    p.add_argument("--storage", help="Ray checkpoints: a path every node sees")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="generator config override, e.g. training.autoencoder_epochs=5",
+    data = p.add_argument_group("data")
+    data.add_argument("--data", help="dataset folder or JSON (default: the built-in phantom CTs)")
+    data.add_argument(
+        "--split", choices=sorted(NAMED_SPLITS),
+        help="named evaluation set left out of training (default: the dataset's own test list)",
+    )  # fmt: skip
+    data.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="with --fold: train on that fold's training cases (default: no folds)",
+    )
+    data.add_argument("--fold", type=int, help="fold index, 0..K-1 (needs --folds; default: none)")
+    data.add_argument(
+        "--preset", choices=("demo", "paper"),
+        help="default: demo (tiny, minutes) without --data, else paper",
+    )  # fmt: skip
+    data.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="generator config override (repeatable), e.g. training.autoencoder_epochs=5 "
+        "(default: none)",
+    )  # fmt: skip
+    results = p.add_argument_group("results")
+    results.add_argument("--out", required=True, type=Path, help="new folder for the generator")
+    results.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
+    results.add_argument(
+        "--experiment", default="difftumor_generator",
+        help="MLflow experiment (default: difftumor_generator)",
+    )  # fmt: skip
+    where = p.add_argument_group("where it runs")
+    where.add_argument(
+        "--address", help="Ray cluster address: train as a Ray Train DDP run there "
+        "(default: in this process)",
+    )  # fmt: skip
+    where.add_argument(
+        "--workers", type=int, default=1, help="DDP workers, with --address (default: 1)"
+    )
+    where.add_argument("--workers-per-trial", type=int, dest="workers", help=argparse.SUPPRESS,
+                       default=argparse.SUPPRESS)  # fmt: skip
+    where.add_argument(
+        "--gpus-per-worker", type=int, default=0, help="GPUs for each worker (default: 0, CPU)"
+    )
+    where.add_argument(
+        "--cpus-per-worker", type=int, default=1,
+        help="CPUs for each worker, its loader processes included (default: 1)",
+    )  # fmt: skip
+    where.add_argument(
+        "--storage",
+        help="Ray checkpoints: a path every node sees (default: .tumorsweep/ray_results)",
     )
     p.set_defaults(func=run_train_generator)
 

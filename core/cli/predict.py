@@ -51,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     weights = parser.add_argument_group("weights (several together are an ensemble)")
     weights.add_argument(
-        "--run", action="extend", nargs="+", default=[], metavar="RUN_ID", help="MLflow trial run"
+        "--run",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="RUN_ID",
+        help="MLflow trial run id(s) (default: none)",
     )
     weights.add_argument(
         "--model",
@@ -59,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=[],
         metavar="URI",
-        help="registered model, models:/NAME/VERSION",
+        help="registered model(s), models:/NAME/VERSION (default: none)",
     )
     weights.add_argument(
         "--checkpoint",
@@ -68,17 +73,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         type=Path,
         metavar="PATH",
-        help="weights file (model/best_weights.pt) or a trainer checkpoint (state.pt)",
+        help="weights file (model/best_weights.pt) or a trainer checkpoint (state.pt) "
+        "(default: none)",
     )
     weights.add_argument(
         "--config", type=Path, help="config.yaml of --checkpoint (default: the one beside it)"
     )
-    parser.add_argument(
+    files = parser.add_argument_group("input and output")
+    files.add_argument(
         "--images", nargs="+", required=True, metavar="DIR_OR_FILE", help="CTs (.nii/.nii.gz)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="folder for the label files")
-    parser.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
-    parser.add_argument(
+    files.add_argument("--out", type=Path, required=True, help="folder for the label files")
+    files.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db)")
+    files.add_argument(
         "--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu"
     )
     parser.set_defaults(func=run_predict)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tumorsweep import tracking
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.outputs import check_output_folder, exclusive
 from tumorsweep.report import build_report, report_markdown, write_report
 from tumorsweep.report.build import check_out_dir
-from tumorsweep.report.runs import studies_in_store
+from tumorsweep.report.runs import missing_lines, studies_in_store
 from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
 from tumorsweep.report.store import check_tracking_uri
 
@@ -22,26 +23,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read a sweep's runs from MLflow and write report.md, summary.csv, runs.csv "
         "and per experiment .md/.csv/.tex tables and PNG plots to --out; print the tables.",
     )
-    parser.add_argument(
+    store = parser.add_argument_group("what is reported")
+    store.add_argument(
         "--tracking-uri", help="MLflow URI (default: sqlite:///$PWD/mlflow.db, where a study wrote)"
     )
-    parser.add_argument(
+    store.add_argument(
         "--experiment",
         help="experiment (study) name, or several comma-separated (default: every study in the "
         "store)",
     )
-    parser.add_argument(
+    store.add_argument(
         "--out", default="report", help="directory to write the report into (default: report/)"
     )
-    parser.add_argument(
+    store.add_argument(
         "--all-sweeps",
         action="store_true",
         help="pool every sweep of each experiment (default: only the latest)",
     )
-    parser.add_argument(
-        "--resamples", type=int, default=N_RESAMPLES, help="bootstrap resamples (seeds and cases)"
+    stats = parser.add_argument_group("intervals and tests")
+    stats.add_argument(
+        "--resamples", type=int, default=N_RESAMPLES,
+        help=f"bootstrap resamples (seeds and cases; default: {N_RESAMPLES})",
+    )  # fmt: skip
+    stats.add_argument(
+        "--seed", type=int, default=BOOTSTRAP_SEED,
+        help=f"bootstrap seed (default: {BOOTSTRAP_SEED})",
+    )  # fmt: skip
+    store.add_argument(
+        "--artifact-root",
+        metavar="DIR",
+        help="where the runs' artifact folder is now, when the store was copied or moved "
+        "without it (the folder holding <experiment id>/<run id>/artifacts, e.g. a moved "
+        "mlartifacts/; default: where each run says, then mlartifacts/ beside mlflow.db)",
     )
-    parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed")
     parser.set_defaults(func=run_report)
 
 
@@ -67,6 +81,7 @@ def run_report(args: argparse.Namespace) -> int:
                 all_sweeps=args.all_sweeps,
                 n_resamples=args.resamples,
                 seed=args.seed,
+                artifact_root=args.artifact_root,
             )
             write_report(report, out)
     except BaseException:
@@ -75,4 +90,6 @@ def run_report(args: argparse.Namespace) -> int:
                 folder.rmdir()
         raise
     print(report_markdown(report))
+    for line in missing_lines(report.missing):  # also in report.md; here so nobody misses it
+        print(f"tumorsweep report: warning: {line}", file=sys.stderr)
     return 0

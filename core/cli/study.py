@@ -25,6 +25,7 @@ from tumorsweep.config import (
 )
 from tumorsweep.data.cases import CaseLists, cache_dir, resolve_cases
 from tumorsweep.data.config import DataSource
+from tumorsweep.data.splits import NAMED_SPLITS
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.search_space import SearchSpace, load_search_space, trial_count, trial_probes
 from tumorsweep.tracking import default_tracking_uri
@@ -39,16 +40,27 @@ def build_parser(study: str) -> argparse.ArgumentParser:
         "runs the demo preset on built-in phantom CTs on a local Ray.",
         epilog=f"examples:\n  python sweeps/{study}.py --dry-run\n"
         f"  python sweeps/{study}.py --data /data/Task03_Liver --split hu-val --seeds 3 "
-        "--address auto --gpus-per-trial 1 --cpus-per-worker 8 --storage /shared/ts\n"
+        "--address auto --gpus-per-worker 1 --cpus-per-worker 8 --storage /shared/ts\n"
         "every config field: tumorsweep config",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _data_flags(p)
+    _trial_flags(p, study)
+    _where_flags(p)
+    _result_flags(p, study)
+    return p
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data and protocol")
     data.add_argument(
         "--data", help="dataset folder or description JSON: MSD, LiTS, nnU-Net or SyntheticTumors "
         "folds (default: the built-in phantom CTs)",
     )  # fmt: skip
-    data.add_argument("--split", help="named evaluation set used as the test list, e.g. hu-val")
+    data.add_argument(
+        "--split", choices=sorted(NAMED_SPLITS),
+        help="named evaluation set used as the test list (default: the dataset's own test list)",
+    )  # fmt: skip
     add_source_flags(data)
     data.add_argument(
         "--preset", choices=sorted(PRESETS),
@@ -59,13 +71,17 @@ def build_parser(study: str) -> argparse.ArgumentParser:
     )  # fmt: skip
     data.add_argument(
         "--folds", type=int, metavar="K",
-        help="cross-validation: run every configuration on each of K folds",
+        help="cross-validation: run every configuration on each of K folds (default: none, "
+        "the dataset's own lists)",
     )  # fmt: skip
     data.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE",
         help="set any config field (repeatable), e.g. --set schedule.epochs=200; list them "
-        "with `tumorsweep config`",
+        "with `tumorsweep config` (default: the preset's values)",
     )  # fmt: skip
+
+
+def _trial_flags(p: argparse.ArgumentParser, study: str) -> None:
     trials = p.add_argument_group("what runs")
     trials.add_argument("--search-space", help=f"YAML (default: search_spaces/{study}.yaml)")
     trials.add_argument(
@@ -80,16 +96,22 @@ def build_parser(study: str) -> argparse.ArgumentParser:
     trials.add_argument(
         "--max-failures", type=int, default=1, help="restarts of a failed trial (default 1)"
     )
+
+
+def _where_flags(p: argparse.ArgumentParser) -> None:
     where = p.add_argument_group("where it runs")
     where.add_argument("--address", help="Ray cluster address, e.g. auto (default: a local Ray)")
     where.add_argument(
         "--workers-per-trial", type=int, default=1, help="DDP workers per trial (default 1)"
     )
     where.add_argument(
-        "--gpus-per-trial", type=int, default=0,
+        "--gpus-per-worker", type=int, default=0, dest="gpus_per_trial",
         help="GPUs for each of a trial's workers (default 0: CPU); a trial holds "
         "workers x this many",
     )  # fmt: skip
+    # the former spelling, kept working (hidden)
+    where.add_argument("--gpus-per-trial", type=int, dest="gpus_per_trial", help=argparse.SUPPRESS,
+                       default=argparse.SUPPRESS)  # fmt: skip
     where.add_argument(
         "--cpus-per-worker", type=int, default=1,
         help="CPUs for each worker, its loader processes included (default 1)",
@@ -102,18 +124,21 @@ def build_parser(study: str) -> argparse.ArgumentParser:
         "--storage", help="checkpoints and Tune state: a path every node sees, or an S3/GCS URI "
         "(default: .tumorsweep/ray_results)",
     )  # fmt: skip
+
+
+def _result_flags(p: argparse.ArgumentParser, study: str) -> None:
     results = p.add_argument_group("results")
     results.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///$PWD/mlflow.db)")
     results.add_argument("--experiment", help=f"MLflow experiment (default: {study})")
     results.add_argument(
         "--register-best", metavar="NAME",
-        help="register the best trial (by the study's validation metric) as MLflow model NAME",
+        help="register the best trial (by the study's validation metric) as MLflow model NAME "
+        "(default: none registered)",
     )  # fmt: skip
     results.add_argument(
         "--verbose", action="store_true",
         help="show Ray Tune's status boxes and the workers' own output too",
     )  # fmt: skip
-    return p
 
 
 def _print_plan(
@@ -142,24 +167,13 @@ def main(study: str, argv: Sequence[str] | None = None) -> int:
 
 
 def _run(study: str, args: argparse.Namespace) -> int:
-    from tumorsweep.sweep import SweepOptions, run_sweep
+    from tumorsweep.sweep import run_sweep
 
     preset = args.preset or ("paper" if args.data else "demo")
     space = load_search_space(args.search_space or study, preset=preset)
     base = make_config(preset, _overrides(space, args))
     tracking_uri = args.tracking_uri or default_tracking_uri()
-    if args.register_best is not None:
-        _check_register(args.register_best, space, base)
-    preflight.check_resources(
-        args.workers_per_trial, args.cpus_per_worker, args.gpus_per_trial, args.seeds,
-        args.max_concurrent, args.address,
-    )  # fmt: skip
-    preflight.check_tracking_uri(tracking_uri)
-    if args.resume:
-        storage = args.storage or str(cache_dir() / "ray_results")
-        storage = storage if "://" in storage else str(Path(storage).resolve())
-        preflight.check_resume(storage, tracking_uri, args.experiment or space.study)
-    preflight.check_address(args.address)
+    _preflight(space, base, args, tracking_uri)
     if args.data is None and preset != "demo":
         print(f"note: {preset} preset on the phantom CTs (no --data given)")
     print(
@@ -185,7 +199,33 @@ def _run(study: str, args: argparse.Namespace) -> int:
         _print_plan(space, base, args, len(cases_by_fold), tracking_uri)
         print("dry run: data, trials, resources and tracking store checked; nothing ran")
         return 0
-    options = SweepOptions(
+    options = _sweep_options(args, preset, tracking_uri)
+    outcome = run_sweep(space, options, cases_by_fold, base)
+    return _finish(space, options.tracking_uri, outcome, args)
+
+
+def _preflight(
+    space: SearchSpace, base: TrialConfig, args: argparse.Namespace, tracking_uri: str
+) -> None:
+    """The checks that need no data read: model name, resources, store, resume, cluster."""
+    if args.register_best is not None:
+        _check_register(args.register_best, space, base)
+    preflight.check_resources(
+        args.workers_per_trial, args.cpus_per_worker, args.gpus_per_trial, args.seeds,
+        args.max_concurrent, args.address,
+    )  # fmt: skip
+    preflight.check_tracking_uri(tracking_uri)
+    if args.resume:
+        storage = args.storage or str(cache_dir() / "ray_results")
+        storage = storage if "://" in storage else str(Path(storage).resolve())
+        preflight.check_resume(storage, tracking_uri, args.experiment or space.study)
+    preflight.check_address(args.address)
+
+
+def _sweep_options(args: argparse.Namespace, preset: str, tracking_uri: str) -> Any:
+    from tumorsweep.sweep import SweepOptions
+
+    return SweepOptions(
         preset=preset,
         address=args.address,
         tracking_uri=tracking_uri,
@@ -200,17 +240,24 @@ def _run(study: str, args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         verbose=args.verbose,
     )
-    outcome = run_sweep(space, options, cases_by_fold, base)
+
+
+def _finish(
+    space: SearchSpace, tracking_uri: str, outcome: dict[str, Any], args: argparse.Namespace
+) -> int:
+    """The results table, the MLflow link, registration; the exit code."""
     print()
-    print(results_table(options.tracking_uri, outcome))
-    url = tracking.runs_page_url(options.tracking_uri, outcome["experiment_id"], space.metric)
+    print(results_table(tracking_uri, outcome))
+    url = tracking.trials_view_url(
+        tracking_uri, outcome["experiment_id"], space.metric, space.swept_names()
+    )
     print(
-        f"\nMLflow: mlflow ui --backend-store-uri {options.tracking_uri}  "
+        f"\nMLflow: mlflow ui --backend-store-uri {tracking_uri}  "
         f"(experiment {outcome['experiment']!r}, parent run {outcome['parent_run_id']}), then "
         f"open {url}"
     )
     if args.register_best is not None and not outcome["interrupted"]:
-        _register(args.register_best, space, options.tracking_uri, outcome)
+        _register(args.register_best, space, tracking_uri, outcome)
     if outcome["interrupted"]:
         print("interrupted: the unfinished trials are marked KILLED; --resume finishes them")
         return 130

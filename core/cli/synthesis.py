@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from scipy import ndimage
 
 from tumorsweep.data.io import open_nifti, resolve_path, voxels
+from tumorsweep.data.splits import NAMED_SPLITS
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.outputs import check_output_file, check_output_folder, write_error
 from tumorsweep.synthesis.config import TUMOR_TYPES, SynthesisConfig
@@ -23,49 +24,128 @@ from tumorsweep.synthesis.synthesize import synthesize_tumors
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `synthesize` and `fit-location` sub-commands."""
-    syn = subparsers.add_parser("synthesize", help="add synthetic tumours to one CT + liver label")
-    syn.add_argument("--image", required=True, type=Path, help="CT NIfTI in HU")
-    syn.add_argument("--label", required=True, type=Path, help="liver label NIfTI (0/1)")
-    syn.add_argument("--out", required=True, type=Path, help="output folder")
-    syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--tumor-type", choices=TUMOR_TYPES, help="force one type (default: Hu mix)")
-    syn.add_argument("--sphere-ratio", type=float, default=0.0)
-    syn.add_argument("--location", choices=("uniform", "gmm"), default="uniform")
-    syn.add_argument("--location-model", type=Path, help="JSON from fit-location (with gmm)")
-    syn.add_argument(
+    _register_synthesize(subparsers)
+    _register_fit_location(subparsers)
+
+
+def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
+    syn = subparsers.add_parser(
+        "synthesize",
+        help="add synthetic tumours to one CT + liver label",
+        description="Synthesise tumours into one healthy liver (the training-time transform of "
+        "a study, run once): writes image.nii.gz, label.nii.gz (liver 1, tumour 2) and "
+        "preview.png (radiological orientation, liver window) into --out.",
+        epilog="example:\n  tumorsweep synthesize --image ct.nii.gz --label liver.nii.gz "
+        "--out syn/ --sphere-ratio 0.05 --seed 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io = syn.add_argument_group("input and output")
+    io.add_argument("--image", required=True, type=Path, help="CT NIfTI in HU (required)")
+    io.add_argument(
+        "--label", required=True, type=Path, help="liver label NIfTI, 0/1 (2 = tumour allowed)"
+    )
+    io.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    io.add_argument("--seed", type=int, default=0, help="random seed of the draw (default: 0)")
+    knobs = syn.add_argument_group("synthesis knobs (defaults: Hu et al.'s public code)")
+    knobs.add_argument(
         "--style",
         choices=("hu", "zhang", "ca", "difftumor"),
         default="hu",
-        help="ca: Pixel2Cancer's cellular automaton with its as-coded defaults "
-        "(synthesis.ca; see docs/synthesis-styles.md)",
+        help="hu: Hu et al. CVPR 2023; zhang: Zhang et al. JBHI 2023; ca: Pixel2Cancer's "
+        "cellular automaton with its as-coded defaults; difftumor: a trained generator "
+        "(default: hu; docs/synthesis-styles.md)",
     )
-    syn.add_argument("--generator", type=Path, help="generator folder (with --style difftumor)")
-    syn.add_argument("--hu-drop", type=float, nargs=2, metavar=("MIN", "MAX"))
-    syn.add_argument("--edge-blur", type=float, nargs=2, metavar=("MIN", "MAX"))
-    syn.add_argument("--u0", type=float, nargs=2, metavar=("MIN", "MAX"))
-    syn.add_argument("--sigma-a", type=float, nargs="+")
-    syn.add_argument("--sigma-b", type=float, nargs="+")
+    knobs.add_argument(
+        "--tumor-type", choices=TUMOR_TYPES, help="force one size type (default: Hu's mix)"
+    )
+    knobs.add_argument(
+        "--sphere-ratio",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction 0-1 of tumours drawn as spheres, 0.05 = the '+5%% Sphere' column "
+        "(default: 0, Hu et al.)",
+    )
+    knobs.add_argument(
+        "--location",
+        choices=("uniform", "gmm"),
+        default="uniform",
+        help="tumour centres: uniform in the liver (Hu's slice rule) or gmm (default: uniform)",
+    )
+    knobs.add_argument(
+        "--location-model",
+        type=Path,
+        help="JSON from `tumorsweep fit-location` (with gmm; default: none)",
+    )
+    knobs.add_argument(
+        "--generator",
+        type=Path,
+        help="generator folder (with --style difftumor, required then; default: none)",
+    )
+    texture = syn.add_argument_group("texture (ranges drawn uniformly per tumour)")
+    texture.add_argument(
+        "--hu-drop", type=float, nargs=2, metavar=("MIN", "MAX"),
+        help="intensity drop of the tumour, HU (default: 65 145)",
+    )  # fmt: skip
+    texture.add_argument(
+        "--edge-blur", type=float, nargs=2, metavar=("MIN", "MAX"),
+        help="Gaussian sigma of the mask edge, voxels (default: 1 2)",
+    )  # fmt: skip
+    texture.add_argument(
+        "--u0", type=float, nargs=2, metavar=("MIN", "MAX"),
+        help="mean intensity u0 of the texture, 0-1 (default: 0.5 0.55)",
+    )  # fmt: skip
+    texture.add_argument(
+        "--sigma-a", type=float, nargs="+", metavar="VOXELS",
+        help="noise smoothing before the Bernoulli step, voxels, one drawn per tumour "
+        "(default: 3 ... 15)",
+    )  # fmt: skip
+    texture.add_argument(
+        "--sigma-b", type=float, nargs="+", metavar="VOXELS",
+        help="smoothing after the Bernoulli step, voxels, one drawn per tumour (default: 4 7)",
+    )  # fmt: skip
     syn.set_defaults(func=run_synthesize)
 
-    fit = subparsers.add_parser("fit-location", help="fit the GMM tumour-location model")
-    fit.add_argument(
+
+def _register_fit_location(subparsers: argparse._SubParsersAction) -> None:
+    fit = subparsers.add_parser(
+        "fit-location",
+        help="fit the GMM tumour-location model",
+        description="Fit a Gaussian mixture to where real tumours sit in the liver (normalised "
+        "liver coordinates), for synthesis.location=gmm; writes a JSON file.",
+        epilog="example:\n  tumorsweep fit-location --data /data/Task03_Liver --split hu-val "
+        "--out location.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io = fit.add_argument_group("input and output")
+    io.add_argument(
         "--data",
         required=True,
         type=Path,
         help="a dataset (MSD / LiTS / nnU-Net / folds JSON: its training tumour cases only) or "
         "a folder of label files (all of them)",
     )
-    fit.add_argument(
-        "--split", help="named evaluation set to leave out (e.g. hu-val), as the study will"
+    io.add_argument(
+        "--split",
+        choices=sorted(NAMED_SPLITS),
+        help="named evaluation set to leave out, as the study will (default: none left out)",
     )
-    fit.add_argument("--components", type=int, default=2)
-    fit.add_argument("--covariance", choices=("full", "diag", "tied"), default="full")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument(
+    io.add_argument("--out", required=True, type=Path, help="JSON file to write (required)")
+    model = fit.add_argument_group("the mixture")
+    model.add_argument(
+        "--components", type=int, default=2, help="Gaussian components, >= 1 (default: 2)"
+    )
+    model.add_argument(
+        "--covariance",
+        choices=("full", "diag", "tied"),
+        default="full",
+        help="covariance type of the components (default: full)",
+    )
+    model.add_argument("--seed", type=int, default=0, help="seed of the EM fit (default: 0)")
+    model.add_argument(
         "--tiny-radius-mm", type=float, default=None, metavar="MM", help="separate mixtures for "
         "tiny tumours (equivalent-sphere radius <= MM, e.g. 5) and larger ones (default: one)",
     )  # fmt: skip
-    fit.add_argument("--out", required=True, type=Path)
     fit.set_defaults(func=run_fit_location)
 
 

@@ -13,17 +13,25 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.report.plots import plot_knob, plot_lesion_sizes, plot_per_case
-from tumorsweep.report.runs import PER_CASE_COLUMNS, load_per_case, load_runs
+from tumorsweep.report.runs import (
+    MISSING_COLUMNS,
+    PER_CASE_COLUMNS,
+    load_runs,
+    missing_lines,
+    read_per_case,
+)
 from tumorsweep.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
 from tumorsweep.report.summary import summarise
 from tumorsweep.report.tables import (
+    interval_table,
+    notes_markdown,
     paper_table,
     seeds_table,
     seeds_table_notes,
@@ -39,11 +47,13 @@ _MAX_STEM = 80
 
 @dataclass(frozen=True)
 class Report:
-    """What a report is made of: the tidy runs, per-case values and per-column statistics."""
+    """What a report is made of: the tidy runs, per-case values, per-column statistics, and
+    the finished trials whose per-case table was not found (`MISSING_COLUMNS`)."""
 
     runs: pd.DataFrame
     per_case: pd.DataFrame
     summary: pd.DataFrame
+    missing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MISSING_COLUMNS))
 
     @property
     def experiments(self) -> list[str]:
@@ -61,21 +71,40 @@ def build_report(
     all_sweeps: bool = False,
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    artifact_root: str | Path | None = None,
 ) -> Report:
-    """Load the latest sweep (or all sweeps) of each experiment and compute its statistics."""
+    """Load the latest sweep (or all sweeps) of each experiment and compute its statistics.
+
+    Args:
+        tracking_uri: the MLflow store.
+        experiments: a study name, several comma-separated, or a list.
+        all_sweeps: pool every sweep of each experiment (default: the latest).
+        n_resamples: bootstrap resamples of the intervals.
+        seed: the bootstrap's seed.
+        artifact_root: where the runs' artifact folder now is, when it moved away from the
+            store (`read_per_case`); trials whose per-case table is still not found are listed
+            in `Report.missing` and their columns get no interval or test.
+    """
     if n_resamples < 1:
         raise TumorsweepError(f"bootstrap resamples must be >= 1, got {n_resamples}")
+    if artifact_root is not None and not Path(artifact_root).is_dir():
+        raise TumorsweepError(f"--artifact-root {artifact_root}: not a directory")
     runs = load_runs(tracking_uri, experiments, all_sweeps=all_sweeps)
-    per_case = load_per_case(tracking_uri, runs)
-    return Report(runs, per_case, summarise(runs, per_case, n_resamples=n_resamples, seed=seed))
+    per_case, missing = read_per_case(tracking_uri, runs, artifact_root)
+    summary = summarise(runs, per_case, n_resamples=n_resamples, seed=seed, missing=missing)
+    return Report(runs, per_case, summary, missing)
 
 
 def report_markdown(report: Report) -> str:
     """Every experiment's table with its notes, as one Markdown document."""
     parts = []
     for experiment in report.experiments:
-        notes = "\n".join(f"- {note}" for note in table_notes(report.summary, experiment))
+        notes = notes_markdown(table_notes(report.summary, experiment))
         parts.append(f"## {experiment}\n\n{to_markdown(report.table(experiment))}\n\n{notes}\n")
+        lines = missing_lines(report.missing[report.missing["experiment"] == experiment])
+        if lines:
+            listed = "\n".join(f"- {line}" for line in lines)
+            parts.append(f"### {experiment}: per-case tables not found\n\n{listed}\n")
     return "\n".join(parts)
 
 
@@ -111,8 +140,7 @@ def _write_files(report: Report, folder: Path) -> list[str]:
         stem = file_stem(experiment)
         (folder / f"{stem}.md").write_text(to_markdown(table) + "\n", encoding="utf-8")
         table.to_csv(folder / f"{stem}.csv", index_label="metric")
-        caption = f"{experiment}: " + "; ".join(table_notes(report.summary, experiment))
-        (folder / f"{stem}.tex").write_text(to_latex(table, caption) + "\n", encoding="utf-8")
+        (folder / f"{stem}.tex").write_text(_latex(report, experiment), encoding="utf-8")
         plot_knob(report.summary, experiment).savefig(folder / f"{stem}_knob.png", dpi=100)
         plot_per_case(report.per_case, report.summary, experiment).savefig(
             folder / f"{stem}_per_case.png", dpi=100
@@ -123,6 +151,22 @@ def _write_files(report: Report, folder: Path) -> list[str]:
         ends = (".md", ".csv", ".tex", "_knob.png", "_per_case.png", "_lesion_sizes.png")
         names += [f"{stem}{end}" for end in ends]
     return names
+
+
+def _latex(report: Report, experiment: str) -> str:
+    """Two LaTeX tables of one experiment: mean ± std with the notes as footnote lines, then
+    the 95% intervals (seven columns of both in one table would not fit a page)."""
+    summary = report.summary
+    means = to_latex(
+        paper_table(summary, experiment, intervals=False),
+        f"{experiment}: mean ± std (95% intervals in the next table)",
+        table_notes(summary, experiment),
+    )
+    intervals = interval_table(summary, experiment)
+    if not (intervals != "").to_numpy().any():
+        return means + "\n"
+    caption = f"{experiment}: 95% bootstrap intervals of the means of the previous table"
+    return f"{means}\n\n{to_latex(intervals, caption)}\n"
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:
@@ -153,4 +197,4 @@ def summary_table(tracking_uri: str, experiment: str, parent_run_id: str | None 
     runs = load_runs(tracking_uri, experiment, parent_run_id=parent_run_id)
     summary = summarise(runs, pd.DataFrame(columns=PER_CASE_COLUMNS))
     table = seeds_table(summary, experiment)
-    return "\n".join([to_markdown(table), "", *(f"- {n}" for n in seeds_table_notes(table))])
+    return "\n".join([to_markdown(table), "", notes_markdown(seeds_table_notes(table))])

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tumorsweep.report.summary import case_means
-from tumorsweep.report.tables import METRIC_NAMES
+from tumorsweep.report.tables import METRIC_NAMES, column_name
 
 
 def _positions(configs: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -21,40 +21,60 @@ def _positions(configs: pd.DataFrame) -> tuple[np.ndarray, str]:
     if len(swept) == 1 and swept[0] in configs:
         values = configs[swept[0]]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        if numeric and configs["eval_set"].nunique() == 1:
+        if numeric and configs["eval_set"].nunique() == 1 and values.nunique() == len(values):
             return values.to_numpy(dtype=float), swept[0]
     return np.arange(len(configs), dtype=float), "configuration"
+
+
+def _legend_text(rows: pd.DataFrame, ok: pd.Series) -> str:
+    """What our markers and bars are, claiming only what is drawn."""
+    if (ok & rows["ci_low"].notna()).any():
+        return (
+            "ours: mean (95% CI)"
+            if (ok & rows["ci_low"].isna()).sum() == 0
+            else ("ours: mean (95% CI; ± std where no CI)")
+        )
+    if (ok & rows["std"].notna()).any():
+        return "ours: mean ± std (no CI: no per-case values)"
+    return "ours: mean (no CI: no per-case values)"
 
 
 def plot_knob(
     summary: pd.DataFrame, experiment: str, metrics: tuple[str, ...] = ("tumor_dice", "tumor_nsd")
 ) -> Figure:
-    """Mean over seeds per configuration with its 95% bootstrap CI (std where no CI), and the
-    published value as a cross where it was scored with our protocol; configurations without
-    numbers are marked by their status."""
+    """Mean over seeds per configuration with its 95% bootstrap CI (std where no CI), the
+    baseline's mean as a dashed line, and the published value as a cross where it was scored
+    with our protocol; the x ticks read like the table's columns ("+5% Sphere"), a column
+    without numbers shows its status, and the legend sits below the axes."""
     chosen = summary[summary["experiment"] == experiment]
-    fig = Figure(figsize=(5 * len(metrics), 4))
+    fig = Figure(figsize=(5.5 * len(metrics), 4.8))
     axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         rows = chosen[chosen["metric"] == metric].reset_index(drop=True)
         x, x_name = _positions(rows)
         ok = rows["status"] == "ok"
-        has_ci = ok & rows["ci_low"].notna()
-        ax.vlines(x[has_ci], rows["ci_low"][has_ci], rows["ci_high"][has_ci], color="C0")
-        std_only = ok & ~has_ci & rows["std"].notna()
-        ax.errorbar(x[std_only], rows["mean"][std_only], yerr=rows["std"][std_only], fmt="none")
-        ax.plot(x[ok], rows["mean"][ok], "o", color="C0", label="ours (95% CI)")
+        low = (rows["mean"] - rows["ci_low"]).where(rows["ci_low"].notna(), rows["std"])
+        high = (rows["ci_high"] - rows["mean"]).where(rows["ci_low"].notna(), rows["std"])
+        bars = np.nan_to_num(np.vstack([low, high]).astype(float)[:, ok.to_numpy()], nan=0.0)
+        ax.errorbar(
+            x[ok], rows["mean"][ok], yerr=bars, fmt="o", color="C0", capsize=4,
+            label=_legend_text(rows, ok),
+        )  # fmt: skip
+        base = rows[rows["is_baseline"] & ok]
+        if not base.empty:
+            ax.axhline(base["mean"].iloc[0], color="0.5", ls="--", lw=1,
+                       label=f"baseline {base['label'].iloc[0]}")  # fmt: skip
         published = rows["published"].notna() & rows["published_comparable"]
         if published.any():
             ax.plot(x[published], rows["published"][published], "x", color="C3", label="published")
         for xi, status in zip(x[~ok], rows["status"][~ok], strict=True):
             ax.annotate(status, (xi, 0.02), xycoords=("data", "axes fraction"), ha="center")
-        if x_name == "configuration":
-            ax.set_xticks(x, rows["label"], rotation=30, ha="right")
-        ax.set_xlabel(x_name)
+        names = [column_name(row) for _, row in rows.iterrows()]
+        ax.set_xticks(x, names, rotation=30 if x_name == "configuration" else 20, ha="right")
+        ax.set_xlabel("configuration" if x_name == "configuration" else f"{x_name} (to scale)")
         ax.set_ylabel(METRIC_NAMES.get(metric, metric))
         ax.set_title(f"{experiment}: {METRIC_NAMES.get(metric, metric)}")
-        ax.legend(loc="best")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), fontsize="small", ncol=2)
     fig.tight_layout()
     return fig
 
@@ -75,7 +95,13 @@ def plot_per_case(
     for position, cases in zip(positions, values, strict=True):
         offsets = jitter.uniform(-0.15, 0.15, cases.size)
         ax.plot(position + offsets, cases, ".", color="C0", alpha=0.6)
-    ax.set_xticks(positions, labels, rotation=30, ha="right")
+    for position, cases in zip(positions, values, strict=True):
+        if not cases.size:
+            ax.annotate("no per-case values", (position, 0.5), xycoords=("data", "axes fraction"),
+                        ha="center", rotation=90, color="0.4")  # fmt: skip
+    chosen = summary[(summary["experiment"] == experiment) & (summary["metric"] == metric)]
+    names = [column_name(row) for _, row in chosen.drop_duplicates("label").iterrows()]
+    ax.set_xticks(positions, names, rotation=30, ha="right")
     ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} per case")
     ax.set_title(f"{experiment}: per-case spread (mean over seeds per case)")
     fig.tight_layout()

@@ -101,21 +101,34 @@ _NEUTRAL_PARAMS = (
 
 
 @cache
-def _paper_params() -> dict[str, str]:
+def _preset_params(preset: str) -> dict[str, str]:
     from tumorsweep.config import flatten, make_config
 
-    return {name: _as_text(value) for name, value in flatten(make_config("paper")).items()}
+    return {name: _as_text(value) for name, value in flatten(make_config(preset)).items()}
+
+
+def reference_preset(preset: str | None) -> str:
+    """The preset a study's trials are compared with for deviations: the study's own preset
+    where it is a sourced published protocol (`paper`, `hu2023-commands`, `chen2024`: a
+    `hu2023-commands` trial's learning rate is no deviation from the commands it follows),
+    else `paper` (the demo and presets not sourced from a publication)."""
+    from tumorsweep.config import PRESET_DOCUMENTS
+
+    return preset if preset in PRESET_DOCUMENTS else "paper"
 
 
 def _as_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def protocol_deviations(params: Mapping[str, Any], swept: list[str]) -> list[str]:
-    """`name=value` of every param of a trial that differs from the paper preset (the
-    published protocol) and is neither swept nor neutral (`_NEUTRAL_PARAMS`, the phantom's
-    size): what sets our column apart from a published one besides the swept knob."""
-    paper = _paper_params()
+def protocol_deviations(
+    params: Mapping[str, Any], swept: list[str], preset: str | None = "paper"
+) -> list[str]:
+    """`name=value` of every param of a trial that differs from its study's published preset
+    (`reference_preset(preset)`: `preset` is the study's `tumorsweep.preset` tag) and is
+    neither swept nor neutral (`_NEUTRAL_PARAMS`, the phantom's size): what sets our column
+    apart from a published one besides the swept knob."""
+    paper = _preset_params(reference_preset(preset))
     found = []
     for name, value in params.items():
         if name in swept or name in _NEUTRAL_PARAMS or name.startswith("data.phantom_"):

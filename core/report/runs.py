@@ -19,6 +19,7 @@ import socket
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from mlflow.entities import Run
@@ -36,6 +37,8 @@ FINAL_METRICS = (*summary_names(), *pooled_names())
 PER_CASE_ARTIFACT = tracking.PER_CASE_TEST_ARTIFACT
 PER_CASE_METRICS = tuple(summary_names())
 PER_CASE_COLUMNS = ["experiment", "label", "run_id", "seed", "fold", "case", "metric", "value"]
+# A finished trial whose per-case table was not found: which artifact, where it was looked for
+MISSING_COLUMNS = ["experiment", "label", "run_id", "artifact", "looked_in"]
 
 # Params kept as columns whether swept or not: they name the column (label), key the
 # published numbers, or are overrides the table must declare.
@@ -167,6 +170,7 @@ def _sweep_facts(parent: Run, experiment: str) -> dict[str, Any]:
         "baseline": parent.data.tags.get(tracking.BASELINE_TAG, "{}"),
         "data_warnings": [str(w) for w in warnings] if isinstance(warnings, list) else [warnings],
         "stale": driver_gone(parent),
+        "preset": parent.data.tags.get(tracking.PRESET_TAG),
     }
 
 
@@ -209,7 +213,7 @@ def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any])
         "baseline": sweep["baseline"],
         "data_warnings": json.dumps(sweep["data_warnings"]),
         "overrides": json.dumps([name for name in OVERRIDE_PARAMS if params.get(name) is True]),
-        "deviations": json.dumps(protocol_deviations(params, swept)),
+        "deviations": json.dumps(protocol_deviations(params, swept, sweep["preset"])),
         "train_pool": json.dumps(training_pool(params)),
         "metrics": dict(run.data.metrics),
     }
@@ -240,9 +244,9 @@ def load_runs(
     named by an evaluated released checkpoint, else None),
     metric, value, swept, baseline, data_warnings (JSON list, the sweep's), overrides (JSON
     list of `OVERRIDE_PARAMS` set true), deviations (JSON list of `name=value` where the trial
-    left the paper preset, `protocol_deviations`), train_pool (JSON {source: {arm: cases}} of
-    its `train_pool.*` params, {} where it logged none), then the params (`eval.protocol`
-    "tumorsweep" and `synthesis.sphere_mode` "replace" where the trial logged none).
+    left its study's published preset, `protocol_deviations`), train_pool (JSON {source:
+    {arm: cases}} of its `train_pool.*` params, {} where it logged none), then the params
+    (`eval.protocol` "tumorsweep" and `synthesis.sphere_mode` "replace" where none was logged).
     """
     names = [experiments] if isinstance(experiments, str) else list(experiments)
     names = [n.strip() for name in names for n in name.split(",") if n.strip()]
@@ -305,24 +309,93 @@ def param_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def load_per_case(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-case values of finished trials, from each one's `per_case_test.csv` artifact.
+    """Per-case values of finished trials (`read_per_case` without the list of what is
+    missing): columns experiment, label, run_id, seed, fold, case, metric, value."""
+    return read_per_case(tracking_uri, runs)[0]
 
-    Returns columns experiment, label, run_id, seed, fold, case, metric, value (one row per
-    trial x case x metric). Trials without the artifact are skipped; a malformed CSV raises naming
-    the run and file.
+
+def read_per_case(
+    tracking_uri: str, runs: pd.DataFrame, artifact_root: str | Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-case values of finished trials from each one's `per_case_test.csv` artifact, and the
+    finished trials whose artifact was not found.
+
+    A local store records absolute artifact paths; an `mlflow.db` copied or moved without its
+    artifact folder points at nothing. So a run's artifacts are looked for where the run says,
+    then in `mlartifacts/` beside the SQLite file (where `tumorsweep` puts them), or only in
+    `artifact_root` when given (a moved artifact folder: `<root>/<experiment id>/<run id>/
+    artifacts` or `<root>/<run id>/artifacts`).
+
+    Returns (values, missing): values with columns experiment, label, run_id, seed, fold,
+    case, metric, value (one row per trial x case x metric); missing with `MISSING_COLUMNS`,
+    one row per finished trial without the table (where it was looked for). A malformed CSV
+    raises naming the run and file.
     """
     finished = runs[runs["status"] == "FINISHED"].drop_duplicates("run_id")
-    frames = []
+    frames, missing = [], []
     with tempfile.TemporaryDirectory() as tmp, reading(tracking_uri) as client:
         for trial in finished.itertuples(index=False):
-            listed = {a.path for a in client.list_artifacts(trial.run_id)}
-            if PER_CASE_ARTIFACT not in listed:
+            info = client.get_run(trial.run_id).info
+            places = _artifact_dirs(tracking_uri, info, artifact_root)
+            if places is None:  # a server or remote artifact store: MLflow fetches it
+                listed = {a.path for a in client.list_artifacts(trial.run_id)}
+                path = None
+                if PER_CASE_ARTIFACT in listed:
+                    path = Path(client.download_artifacts(trial.run_id, PER_CASE_ARTIFACT, tmp))
+                places = [info.artifact_uri]
+            else:
+                found = [p / PER_CASE_ARTIFACT for p in places if (p / PER_CASE_ARTIFACT).is_file()]
+                path = found[0] if found else None
+            if path is None:
+                looked = " and ".join(str(p) for p in places)
+                missing.append([trial.experiment, trial.label, trial.run_id, PER_CASE_ARTIFACT,
+                                looked])  # fmt: skip
                 continue
-            path = client.download_artifacts(trial.run_id, PER_CASE_ARTIFACT, tmp)
-            frames.append(_read_per_case(Path(path), trial))
+            frames.append(_read_per_case(path, trial))
+    missing_table = pd.DataFrame(missing, columns=MISSING_COLUMNS)
     if not frames:
-        return pd.DataFrame(columns=PER_CASE_COLUMNS)
-    return pd.concat(frames, ignore_index=True)[PER_CASE_COLUMNS]
+        return pd.DataFrame(columns=PER_CASE_COLUMNS), missing_table
+    return pd.concat(frames, ignore_index=True)[PER_CASE_COLUMNS], missing_table
+
+
+def _local_dir(uri: str) -> Path | None:
+    """The folder a local artifact URI names (None for servers and remote stores)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if not parsed.scheme or len(parsed.scheme) == 1:
+        return Path(uri)
+    return None
+
+
+def _artifact_dirs(
+    tracking_uri: str, info: Any, artifact_root: str | Path | None
+) -> list[Path] | None:
+    """Local folders where a run's artifacts may be, in order (None: not a local store)."""
+    ids = (info.experiment_id, info.run_id)
+    if artifact_root is not None:
+        root = Path(artifact_root)
+        return [root / ids[0] / ids[1] / "artifacts", root / ids[1] / "artifacts"]
+    recorded = _local_dir(info.artifact_uri)
+    if recorded is None:
+        return None
+    places = [recorded]
+    beside = tracking.local_artifact_root(tracking_uri)
+    if beside is not None:
+        fallback = _local_dir(beside) / ids[0] / ids[1] / "artifacts"
+        if fallback != recorded:
+            places.append(fallback)
+    return places
+
+
+def missing_lines(missing: pd.DataFrame) -> list[str]:
+    """One line per trial whose per-case table was not found: which artifact, where looked."""
+    return [
+        f"{row.experiment}, {row.label}, run {row.run_id}: {row.artifact} not found "
+        f"(looked in {row.looked_in}); no interval or paired test for this column "
+        "(--artifact-root DIR if the artifact folder moved)"
+        for row in missing.itertuples(index=False)
+    ]
 
 
 def _read_per_case(path: Path, trial: Any) -> pd.DataFrame:

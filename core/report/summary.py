@@ -183,27 +183,108 @@ def _published(config: dict[str, Any], params: dict[str, Any]) -> dict[str, pd.S
     return {metric: row for metric, row in published.set_index("metric").iterrows()}
 
 
+def _missing_counts(missing: pd.DataFrame | None) -> dict[tuple[str, str], int]:
+    """Finished trials without their per-case table, per (experiment, label)."""
+    if missing is None or missing.empty:
+        return {}
+    return {key: len(group) for key, group in missing.groupby(["experiment", "label"])}
+
+
+def _case_statistics(
+    per_case: pd.DataFrame,
+    config: dict[str, Any],
+    base: pd.Series | None,
+    metric: str,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Interval and paired test of one configuration x metric from its per-case values
+    (none where its or its baseline's per-case tables are missing)."""
+    experiment, label = config["experiment"], config["label"]
+    baseline_label = None if base is None else base["label"]
+    none = {"n_cases": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": None}
+    none |= {"baseline_label": baseline_label, "test": None, "p_value": math.nan, "n_paired": 0}
+    if config["n_per_case_missing"]:
+        return none
+    scored = case_matrix(per_case, experiment, label, metric)
+    scored = scored.dropna(how="all").dropna(axis=1, how="all")
+    scored_rows = scored
+    if config["n_folds"] and not scored.empty:  # one row per seed, folds' cases pooled
+        scored_rows = pool_folds(scored, _trial_column(per_case, experiment, label, "seed"))
+    low, high = bootstrap_ci(scored_rows.to_numpy(), n_resamples, seed)
+    result = none | {"n_cases": scored.shape[1], "ci_low": low, "ci_high": high}
+    result["ci_method"] = ci_method(len(scored_rows)) if scored.size else None
+    if base is None or baseline_label == label or base["n_per_case_missing"]:
+        return result
+    theirs = case_matrix(per_case, experiment, baseline_label, metric).dropna(how="all")
+    if config["n_folds"] and base["n_folds"]:
+        test = fold_paired_test(
+            scored,
+            theirs,
+            _trial_column(per_case, experiment, label, "fold"),
+            _trial_column(per_case, experiment, baseline_label, "fold"),
+        )
+    else:
+        test = paired_test(scored, theirs, seed)
+    return result | {"test": test.method, "p_value": test.p_value, "n_paired": test.n_cases}
+
+
+def _published_columns(reference: pd.Series | None, config: dict[str, Any]) -> dict[str, Any]:
+    """The published value matched to a configuration x metric, and the deviations from it."""
+
+    def given(key: str) -> Any:
+        return None if reference is None else reference[key]
+
+    return {
+        "published": math.nan if reference is None else reference["value"],
+        "paper": math.nan if reference is None else reference["paper"],
+        "published_label": given("label"),
+        "published_source": given("source"),
+        "published_protocol": given("protocol"),
+        "published_comparable": reference is not None
+        and reference["protocol"] == config["protocol"],
+        "published_pool": given("pool"),
+        "published_no_code": given("no_public_code"),
+        "published_reading": given("reading"),
+        # a param the published column itself sets is no deviation from it
+        "deviations": [
+            d
+            for d in config["deviations"]
+            if reference is None or d.split("=", 1)[0] not in reference["params"]
+        ],
+    }
+
+
 def summarise(
     runs: pd.DataFrame,
     per_case: pd.DataFrame,
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     alpha: float = ALPHA,
+    missing: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Statistics per configuration x metric (of `TABLE_METRICS`), in table order.
 
     Columns: the `configurations` columns, then metric, n_seeds (trials with a value: seeds,
     or seeds x folds), mean, std, status ("ok", or why there is no number: "running", "stale
-    (driver gone)", "KILLED", "FAILED", "n/a"), n_cases, ci_low, ci_high, ci_method
+    (driver gone)", "KILLED", "FAILED", "n/a"), n_per_case_missing (finished trials whose
+    per-case table was not found, from `missing` of `read_per_case`), n_cases (NaN where
+    tables are missing), ci_low, ci_high, ci_method
     ("seeds+cases", "cases"; with folds over the cases pooled over folds), baseline_label,
     test ("two-level t", "case sign-flip", "fold-paired t" when both have folds), p_value
     (raw), n_paired (shared cases), p_holm (Holm over the experiment's comparisons),
     significant (p_holm < alpha), published, paper, published_label, published_source,
     published_protocol, published_comparable, published_pool ({"cases", "text"} or None),
     published_no_code (why no public code makes it, or None), published_reading; deviations
-    keeps only the params the matched published column does not set itself.
+    keeps only the params the matched published column does not set itself. A column with a
+    missing per-case table gets no interval and no test, nor does any column tested against
+    it: an interval over the trials that happen to have tables would claim what is not there.
     """
     configs = configurations(runs)
+    lacking = _missing_counts(missing)
+    configs["n_per_case_missing"] = [
+        lacking.get((c["experiment"], c["label"]), 0) for c in configs.to_dict("records")
+    ]
     finished = runs[(runs["status"] == "FINISHED") & runs["value"].notna()]
     rows = []
     for config in configs.to_dict("records"):
@@ -212,10 +293,7 @@ def summarise(
             & (configs["eval_set"] == config["eval_set"])
             & configs["is_baseline"]
         ]
-        baseline_label = None if baseline.empty else baseline["label"].iloc[0]
-        folded = (
-            bool(config["n_folds"]) and not baseline.empty and bool(baseline["n_folds"].iloc[0])
-        )
+        base = None if baseline.empty else baseline.iloc[0]
         published = _published(config, {name: config[name] for name in param_columns(runs)})
         for metric in TABLE_METRICS:
             values = finished[
@@ -223,61 +301,16 @@ def summarise(
                 & (finished["label"] == config["label"])
                 & (finished["metric"] == metric)
             ]["value"].to_numpy()
-            matrix = case_matrix(per_case, config["experiment"], config["label"], metric)
-            scored = matrix.dropna(how="all").dropna(axis=1, how="all")
-            trials = _trial_column(per_case, config["experiment"], config["label"], "seed")
-            if config["n_folds"] and not scored.empty:  # one row per seed, folds' cases pooled
-                scored_rows = pool_folds(scored, trials)
-            else:
-                scored_rows = scored
-            low, high = bootstrap_ci(scored_rows.to_numpy(), n_resamples, seed)
-            test = None
-            if baseline_label is not None and baseline_label != config["label"]:
-                base = case_matrix(per_case, config["experiment"], baseline_label, metric)
-                if folded:
-                    test = fold_paired_test(
-                        scored,
-                        base.dropna(how="all"),
-                        _trial_column(per_case, config["experiment"], config["label"], "fold"),
-                        _trial_column(per_case, config["experiment"], baseline_label, "fold"),
-                    )
-                else:
-                    test = paired_test(scored, base.dropna(how="all"), seed)
-            reference = published.get(metric)
-            rows.append(
-                {
-                    **config,
-                    "metric": metric,
-                    "n_seeds": len(values),
-                    "mean": float(values.mean()) if len(values) else math.nan,
-                    "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-                    "status": "ok" if len(values) else _status_without_numbers(config),
-                    "n_cases": scored.shape[1],
-                    "ci_low": low,
-                    "ci_high": high,
-                    "ci_method": ci_method(len(scored_rows)) if scored.size else None,
-                    "baseline_label": baseline_label,
-                    "test": test.method if test else None,
-                    "p_value": test.p_value if test else math.nan,
-                    "n_paired": test.n_cases if test else 0,
-                    "published": math.nan if reference is None else reference["value"],
-                    "paper": math.nan if reference is None else reference["paper"],
-                    "published_label": None if reference is None else reference["label"],
-                    "published_source": None if reference is None else reference["source"],
-                    "published_protocol": None if reference is None else reference["protocol"],
-                    "published_comparable": reference is not None
-                    and reference["protocol"] == config["protocol"],
-                    "published_pool": None if reference is None else reference["pool"],
-                    "published_no_code": None if reference is None else reference["no_public_code"],
-                    "published_reading": None if reference is None else reference["reading"],
-                    # a param the published column itself sets is no deviation from it
-                    "deviations": [
-                        d
-                        for d in config["deviations"]
-                        if reference is None or d.split("=", 1)[0] not in reference["params"]
-                    ],
-                }
-            )
+            row = {
+                **config,
+                "metric": metric,
+                "n_seeds": len(values),
+                "mean": float(values.mean()) if len(values) else math.nan,
+                "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                "status": "ok" if len(values) else _status_without_numbers(config),
+                **_case_statistics(per_case, config, base, metric, n_resamples, seed),
+            }
+            rows.append(row | _published_columns(published.get(metric), config))
     summary = pd.DataFrame.from_records(rows)
     summary["p_holm"] = math.nan
     for _, group in summary.groupby("experiment", sort=False):

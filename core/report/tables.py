@@ -25,6 +25,7 @@ import pandas as pd
 
 from tumorsweep.evaluate.registry import summary_names
 from tumorsweep.report.reference import PROTOCOLS
+from tumorsweep.report.runs import PER_CASE_ARTIFACT
 from tumorsweep.report.stats import (
     ALPHA,
     CI_CASES,
@@ -39,6 +40,7 @@ from tumorsweep.synthesis.config import SPHERE_MODES
 METRIC_NAMES = summary_names()
 TRIALS_ROW = "Trials"
 PUBLISHED_SUFFIX = " [published]"
+MISSING_MARK = " †"  # a column whose per-case tables were not found (no interval, no test)
 # What the notes say about each override param a trial set true.
 OVERRIDE_NOTES = {
     "eval.allow_test_selection": (
@@ -54,16 +56,31 @@ def _given(value: float) -> bool:
     return not (value is None or math.isnan(value))
 
 
-def format_value(row: pd.Series) -> str:
-    """One of our cells: `0.57500 ± 0.01200 [0.53100, 0.61900]*`, or why there is no number."""
+def decimals(metric: str) -> int:
+    """Digits a metric is printed with: distances (HD95, mm) 2, scores and rates 5."""
+    return 2 if metric.endswith("hd95") else 5
+
+
+def format_value(row: pd.Series, interval: bool = True) -> str:
+    """One of our cells: `0.57500 ± 0.01200 [0.53100, 0.61900]*` (HD95 in mm with 2 decimals),
+    without the interval when `interval` is false, or why there is no number."""
     if row["status"] != "ok":
         return row["status"]
-    text = f"{row['mean']:.5f}"
+    digits = decimals(str(row.get("metric", "")))
+    text = f"{row['mean']:.{digits}f}"
     if _given(row["std"]):
-        text += f" ± {row['std']:.5f}"
-    if _given(row["ci_low"]):
-        text += f" [{row['ci_low']:.5f}, {row['ci_high']:.5f}]"
+        text += f" ± {row['std']:.{digits}f}"
+    if interval and _given(row["ci_low"]):
+        text += f" [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
     return text + ("*" if row["significant"] else "")
+
+
+def format_interval(row: pd.Series) -> str:
+    """The 95% interval of one of our cells alone (`[0.53100, 0.61900]`), or ""."""
+    if row["status"] != "ok" or not _given(row["ci_low"]):
+        return ""
+    digits = decimals(str(row.get("metric", "")))
+    return f"[{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
 
 
 def format_published(row: pd.Series) -> str:
@@ -96,25 +113,46 @@ def published_apart_name(row: pd.Series) -> str:
     )
 
 
-def paper_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """The formatted table of one experiment: metric rows x configuration columns (strings)."""
+def column_name(row: pd.Series) -> str:
+    """A configuration's column header: its label, marked `MISSING_MARK` when per-case tables
+    of its trials were not found (no interval, no test)."""
+    return row["label"] + (MISSING_MARK if row.get("n_per_case_missing", 0) else "")
+
+
+def paper_table(summary: pd.DataFrame, experiment: str, intervals: bool = True) -> pd.DataFrame:
+    """The formatted table of one experiment: metric rows x configuration columns (strings);
+    with `intervals` false the cells hold mean ± std only (`interval_table` holds the rest)."""
     chosen = summary[summary["experiment"] == experiment]
     columns: dict[str, list[str]] = {}
     apart: dict[str, list[str]] = {}
-    for label, config in chosen.groupby("label", sort=False):
-        by_metric = config.set_index("metric")
+    for _, config in chosen.groupby("label", sort=False):
+        by_metric = config.set_index("metric", drop=False)
         tumor = by_metric.loc["tumor_dice"]
-        columns[label] = [format_value(by_metric.loc[m]) for m in TABLE_METRICS]
-        columns[label].append(format_trials(tumor))
+        name = column_name(tumor)
+        columns[name] = [format_value(by_metric.loc[m], intervals) for m in TABLE_METRICS]
+        columns[name].append(format_trials(tumor))
         if by_metric["published_label"].notna().any():
             cells = [format_published(by_metric.loc[m]) for m in TABLE_METRICS]
             cells.append(f"{tumor['published_label']} ({tumor['published_source']})")
             if tumor["published_comparable"]:
-                columns[label + PUBLISHED_SUFFIX] = cells
+                columns[name + PUBLISHED_SUFFIX] = cells
             else:
                 apart[published_apart_name(tumor)] = cells
     index = [METRIC_NAMES[m] for m in TABLE_METRICS] + [TRIALS_ROW]
     return pd.DataFrame({**columns, **apart}, index=index)
+
+
+def interval_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """The 95% bootstrap intervals of `paper_table`'s columns of ours (metric rows), for the
+    second LaTeX table that keeps the first one narrow enough for a page."""
+    chosen = summary[summary["experiment"] == experiment]
+    columns = {}
+    for _, config in chosen.groupby("label", sort=False):
+        by_metric = config.set_index("metric", drop=False)
+        columns[column_name(by_metric.loc["tumor_dice"])] = [
+            format_interval(by_metric.loc[m]) for m in TABLE_METRICS
+        ]
+    return pd.DataFrame(columns, index=[METRIC_NAMES[m] for m in TABLE_METRICS])
 
 
 def _labels(rows: pd.DataFrame) -> str:
@@ -126,7 +164,11 @@ def _statistics_notes(chosen: pd.DataFrame) -> list[str]:
     against = ", ".join(baselines) if len(baselines) else "no baseline column found"
     n_tests = int(chosen["p_value"].notna().sum())
     units = " or ".join(dict.fromkeys(chosen["unit"]))
-    notes = [f"mean ± sample std over {units} [95% bootstrap CI of the mean]"]
+    if chosen["ci_low"].notna().any():
+        notes = [f"mean ± sample std over {units} [95% bootstrap CI of the mean]"]
+    else:
+        notes = [f"mean ± sample std over {units}; no 95% intervals (no per-case values)"]
+    notes += _missing_notes(chosen)
     if n_tests:
         notes.append(
             f"* differs from {against} at {ALPHA:g} after Holm's correction over the {n_tests} "
@@ -169,6 +211,26 @@ def _statistics_notes(chosen: pd.DataFrame) -> list[str]:
             note += " (a column with a single seed: the p-value cannot account for seed variance)"
         notes.append(note)
     return notes
+
+
+def _missing_notes(chosen: pd.DataFrame) -> list[str]:
+    """Columns whose per-case tables were not found, and what they therefore lack."""
+    if "n_per_case_missing" not in chosen.columns:
+        return []
+    configs = chosen.drop_duplicates("label")
+    lacking = configs[configs["n_per_case_missing"] > 0]
+    if lacking.empty:
+        return []
+    counts = ", ".join(
+        f"{row['label']} ({row['n_per_case_missing']} of {row['n_finished']} finished trials)"
+        for _, row in lacking.iterrows()
+    )
+    return [
+        f"{MISSING_MARK.strip()} per-case tables ({PER_CASE_ARTIFACT}) not found for {counts}: "
+        "no 95% interval and no paired test in these columns, nor against them; the runs and "
+        "where they were looked for are listed in report.md (--artifact-root DIR if the "
+        "artifact folder moved)"
+    ]
 
 
 _SOURCES = {
@@ -355,6 +417,7 @@ _LATEX_ESCAPES = {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
+    "†": r"$^\dagger$",
 }
 
 
@@ -363,25 +426,36 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(char, char) for char in str(text))
 
 
-def to_latex(table: pd.DataFrame, caption: str = "") -> str:
-    """A LaTeX `table` with a `tabular` (booktabs rules) of a string table."""
+def notes_markdown(notes: list[str]) -> str:
+    """Notes as a Markdown list; a note that starts with a marker (`*`, `†`) keeps it
+    (escaped, so `* differs...` is not read as a nested bullet)."""
+    return "\n".join("- " + (f"\\{n}" if n.startswith("*") else n) for n in notes)
+
+
+def to_latex(table: pd.DataFrame, caption: str = "", notes: list[str] | None = None) -> str:
+    """A LaTeX `table` with a `tabular` (booktabs rules) of a string table, scaled down to the
+    text width when wider (needs booktabs and graphicx), and `notes` as footnote lines under
+    it, each keeping its marker (`*`, `†`)."""
     header = " & ".join(["", *map(latex_escape, table.columns)]) + r" \\"
     body = [
         " & ".join([latex_escape(name), *map(latex_escape, row)]) + r" \\"
         for name, row in zip(table.index, table.values, strict=True)
     ]
+    footnotes = [rf"\par\footnotesize {latex_escape(note)}" for note in notes or []]
     return "\n".join(
         [
             r"\begin{table}[ht]",
             r"\centering",
+            rf"\caption{{{latex_escape(caption)}}}" if caption else "",
+            r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
             r"\begin{tabular}{l" + "c" * len(table.columns) + "}",
             r"\toprule",
             header,
             r"\midrule",
             *body,
             r"\bottomrule",
-            r"\end{tabular}",
-            rf"\caption{{{latex_escape(caption)}}}" if caption else "",
+            r"\end{tabular}}",
+            *footnotes,
             r"\end{table}",
         ]
     ).replace("\n\n", "\n")
