@@ -4,6 +4,7 @@ registry giving the same labels as the local checkpoint; experiments open as tra
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,33 @@ def test_experiments_open_as_training_runs_in_the_ui(store: dict) -> None:
         "runs?workflowType=machine_learning&orderByKey=metrics.%60best_val_tumor_dice%60"
         "&orderByAsc=false"
     )
+
+
+def test_the_printed_link_opens_a_saved_view_of_the_trials(store: dict) -> None:
+    """MLflow 3.17's UI loads the view named by `viewStateShareKey` from the experiment tag
+    `mlflow.sharedViewState.<key>` (its JSON: search facets and table state)."""
+    swept = ["synthesis.sphere_ratio"]
+    url = tracking.trials_view_url(
+        store["uri"], store["experiment_id"], "best_val_tumor_dice", swept
+    )
+    prefix = f"#/experiments/{store['experiment_id']}/runs?workflowType=machine_learning"
+    assert prefix + "&viewStateShareKey=" in url
+    key = url.rsplit("=", 1)[1]
+    tags = MlflowClient(store["uri"]).get_experiment(store["experiment_id"]).tags
+    state = json.loads(tags[f"mlflow.sharedViewState.{key}"])
+    assert state["searchFilter"] == "tags.`tumorsweep.role` = 'trial'"
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`best_val_tumor_dice`", False)
+    assert state["selectedColumns"][:6] == [
+        "params.`synthesis.sphere_ratio`",
+        "metrics.`tumor_dice`",
+        "metrics.`tumor_nsd`",
+        "metrics.`liver_dice`",
+        "metrics.`liver_nsd`",
+        "metrics.`best_val_tumor_dice`",
+    ]
+    # the filter is one MLflow itself accepts, and it finds the trials, not the sweep's run
+    found = MlflowClient(store["uri"]).search_runs([store["experiment_id"]], state["searchFilter"])
+    assert found and all(r.data.tags["tumorsweep.role"] == "trial" for r in found)
 
 
 def test_the_best_trial_by_validation_is_registered_and_predicts_like_its_weights(

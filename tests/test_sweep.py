@@ -7,11 +7,14 @@ Ray-level tests; the training loop itself is tested without Ray in test_train.py
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import execute_aggregate_notebook
 
+from tumorsweep.cli import main as cli_main
 from tumorsweep.cli.study import main
 
 pytestmark = pytest.mark.ray
@@ -130,7 +133,7 @@ def test_grid_sweep_logs_nested_runs_and_isolates_a_failure(
         == {i.tags[0].value: i.dataset for i in finished[1].inputs.dataset_inputs}["test"].digest
     )
     out = capsys.readouterr().out
-    assert "mlflow ui --backend-store-uri" in out
+    assert "mlflow ui --backend-store-uri" in out and "&viewStateShareKey=" in out
     # the console: event lines named as the MLflow runs, progress lines, none of Tune's boxes
     assert "[tumorsweep] sphere_ratio=0.0 s0: finished, tumor_dice " in out
     assert "[tumorsweep] 2/3 done, 0 running, 0 pending, 1 failed; best " in out
@@ -146,6 +149,30 @@ def test_grid_sweep_logs_nested_runs_and_isolates_a_failure(
     for trial in finished:
         assert f"{trial.data.metrics['tumor_dice']:.5f}" in markdown
         assert f"{trial.data.metrics['liver_nsd']:.5f}" in markdown
+
+    # The store moved without its artifact folder: the report names each missing table and
+    # claims no interval; pointed at the folder (or with it beside a copy) it is whole again.
+    capsys.readouterr()
+    (tmp_path / "mlartifacts").rename(tmp_path / "moved")
+    args = ["report", "--tracking-uri", uri, "--experiment", "grid", "--resamples", "100"]
+    assert cli_main([*args, "--out", str(tmp_path / "r1")]) == 0
+    err = capsys.readouterr().err
+    for trial in finished:
+        assert f"run {trial.info.run_id}: per_case_test.csv not found (looked in " in err
+    lacking = pd.read_csv(tmp_path / "r1" / "summary.csv")
+    assert lacking["ci_low"].isna().all() and (lacking["n_per_case_missing"] == 1).any()
+    moved = ["--artifact-root", str(tmp_path / "moved"), "--out", str(tmp_path / "r2")]
+    assert cli_main([*args, *moved]) == 0
+    assert "not found" not in capsys.readouterr().err
+    whole = pd.read_csv(tmp_path / "r2" / "summary.csv")
+    assert whole.loc[whole["metric"] == "tumor_dice", "ci_low"].notna().sum() == len(finished)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tmp_path / "mlflow.db", copy / "mlflow.db")
+    shutil.copytree(tmp_path / "moved", copy / "mlartifacts")
+    args[2] = f"sqlite:///{copy / 'mlflow.db'}"
+    assert cli_main([*args, "--out", str(copy / "report")]) == 0
+    assert "not found" not in capsys.readouterr().err
 
 
 OPTUNA = """
