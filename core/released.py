@@ -262,13 +262,16 @@ def evaluate_file(
         )
         metrics = {**summarise(rows), "time_eval_s": time.perf_counter() - started}
         logger = tracking.MlflowTrialLogger(tracking_uri, run_id)
-        logger.log_metrics(metrics, step=0)
+        results, bookkeeping = tracking.split_bookkeeping(metrics)
+        logger.log_metrics(results, step=0)
         with tempfile.TemporaryDirectory() as tmp:
             per_case = Path(tmp) / tracking.PER_CASE_TEST_ARTIFACT
             pd.DataFrame.from_records(rows).to_csv(per_case, index=False)
             config = Path(tmp) / tracking.CONFIG_ARTIFACT
             config.write_text(to_yaml(cfg))
-            logger.log_artifacts([per_case, config])
+            books = Path(tmp) / tracking.BOOKKEEPING_ARTIFACT
+            books.write_text(json.dumps(bookkeeping, indent=1, sort_keys=True), encoding="utf-8")
+            logger.log_artifacts([per_case, config, books])
     except Exception as exc:  # one bad file never takes the others down
         reason = " ".join(str(exc).split())[:500] or type(exc).__name__
         print(f"{entry.file}: failed: {reason}", file=sys.stderr, flush=True)

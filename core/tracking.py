@@ -81,6 +81,29 @@ RESUMED_METRIC = "resumed_at_epoch"
 PATCH_TUMOR_FRACTION = "train_patch_tumor_fraction"
 PATCH_SYNTHETIC_FRACTION = "train_patch_synthetic_fraction"
 MAX_PARAM_LENGTH = 6000
+# Counters and timings of a trial's final scoring that nobody compares across runs (cases
+# scored per metric, empty-mask counts, voxel totals, seconds spent): one JSON artifact per
+# trial instead of dozens of metrics before the ones that matter in the UI.
+BOOKKEEPING_ARTIFACT = "bookkeeping.json"
+_BOOKKEEPING_SUFFIXES = ("_n", "_total")
+_BOOKKEEPING_PARTS = ("_empty_", "_cases_no_")
+
+
+def is_bookkeeping(name: str) -> bool:
+    """Whether a final metric is a counter or timing (`BOOKKEEPING_ARTIFACT`), not a result."""
+    return (
+        name.startswith("time_")
+        or name.endswith(_BOOKKEEPING_SUFFIXES)
+        or any(part in name for part in _BOOKKEEPING_PARTS)
+    )
+
+
+def split_bookkeeping(
+    metrics: Mapping[str, float],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(results to log as metrics, counters and timings for `BOOKKEEPING_ARTIFACT`)."""
+    results = {k: v for k, v in metrics.items() if not is_bookkeeping(k)}
+    return results, {k: v for k, v in metrics.items() if is_bookkeeping(k)}
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 import tempfile
 import time
@@ -427,8 +428,8 @@ def log_epochs(
     for step, values in pending:
         if step not in logged[tracking.TRAIN_STEP_METRIC]:
             trainer.logger.log_metrics(values, step=step)
-    if epoch not in logged[tracking.VAL_STEP_METRIC]:
-        trainer.logger.log_metrics(val, step=epoch)
+    if epoch not in logged[tracking.VAL_STEP_METRIC]:  # curves of results, not of counters
+        trainer.logger.log_metrics(tracking.split_bookkeeping(val)[0], step=epoch)
 
 
 def save_checkpoint(trainer: Trainer, state: TrainState, report: dict[str, Any]) -> None:
@@ -461,9 +462,13 @@ def final_test(trainer: Trainer, state: TrainState) -> dict[str, float]:
     final["best_epoch"] = float(state.best_epoch)
     final.update(trainer.timing)
     final.update(selected_metrics(state, trainer.cfg))
-    trainer.logger.log_metrics(final, step=trainer.cfg.schedule.epochs)
+    results, bookkeeping = tracking.split_bookkeeping(final)
+    trainer.logger.log_metrics(results, step=trainer.cfg.schedule.epochs)
     with tempfile.TemporaryDirectory() as tmp:
         files = [_write_rows(test_rows, Path(tmp) / tracking.PER_CASE_TEST_ARTIFACT)]
+        books = Path(tmp) / tracking.BOOKKEEPING_ARTIFACT
+        books.write_text(json.dumps(bookkeeping, indent=1, sort_keys=True), encoding="utf-8")
+        files.append(books)
         files.append(
             _write_rows(lesion_rows, Path(tmp) / tracking.PER_LESION_TEST_ARTIFACT, LESION_COLUMNS)
         )

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from conftest import execute_aggregate_notebook
 
+from tumorsweep import tracking
 from tumorsweep.cli import main as cli_main
 from tumorsweep.cli.study import main
 
@@ -114,6 +115,12 @@ def test_grid_sweep_logs_nested_runs_and_isolates_a_failure(
         assert sorted(m.step for m in history) == [0, 1]
         artifacts = {a.path for a in MlflowClient(uri).list_artifacts(trial.info.run_id)}
         assert {"per_case_test.csv", "config.yaml", "synthesis_preview.png"} <= artifacts
+        # counters and timings go to one artifact, not among the metrics compared in the UI
+        assert "bookkeeping.json" in artifacts
+        assert [m for m in metrics if tracking.is_bookkeeping(m)] == []
+        books = MlflowClient(uri).download_artifacts(trial.info.run_id, "bookkeeping.json")
+        books = json.loads(Path(books).read_text())
+        assert books["time_train_s"] > 0 and books["liver_dice_n"] >= 1
     # the parent row: what the trials share, and the study's answer
     assert "synthesis.sphere_ratio" not in parent.data.params and "seed" not in parent.data.params
     assert parent.data.params["model.name"] == "unet"
