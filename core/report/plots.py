@@ -70,11 +70,14 @@ def plot_knob(
         for xi, status in zip(x[~ok], rows["status"][~ok], strict=True):
             ax.annotate(status, (xi, 0.02), xycoords=("data", "axes fraction"), ha="center")
         names = [column_name(row) for _, row in rows.iterrows()]
-        ax.set_xticks(x, names, rotation=30 if x_name == "configuration" else 20, ha="right")
+        if x_name == "configuration":
+            ax.set_xticks(x, names, rotation=30, ha="right")
+        else:  # the knob to scale, each tick named like its table column, on two lines
+            ax.set_xticks(x, [n.replace("(", "\n(", 1) for n in names], fontsize="small")
         ax.set_xlabel("configuration" if x_name == "configuration" else f"{x_name} (to scale)")
         ax.set_ylabel(METRIC_NAMES.get(metric, metric))
         ax.set_title(f"{experiment}: {METRIC_NAMES.get(metric, metric)}")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), fontsize="small", ncol=2)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize="small", ncol=2)
     fig.tight_layout()
     return fig
 
