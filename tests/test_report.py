@@ -32,7 +32,7 @@ from scipy import stats
 from tumorsweep.cli import main
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.report import build_report, file_stem, load_runs, paper_table, summary_table
-from tumorsweep.report.tables import table_notes
+from tumorsweep.report.tables import notes_markdown, table_notes
 
 CASES = [f"liver_{n}" for n in (2, 13, 15, 17, 19, 21, 33, 42)]
 METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
@@ -695,8 +695,8 @@ def test_notebook_runs_top_to_bottom_and_shows_the_tables(
     expected_cell = paper_table(report.summary, "sphere_ratio").loc["Tumor Dice"]
     assert f"| Tumor Dice | {' | '.join(expected_cell)} |" in markdown
     assert "| running |" in markdown and "| FAILED |" in markdown
-    for note in report_notes(report, "sphere_ratio"):
-        assert f"- {note}" in markdown
+    assert notes_markdown(report_notes(report, "sphere_ratio")) in markdown
+    assert "\n- \\* differs from UNET at 0.05 after Holm's correction" in markdown  # the star kept
     text = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "p_holm" in text and "ci_method" in text and "published_comparable" in text
     assert "| Tumor lesion sensitivity lt10mm |" in markdown  # lesion rows, n/a here
