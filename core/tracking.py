@@ -192,11 +192,11 @@ def trials_view_url(
 ) -> str:
     """Save (as an experiment tag) and return the link of a runs-table view that opens on the
     answer: the trials only (not the sweep's parent row), best first by `metric`, with the
-    swept params, the four headline metrics, the search metric and the dataset as columns."""
+    swept params, the four headline metrics and the search metric as columns (the dataset,
+    source and model columns left out: they take the width the answer needs)."""
     columns = [
         *(f"params.`{name}`" for name in swept),
         *(f"metrics.`{name}`" for name in dict.fromkeys([*HEADLINE_METRICS, metric])),
-        "attributes.`Dataset`",
     ]
     state = {
         "searchFilter": f"tags.`{ROLE_TAG}` = 'trial'",
