@@ -64,6 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score predictions as they are (default: the protocol's post-processing)",
     )
+    _lesion_flags(parser)
+    files.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="per-case CSV to write (the per-lesion table goes beside it, <name>_lesions.csv)",
+    )
+    parser.set_defaults(func=run_evaluate)
+
+
+def _lesion_flags(parser: argparse.ArgumentParser) -> None:
     defaults = LesionParams()
     lesions = parser.add_argument_group("lesion detection (docs/lesion-metrics.md)")
     lesions.add_argument(
@@ -93,13 +104,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.case_min_volume_mm3,
         help="a case is tumour-positive when a predicted lesion is larger than this (default 0)",
     )
-    files.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        help="per-case CSV to write (the per-lesion table goes beside it, <name>_lesions.csv)",
-    )
-    parser.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

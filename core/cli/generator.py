@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--experiment", default="difftumor_generator",
         help="MLflow experiment (default: difftumor_generator)",
     )  # fmt: skip
+    _where_flags(p)
+    p.set_defaults(func=run_train_generator)
+
+
+def _where_flags(p: argparse.ArgumentParser) -> None:
     where = p.add_argument_group("where it runs")
     where.add_argument(
         "--address", help="Ray cluster address: train as a Ray Train DDP run there "
@@ -78,7 +83,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--storage",
         help="Ray checkpoints: a path every node sees (default: .tumorsweep/ray_results)",
     )
-    p.set_defaults(func=run_train_generator)
 
 
 def run_train_generator(args: argparse.Namespace) -> int:

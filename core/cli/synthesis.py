@@ -82,6 +82,11 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="generator folder (with --style difftumor, required then; default: none)",
     )
+    _texture_flags(syn)
+    syn.set_defaults(func=run_synthesize)
+
+
+def _texture_flags(syn: argparse.ArgumentParser) -> None:
     texture = syn.add_argument_group("texture (ranges drawn uniformly per tumour)")
     texture.add_argument(
         "--hu-drop", type=float, nargs=2, metavar=("MIN", "MAX"),
@@ -104,7 +109,6 @@ def _register_synthesize(subparsers: argparse._SubParsersAction) -> None:
         "--sigma-b", type=float, nargs="+", metavar="VOXELS",
         help="smoothing after the Bernoulli step, voxels, one drawn per tumour (default: 4 7)",
     )  # fmt: skip
-    syn.set_defaults(func=run_synthesize)
 
 
 def _register_fit_location(subparsers: argparse._SubParsersAction) -> None:

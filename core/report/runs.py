@@ -323,8 +323,8 @@ def read_per_case(
     A local store records absolute artifact paths; an `mlflow.db` copied or moved without its
     artifact folder points at nothing. So a run's artifacts are looked for where the run says,
     then in `mlartifacts/` beside the SQLite file (where `tumorsweep` puts them), or only in
-    `artifact_root` when given (a moved artifact folder: `<root>/<experiment id>/<run id>/
-    artifacts` or `<root>/<run id>/artifacts`).
+    `artifact_root` when given (a moved artifact folder); under a root, as
+    `<experiment id>/<run id>/artifacts` or `<run id>/artifacts`.
 
     Returns (values, missing): values with columns experiment, label, run_id, seed, fold,
     case, metric, value (one row per trial x case x metric); missing with `MISSING_COLUMNS`,
@@ -372,20 +372,25 @@ def _artifact_dirs(
     tracking_uri: str, info: Any, artifact_root: str | Path | None
 ) -> list[Path] | None:
     """Local folders where a run's artifacts may be, in order (None: not a local store)."""
-    ids = (info.experiment_id, info.run_id)
     if artifact_root is not None:
-        root = Path(artifact_root)
-        return [root / ids[0] / ids[1] / "artifacts", root / ids[1] / "artifacts"]
+        return _under(Path(artifact_root), info)
     recorded = _local_dir(info.artifact_uri)
     if recorded is None:
         return None
-    places = [recorded]
     beside = tracking.local_artifact_root(tracking_uri)
-    if beside is not None:
-        fallback = _local_dir(beside) / ids[0] / ids[1] / "artifacts"
-        if fallback != recorded:
-            places.append(fallback)
-    return places
+    if beside is None:
+        return [recorded]
+    return [recorded, *(p for p in _under(_local_dir(beside), info) if p != recorded)]
+
+
+def _under(root: Path, info: Any) -> list[Path]:
+    """A run's artifact folder under an artifact root: `<experiment id>/<run id>/artifacts`
+    (MLflow's default layout) or `<run id>/artifacts` (a root that is the experiment's own
+    location, as `tumorsweep` creates it)."""
+    return [
+        root / info.experiment_id / info.run_id / "artifacts",
+        root / info.run_id / "artifacts",
+    ]
 
 
 def missing_lines(missing: pd.DataFrame) -> list[str]:

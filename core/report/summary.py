@@ -255,6 +255,16 @@ def _published_columns(reference: pd.Series | None, config: dict[str, Any]) -> d
     }
 
 
+def _baseline_row(configs: pd.DataFrame, config: dict[str, Any]) -> pd.Series | None:
+    """The baseline configuration of a configuration's experiment and evaluation set."""
+    baseline = configs[
+        (configs["experiment"] == config["experiment"])
+        & (configs["eval_set"] == config["eval_set"])
+        & configs["is_baseline"]
+    ]
+    return None if baseline.empty else baseline.iloc[0]
+
+
 def summarise(
     runs: pd.DataFrame,
     per_case: pd.DataFrame,
@@ -288,12 +298,7 @@ def summarise(
     finished = runs[(runs["status"] == "FINISHED") & runs["value"].notna()]
     rows = []
     for config in configs.to_dict("records"):
-        baseline = configs[
-            (configs["experiment"] == config["experiment"])
-            & (configs["eval_set"] == config["eval_set"])
-            & configs["is_baseline"]
-        ]
-        base = None if baseline.empty else baseline.iloc[0]
+        base = _baseline_row(configs, config)
         published = _published(config, {name: config[name] for name in param_columns(runs)})
         for metric in TABLE_METRICS:
             values = finished[
