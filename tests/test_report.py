@@ -862,3 +862,33 @@ def test_deviations_are_from_the_studys_own_preset(store: _Store) -> None:
     named = [d.split("=", 1)[0] for d in deviations["paper"]]
     assert named and set(named) <= set(differ) and not set(named) & set(neutral)
     assert "optim.lr" in named or "schedule.amp_dtype" in named
+
+
+def test_latex_is_two_narrow_tables_with_the_notes_as_footnote_lines(
+    report, tmp_path: Path
+) -> None:
+    from tumorsweep.report import write_report
+
+    write_report(report, tmp_path)
+    means, intervals = (tmp_path / "sphere_ratio.tex").read_text().split(r"\end{table}")[:2]
+    table = paper_table(report.summary, "sphere_ratio")
+    expected = report.summary.set_index(["label", "metric"]).loc[
+        ("UNET(+15% Sphere)", "tumor_dice")
+    ]
+    assert f"{expected['mean']:.5f} $\\pm$ {expected['std']:.5f}" in means
+    assert f"[{expected['ci_low']:.5f}, {expected['ci_high']:.5f}]" in intervals
+    assert f"{expected['ci_low']:.5f}" not in means  # the intervals live in the second table
+    assert r"\par\footnotesize * differs from UNET at 0.05 after Holm's correction" in means
+    assert r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" in means
+    assert "Tumor Dice" in table.index
+
+
+def test_hd95_has_two_decimals_and_scores_five() -> None:
+    from tumorsweep.report.tables import format_value
+
+    row = {"status": "ok", "std": 1.2345, "ci_low": 10.004, "ci_high": 14.696,
+           "significant": True}  # fmt: skip
+    hd95 = format_value(pd.Series({**row, "metric": "tumor_hd95", "mean": 12.3456}))
+    assert hd95 == "12.35 ± 1.23 [10.00, 14.70]*"
+    dice = format_value(pd.Series({**row, "metric": "tumor_dice", "mean": 0.61234567}))
+    assert dice == "0.61235 ± 1.23450 [10.00400, 14.69600]*"
