@@ -2,9 +2,11 @@
 documentation cannot drift from the code.
 
 Cheap forms: `make TARGET` is dry-run (`make -n`); a study with no external paths runs as
-written with `--dry-run` (checks data, trials and resources, trains nothing); a study, a
-`tumorsweep` command or a benchmark that names data a user has (`/data/...`, `RUN_ID`, ...)
-prints its `--help`, which parses every flag of the command line first.
+written with `--dry-run` (checks data, trials and resources, trains nothing); a study or a
+`tumorsweep` command that names data a user has (`/data/...`, `RUN_ID`, ...) has its whole
+command line parsed by the command's own parser and not run (an unknown flag, a bad choice or
+a missing required flag fails); a `tumorsweep` command without arguments and a benchmark print
+their `--help`.
 """
 
 from __future__ import annotations
@@ -37,17 +39,32 @@ def _commands(page: Path) -> list[str]:
 CASES = [(page.name, command) for page in PAGES for command in _commands(page)]
 
 
+# Parse a command line with the command's own parser, run nothing (exit 2 on a bad flag).
+PARSE_TUMORSWEEP = (
+    "import sys; from tumorsweep.cli import build_parser; "
+    "args = build_parser().parse_args(sys.argv[1:]); sys.exit(0 if args.func else 3)"
+)
+PARSE_STUDY = (
+    "import sys; from tumorsweep.cli.study import build_parser; "
+    "build_parser(sys.argv[1]).parse_args(sys.argv[2:])"
+)
+SHELL_OPERATORS = (">", ">>", "|", "&&", ";", "2>&1")
+
+
 def _cheap(argv: list[str]) -> list[str]:
     argv = [a for a in argv if not re.fullmatch(r"[A-Z_]+=\S*", a)]  # OMP_NUM_THREADS=1 ...
+    cut = [i for i, a in enumerate(argv) if a in SHELL_OPERATORS]
+    argv = argv[: cut[0]] if cut else argv  # `tumorsweep config --markdown > docs/config.md`
     if argv[0] == "make":
         return ["make", "-n", *argv[1:]]
     external = any(a.startswith(("/data", "/shared", "/weights")) or a.isupper() for a in argv)
     if argv[0] == "tumorsweep":
-        command = [str(BIN / "tumorsweep"), *argv[1:]]
-        return command[:2] + ["--help"] if len(argv) > 1 else command
+        if len(argv) == 1 or "--help" in argv:
+            return [str(BIN / "tumorsweep"), "--help"]
+        return [sys.executable, "-c", PARSE_TUMORSWEEP, *argv[1:]]
     if argv[0] == "python" and argv[1].startswith("sweeps/") and "--help" not in argv:
         if external or "--resume" in argv:
-            return [sys.executable, argv[1], "--help"]
+            return [sys.executable, "-c", PARSE_STUDY, Path(argv[1]).stem, *argv[2:]]
         return [sys.executable, *argv[1:], "--dry-run"]
     if argv[0] == "python":
         return [sys.executable, argv[1], "--help"]
