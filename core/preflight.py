@@ -141,7 +141,7 @@ def check_resume(storage: str, tracking_uri: str, experiment: str) -> None:
     starts or anything is written; a store that is not the one the sweep used is refused."""
     import json
 
-    from tumorsweep.sweep import STATE_FILE, safe_name
+    from tumorsweep.sweep.state import STATE_FILE, safe_name
 
     if "://" in storage:
         return  # cloud storage: Tune's own restore checks it

@@ -52,16 +52,17 @@ def _model_folder(root: Path, seed: int) -> Path:
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    experiment_id = tracking.ensure_experiment(uri, "sphere_ratio")
-    parent = tracking.start_parent_run(uri, experiment_id, "sweep", tags={})
+    runs_store = tracking.RunStore(uri)
+    experiment_id = runs_store.ensure_experiment("sphere_ratio")
+    parent = runs_store.start_parent_run(experiment_id, "sweep", tags={})
     runs = {}
     for seed, (name, (status, val, test, logged)) in enumerate(TRIALS.items()):
-        run_id = tracking.attach_trial_run(uri, experiment_id, parent, name, name, {}, {})
-        logger = tracking.MlflowTrialLogger(uri, run_id)
+        run_id = runs_store.attach_trial_run(experiment_id, parent, name, name, {}, {})
+        logger = runs_store.trial_logger(run_id)
         logger.log_metrics({"best_val_tumor_dice": val, "tumor_dice": test}, step=2)
         if logged:
             logger.log_artifacts([_model_folder(root / name, seed)])
-        tracking.finish_run(uri, run_id, status=status)
+        runs_store.finish_run(run_id, status=status)
         runs[name] = run_id
     return {"uri": uri, "root": root, "experiment_id": experiment_id, "parent": parent, **runs}
 
@@ -138,7 +139,7 @@ def test_a_test_metric_never_picks_the_registered_model(store: dict) -> None:
 
 def test_a_best_trial_without_weights_is_not_registered(store: dict) -> None:
     with pytest.raises(TumorsweepError, match="has no model/best_weights.pt"):
-        tracking.register_trial(store["uri"], "y", store["unlogged"], {}, "")
+        tracking.RunStore(store["uri"]).register_trial("y", store["unlogged"], {}, "")
     assert MlflowClient(store["uri"]).search_registered_models("name = 'y'") == []
 
 

@@ -19,7 +19,7 @@ from tumorsweep import preflight, tracking
 from tumorsweep.cli import main
 from tumorsweep.cli.study import main as sweep_main
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.sweep import _write_sweep_state
+from tumorsweep.sweep.state import write_sweep_state
 
 
 def other_app_db(path: Path) -> Path:
@@ -136,7 +136,7 @@ def interrupted_sweep(tmp_path: Path, experiment: str = "sphere_ratio") -> tuple
         uri, tracking.ensure_experiment(uri, experiment), "sweep", tags={}
     )
     storage = tmp_path / "ray"
-    _write_sweep_state(str(storage), "sphere_ratio", "sphere_ratio-20260101-000000", parent)
+    write_sweep_state(str(storage), "sphere_ratio", "sphere_ratio-20260101-000000", parent)
     return uri, storage, parent
 
 

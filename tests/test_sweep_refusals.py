@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tumorsweep.cli.study import main
-from tumorsweep.sweep import _write_sweep_state, safe_name
+from tumorsweep.sweep.state import safe_name, write_sweep_state
 from tumorsweep.synthesis import LocationModel
 
 
@@ -165,7 +165,7 @@ def test_experiment_names_never_escape_the_storage_folder(tmp_path) -> None:
     assert safe_name("../../x") == "x" and safe_name("/abs/name") == "abs_name"
     assert safe_name("..") == "experiment" and safe_name("sphere_ratio") == "sphere_ratio"
     storage = tmp_path / "storage"
-    _write_sweep_state(str(storage), "../../evil", "evil-20260101-000000", "run123")
+    write_sweep_state(str(storage), "../../evil", "evil-20260101-000000", "run123")
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert written == [
         Path("storage/evil-20260101-000000/tumorsweep_sweep.json"),
