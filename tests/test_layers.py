@@ -24,10 +24,10 @@ LAYERS: list[tuple[set[str], bool]] = [  # (rooms, may the rooms import each oth
     ({"synthesis"}, False),  # reads label files through data's one NIfTI reader
     ({"data", "models"}, False),
     ({"preview", "weights", "outputs", "stores"}, False),
-    ({"errors", "__init__"}, False),
+    ({"errors", "__init__", "strict", "defaults"}, False),
 ]
 LIBRARY = {"evaluate", "generative", "data", "synthesis", "models", "errors", "preview"}
-LIBRARY |= {"weights", "outputs"}
+LIBRARY |= {"weights", "outputs", "strict", "defaults"}
 FRAMEWORKS = ("ray", "mlflow", "optuna")
 
 

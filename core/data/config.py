@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from tumorsweep.defaults import HU_WINDOW
+from tumorsweep.strict import StrictModel
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
 Workers = Annotated[int, Field(ge=0)] | Literal["auto"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+_Strict = StrictModel  # tumorsweep.strict: the one strict base
 
 
 Layout = Literal["auto", "msd", "lits", "nnunet", "folds"]
@@ -97,7 +99,7 @@ class DataConfig(_Strict):
         description="mm; the grid every CT is resampled to (Hu et al. main.py: 1 x 1 x 1)",
     )
     window: tuple[float, float] = Field(
-        (-21.0, 189.0),
+        HU_WINDOW,
         description="HU range mapped to [0, 1] and clipped (Hu et al.: [-21, 189]; DiffTumor: "
         "[-175, 250])",
     )

@@ -42,7 +42,8 @@ import numpy as np
 from monai.transforms import Compose
 
 from tumorsweep.data.io import load_volume
-from tumorsweep.data.transforms import HU_WINDOW, eval_transforms
+from tumorsweep.data.transforms import eval_transforms
+from tumorsweep.defaults import HU_WINDOW
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.postprocess import postprocess
 
