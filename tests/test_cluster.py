@@ -43,14 +43,14 @@ def two_node_cluster():
 
 
 def test_sweep_runs_on_a_two_node_cluster(
-    two_node_cluster: tuple[str, dict], tmp_path: Path, phantom_dir: Path
+    two_node_cluster: tuple[str, dict], tmp_path: Path, mlflow_uri: str, phantom_dir: Path
 ) -> None:
     address, env = two_node_cluster
     space = tmp_path / "space.yaml"
     space.write_text(
         "study: c\nsweep:\n  synthesis.sphere_ratio: {grid: [0.0, 1.0]}\nsearcher: {type: grid}\n"
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     command = [
         sys.executable, str(ROOT / "sweeps" / "sphere_ratio.py"), "--address", address,
         "--data", str(phantom_dir), "--preset", "demo", "--search-space", str(space),

@@ -27,25 +27,14 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from tumorsweep.ray_cluster import start_local_ray
-
-    start_local_ray(num_cpus=2, reserve=1)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
 def test_generator_ddp_run_then_a_sweep_loads_it(
-    ray_local: str, phantom_dir: Path, tmp_path: Path
+    ray_local: str, phantom_dir: Path, tmp_path: Path, mlflow_uri: str
 ) -> None:
     from mlflow import MlflowClient
 
     from tumorsweep.cli.study import main
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     cases = resolve_cases(make_config("demo", {"data.root": str(phantom_dir)}).data)
     job = GeneratorJob(
         config=generator_config("demo", (2.0, 2.0, 2.0), TINY),

@@ -16,17 +16,11 @@ from mlflow import MlflowClient
 from tumorsweep import tracking
 from tumorsweep.cli import main
 from tumorsweep.cli.study import main as sweep_main
-from tumorsweep.config import make_config, to_yaml
+from tumorsweep.config import TrialConfig, to_yaml
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.models import build
 from tumorsweep.sweep import register_best
 
-SMALL = {
-    "data.spacing": (2.0, 2.0, 2.0),
-    "model.options": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
-    "eval.roi": (32, 32, 32),
-    "eval.overlap": 0.25,
-}
 # trial: (status, best_val_tumor_dice, tumor_dice, logs its model folder)
 TRIALS = {
     "val_best": ("FINISHED", 0.61, 0.40, True),
@@ -36,9 +30,8 @@ TRIALS = {
 }
 
 
-def _model_folder(root: Path, seed: int) -> Path:
+def _model_folder(root: Path, seed: int, cfg: TrialConfig) -> Path:
     """model/ as final_test writes it: the CPU state dict and the resolved config."""
-    cfg = make_config("demo", SMALL)
     torch.manual_seed(seed)
     network = build(cfg.model.name, None, **cfg.model.options)
     folder = root / tracking.MODEL_ARTIFACT_DIR
@@ -49,7 +42,7 @@ def _model_folder(root: Path, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_config: TrialConfig) -> dict:
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     runs_store = tracking.RunStore(uri)
@@ -61,7 +54,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
         logger = runs_store.trial_logger(run_id)
         logger.log_metrics({"best_val_tumor_dice": val, "tumor_dice": test}, step=2)
         if logged:
-            logger.log_artifacts([_model_folder(root / name, seed)])
+            logger.log_artifacts([_model_folder(root / name, seed, tiny_config)])
         runs_store.finish_run(run_id, status=status)
         runs[name] = run_id
     return {"uri": uri, "root": root, "experiment_id": experiment_id, "parent": parent, **runs}

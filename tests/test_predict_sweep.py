@@ -21,17 +21,6 @@ pytestmark = pytest.mark.ray
 SPACE = "study: s\nconfigs:\n  - {synthesis.sphere_ratio: 0.1}\nsearcher: {type: grid}\n"
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from tumorsweep.ray_cluster import start_local_ray
-
-    start_local_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Dice with both-empty = 1, computed here from the voxels."""
     total = int(pred.sum()) + int(truth.sum())
@@ -39,11 +28,11 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_predict_from_a_sweep_reproduces_the_trials_test_scores(
-    ray_local, tmp_path: Path, phantom_dir: Path
+    ray_local, tmp_path: Path, mlflow_uri: str, phantom_dir: Path
 ) -> None:
     from monai.transforms import LoadImage
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     (tmp_path / "space.yaml").write_text(SPACE)
     code = sweep_main(
         "s",

@@ -162,11 +162,13 @@ class Payload:
     """An object a weights-only load must not construct."""
 
 
-def test_a_file_with_a_pickled_object_is_refused_before_anything_runs(tmp_path, capsys):
+def test_a_file_with_a_pickled_object_is_refused_before_anything_runs(
+    tmp_path, mlflow_uri: str, capsys
+):
     torch.manual_seed(0)
     model = build("unet")
     save_like_publishers(model, tmp_path / "ckpt" / FILES[0], args=Payload())
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     code = main(["--checkpoints", str(tmp_path / "ckpt"), "--tracking-uri", uri])
     err = capsys.readouterr().err.strip()
     assert code == 2

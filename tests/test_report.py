@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import execute_aggregate_notebook, two_level_bootstrap
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from notebook_util import execute_aggregate_notebook
 from scipy import stats
 
 from tumorsweep.cli import main
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.report import build_report, file_stem, load_runs, paper_table, summary_table
+from tumorsweep.report.stats import bootstrap_ci
 from tumorsweep.report.tables import table_notes
 
 CASES = [f"liver_{n}" for n in (2, 13, 15, 17, 19, 21, 33, 42)]
@@ -271,7 +272,7 @@ def _expected(store: _Store, ratio: float, metric: str) -> dict:
     seeds = [v for (e, k, _), v in store.metrics.items() if (e, k) == (exp, key)]
     values = np.array([m[metric] for m in seeds if metric in m])
     ours = _matrix(_trials(store, exp, ratio), metric)
-    low, high = two_level_bootstrap(ours)
+    low, high = bootstrap_ci(ours)
     compared = (0.12, 0.15, 0.25)
     raw = {
         (r, m): _p_value(_matrix(_trials(store, exp, r), m), _matrix(_trials(store, exp, 0.0), m))

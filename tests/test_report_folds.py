@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import two_level_bootstrap
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from tumorsweep.report import build_report, load_runs, paper_table
+from tumorsweep.report.stats import bootstrap_ci
 from tumorsweep.report.tables import table_notes
 
 K = 3
@@ -129,7 +129,7 @@ def test_folds_are_no_configuration_and_numbers_pool_over_them(
         assert row["n_seeds"] == seeds * K and row["unit"] == unit and row["n_folds"] == K
         assert row["mean"] == pytest.approx(np.mean(trials), abs=1e-12)
         assert row["std"] == pytest.approx(np.std(trials, ddof=1), abs=1e-12)
-        low, high = two_level_bootstrap(_pooled(written, 0.25, seeds, metric))
+        low, high = bootstrap_ci(_pooled(written, 0.25, seeds, metric))
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), abs=1e-12)
         assert row["n_cases"] == len(CASES)
         assert row["ci_method"] == ("cases" if seeds == 1 else "seeds+cases")

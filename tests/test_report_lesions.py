@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import two_level_bootstrap
 from mlflow.entities import Metric
 from test_report import CASES, SPHERE_SWEPT, _Store, _unet
 
 from tumorsweep.evaluate.registry import summary_names
 from tumorsweep.report import build_report, paper_table, plot_lesion_sizes, write_report
+from tumorsweep.report.stats import bootstrap_ci
 
 LESION_ROWS = [
     "tumor_lesion_sensitivity",
@@ -100,7 +100,7 @@ def test_lesion_rows_sit_below_dice_with_case_bootstrap_intervals(store: _Store,
             assert row["mean"] == pytest.approx(np.mean(logged))
             # cases without such a lesion are left out, cases (not lesions) are resampled
             assert row["n_cases"] == matrix.shape[1] == (8 - 1 if "lt10" in metric else 8 - 3)
-            low, high = two_level_bootstrap(matrix, n_resamples=500)
+            low, high = bootstrap_ci(matrix, n_resamples=500)
             assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
             assert row["ci_method"] == "seeds+cases"
     specificity = report.summary.set_index(["label", "metric"]).loc[("UNET", "case_specificity")]

@@ -26,24 +26,13 @@ searcher: {type: grid}
 """
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from tumorsweep.ray_cluster import start_local_ray
-
-    start_local_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def test_a_two_source_study_logs_and_reports_its_pool_per_source(
-    ray_local, tmp_path: Path, phantom_dir: Path, capsys: pytest.CaptureFixture
+    ray_local, tmp_path: Path, mlflow_uri: str, phantom_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from mlflow import MlflowClient
 
     healthy_json, base = write_healthy_source(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     (tmp_path / "space.yaml").write_text(SPACE)
     source = f"{{path: {healthy_json}, base_dir: {base}, role: healthy, name: healthy}}"
     code = main(

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import execute_aggregate_notebook
+from notebook_util import execute_aggregate_notebook
 
 from tumorsweep.cli.study import main
 
@@ -23,17 +23,6 @@ TINY = [
     "--set", "schedule.patch_size=[32, 32, 32]",
     "--set", "eval.overlap=0.0",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from tumorsweep.ray_cluster import start_local_ray
-
-    start_local_ray(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def _runs(uri: str, experiment: str) -> list:
