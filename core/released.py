@@ -34,7 +34,7 @@ from tumorsweep.errors import TumorsweepError
 from tumorsweep.models.released import RELEASED, ReleasedCheckpoint
 
 STUDY = "released_checkpoints"
-SWEPT = ["data.real_tumors", "synthesis.style"]  # what tells the files' columns apart
+SWEPT = ["data.real_fraction", "synthesis.style"]  # what tells the files' columns apart
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,7 @@ def test_report_labels_and_published_difftumor_columns() -> None:
     swept = {"synthesis.style": "difftumor"}
     assert config_label("unet", "chen-val-0", swept) == "UNET(DiffTumor,Chen's Val)"
     assert config_label("unet", "hu-val", {"synthesis.style": "hu"}) == "UNET"
-    semi = {"data.real_tumors": False, "data.semi_supervised": True,
+    semi = {"data.real_fraction": 0.0, "data.semi_supervised": True,
             "data.healthy_crop_organ_mm": 30.0, "synthesis.style": "difftumor",
             "eval.protocol": "chen2024", "eval.select_metric": "val_tumor_dice"}  # fmt: skip
     swept = ["model.name", "synthesis.style", "data.semi_supervised", "eval.protocol",
@@ -311,7 +311,7 @@ def test_report_labels_and_published_difftumor_columns() -> None:
         {"model.name": "unet", "synthesis.style": "difftumor", **crop, **semi},
     ]
     assert demo.fixed == {"synthesis.generator": "auto", "eval.organ_masks": "truth"}
-    hu = {"data.real_tumors": False, "synthesis.style": "hu", "synthesis.location": "uniform",
+    hu = {"data.real_fraction": 0.0, "synthesis.style": "hu", "synthesis.location": "uniform",
           "synthesis.sphere_ratio": 0.0, "data.semi_supervised": False,
           "eval.select_metric": "val_mean_dice", "data.healthy_crop_organ_mm": None}  # fmt: skip
     assert not match_published("unet", "hu-val", hu, swept).empty  # Hu's column beside Hu's arm

@@ -152,7 +152,7 @@ def test_every_style_logs_patch_fractions(cases: CaseLists) -> None:
                LocalSession(None), NullLogger())  # fmt: skip
     row = train_epoch(hu, 0)
     assert 0 < row[tracking.PATCH_SYNTHETIC_FRACTION] == row[tracking.PATCH_TUMOR_FRACTION]
-    real = build(make_config("demo", {**small, "data.real_tumors": True}), cases,
+    real = build(make_config("demo", {**small, "data.real_fraction": 1.0}), cases,
                  LocalSession(None), NullLogger())  # fmt: skip
     row = train_epoch(real, 0)
     assert row[tracking.PATCH_TUMOR_FRACTION] > 0 and row[tracking.PATCH_SYNTHETIC_FRACTION] == 0

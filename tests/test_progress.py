@@ -10,9 +10,9 @@ from tumorsweep.search_space import load_search_space, trial_count
 def test_trial_names_say_their_configuration() -> None:
     swept = ["synthesis.sphere_ratio"]
     assert trial_name({"synthesis.sphere_ratio": 0.05}, swept, 0, None) == "sphere_ratio=0.05 s0"
-    both = ["model.name", "data.real_tumors"]
-    overrides = {"model.name": "swin_unetr_tiny", "data.real_tumors": True}
-    assert trial_name(overrides, both, 2, 1) == "swin_unetr_tiny real_tumors=True s2 f1"
+    both = ["model.name", "data.real_fraction"]
+    overrides = {"model.name": "swin_unetr_tiny", "data.real_fraction": 1.0}
+    assert trial_name(overrides, both, 2, 1) == "swin_unetr_tiny real_fraction=1.0 s2 f1"
 
 
 def test_progress_counts_best_and_time_left() -> None:

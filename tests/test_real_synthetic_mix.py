@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
-from tumorsweep.config import make_config
+from tumorsweep.config import TrialConfig, make_config
 from tumorsweep.data.cases import REAL_TUMOR_KEY, CaseLists, resolve_cases
 from tumorsweep.data.loaders import MixSampler
 from tumorsweep.data.transforms import resampled_pair
@@ -98,12 +99,16 @@ def test_a_mixed_trial_trains_on_both_arms_through_the_sampler(cases: CaseLists)
 def test_the_two_ends_are_the_synthetic_and_real_arms(cases: CaseLists) -> None:
     synthetic = make_config("demo", {"data.real_fraction": 0.0})
     real = make_config("demo", {"data.real_fraction": 1.0})
-    alias = make_config("demo", {"data.real_tumors": True})
+    # the old spelling, as a config logged before the merge holds it, reads as real_fraction 1
+    logged = make_config("demo").model_dump(mode="json")
+    logged["data"] = {**logged["data"], "real_tumors": True}
+    logged["data"].pop("real_fraction")
+    alias = TrialConfig.model_validate(logged)
     healthy = tuple({**e, REAL_TUMOR_KEY: False} for e in cases.train)
     tumour = tuple({**e, REAL_TUMOR_KEY: True} for e in cases.train_tumor)
     assert training_cases(synthetic, cases) == healthy and uses_synthesis(synthetic)
     assert training_cases(real, cases) == tumour and not uses_synthesis(real)
-    assert training_cases(alias, cases) == tumour and alias.data.real_share() == 1.0
+    assert training_cases(alias, cases) == tumour and alias.data.real_fraction == 1.0
     torch.manual_seed(0)
     trainer = build(make_config("demo", {**SMALL, "data.real_fraction": 0.0}), cases,
                     LocalSession(None), NullLogger())  # fmt: skip
@@ -123,8 +128,13 @@ def test_real_tumour_samples_keep_their_own_labels(cases: CaseLists) -> None:
 
 
 def test_mixes_the_study_cannot_run_are_refused(cases: CaseLists) -> None:
-    with pytest.raises(TumorsweepError, match="set only one of them"):
-        make_config("demo", {"data.real_tumors": True, "data.real_fraction": 0.5})
+    # the old field in an override names the new one; in a config it must agree with it
+    with pytest.raises(TumorsweepError, match="data.real_tumors is gone: set data.real_fraction"):
+        make_config("demo", {"data.real_tumors": True})
+    both = make_config("demo").model_dump(mode="json")
+    both["data"] = {**both["data"], "real_tumors": True, "real_fraction": 0.5}
+    with pytest.raises(ValidationError, match="set only data.real_fraction"):
+        TrialConfig.model_validate(both)
     with pytest.raises(TumorsweepError, match="real_fraction"):
         make_config("demo", {"data.real_fraction": 1.5})
     no_real = CaseLists(**{**cases.__dict__, "train_tumor": ()})
@@ -137,7 +147,7 @@ def test_report_labels_and_published_faq_figures() -> None:
     assert knob_qualifier("data.real_fraction", 0.7) == "Real:Synthetic 7:3"
     assert knob_qualifier("data.real_fraction", 0.0) == "Synthetic"
     assert knob_qualifier("data.real_fraction", 1.0) == "Real"
-    ours = {"data.real_tumors": False, "synthesis.style": "hu", "synthesis.location": "uniform",
+    ours = {"synthesis.style": "hu", "synthesis.location": "uniform",
             "synthesis.sphere_ratio": 0.0, "data.real_fraction": 0.5}  # fmt: skip
     row = match_published("unet", "hu-val", ours, ["data.real_fraction"])
     assert row[["metric", "value", "source"]].values.tolist() == [["tumor_dice", 0.566, "faq"]]

@@ -120,7 +120,9 @@ def test_study_records_evaluation_only_trials(study):
         assert run.data.tags[tracking.CHECKPOINT_SHA256_TAG] == digest
         assert run.data.tags[tracking.PARENT_TAG] == parents[0].info.run_id
         assert run.data.params["eval.protocol"] == "hu2023"
-        assert run.data.params["data.real_tumors"] == str(file.startswith("real"))
+        assert run.data.params["data.real_fraction"] == (
+            "1.0" if file.startswith("real") else "0.0"
+        )
         local = client.download_artifacts(run.info.run_id, tracking.PER_CASE_TEST_ARTIFACT)
         per_case = pd.read_csv(local)
         assert sorted(per_case["case"]) == sorted(f"liver_{n}" for n in HU_VAL)

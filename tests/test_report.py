@@ -139,7 +139,7 @@ def _unet(ratio: float, **more: object) -> dict:
     return {
         "model.name": "unet",
         "model.pretrained": None,
-        "data.real_tumors": False,
+        "data.real_fraction": 0.0,
         "synthesis.style": "hu",
         "synthesis.location": "uniform",
         "synthesis.sphere_ratio": ratio,
@@ -189,10 +189,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
     s.trial(exp, new, _unet(0.10, **HU2023), 0, "FAILED")
     s.trial(exp, new, _unet(0.12, **HU2023), 0, drop=("liver_nsd",))
     bb = s.experiment("backbones")
-    swept = ["model.name", "data.real_tumors"]
-    sweep = s.sweep(bb, swept, {"model.name": "unet", "data.real_tumors": False}, start=3_000)
+    swept = ["model.name", "data.real_fraction"]
+    sweep = s.sweep(bb, swept, {"model.name": "unet", "data.real_fraction": 0.0}, start=3_000)
     for real in (False, True):
-        s.trial(bb, sweep, {**_unet(0.0), "data.real_tumors": real}, 0, eval_set="global")
+        s.trial(bb, sweep, {**_unet(0.0), "data.real_fraction": float(real)}, 0, eval_set="global")
     noise = s.experiment("seed_noise")
     warned = {"tumorsweep.data_warnings": json.dumps([DATA_WARNING])}
     sweep = s.sweep(noise, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 4_000, warned)
@@ -489,7 +489,7 @@ def test_a_column_that_left_the_paper_protocol_says_so_beside_the_published_valu
     # A param the published column sets itself (the real-tumour control) is no deviation.
     real = store.experiment("short_real_control")
     sweep = store.sweep(real, ["model.name"], {"model.name": "unet"}, start=6_000)
-    control = {**HU2023, "data.real_tumors": True, "schedule.epochs": 200}
+    control = {**HU2023, "data.real_fraction": 1.0, "schedule.epochs": 200}
     store.trial(real, sweep, _unet(0.0, **control), 0)
     report_real = build_report(store.uri, "short_real_control", n_resamples=200)
     notes = " ".join(report_notes(report_real, "short_real_control"))

@@ -53,7 +53,7 @@ def _trial(client: MlflowClient, exp: str, parent: str, params: dict, pool: dict
 def _params(ratio: float, **more) -> dict:
     return {
         "model.name": "unet",
-        "data.real_tumors": False,
+        "data.real_fraction": 0.0,
         "synthesis.style": "hu",
         "synthesis.location": "uniform",
         "synthesis.sphere_ratio": ratio,

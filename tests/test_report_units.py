@@ -32,7 +32,7 @@ from tumorsweep.report.runs import _read_per_case, parse_param
 from tumorsweep.report.tables import latex_escape
 
 SYNTHETIC = {
-    "data.real_tumors": False,
+    "data.real_fraction": 0.0,
     "synthesis.style": "hu",
     "synthesis.location": "uniform",
     "synthesis.sphere_ratio": 0.0,
@@ -66,7 +66,7 @@ def test_params_parse_back_to_their_values(text: str, value: object) -> None:
         ("swin_unetr_base", "hu-val", {}, "/w/model_swinvit.pt", "Swin-UNETR-Base (pretrain)"),
         ("swin_unetr_tiny", "hu-val", {}, False, "Swin-UNETR-Tiny (no.pretrain)"),
         ("nnunet", "chen-val-0", {}, None, "nnUNet(Chen's Val)"),
-        ("segmamba_v1", "hu-val", {"data.real_tumors": True}, None, "SegMambaV1(Real)"),
+        ("segmamba_v1", "hu-val", {"data.real_fraction": 1.0}, None, "SegMambaV1(Real)"),
         ("unet", "hu-val", {"synthesis.gmm_components": 3}, None, "UNET(gmm_components=3)"),
     ],
 )
@@ -97,7 +97,7 @@ def test_published_match_needs_every_swept_knob_and_prefers_the_replication() ->
     # a texture study's baseline must not borrow the baseline's published value
     assert match_published("unet", "hu-val", SYNTHETIC, ["synthesis.texture.u0_min"]).empty
     assert match_published("unet", "test", SYNTHETIC, ["synthesis.sphere_ratio"]).empty
-    real = match_published("unet", "hu-val", {"data.real_tumors": True}, ["data.real_tumors"])
+    real = match_published("unet", "hu-val", {"data.real_fraction": 1.0}, ["data.real_fraction"])
     assert real.set_index("metric").loc["tumor_dice", "value"] == 0.56542
 
 

@@ -108,7 +108,7 @@ def test_broken_case_contents_are_refused_in_a_dry_run(
             "model.pretrained: file not found: /no/such.pt",
         ),
         (["--set", "eval.select_metric=val_tumour_dice"], "unknown selection metric"),
-        (["--set", "data.real_tumors=true", "--set", "eval.select_on=test"], "test list"),
+        (["--set", "data.real_fraction=1", "--set", "eval.select_on=test"], "test list"),
         (
             [
                 "--folds",

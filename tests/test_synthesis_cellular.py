@@ -291,7 +291,7 @@ def test_synthesis_styles_study_meets_the_published_zhang_column():
     space = load_search_space("synthesis_styles")
     swept = space.swept_names()
     assert swept == ["model.name", "synthesis.style"]
-    common = {"data.real_tumors": False, "synthesis.location": "uniform",
+    common = {"data.real_fraction": 0.0, "synthesis.location": "uniform",
               "synthesis.sphere_ratio": 0.0}  # fmt: skip
     zhang = match_published("unet", "hu-val", {**common, "synthesis.style": "zhang"}, swept)
     assert set(zhang["label"]) == {"Zhang et al."}

@@ -61,7 +61,7 @@ def test_resume_continues_from_checkpoint(cases: CaseLists, tmp_path: Path) -> N
 def test_real_tumour_control_trains_on_tumour_cases(cases: CaseLists) -> None:
     torch.set_num_threads(1)
     assert cases.train_tumor, "phantom must hold real-tumour training cases"
-    cfg = make_config("demo", {**FAST, "schedule.epochs": 1, "data.real_tumors": True})
+    cfg = make_config("demo", {**FAST, "schedule.epochs": 1, "data.real_fraction": 1.0})
     out = run_local(cfg, cases)
     assert math.isfinite(out["final"]["liver_dice"])
 

@@ -62,7 +62,7 @@ def test_build_makes_the_loader_and_schedule_of_the_config(cases: CaseLists) -> 
     assert batch["label"].dtype == torch.int64 and int(batch["label"].max()) <= 2
     assert len(trainer.loader.dataset) == len(cases.train)  # healthy cases: synthesis arm
     assert trainer.synthesis is not None
-    control = _trainer(cases, **{"data.real_tumors": True})
+    control = _trainer(cases, **{"data.real_fraction": 1.0})
     assert control.synthesis is None and len(control.loader.dataset) == len(cases.train_tumor)
 
 
@@ -138,7 +138,7 @@ def test_check_trial_refuses_what_cannot_run(cases, tmp_path: Path) -> None:
     with pytest.raises(TumorsweepError, match="no healthy .* training cases"):
         check_trial(make_config("demo", SMALL), empty)
     with pytest.raises(TumorsweepError, match="no real-tumour training cases"):
-        check_trial(make_config("demo", {**SMALL, "data.real_tumors": True}), empty)
+        check_trial(make_config("demo", {**SMALL, "data.real_fraction": 1.0}), empty)
     no_tumours = CaseLists(cases.train, (), cases.validation, cases.test, "test", "/data")
     gmm = make_config("demo", {**SMALL, "synthesis.location": "gmm"})
     with pytest.raises(TumorsweepError, match="location=gmm needs real-tumour training cases"):

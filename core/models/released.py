@@ -90,7 +90,7 @@ class ReleasedCheckpoint:
             "model.pretrained": "model_swinvit.pt" if self.pretrained else None,
             "data.spacing": list(self.spacing),
             "data.window": list(self.window),
-            "data.real_tumors": self.training == "real",
+            "data.real_fraction": 1.0 if self.training == "real" else 0.0,
             "synthesis.style": self.style,
             "eval.overlap": self.overlap,
             "eval.protocol": self.protocol,
