@@ -1,7 +1,13 @@
 """Everything a sweep refuses before Ray starts, dry runs included: bad resources, a tracking
 store that would be created in the wrong place or hang, an unreachable cluster, broken case
 files and trials that cannot run on the study's cases. Each refusal is one `TumorsweepError`
-naming the flag, field or file."""
+naming the flag, field or file.
+
+This module is the one entry a study calls: the per-trial checks it runs are
+`tumorsweep.train.check_trial` (also run by the trainer itself, so a trial built outside a
+study is refused the same way), which calls `tumorsweep.difftumor.trial.check_generator` for
+a DiffTumor trial; those stay beside the code they guard (the trainer's layer cannot import
+this one)."""
 
 from __future__ import annotations
 
