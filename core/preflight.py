@@ -198,12 +198,6 @@ def _run_experiment(tracking_uri: str, run_id: str) -> str | None:
         finally:
             connection.close()
         return None if row is None else str(row[0])
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from tumorsweep.tracking import RunStore
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        run = client.get_run(run_id)
-        return client.get_experiment(run.info.experiment_id).name
-    except MlflowException:
-        return None
+    return RunStore(tracking_uri).experiment_of(run_id)

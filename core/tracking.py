@@ -269,6 +269,17 @@ class RunStore:
         )
         return [run.info.run_id for run in found]
 
+    def experiment_of(self, run_id: str) -> str | None:
+        """The name of the experiment run `run_id` belongs to; None when the store has no such
+        run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+            return self.client.get_experiment(run.info.experiment_id).name
+        except MlflowException:
+            return None
+
     def run_error(self, run_id: str) -> str:
         """The failure reason a run was closed with ("" if none)."""
         return self.client.get_run(run_id).data.tags.get(ERROR_TAG, "")
