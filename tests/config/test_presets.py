@@ -140,8 +140,9 @@ CHECKS: dict[str, dict[str, Reader]] = {
 NOT_ON_ONE_LINE = {
     "loss.lambda_dice": "MONAI DiceCELoss's default weight, main.py:448 passes none",
     "loss.lambda_ce": "MONAI DiceCELoss's default weight, main.py:448 passes none",
-    "eval.protocol": "validation.py as a whole: tests/test_faithfulness_hu2023.py",
-    "eval.postprocess": "validation.py:37-61 (denoise_pred): tests/test_evaluate_postprocess.py",
+    "eval.protocol": "validation.py as a whole: tests/evaluate/test_faithfulness_hu2023.py",
+    "eval.postprocess": "validation.py:37-61 (denoise_pred): "
+    "tests/evaluate/test_evaluate_postprocess.py",
     "eval.select_metric": "monai_trainer.py:310-330 (mean of the per-class Dice)",
 }
 
@@ -243,7 +244,7 @@ def test_make_config_gives_exactly_the_files_values(name):
 
 
 def test_the_presets_page_is_generated_from_the_files():
-    page = Path(__file__).parents[1] / "docs" / "presets.md"
+    page = Path(__file__).parents[2] / "docs" / "presets.md"
     assert page.read_text(encoding="utf-8") == presets_doc.render(), (
         "docs/presets.md is out of date: python -m tumorsweep.presets_doc > docs/presets.md"
     )

@@ -12,7 +12,7 @@ from tumorsweep.config import PRESETS, TrialConfig, flatten, make_config
 from tumorsweep.config_reference import fields, reference_markdown
 from tumorsweep.generative.config import GeneratorConfig
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 def test_every_trial_field_has_a_description() -> None:

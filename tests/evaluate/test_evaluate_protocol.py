@@ -1,7 +1,7 @@
 """Evaluation protocols: where the two differ, and what hu2023 refuses.
 
 That hu2023 equals Hu et al.'s `validation.py` run with MONAI 0.9.0 is checked against MONAI
-0.9 itself in tests/test_faithfulness_hu2023.py.
+0.9 itself in tests/evaluate/test_faithfulness_hu2023.py.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def case(tmp_path_factory):
 
 
 def test_hu2023_refuses_a_chain_that_resamples_otherwise(case):
-    """hu2023 numbers need MONAI 0.9's resampling (tests/test_faithfulness_hu2023.py): a chain
-    built for the other protocol is refused with the fix, before any window runs."""
+    """hu2023 numbers need MONAI 0.9's resampling (tests/evaluate/test_faithfulness_hu2023.py):
+    a chain built for the other protocol is refused with the fix, before any window runs."""
     with pytest.raises(TumorsweepError, match=r"transforms\(spacing, window\)") as caught:
         evaluate_cases(NearestIntensity(), [case], eval_transforms(), roi=ROI, protocol="hu2023")
     assert "case_3.nii.gz" in str(caught.value) and "'monai09'" in str(caught.value)

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 pytestmark = pytest.mark.ray
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--set", "schedule.epochs=2", "--set", "schedule.warmup_epochs=1",
     "--set", "schedule.val_every=1", "--set", "schedule.patch_size=[32, 32, 32]",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[1] / "core"
+CORE = Path(__file__).resolve().parents[2] / "core"
 
 LAYERS: list[tuple[set[str], bool]] = [  # (rooms, may the rooms import each other)
     ({"cli"}, True),
@@ -40,7 +40,7 @@ def _level(room: str) -> int:
     for level, (rooms, _) in enumerate(LAYERS):
         if room in rooms:
             return level
-    raise AssertionError(f"room {room!r} is in no layer: add it to tests/test_layers.py")
+    raise AssertionError(f"room {room!r} is in no layer: add it to tests/package/test_layers.py")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
