@@ -103,14 +103,13 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def load_trained(weights: str | Path, config: str | Path, source: str) -> TrainedModel:
     """The config's network with the checkpoint's weights; a checkpoint of another network
     (missing, unexpected or differently shaped parameters) is an error naming both files."""
-    from tumorsweep.models import backbone, build
+    from tumorsweep.models import build
     from tumorsweep.models.checkpoints import match_keys
+    from tumorsweep.models.registry import build_options
 
     cfg = read_config(config)
     state = read_weights(weights)
-    options = dict(cfg.model.options)
-    if backbone(cfg.model.name).takes_patch_size:  # as tumorsweep.train.build makes it
-        options.setdefault("patch_size", cfg.schedule.patch_size)
+    options = build_options(cfg.model.name, cfg.model.options, cfg.schedule.patch_size)
     network = build(cfg.model.name, None, **options)  # the weights replace any pretraining
     state = match_keys(state, network)  # published Swin names -> MONAI's
     try:

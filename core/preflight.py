@@ -1,7 +1,13 @@
 """Everything a sweep refuses before Ray starts, dry runs included: bad resources, a tracking
 store that would be created in the wrong place or hang, an unreachable cluster, broken case
 files and trials that cannot run on the study's cases. Each refusal is one `TumorsweepError`
-naming the flag, field or file."""
+naming the flag, field or file.
+
+This module is the one entry a study calls: the per-trial checks it runs are
+`tumorsweep.train.check_trial` (also run by the trainer itself, so a trial built outside a
+study is refused the same way), which calls `tumorsweep.difftumor.trial.check_generator` for
+a DiffTumor trial; those stay beside the code they guard (the trainer's layer cannot import
+this one)."""
 
 from __future__ import annotations
 
@@ -141,7 +147,7 @@ def check_resume(storage: str, tracking_uri: str, experiment: str) -> None:
     starts or anything is written; a store that is not the one the sweep used is refused."""
     import json
 
-    from tumorsweep.sweep import STATE_FILE, safe_name
+    from tumorsweep.sweep.state import STATE_FILE, safe_name
 
     if "://" in storage:
         return  # cloud storage: Tune's own restore checks it
@@ -192,12 +198,6 @@ def _run_experiment(tracking_uri: str, run_id: str) -> str | None:
         finally:
             connection.close()
         return None if row is None else str(row[0])
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from tumorsweep.tracking import RunStore
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        run = client.get_run(run_id)
-        return client.get_experiment(run.info.experiment_id).name
-    except MlflowException:
-        return None
+    return RunStore(tracking_uri).experiment_of(run_id)

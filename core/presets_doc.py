@@ -2,7 +2,7 @@
 every value with its kind and source, then the values in which the presets disagree.
 
 Run `python -m tumorsweep.presets_doc > docs/presets.md` after changing a preset file;
-`tests/test_presets.py` fails while the page is out of date.
+`tests/config/test_presets.py` fails while the page is out of date.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def render() -> str:
         "text, a public command line, a public code default (file:line of the repository at "
         "the commit given), or tumorsweep's own choice, where it differs from the public code "
         "on purpose and says why. Fields not listed keep their config defaults (synthesis "
-        "knobs: their own field descriptions). `tests/test_presets.py` checks every command "
+        "knobs: their own field descriptions). `tests/config/test_presets.py` checks every command "
         "and code-default value against the public text it cites, transcribed there.",
         "",
         "Kinds: " + "; ".join(f"`{kind}` = {text}" for kind, text in KIND_TEXT.items()) + ".",

@@ -34,7 +34,7 @@ from tumorsweep.errors import TumorsweepError
 from tumorsweep.models.released import RELEASED, ReleasedCheckpoint
 
 STUDY = "released_checkpoints"
-SWEPT = ["data.real_tumors", "synthesis.style"]  # what tells the files' columns apart
+SWEPT = ["data.real_fraction", "synthesis.style"]  # what tells the files' columns apart
 
 
 @dataclass(frozen=True)
@@ -174,9 +174,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in said:
         print(f"note: {note}", flush=True)
-    experiment_id = tracking.ensure_experiment(tracking_uri, args.experiment)
-    parent = tracking.start_parent_run(
-        tracking_uri,
+    store = tracking.RunStore(tracking_uri)
+    experiment_id = store.ensure_experiment(args.experiment)
+    parent = store.start_parent_run(
         experiment_id,
         f"{STUDY}-{time.strftime('%Y%m%d-%H%M%S')}",
         tags={
@@ -192,10 +192,8 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for item in found:
         failed += not evaluate_file(item, configs[item.entry.file], cases, eval_set, device,
-                                    tracking_uri, experiment_id, parent)  # fmt: skip
-    tracking.finish_run(
-        tracking_uri, parent, status="FAILED" if failed == len(found) else "FINISHED"
-    )
+                                    store, experiment_id, parent)  # fmt: skip
+    store.finish_run(parent, status="FAILED" if failed == len(found) else "FINISHED")
     from tumorsweep.report import build_report, to_markdown
 
     report = build_report(tracking_uri, args.experiment)
@@ -214,15 +212,47 @@ def evaluate_file(
     cases: list[dict],
     eval_set: str,
     device: str,
-    tracking_uri: str,
+    store: tracking.RunStore,
     experiment_id: str,
     parent: str,
 ) -> bool:
     """One nested run: params, the file's SHA-256, metrics and per-case CSV; False if the
     evaluation failed (the run is then FAILED with the reason)."""
-    from tumorsweep.evaluate import PROTOCOLS, evaluate_cases
-    from tumorsweep.train import summarise
+    entry = item.entry
+    run_id = _attach_run(item, cfg, eval_set, store, experiment_id, parent)
+    print(f"evaluating {entry.file} ({entry.backbone}) ...", flush=True)
+    try:
+        rows, metrics = _score(item, cfg, cases, device)
+        logger = store.trial_logger(run_id)
+        results, bookkeeping = tracking.split_bookkeeping(metrics)
+        logger.log_metrics(results, step=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            per_case = Path(tmp) / tracking.PER_CASE_TEST_ARTIFACT
+            pd.DataFrame.from_records(rows).to_csv(per_case, index=False)
+            config = Path(tmp) / tracking.CONFIG_ARTIFACT
+            config.write_text(to_yaml(cfg))
+            books = Path(tmp) / tracking.BOOKKEEPING_ARTIFACT
+            books.write_text(json.dumps(bookkeeping, indent=1, sort_keys=True), encoding="utf-8")
+            logger.log_artifacts([per_case, config, books])
+    except Exception as exc:  # one bad file never takes the others down
+        reason = " ".join(str(exc).split())[:500] or type(exc).__name__
+        print(f"{entry.file}: failed: {reason}", file=sys.stderr, flush=True)
+        store.finish_run(run_id, status="FAILED", error=reason)
+        return False
+    store.finish_run(run_id)
+    return True
 
+
+def _attach_run(
+    item: Found,
+    cfg: TrialConfig,
+    eval_set: str,
+    store: tracking.RunStore,
+    experiment_id: str,
+    parent: str,
+) -> str:
+    """The file's nested run, tagged with its backbone, checkpoint hash and published
+    column."""
     entry = item.entry
     column = [entry.published_table, entry.published_label] if entry.published_table else None
     tags = {
@@ -240,42 +270,31 @@ def evaluate_file(
         "checkpoint.sha256": item.sha256,
         "checkpoint.publisher": entry.publisher,
     }
-    run_id = tracking.attach_trial_run(
-        tracking_uri, experiment_id, parent, entry.file, entry.name, tags=tags, params=params
+    return store.attach_trial_run(
+        experiment_id, parent, entry.file, entry.name, tags=tags, params=params
     )
-    print(f"evaluating {entry.file} ({entry.backbone}) ...", flush=True)
-    try:
-        started = time.perf_counter()
-        network = load_released(entry, item.path).to(device)
-        rows = evaluate_cases(
-            network,
-            cases,
-            PROTOCOLS[cfg.eval.protocol].transforms(cfg.data.spacing, cfg.data.window),
-            roi=cfg.eval.roi or cfg.schedule.patch_size,
-            overlap=cfg.eval.overlap,
-            sw_batch_size=cfg.eval.sw_batch_size,
-            amp=False,  # the publishers' validation.py runs float32
-            tolerance_mm=cfg.eval.tolerance_mm,
-            protocol=cfg.eval.protocol,
-            postprocess=cfg.eval.postprocess,
-            device=device,
-        )
-        metrics = {**summarise(rows), "time_eval_s": time.perf_counter() - started}
-        logger = tracking.MlflowTrialLogger(tracking_uri, run_id)
-        results, bookkeeping = tracking.split_bookkeeping(metrics)
-        logger.log_metrics(results, step=0)
-        with tempfile.TemporaryDirectory() as tmp:
-            per_case = Path(tmp) / tracking.PER_CASE_TEST_ARTIFACT
-            pd.DataFrame.from_records(rows).to_csv(per_case, index=False)
-            config = Path(tmp) / tracking.CONFIG_ARTIFACT
-            config.write_text(to_yaml(cfg))
-            books = Path(tmp) / tracking.BOOKKEEPING_ARTIFACT
-            books.write_text(json.dumps(bookkeeping, indent=1, sort_keys=True), encoding="utf-8")
-            logger.log_artifacts([per_case, config, books])
-    except Exception as exc:  # one bad file never takes the others down
-        reason = " ".join(str(exc).split())[:500] or type(exc).__name__
-        print(f"{entry.file}: failed: {reason}", file=sys.stderr, flush=True)
-        tracking.finish_run(tracking_uri, run_id, status="FAILED", error=reason)
-        return False
-    tracking.finish_run(tracking_uri, run_id)
-    return True
+
+
+def _score(
+    item: Found, cfg: TrialConfig, cases: list[dict], device: str
+) -> tuple[list[dict], dict[str, float]]:
+    """The released network's per-case rows on `cases` and their summary metrics."""
+    from tumorsweep.evaluate import PROTOCOLS, evaluate_cases
+    from tumorsweep.train import summarise
+
+    started = time.perf_counter()
+    network = load_released(item.entry, item.path).to(device)
+    rows = evaluate_cases(
+        network,
+        cases,
+        PROTOCOLS[cfg.eval.protocol].transforms(cfg.data.spacing, cfg.data.window),
+        roi=cfg.eval.roi or cfg.schedule.patch_size,
+        overlap=cfg.eval.overlap,
+        sw_batch_size=cfg.eval.sw_batch_size,
+        amp=False,  # the publishers' validation.py runs float32
+        tolerance_mm=cfg.eval.tolerance_mm,
+        protocol=cfg.eval.protocol,
+        postprocess=cfg.eval.postprocess,
+        device=device,
+    )
+    return rows, {**summarise(rows), "time_eval_s": time.perf_counter() - started}

@@ -92,22 +92,14 @@ class LocalSession(_OneProcess):
             save_state(checkpoint, self.checkpoint_dir)
 
 
-class RaySession:
-    """Ray Train's context: rank, DDP wrapping, distributed sampler, checkpoints."""
+class _RayCheckpoints:
+    """Checkpoints and reports through a Ray API (`ray.train` or `ray.tune`: both take a
+    folder Checkpoint and give it back as a directory), shared by the two Ray sessions."""
 
-    def __init__(self) -> None:
-        import ray.train
-        import ray.train.torch
-
-        self._train = ray.train
-        self._torch = ray.train.torch
-        context = ray.train.get_context()
-        self.world_rank = context.get_world_rank()
-        self.world_size = context.get_world_size()
-        self.device = ray.train.torch.get_device()
+    _api: Any
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        checkpoint = self._train.get_checkpoint()
+        checkpoint = self._api.get_checkpoint()
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as folder:  # a local copy, if any, is removed after
@@ -115,11 +107,26 @@ class RaySession:
 
     def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
         if checkpoint is None:
-            self._train.report(metrics)
+            self._api.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="tumorsweep-ckpt-") as folder:
             save_state(checkpoint, Path(folder))  # report() persists it to storage before
-            self._train.report(metrics, checkpoint=self._train.Checkpoint.from_directory(folder))
+            self._api.report(metrics, checkpoint=self._api.Checkpoint.from_directory(folder))
+
+
+class RaySession(_RayCheckpoints):
+    """Ray Train's context: rank, DDP wrapping, distributed sampler, checkpoints."""
+
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        self._api = ray.train
+        self._torch = ray.train.torch
+        context = ray.train.get_context()
+        self.world_rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.device = ray.train.torch.get_device()
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return self._torch.prepare_model(model)
@@ -132,7 +139,7 @@ class RaySession:
             torch.distributed.barrier()
 
 
-class TuneSession(_OneProcess):
+class TuneSession(_RayCheckpoints, _OneProcess):
     """A one-worker trial inside its own Ray Tune process: rank 0 of 1, the GPU Ray gave the
     trial (if any), checkpoints through Tune (a retried trial resumes from the last one)."""
 
@@ -140,20 +147,5 @@ class TuneSession(_OneProcess):
         import ray
         from ray import tune
 
-        self._tune = tune
+        self._api = tune
         self.device = torch.device("cuda:0" if ray.get_gpu_ids() else "cpu")
-
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        checkpoint = self._tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            return load_state(Path(folder))
-
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
-        if checkpoint is None:
-            self._tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="tumorsweep-ckpt-") as folder:
-            save_state(checkpoint, Path(folder))
-            self._tune.report(metrics, checkpoint=self._tune.Checkpoint.from_directory(folder))

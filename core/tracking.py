@@ -128,40 +128,12 @@ def check_model_name(name: str, flag: str = "model name") -> None:
         raise TumorsweepError(f"{flag} {name!r}: {_first_line(exc)}") from None
 
 
-def _client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
 def local_artifact_root(tracking_uri: str) -> str | None:
     """For a local SQLite store, artifacts live beside the database file."""
     if tracking_uri.startswith("sqlite:///"):
         db_path = Path(tracking_uri[len("sqlite:///") :])
         return (db_path.parent / "mlartifacts").as_uri()
     return None
-
-
-def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """Create the store and the experiment once (in the driver, before any trial starts), marked
-    as a training experiment (`EXPERIMENT_KIND_TAG`)."""
-    client = _client(tracking_uri)
-    try:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            experiment_id = client.create_experiment(
-                name, artifact_location=local_artifact_root(tracking_uri)
-            )
-        else:
-            experiment_id = experiment.experiment_id
-            if experiment.lifecycle_stage == "deleted":
-                client.restore_experiment(experiment_id)
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-        return experiment_id
-    except TumorsweepError:
-        raise
-    except Exception as exc:  # unreachable server, unwritable file, bad URI
-        raise TumorsweepError(f"MLflow tracking URI {tracking_uri!r}: {exc}") from None
 
 
 def runs_page_url(tracking_uri: str, experiment_id: str, order_by: str | None = None) -> str:
@@ -215,78 +187,6 @@ def driver_tags() -> dict[str, str]:
     return {DRIVER_HOST_TAG: socket.gethostname(), DRIVER_PID_TAG: str(os.getpid())}
 
 
-def start_parent_run(
-    tracking_uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str]
-) -> str:
-    """The parent run of one sweep invocation."""
-    client = _client(tracking_uri)
-    all_tags = {ROLE_TAG: "sweep", **driver_tags(), **tags}
-    return client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
-
-
-def attach_trial_run(
-    tracking_uri: str,
-    experiment_id: str,
-    parent_run_id: str,
-    trial_id: str,
-    run_name: str,
-    tags: Mapping[str, str],
-    params: Mapping[str, Any],
-) -> str:
-    """The nested run of one trial: re-attach to it if this trial already has one (resume)."""
-    client = _client(tracking_uri)
-    run_id = find_trial_run(tracking_uri, experiment_id, parent_run_id, trial_id)
-    if run_id:
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    all_tags = {ROLE_TAG: "trial", PARENT_TAG: parent_run_id, TRIAL_ID_TAG: trial_id, **tags}
-    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-    log_params(tracking_uri, run.info.run_id, params)
-    return run.info.run_id
-
-
-def find_trial_run(
-    tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str
-) -> str | None:
-    """The nested run of a Tune trial in this sweep, if it has one."""
-    found = _client(tracking_uri).search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = "
-        f"'{parent_run_id}'",
-        max_results=1,
-    )
-    return found[0].info.run_id if found else None
-
-
-def reopen_parent_run(tracking_uri: str, run_id: str) -> None:
-    """A resumed sweep's parent run: RUNNING again, driven by this process."""
-    client = _client(tracking_uri)
-    client.update_run(run_id, status="RUNNING")
-    for key, value in driver_tags().items():
-        client.set_tag(run_id, key, value)
-
-
-def running_trials(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[str]:
-    """Ids of the sweep's trial runs still marked RUNNING."""
-    found = _client(tracking_uri).search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-        max_results=10_000,
-    )
-    return [run.info.run_id for run in found]
-
-
-def run_error(tracking_uri: str, run_id: str) -> str:
-    """The failure reason a run was closed with ("" if none)."""
-    return _client(tracking_uri).get_run(run_id).data.tags.get(ERROR_TAG, "")
-
-
-def close_if_running(tracking_uri: str, run_id: str, status: str, error: str = "") -> None:
-    """Give a run its final status unless it already has one (the trial set it itself)."""
-    if _client(tracking_uri).get_run(run_id).info.status == "RUNNING":
-        finish_run(tracking_uri, run_id, status=status, error=error)
-
-
 def _params(params: Mapping[str, Any]) -> list:
     from mlflow.entities import Param
 
@@ -325,147 +225,301 @@ def pool_params(pool: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
     return {**params, POOL_TOTAL_PARAM: sum(params.values())}
 
 
+class RunStore:
+    """One MLflow store (a tracking URI) and the one client that talks to it: everything the
+    sweep driver, a trial, the generator job and the released-checkpoint study write to or read
+    from MLflow goes through here, named by the tags and params above.
+
+    Args:
+        tracking_uri: the store (`sqlite:///...`, a folder, or an `http(s)://` server).
+    """
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._mlflow = None
+
+    @property
+    def client(self):
+        """The MLflow client, built on first use (a store travels to Ray workers unbuilt)."""
+        if self._mlflow is None:
+            from mlflow import MlflowClient
+
+            self._mlflow = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._mlflow
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "_mlflow": None}
+
+    def ensure_experiment(self, name: str) -> str:
+        """Create the store and the experiment once (in the driver, before any trial starts),
+        marked as a training experiment (`EXPERIMENT_KIND_TAG`); returns its id."""
+        try:
+            client = self.client
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                experiment_id = client.create_experiment(
+                    name, artifact_location=local_artifact_root(self.tracking_uri)
+                )
+            else:
+                experiment_id = experiment.experiment_id
+                if experiment.lifecycle_stage == "deleted":
+                    client.restore_experiment(experiment_id)
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            return experiment_id
+        except TumorsweepError:
+            raise
+        except Exception as exc:  # unreachable server, unwritable file, bad URI
+            raise TumorsweepError(f"MLflow tracking URI {self.tracking_uri!r}: {exc}") from None
+
+    def start_parent_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+        """The parent run of one sweep invocation (or generator job, or released study)."""
+        all_tags = {ROLE_TAG: "sweep", **driver_tags(), **tags}
+        return self.client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+
+    def attach_trial_run(
+        self,
+        experiment_id: str,
+        parent_run_id: str,
+        trial_id: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+    ) -> str:
+        """The nested run of one trial: re-attach to it if this trial already has one
+        (resume)."""
+        run_id = self.find_trial_run(experiment_id, parent_run_id, trial_id)
+        if run_id:
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        all_tags = {ROLE_TAG: "trial", PARENT_TAG: parent_run_id, TRIAL_ID_TAG: trial_id, **tags}
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def find_trial_run(self, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+        """The nested run of a Tune trial in this sweep, if it has one."""
+        found = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = "
+            f"'{parent_run_id}'",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
+    def reopen_parent_run(self, run_id: str) -> None:
+        """A resumed sweep's parent run: RUNNING again, driven by this process."""
+        self.client.update_run(run_id, status="RUNNING")
+        for key, value in driver_tags().items():
+            self.client.set_tag(run_id, key, value)
+
+    def running_trials(self, experiment_id: str, parent_run_id: str) -> list[str]:
+        """Ids of the sweep's trial runs still marked RUNNING."""
+        found = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+            "attributes.status = 'RUNNING'",
+            max_results=10_000,
+        )
+        return [run.info.run_id for run in found]
+
+    def experiment_of(self, run_id: str) -> str | None:
+        """The name of the experiment run `run_id` belongs to; None when the store has no such
+        run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+            return self.client.get_experiment(run.info.experiment_id).name
+        except MlflowException:
+            return None
+
+    def run_error(self, run_id: str) -> str:
+        """The failure reason a run was closed with ("" if none)."""
+        return self.client.get_run(run_id).data.tags.get(ERROR_TAG, "")
+
+    def close_if_running(self, run_id: str, status: str, error: str = "") -> None:
+        """Give a run its final status unless it already has one (the trial set it itself)."""
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.finish_run(run_id, status=status, error=error)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params in batches."""
+        _log_batches(self.client, run_id, params=_params(params))
+
+    def finish_run(self, run_id: str, status: str = "FINISHED", error: str = "") -> None:
+        """Close a run; a failed one keeps its reason as a tag so the UI and the report show
+        it."""
+        if error:
+            self.client.set_tag(run_id, ERROR_TAG, error[:5000])
+        self.client.set_terminated(run_id, status=status)
+
+    def log_case_lists(self, run_id: str, lists: Mapping[str, Sequence[Mapping]]) -> None:
+        """Register the case lists a trial used as MLflow dataset inputs (the UI's Dataset
+        column and lineage): one dataset per list (`training`, `validation`, `test`...), named
+        by the list and its data folder, with a digest of its case files (paths, sizes,
+        modification times) so two runs on the same cases show the same dataset."""
+        inputs = [_dataset_input(context, cases) for context, cases in lists.items() if cases]
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
+
+    def log_sweep_summary(self, run_id: str, metric: str, value: float, best: str) -> None:
+        """The study's answer on its sweep run: the best trial by the search metric (its run
+        name as a tag, the metric as `best_<metric>`), so the parent row reads as a summary."""
+        self.client.set_tag(run_id, BEST_TRIAL_TAG, best)
+        self.client.log_metric(run_id, f"best_{metric.removeprefix('best_')}", float(value))
+
+    def trial_logger(self, run_id: str) -> MlflowTrialLogger:
+        """The logger a trainer records its trial with, on this store's client."""
+        return MlflowTrialLogger(self.tracking_uri, run_id, client=self.client)
+
+    def download_trial_model(self, run_id: str, dst: str | Path) -> Path:
+        """Download a trial's `model/` folder (selected weights + config) into `dst`; returns
+        the local folder. A run without it is an error naming the run and why it may lack
+        it."""
+        try:
+            self.client.get_run(run_id)
+        except Exception as exc:  # unknown id, unreachable store
+            raise TumorsweepError(
+                f"--run {run_id}: no such run in {self.tracking_uri} ({exc})"
+            ) from None
+        listed = {Path(a.path).name for a in self.client.list_artifacts(run_id, MODEL_ARTIFACT_DIR)}
+        missing = sorted({BEST_WEIGHTS_FILE, CONFIG_ARTIFACT} - listed)
+        if missing:
+            raise TumorsweepError(
+                f"--run {run_id}: no {MODEL_ARTIFACT_DIR}/{missing[0]} artifact (the trial did "
+                "not finish its test, was run with eval.log_best_model=false, or predates "
+                "logged weights)"
+            )
+        return Path(self.client.download_artifacts(run_id, MODEL_ARTIFACT_DIR, str(dst)))
+
+    def download_registered_model(self, model_uri: str, dst: str | Path) -> Path:
+        """Download the folder a `models:/NAME/VERSION` URI points at into `dst`; returns
+        it."""
+        name, _, version = model_uri.removeprefix("models:/").partition("/")
+        if not model_uri.startswith("models:/") or not name or not version.isdigit():
+            raise TumorsweepError(f"--model {model_uri!r}: expected models:/NAME/VERSION")
+        try:
+            source = self.client.get_model_version_download_uri(name, version)
+        except Exception as exc:
+            raise TumorsweepError(
+                f"--model {model_uri}: no such model version in {self.tracking_uri} "
+                f"({_first_line(exc)})"
+            ) from None
+        run_id, _, path = source.removeprefix("runs:/").partition("/")
+        if not source.startswith("runs:/") or path != MODEL_ARTIFACT_DIR:
+            raise TumorsweepError(
+                f"--model {model_uri}: points at {source}, not at a tumorsweep trial's "
+                f"{MODEL_ARTIFACT_DIR}/ folder (register trials with --register-best)"
+            )
+        return self.download_trial_model(run_id, dst)
+
+    def best_trial(
+        self, experiment_id: str, parent_run_id: str, metric: str, mode: str
+    ) -> tuple[str, float] | None:
+        """The finished trial of a sweep with the best value of `metric` (`mode` "max" or
+        "min") and that value; None when no finished trial has it. Ties go to the earliest
+        trial."""
+        found = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+            "attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"],
+            max_results=10_000,
+        )
+        scored = [
+            (run.info.run_id, run.data.metrics[metric])
+            for run in found
+            if run.data.tags.get(ROLE_TAG) == "trial"
+            and math.isfinite(run.data.metrics.get(metric, math.nan))
+        ]
+        if not scored:
+            return None
+        sign = 1.0 if mode == "max" else -1.0
+        return max(scored, key=lambda item: sign * item[1])
+
+    def register_trial(
+        self, name: str, run_id: str, tags: Mapping[str, str], description: str
+    ) -> int:
+        """Register a trial's `model/` folder as a new version of model `name` (created if
+        new); returns the version number."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client
+        listed = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT_DIR)}
+        if BEST_WEIGHTS_FILE not in listed:
+            raise TumorsweepError(
+                f"--register-best {name!r}: trial run {run_id} has no {MODEL_ARTIFACT_DIR}/"
+                f"{BEST_WEIGHTS_FILE} (was eval.log_best_model false?)"
+            )
+        try:
+            try:
+                client.get_registered_model(name)
+            except MlflowException:
+                client.create_registered_model(name)
+            version = client.create_model_version(
+                name,
+                source=f"runs:/{run_id}/{MODEL_ARTIFACT_DIR}",
+                run_id=run_id,
+                tags=dict(tags),
+                description=description,
+            )
+        except MlflowException as exc:
+            raise TumorsweepError(f"--register-best {name!r}: {_first_line(exc)}") from None
+        return int(version.version)
+
+
+def _dataset_input(context: str, cases: Sequence[Mapping]):
+    """One case list as an MLflow dataset input (see `RunStore.log_case_lists`)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    digest = hashlib.sha256()
+    for case in sorted(cases, key=lambda c: c["image"]):
+        for path in (case["image"], case["label"]):
+            stat = os.stat(path)
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    root = os.path.commonpath([os.path.dirname(c["image"]) for c in cases])
+    dataset = Dataset(
+        name=f"{Path(root).name}:{context}",
+        digest=digest.hexdigest()[:16],
+        source_type="local",
+        source=json.dumps({"uri": root}),
+        profile=json.dumps({"num_cases": len(cases)}),
+    )
+    return DatasetInput(dataset, [InputTag("mlflow.data.context", context)])
+
+
+# Callers outside the study layer's drivers (the generator job, `tumorsweep predict`) still
+# use these one-call forms; each is one RunStore call.
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """`RunStore(tracking_uri).ensure_experiment(name)`."""
+    return RunStore(tracking_uri).ensure_experiment(name)
+
+
+def start_parent_run(
+    tracking_uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str]
+) -> str:
+    """`RunStore(tracking_uri).start_parent_run(...)`."""
+    return RunStore(tracking_uri).start_parent_run(experiment_id, run_name, tags)
+
+
 def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:
-    """Log params in batches."""
-    _log_batches(_client(tracking_uri), run_id, params=_params(params))
+    """`RunStore(tracking_uri).log_params(...)`."""
+    RunStore(tracking_uri).log_params(run_id, params)
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", error: str = "") -> None:
-    """Close a run; a failed one keeps its reason as a tag so the UI and the report show it."""
-    client = _client(tracking_uri)
-    if error:
-        client.set_tag(run_id, ERROR_TAG, error[:5000])
-    client.set_terminated(run_id, status=status)
-
-
-def log_case_lists(tracking_uri: str, run_id: str, lists: Mapping[str, Sequence[Mapping]]) -> None:
-    """Register the case lists a trial used as MLflow dataset inputs (the UI's Dataset column
-    and lineage): one dataset per list (`training`, `validation`, `test`...), named by the
-    list and its data folder, with a digest of its case files (paths, sizes, modification
-    times) so two runs on the same cases show the same dataset."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    inputs = []
-    for context, cases in lists.items():
-        if not cases:
-            continue
-        digest = hashlib.sha256()
-        for case in sorted(cases, key=lambda c: c["image"]):
-            for path in (case["image"], case["label"]):
-                stat = os.stat(path)
-                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        root = os.path.commonpath([os.path.dirname(c["image"]) for c in cases])
-        dataset = Dataset(
-            name=f"{Path(root).name}:{context}",
-            digest=digest.hexdigest()[:16],
-            source_type="local",
-            source=json.dumps({"uri": root}),
-            profile=json.dumps({"num_cases": len(cases)}),
-        )
-        inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context)]))
-    if inputs:
-        _client(tracking_uri).log_inputs(run_id, datasets=inputs)
-
-
-def log_sweep_summary(tracking_uri: str, run_id: str, metric: str, value: float, best: str) -> None:
-    """The study's answer on its sweep run: the best trial by the search metric (its run name
-    as a tag, the metric as `best_<metric>`), so the parent row reads as a summary."""
-    client = _client(tracking_uri)
-    client.set_tag(run_id, BEST_TRIAL_TAG, best)
-    client.log_metric(run_id, f"best_{metric.removeprefix('best_')}", float(value))
+    """`RunStore(tracking_uri).finish_run(...)`."""
+    RunStore(tracking_uri).finish_run(run_id, status, error)
 
 
 def download_trial_model(tracking_uri: str, run_id: str, dst: str | Path) -> Path:
-    """Download a trial's `model/` folder (selected weights + config) into `dst`; returns the
-    local folder. A run without it is an error naming the run and why it may lack it."""
-    client = _client(tracking_uri)
-    try:
-        client.get_run(run_id)
-    except Exception as exc:  # unknown id, unreachable store
-        raise TumorsweepError(f"--run {run_id}: no such run in {tracking_uri} ({exc})") from None
-    listed = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT_DIR)}
-    missing = sorted({BEST_WEIGHTS_FILE, CONFIG_ARTIFACT} - listed)
-    if missing:
-        raise TumorsweepError(
-            f"--run {run_id}: no {MODEL_ARTIFACT_DIR}/{missing[0]} artifact (the trial did not "
-            "finish its test, was run with eval.log_best_model=false, or predates logged weights)"
-        )
-    return Path(client.download_artifacts(run_id, MODEL_ARTIFACT_DIR, str(dst)))
+    """`RunStore(tracking_uri).download_trial_model(...)`."""
+    return RunStore(tracking_uri).download_trial_model(run_id, dst)
 
 
 def download_registered_model(tracking_uri: str, model_uri: str, dst: str | Path) -> Path:
-    """Download the folder a `models:/NAME/VERSION` URI points at into `dst`; returns it."""
-    name, _, version = model_uri.removeprefix("models:/").partition("/")
-    if not model_uri.startswith("models:/") or not name or not version.isdigit():
-        raise TumorsweepError(f"--model {model_uri!r}: expected models:/NAME/VERSION")
-    client = _client(tracking_uri)
-    try:
-        source = client.get_model_version_download_uri(name, version)
-    except Exception as exc:
-        raise TumorsweepError(
-            f"--model {model_uri}: no such model version in {tracking_uri} ({_first_line(exc)})"
-        ) from None
-    run_id, _, path = source.removeprefix("runs:/").partition("/")
-    if not source.startswith("runs:/") or path != MODEL_ARTIFACT_DIR:
-        raise TumorsweepError(
-            f"--model {model_uri}: points at {source}, not at a tumorsweep trial's "
-            f"{MODEL_ARTIFACT_DIR}/ folder (register trials with --register-best)"
-        )
-    return download_trial_model(tracking_uri, run_id, dst)
-
-
-def best_trial(
-    tracking_uri: str, experiment_id: str, parent_run_id: str, metric: str, mode: str
-) -> tuple[str, float] | None:
-    """The finished trial of a sweep with the best value of `metric` (`mode` "max" or "min")
-    and that value; None when no finished trial has it. Ties go to the earliest trial."""
-    found = _client(tracking_uri).search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"],
-        max_results=10_000,
-    )
-    scored = [
-        (run.info.run_id, run.data.metrics[metric])
-        for run in found
-        if run.data.tags.get(ROLE_TAG) == "trial"
-        and math.isfinite(run.data.metrics.get(metric, math.nan))
-    ]
-    if not scored:
-        return None
-    sign = 1.0 if mode == "max" else -1.0
-    return max(scored, key=lambda item: sign * item[1])
-
-
-def register_trial(
-    tracking_uri: str, name: str, run_id: str, tags: Mapping[str, str], description: str
-) -> int:
-    """Register a trial's `model/` folder as a new version of model `name` (created if new);
-    returns the version number."""
-    from mlflow.exceptions import MlflowException
-
-    client = _client(tracking_uri)
-    listed = {Path(a.path).name for a in client.list_artifacts(run_id, MODEL_ARTIFACT_DIR)}
-    if BEST_WEIGHTS_FILE not in listed:
-        raise TumorsweepError(
-            f"--register-best {name!r}: trial run {run_id} has no {MODEL_ARTIFACT_DIR}/"
-            f"{BEST_WEIGHTS_FILE} (was eval.log_best_model false?)"
-        )
-    try:
-        try:
-            client.get_registered_model(name)
-        except MlflowException:
-            client.create_registered_model(name)
-        version = client.create_model_version(
-            name,
-            source=f"runs:/{run_id}/{MODEL_ARTIFACT_DIR}",
-            run_id=run_id,
-            tags=dict(tags),
-            description=description,
-        )
-    except MlflowException as exc:
-        raise TumorsweepError(f"--register-best {name!r}: {_first_line(exc)}") from None
-    return int(version.version)
+    """`RunStore(tracking_uri).download_registered_model(...)`."""
+    return RunStore(tracking_uri).download_registered_model(model_uri, dst)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -514,9 +568,11 @@ class MlflowTrialLogger:
 
     records = True
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, client: Any = None) -> None:
+        from mlflow import MlflowClient
+
         self.run_id = run_id
-        self._client = _client(tracking_uri)
+        self._client = client if client is not None else MlflowClient(tracking_uri=tracking_uri)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         _log_batches(self._client, self.run_id, params=_params(params))

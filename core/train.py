@@ -230,15 +230,13 @@ def build(
 ) -> Trainer:
     """Model (on the session's device, DDP-wrapped), loss, optimiser, schedule, AMP, loader."""
     from tumorsweep.data.loaders import training_loader
-    from tumorsweep.models import backbone
     from tumorsweep.models import build as build_model
+    from tumorsweep.models.registry import build_options
     from tumorsweep.optim import build_optimisation
 
     check_trial(cfg, cases)
     torch.manual_seed(cfg.seed + session.world_rank)
-    options = dict(cfg.model.options)
-    if backbone(cfg.model.name).takes_patch_size:  # e.g. SegMamba's inter-slice scan depths
-        options.setdefault("patch_size", cfg.schedule.patch_size)
+    options = build_options(cfg.model.name, cfg.model.options, cfg.schedule.patch_size)
     model = session.prepare_model(build_model(cfg.model.name, cfg.model.pretrained, **options))
     loss_fn, optimizer, scheduler = build_optimisation(cfg, model)
     use_amp = cfg.schedule.amp and session.device.type == "cuda"

@@ -3,17 +3,21 @@ and cached, and the built-in phantom's size when no dataset is given."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from tumorsweep.defaults import HU_WINDOW
+from tumorsweep.strict import StrictModel
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
 Workers = Annotated[int, Field(ge=0)] | Literal["auto"]
+# the old spelling of real_fraction 1 / 0, still read from configs logged before the merge
+LEGACY_REAL_TUMORS = "real_tumors"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+_Strict = StrictModel  # tumorsweep.strict: the one strict base
 
 
 Layout = Literal["auto", "msd", "lits", "nnunet", "folds"]
@@ -97,23 +101,22 @@ class DataConfig(_Strict):
         description="mm; the grid every CT is resampled to (Hu et al. main.py: 1 x 1 x 1)",
     )
     window: tuple[float, float] = Field(
-        (-21.0, 189.0),
+        HU_WINDOW,
         description="HU range mapped to [0, 1] and clipped (Hu et al.: [-21, 189]; DiffTumor: "
         "[-175, 250])",
     )
-    real_tumors: bool = Field(
-        False, description="control: train on real tumours (the same as real_fraction = 1)"
-    )
-    real_fraction: float | None = Field(
-        None, ge=0, le=1, description="share of training samples drawn from real-tumour cases "
-        "(their labels, no synthesis), the rest healthy cases with synthesis; None = 1 with "
-        "real_tumors, else 0",
+    real_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of training samples drawn from real-tumour cases "
+        "(their own labels, no synthesis), the rest from healthy cases with synthesis: 0 = "
+        "synthetic tumours only (Hu et al.'s synthetic arm, default), 1 = real tumours only "
+        "(the control), between = a mix per epoch (the public FAQ's real:synthetic ratios). "
+        "Replaces data.real_tumors (true = 1, false = 0)",
     )  # fmt: skip
     semi_supervised: bool = Field(
         False, description="Chen et al.'s semi-supervised DiffTumor arm: real-tumour and "
         "healthy training cases in one list, each case once an epoch, real ones with their own "
         "labels, synthesis only on healthy samples (STEP3 main.py, real_tumor_train_k.txt: 95 "
-        "real + 116 healthy in fold 0); excludes real_tumors / real_fraction",
+        "real + 116 healthy in fold 0); needs data.real_fraction 0",
     )  # fmt: skip
     healthy_crop_organ_mm: float | None = Field(
         None, gt=0, description="healthy training crops are redrawn until they hold more organ "
@@ -208,25 +211,36 @@ class DataConfig(_Strict):
             raise ValueError(f"window must be (low, high) with low < high, got {value}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_real_tumors(cls, data: Any) -> Any:
+        """`real_tumors` (configs of trials logged before it became `real_fraction`): true is
+        real_fraction 1, false 0; both given and disagreeing is refused."""
+        if not isinstance(data, dict) or LEGACY_REAL_TUMORS not in data:
+            return data
+        data = dict(data)
+        share = 1.0 if data.pop(LEGACY_REAL_TUMORS) else 0.0
+        given = data.get("real_fraction")
+        if given is not None and float(given) != share:
+            raise ValueError(
+                f"data.real_tumors is data.real_fraction {share:g}, but data.real_fraction is "
+                f"{given}; set only data.real_fraction"
+            )
+        data["real_fraction"] = share
+        return data
+
     @model_validator(mode="after")
     def _real_share(self) -> DataConfig:
-        if self.real_tumors and self.real_fraction not in (None, 1.0):
-            raise ValueError(
-                f"data.real_tumors=true is real_fraction 1, but data.real_fraction is "
-                f"{self.real_fraction}; set only one of them"
-            )
-        if self.semi_supervised and (self.real_tumors or self.real_fraction is not None):
+        if self.semi_supervised and self.real_fraction != 0:
             raise ValueError(
                 "data.semi_supervised trains on every real-tumour and healthy case in one list; "
-                "drop data.real_tumors / data.real_fraction"
+                f"drop data.real_fraction ({self.real_fraction:g})"
             )
         return self
 
     def real_share(self) -> float:
         """The share of training samples from real-tumour cases (0: synthetic, 1: real)."""
-        if self.real_fraction is not None:
-            return float(self.real_fraction)
-        return 1.0 if self.real_tumors else 0.0
+        return float(self.real_fraction)
 
     @model_validator(mode="after")
     def _distinct_sources(self) -> DataConfig:

@@ -18,24 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorsweep.data import naming
 from tumorsweep.data.io import resolve_path
+from tumorsweep.data.naming import NIFTI_SUFFIXES
 from tumorsweep.data.splits import NAMED_SPLITS, TUMOR_FREE
 from tumorsweep.errors import TumorsweepError
 
 FORMATS = ("msd", "lits", "nnunet", "folds")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _LITS_NUMBERED = re.compile(r"(?:liver|volume|segmentation)[_-]0*(\d+)$")
 _LOG = logging.getLogger(__name__)
 
 
 def case_name(path: str | Path) -> str:
-    """File name without its NIfTI suffix (and without an nnU-Net `_0000` channel suffix)."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return re.sub(r"_0000$", "", name)
+    """A listed case's name: the file name without its NIfTI suffix and without nnU-Net's
+    `_0000` channel suffix (`tumorsweep.data.naming`)."""
+    return naming.case_name(path, nnunet_channel=True)
 
 
 def lits_case_id(name: str) -> int | None:
@@ -321,6 +318,35 @@ def read_layout(
     return name, detected, data_root, lists
 
 
+def _test_list(
+    study: DatasetSplit, path: Path, split: str | None, listed: list, everything: list
+) -> tuple[list, list]:
+    """The test list (the layout's own, or a named split's LiTS cases) and the cases picked
+    for it out of the other lists (removed from training)."""
+    if split is None:
+        if not listed:
+            study._warn(f"{path}: no test list and no named split: nothing to report on")
+        return listed, []
+    wanted = NAMED_SPLITS[split]
+    by_id = {e["case_id"]: e for e in everything if e["case_id"] is not None}
+    missing = [n for n in wanted if n not in by_id]
+    if missing:
+        raise TumorsweepError(
+            f"split {split}: {path} lacks case numbers {' '.join(map(str, missing))}"
+        )
+    test = [by_id[n] for n in wanted]
+    return test, test
+
+
+def _draw_validation(candidates: list, val_fraction: float, seed: int) -> list:
+    """A deterministic `val_fraction` (at least one, none for 0) of `candidates`, drawn with
+    `seed`, in their listed order."""
+    count = min(len(candidates), max(1, round(val_fraction * len(candidates))))
+    count = count if val_fraction > 0 else 0
+    order = np.random.default_rng(seed).permutation(len(candidates))
+    return [candidates[i] for i in sorted(order[:count].tolist())]
+
+
 def load_split(
     root: str | Path,
     fmt: str = "auto",
@@ -346,29 +372,13 @@ def load_split(
     everything = _unique(lists["training"] + lists["validation"] + lists["test"])
     study = DatasetSplit(name, data_root, detected, [], [], [], split or "test")
 
-    if split is None:
-        test, picked_test = lists["test"], []
-        if not test:
-            study._warn(f"{path}: no test list and no named split: nothing to report on")
-    else:
-        wanted = NAMED_SPLITS[split]
-        by_id = {e["case_id"]: e for e in everything if e["case_id"] is not None}
-        missing = [n for n in wanted if n not in by_id]
-        if missing:
-            raise TumorsweepError(
-                f"split {split}: {path} lacks case numbers {' '.join(map(str, missing))}"
-            )
-        test = picked_test = [by_id[n] for n in wanted]
-
+    test, picked_test = _test_list(study, path, split, lists["test"], everything)
     if lists["validation"]:
         validation, picked_val = lists["validation"], []
     else:
         held = {e["image"] for e in test}
         candidates = [e for e in everything if e["image"] not in held and study.has_tumor(e)]
-        count = min(len(candidates), max(1, round(val_fraction * len(candidates))))
-        count = count if val_fraction > 0 else 0
-        order = np.random.default_rng(seed).permutation(len(candidates))
-        picked_val = validation = [candidates[i] for i in sorted(order[:count].tolist())]
+        picked_val = validation = _draw_validation(candidates, val_fraction, seed)
         if val_fraction > 0 and not candidates:
             study._warn(f"{path}: no tumour cases left outside the test list for validation")
 

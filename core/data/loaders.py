@@ -141,22 +141,7 @@ def training_loader(
     `real_tumor` (`MixSampler`), as many samples per worker as a plain epoch has;
     `order_seed`: the same on every rank, it seeds the shared shuffle of a multi-worker trial
     whose workers all cache every case (each rank takes its shard of it)."""
-    partitioned = data.cache_partition == "rank"
-    plan = plan_cache(
-        items,
-        spacing=data.spacing,
-        patch_size=patch_size,
-        layout=cache_layout(data),
-        cache_rate=data.cache_rate,
-        budget_gb=data.cache_memory_gb,
-        rank=rank,
-        world_size=world_size,
-        partitioned=partitioned,
-        cpus=cpus,
-        on_disk=data.cache == "disk",
-    )
-    print(plan.describe(), flush=True)
-    plan.check()
+    plan = _plan(items, data, patch_size, rank, world_size, cpus)
     transform = train_transforms(
         spacing=data.spacing,
         window=data.window,
@@ -167,26 +152,12 @@ def training_loader(
         cache_dtype=data.cache_dtype,
         organ_crop_mm=data.healthy_crop_organ_mm,
     )
-    if data.cache == "disk":
-        settings = {"spacing": data.spacing, "window_low": data.window[0],
-                    "patch": list(patch_size), "dtype": data.cache_dtype}  # fmt: skip
-        folder = Path(data.cache_dir) if data.cache_dir else default_folder()
-        dataset: Any = build_disk_cache(plan, transform, folder, settings)
-    else:
-        dataset = _cache(plan, transform, data)
+    dataset = _dataset(plan, transform, data, patch_size)
     workers = loader_workers(data.loader_workers, cpus)
-    sampler: DistributedSampler | None = None
     length = math.ceil(plan.total_cases / world_size)
-    if 0 < real_fraction < 1:
-        is_real = [bool(item.get(REAL_TUMOR_KEY)) for item in plan.items]
-        sampler = MixSampler(is_real, real_fraction, length, seed)
-    elif partitioned:
-        sampler = PartitionSampler(dataset, length, seed)
-    elif world_size > 1:  # one shuffle shared by the ranks, each its shard, seeded by the trial
-        # (Ray Train's prepare_data_loader would add one seeded 0: every trial seed, one order)
-        sampler = DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=order_seed
-        )
+    sampler = _sampler(
+        plan, dataset, data, real_fraction, length, seed, rank, world_size, order_seed
+    )
     return DataLoader(
         dataset,
         batch_size=batch_size // crops_per_volume,
@@ -198,6 +169,71 @@ def training_loader(
         drop_last=False,
         generator=torch.Generator().manual_seed(seed),  # MONAI seeds the transforms from it
     )
+
+
+def _plan(
+    items: Sequence[dict[str, Any]],
+    data: DataConfig,
+    patch_size: Sequence[int],
+    rank: int,
+    world_size: int,
+    cpus: int,
+) -> CachePlan:
+    """The cache plan of this worker's share of `items`, printed and checked (a plan that
+    does not fit refuses here, before anything is loaded)."""
+    plan = plan_cache(
+        items,
+        spacing=data.spacing,
+        patch_size=patch_size,
+        layout=cache_layout(data),
+        cache_rate=data.cache_rate,
+        budget_gb=data.cache_memory_gb,
+        rank=rank,
+        world_size=world_size,
+        partitioned=data.cache_partition == "rank",
+        cpus=cpus,
+        on_disk=data.cache == "disk",
+    )
+    print(plan.describe(), flush=True)
+    plan.check()
+    return plan
+
+
+def _dataset(plan: CachePlan, transform: Any, data: DataConfig, patch_size: Sequence[int]) -> Any:
+    """The cached training dataset: in memory, or on disk keyed by the settings that change
+    what is cached."""
+    if data.cache != "disk":
+        return _cache(plan, transform, data)
+    settings = {"spacing": data.spacing, "window_low": data.window[0],
+                "patch": list(patch_size), "dtype": data.cache_dtype}  # fmt: skip
+    folder = Path(data.cache_dir) if data.cache_dir else default_folder()
+    return build_disk_cache(plan, transform, folder, settings)
+
+
+def _sampler(
+    plan: CachePlan,
+    dataset: Any,
+    data: DataConfig,
+    real_fraction: float,
+    length: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    order_seed: int,
+) -> Any:
+    """Who orders the epoch: the real/synthetic mix, this rank's cache partition, the shared
+    shuffle of a multi-worker trial, or (None) the loader's own shuffle."""
+    if 0 < real_fraction < 1:
+        is_real = [bool(item.get(REAL_TUMOR_KEY)) for item in plan.items]
+        return MixSampler(is_real, real_fraction, length, seed)
+    if data.cache_partition == "rank":
+        return PartitionSampler(dataset, length, seed)
+    if world_size > 1:  # one shuffle shared by the ranks, each its shard, seeded by the trial
+        # (Ray Train's prepare_data_loader would add one seeded 0: every trial seed, one order)
+        return DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=order_seed
+        )
+    return None
 
 
 def _cache(plan: CachePlan, transform: Any, data: DataConfig) -> CacheDataset:

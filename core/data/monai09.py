@@ -16,7 +16,7 @@ the resampled HU by up to ~1e-4 HU at sharp edges (enough to flip an argmax now 
 
 This module reproduces those steps with MONAI's own interpolation layer (`AffineTransform`,
 unchanged since 0.9) so `eval.protocol=hu2023` resamples and inverts as the public code did.
-`tests/test_faithfulness_hu2023.py` compares the whole evaluation with MONAI 0.9.0 itself.
+`tests/evaluate/test_faithfulness_hu2023.py` compares the whole evaluation with MONAI 0.9.0 itself.
 """
 
 from __future__ import annotations

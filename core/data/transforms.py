@@ -39,11 +39,11 @@ from tumorsweep.data.sampling import (
     SelectOrganCropd,
     SynthesiseLiverBoxd,
 )
+from tumorsweep.defaults import HU_WINDOW
 from tumorsweep.errors import TumorsweepError
 
 KEYS = ("image", "label")
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's RAS+ world convention
-HU_WINDOW = (-21.0, 189.0)  # Hu et al.; DiffTumor uses (-175, 250)
 RESAMPLE_DTYPES = {"float32": np.float32, "float64": np.float64}
 FLIP_PROB, ROTATE_PROB, INTENSITY_PROB = 0.2, 0.2, 0.15
 
@@ -159,14 +159,20 @@ def train_transforms(
             crop,
         ]
     if augment:
-        chain += [RandFlipd(KEYS, prob=FLIP_PROB, spatial_axis=axis) for axis in range(3)]
-        chain += [
-            RandRotate90d(KEYS, prob=ROTATE_PROB, max_k=3),
-            RandScaleIntensityd("image", factors=0.1, prob=INTENSITY_PROB),
-            RandShiftIntensityd("image", offsets=0.1, prob=INTENSITY_PROB),
-        ]
+        chain += _augmentations()
     chain.append(EnsureTyped(KEYS, dtype=(torch.float32, torch.int64), track_meta=False))
     return Compose(chain)
+
+
+def _augmentations() -> list[MapTransform]:
+    """The public code's augmentations: a flip per axis, a quarter turn, intensity scale and
+    shift."""
+    return [
+        *(RandFlipd(KEYS, prob=FLIP_PROB, spatial_axis=axis) for axis in range(3)),
+        RandRotate90d(KEYS, prob=ROTATE_PROB, max_k=3),
+        RandScaleIntensityd("image", factors=0.1, prob=INTENSITY_PROB),
+        RandShiftIntensityd("image", offsets=0.1, prob=INTENSITY_PROB),
+    ]
 
 
 def eval_transforms(

@@ -27,6 +27,7 @@ from monai.networks.layers import GaussianFilter
 from monai.transforms import Compose, Invertd, SpatialPadd
 
 from tumorsweep.data.io import as_labels, load_volume
+from tumorsweep.defaults import SW_BATCH_SIZE, SW_OVERLAP, SW_ROI
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.lesions import LesionParams
 from tumorsweep.evaluate.metrics import case_metrics_and_lesions
@@ -58,13 +59,31 @@ def monai09_gaussian_weights(roi: Sequence[int]) -> torch.Tensor:
     return torch.clamp(weights, min=floor)
 
 
+def _check_arguments(
+    image: object, stitch_dtype: str, sw_batch_size: int, blend_weights: str
+) -> None:
+    """One clear refusal for a sliding-window call's bad argument (before any model runs)."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 5:
+        raise TumorsweepError(f"image: expected a (B, 1, X, Y, Z) tensor, got {_describe(image)}")
+    if stitch_dtype not in STITCH_DTYPES:
+        raise TumorsweepError(
+            f"stitch_dtype: expected one of {sorted(STITCH_DTYPES)}, got {stitch_dtype!r}"
+        )
+    if int(sw_batch_size) < 1:
+        raise TumorsweepError(f"sw_batch_size: expected an integer >= 1, got {sw_batch_size!r}")
+    if blend_weights not in BLEND_WEIGHTS:
+        raise TumorsweepError(
+            f"blend_weights: expected one of {list(BLEND_WEIGHTS)}, got {blend_weights!r}"
+        )
+
+
 def sliding_window_logits(
     model: torch.nn.Module,
     image: torch.Tensor,
     *,
-    roi: Sequence[int] = (96, 96, 96),
-    overlap: float = 0.75,
-    sw_batch_size: int = 1,
+    roi: Sequence[int] = SW_ROI,
+    overlap: float = SW_OVERLAP,
+    sw_batch_size: int = SW_BATCH_SIZE,
     mode: str = "gaussian",
     amp: bool | torch.dtype | None = False,
     stitch_dtype: str = "float32",
@@ -80,18 +99,7 @@ def sliding_window_logits(
     is given, so the image is handed over in `stitch_dtype`. `blend_weights="monai09"` blends
     Gaussian windows with MONAI 0.9's weights (`monai09_gaussian_weights`).
     """
-    if not isinstance(image, torch.Tensor) or image.ndim != 5:
-        raise TumorsweepError(f"image: expected a (B, 1, X, Y, Z) tensor, got {_describe(image)}")
-    if stitch_dtype not in STITCH_DTYPES:
-        raise TumorsweepError(
-            f"stitch_dtype: expected one of {sorted(STITCH_DTYPES)}, got {stitch_dtype!r}"
-        )
-    if int(sw_batch_size) < 1:
-        raise TumorsweepError(f"sw_batch_size: expected an integer >= 1, got {sw_batch_size!r}")
-    if blend_weights not in BLEND_WEIGHTS:
-        raise TumorsweepError(
-            f"blend_weights: expected one of {list(BLEND_WEIGHTS)}, got {blend_weights!r}"
-        )
+    _check_arguments(image, stitch_dtype, sw_batch_size, blend_weights)
     dtype = STITCH_DTYPES[stitch_dtype]
     window_device = torch.device(device) if device is not None else _model_device(model)
     model.to(window_device).eval()
@@ -128,9 +136,9 @@ def sliding_window_scores(
     models: Sequence[torch.nn.Module],
     image: torch.Tensor,
     *,
-    roi: Sequence[int] = (96, 96, 96),
-    overlap: float = 0.75,
-    sw_batch_size: int = 1,
+    roi: Sequence[int] = SW_ROI,
+    overlap: float = SW_OVERLAP,
+    sw_batch_size: int = SW_BATCH_SIZE,
     amp: bool | torch.dtype | None = False,
     stitch_dtype: str = "float32",
     device: torch.device | str | None = None,
@@ -169,9 +177,9 @@ def predict_image(
     image_path: str | Path,
     preprocess: Compose,
     *,
-    roi: Sequence[int] = (96, 96, 96),
-    overlap: float = 0.75,
-    sw_batch_size: int = 1,
+    roi: Sequence[int] = SW_ROI,
+    overlap: float = SW_OVERLAP,
+    sw_batch_size: int = SW_BATCH_SIZE,
     amp: bool | torch.dtype | None = False,
     protocol: str | EvalProtocol = "tumorsweep",
     postprocess: bool = True,
@@ -199,9 +207,9 @@ def predict_case(
     case: dict,
     preprocess: Compose,
     *,
-    roi: Sequence[int] = (96, 96, 96),
-    overlap: float = 0.75,
-    sw_batch_size: int = 1,
+    roi: Sequence[int] = SW_ROI,
+    overlap: float = SW_OVERLAP,
+    sw_batch_size: int = SW_BATCH_SIZE,
     amp: bool | torch.dtype | None = False,
     protocol: str | EvalProtocol = "tumorsweep",
     postprocess: bool = True,
@@ -276,9 +284,9 @@ def evaluate_cases(
     cases: list[dict],
     preprocess: Compose,
     *,
-    roi: Sequence[int] = (96, 96, 96),
-    overlap: float = 0.75,
-    sw_batch_size: int = 1,
+    roi: Sequence[int] = SW_ROI,
+    overlap: float = SW_OVERLAP,
+    sw_batch_size: int = SW_BATCH_SIZE,
     amp: bool | torch.dtype | None = False,
     tolerance_mm: float = 2.0,
     protocol: str | EvalProtocol = "tumorsweep",

@@ -1,16 +1,9 @@
-"""Case names from NIfTI file names, shared by the CLI pairing and `evaluate_cases`."""
+"""Case names from NIfTI file names, shared by the CLI pairing and `evaluate_cases`: the one
+rule lives in `tumorsweep.data.naming` (re-exported here for the callers that import it from
+evaluation)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from tumorsweep.data.naming import NIFTI_SUFFIXES, case_name
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def case_name(path: str | Path) -> str:
-    """A case's name: its file name without `.nii` / `.nii.gz`."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+__all__ = ["NIFTI_SUFFIXES", "case_name"]

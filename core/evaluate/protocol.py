@@ -20,7 +20,7 @@ float32 affine algebra, its own output-grid rule: `tumorsweep.data.monai09`);
 the Gaussian blending weights are MONAI 0.9's (an erf-discretised Gaussian centred at n//2,
 clamped at >= 1e-3; MONAI >= 1.0 samples exp() centred at (n-1)/2); and the windows run in
 float32 whatever the training precision (`validation.py` has no autocast).
-`tests/test_faithfulness_hu2023.py` checks the whole chain against MONAI 0.9.0 itself.
+`tests/evaluate/test_faithfulness_hu2023.py` checks the whole chain against MONAI 0.9.0 itself.
 
 "chen2024" replays `validation.py` of Chen et al. (CVPR 2024, MrGiovanni/DiffTumor STEP3):
 logits inverted linearly, then argmax, as hu2023; no component or dilation step: the liver is
@@ -42,7 +42,8 @@ import numpy as np
 from monai.transforms import Compose
 
 from tumorsweep.data.io import load_volume
-from tumorsweep.data.transforms import HU_WINDOW, eval_transforms
+from tumorsweep.data.transforms import eval_transforms
+from tumorsweep.defaults import HU_WINDOW
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.postprocess import postprocess
 

@@ -15,17 +15,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.strict import StrictModel
 
 Triple = tuple[float, float, float]
 FORMAT = "tumorsweep.difftumor/1"  # of the saved folder; a change here refuses older folders
 AUTO = "auto"  # synthesis.generator value: the sweep driver trains (or reuses) the generator
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+_Strict = StrictModel  # tumorsweep.strict: the one strict base
 
 
 class AutoencoderSpec(_Strict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,6 +214,24 @@ def backbone(name: str) -> Backbone:
     """The registry entry of `name`, or an error listing the valid names."""
     _check_name(name)
     return REGISTRY[name]
+
+
+def build_options(
+    name: str, options: Mapping[str, object], patch_size: Sequence[int]
+) -> dict[str, object]:
+    """The keyword overrides backbone `name` is built with for a training patch size: the
+    given `options`, plus `patch_size` for a backbone whose constructor takes it (e.g.
+    SegMamba's inter-slice scan depths) unless the options set it.
+
+    Args:
+        name: a registry name (`BACKBONES`).
+        options: the config's `model.options`.
+        patch_size: the training patch, voxels (`schedule.patch_size`).
+    """
+    built = dict(options)
+    if backbone(name).takes_patch_size:
+        built.setdefault("patch_size", tuple(patch_size))
+    return built
 
 
 def _check_name(name: str) -> None:

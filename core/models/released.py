@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tumorsweep.defaults import DIFFTUMOR_HU_WINDOW, HU_WINDOW, SW_OVERLAP, SW_ROI
 from tumorsweep.errors import TumorsweepError
 
 HU_REPO = "MrGiovanni/SyntheticTumors"
@@ -66,9 +67,9 @@ class ReleasedCheckpoint:
     style: str = "hu"  # tumour synthesis of the synthetic runs: hu, difftumor
     options: dict[str, Any] = field(default_factory=dict)  # registry overrides
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    window: tuple[float, float] = (-21.0, 189.0)
-    roi: tuple[int, int, int] = (96, 96, 96)
-    overlap: float = 0.75
+    window: tuple[float, float] = HU_WINDOW
+    roi: tuple[int, int, int] = SW_ROI
+    overlap: float = SW_OVERLAP
     protocol: str = "hu2023"
     eval_set: str = "hu-val"  # where its published numbers were measured
     selected_on: str = "hu-val"  # where the checkpoint was picked (validation list)
@@ -89,7 +90,7 @@ class ReleasedCheckpoint:
             "model.pretrained": "model_swinvit.pt" if self.pretrained else None,
             "data.spacing": list(self.spacing),
             "data.window": list(self.window),
-            "data.real_tumors": self.training == "real",
+            "data.real_fraction": 1.0 if self.training == "real" else 0.0,
             "synthesis.style": self.style,
             "eval.overlap": self.overlap,
             "eval.protocol": self.protocol,
@@ -127,7 +128,7 @@ def _difftumor(backbone: str, prefix: str) -> ReleasedCheckpoint:
         training="synthetic",
         pretrained=False,
         style="difftumor",
-        window=(-175.0, 250.0),
+        window=DIFFTUMOR_HU_WINDOW,
         eval_set="chen-val-0",
         selected_on="chen-val-0",
         training_cases=DIFFTUMOR_FOLD0_TRAIN,

@@ -188,6 +188,9 @@ def _without_fold(config_key: str) -> str:
 
 def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any]) -> dict[str, Any]:
     params = {name: parse_param(value) for name, value in run.data.params.items()}
+    if params.get("data.real_fraction") is None and "data.real_tumors" in params:
+        # trials logged before data.real_tumors became data.real_fraction 1 / 0
+        params["data.real_fraction"] = 1.0 if params["data.real_tumors"] else 0.0
     swept = [name for name in sweep["swept"] if name != FOLD_PARAM]
     swept_values = {name: params.get(name) for name in swept}
     config_key = _without_fold(

@@ -5,7 +5,7 @@ case, NaN where a metric is undefined) holding two kinds of noise: training runs
 is better or worse on *every* case at once) and cases (the evaluation set samples patients).
 A test with cases as the unit, like the per-case Wilcoxon this replaces, leaves the first
 out: with 3 seeds, seed SD 0.05 and case noise SD 0.02 it calls two identical configurations
-different 85% of the time at 0.05 (simulated, tests/test_report_units.py).
+different 85% of the time at 0.05 (simulated, tests/report/test_report_units.py).
 
 Interval (`bootstrap_ci`): 95% percentile bootstrap of the configuration mean (the mean over
 trials of each trial's mean over the cases it scored). With >= 2 trials it is two-level: all

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from tumorsweep.strict import StrictModel
 
 TUMOR_TYPES = ("tiny", "small", "medium", "large", "mix")
 # The two readings of the replication's "+N% Sphere" columns (no public code defines it).
@@ -22,8 +24,7 @@ SPHERE_MODES = {
 BLOB_TYPES = ("tiny", "small", "medium", "large")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+_Strict = StrictModel  # tumorsweep.strict: the one strict base
 
 
 def _check_ranges(config: BaseModel, names: tuple[str, ...]) -> None:

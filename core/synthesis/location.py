@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from tumorsweep.data.naming import case_name
 from tumorsweep.errors import TumorsweepError
 
 CANONICAL_SHAPE = (282.0, 244.0, 143.0)
@@ -223,15 +224,6 @@ class LocationModel:
                 "value finite"
             )
         return model
-
-
-def case_name(label: Path) -> str:
-    """A case's name from its label file: the file name without .nii / .nii.gz."""
-    name = label.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _as_label_array(label: np.ndarray | str | Path) -> tuple[np.ndarray, float]:
