@@ -178,7 +178,9 @@ def trials_view_url(
     }
     text = json.dumps(state, sort_keys=True)
     key = hashlib.sha256(text.encode()).hexdigest()[:32]
-    _client(tracking_uri).set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + key, text)
+    RunStore(tracking_uri).client.set_experiment_tag(
+        experiment_id, SHARED_VIEW_TAG_PREFIX + key, text
+    )
     return f"{runs_page_url(tracking_uri, experiment_id)}&viewStateShareKey={key}"
 
 
