@@ -344,3 +344,31 @@ def test_the_paste_blurs_the_mask_in_reflect_mode() -> None:
         expected = (1 - weight) * 0.25 + weight * 1.0
         assert torch.allclose(image[0, 0], expected, atol=1e-6) is equal, mode
     assert bool((label[0, 0][torch.from_numpy(mask)] == 2).all())
+
+
+class _Params(NullLogger):
+    """Keeps the params a trial logs."""
+
+    records = True
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+
+    def log_params(self, params) -> None:
+        self.params.update(params)
+
+
+def test_a_trial_on_released_weights_logs_it(cases: CaseLists, generator: Path) -> None:
+    """`generator.released` is logged exactly when the trial's generator is the publishers'
+    (the report's note beside its column reads it)."""
+    from tumorsweep.train import start_trial
+
+    for released in (False, True):
+        logger = _Params()
+        trainer = build(
+            make_config("demo", _difftumor(generator)), cases, LocalSession(None), logger
+        )
+        if released:
+            trainer.synthesis.generator.released = True
+        start_trial(trainer, preview=False)
+        assert logger.params.get(tracking.GENERATOR_RELEASED_PARAM) is (True if released else None)
