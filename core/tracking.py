@@ -79,6 +79,9 @@ RESUMED_METRIC = "resumed_at_epoch"
 # per epoch, every synthesis style: share of training patches holding tumour voxels (real or
 # synthetic), and share holding a synthetic tumour (the check that synthesis reaches the patch)
 PATCH_TUMOR_FRACTION = "train_patch_tumor_fraction"
+# Param of a trial whose DiffTumor generator is Chen et al.'s released weights (true), trained on
+# cases outside the study's control; the report notes it beside the trial's column.
+GENERATOR_RELEASED_PARAM = "generator.released"
 PATCH_SYNTHETIC_FRACTION = "train_patch_synthetic_fraction"
 MAX_PARAM_LENGTH = 6000
 # Counters and timings of a trial's final scoring that nobody compares across runs (cases

@@ -320,6 +320,8 @@ def start_trial(trainer: Trainer, preview: bool) -> None:
             files.append(_synthesis_preview(trainer, Path(tmp) / tracking.PREVIEW_ARTIFACT))
         trainer.logger.log_artifacts(files)
     trainer.logger.log_params(_model_facts(trainer.model))
+    if getattr(getattr(trainer.synthesis, "generator", None), "released", False):
+        trainer.logger.log_params({tracking.GENERATOR_RELEASED_PARAM: True})
 
 
 def train_epoch(trainer: Trainer, epoch: int) -> dict[str, float]:

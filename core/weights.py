@@ -70,3 +70,68 @@ def check_weights_file(path: str | Path, what: str = "") -> None:
     if key not in _CHECKED:
         load_weights_only(file, what)
         _CHECKED.add(key)
+
+
+class _Inert:
+    """Stands in for any Python object a checkpoint pickles besides tensors and plain values
+    (a Lightning checkpoint's hyper-parameters, loop states): built without running anything
+    of the file, its state kept as data and never used."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
+        return _Inert()
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+
+
+def load_checkpoint_entry(
+    path: str | Path, entries: Sequence[str | None], what: str = "", tries: int = 64
+) -> Any:
+    """One entry of a checkpoint that also pickles foreign objects (e.g. a Lightning
+    checkpoint's `hyper_parameters`): weights-only loading where each object torch refuses is
+    read as an inert placeholder, so no code of the file runs, and only the first of
+    `entries` present is returned (None in `entries`: the whole file, when it is itself a dict
+    of tensors). Failures are one `TumorsweepError` naming the file."""
+    import torch
+
+    file = Path(path)
+    prefix = f"{what}: " if what else ""
+    if not file.is_file():
+        raise TumorsweepError(f"{prefix}{file}: file not found")
+    stand_ins: list[tuple[Any, str]] = []
+    for _ in range(tries):
+        try:
+            with torch.serialization.safe_globals(stand_ins):
+                loaded = torch.load(file, map_location="cpu", weights_only=True)
+            break
+        except MemoryError:
+            raise TumorsweepError(f"{prefix}{file}: not enough memory to load it") from None
+        except Exception as exc:  # torch raises many types for foreign or damaged files
+            text = " ".join(str(exc).split())
+            found = _REFUSED_GLOBAL.search(text) or _UNSUPPORTED.search(text)
+            name = found.group(1) if found else None
+            if not name or any(name == known for _, known in stand_ins):
+                raise TumorsweepError(f"{prefix}{file}: {refusal_reason(exc)}") from None
+            stand_ins.append((_Inert, name))
+    else:
+        raise TumorsweepError(f"{prefix}{file}: pickles more than {tries} kinds of objects")
+    if not isinstance(loaded, dict):
+        raise TumorsweepError(f"{prefix}{file}: holds a {type(loaded).__name__}, not a dict")
+    for entry in entries:
+        if entry is None:
+            return loaded
+        if entry in loaded:
+            return loaded[entry]
+    names = ", ".join(repr(e) for e in entries if e is not None)
+    raise TumorsweepError(
+        f"{prefix}{file}: has no {names} entry (keys: {sorted(map(str, loaded))[:8]})"
+    )

@@ -33,7 +33,13 @@ from tumorsweep.evaluate.aggregate import EMPTY_KINDS, aggregate
 from tumorsweep.evaluate.lesions import LesionParams
 from tumorsweep.evaluate.metrics import case_metrics_and_lesions
 from tumorsweep.evaluate.naming import NIFTI_SUFFIXES, case_name
-from tumorsweep.evaluate.protocol import PROTOCOLS
+from tumorsweep.evaluate.protocol import (
+    ORGAN_MASK_KEY,
+    PROTOCOLS,
+    EvalProtocol,
+    organ_mask,
+    with_organ_masks,
+)
 from tumorsweep.outputs import check_output_file, write_error
 
 
@@ -58,6 +64,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="post-processing and liver definition (default: tumorsweep; "
         + "; ".join(f"{name}: {protocol.description}" for name, protocol in PROTOCOLS.items())
         + "; no inversion here: predictions are already on the label grid)",
+    )
+    scoring.add_argument(
+        "--organ-masks",
+        default=None,
+        help="folder of organ masks, one per case named as its truth file (Chen et al.'s "
+        "organ_pseudo_swin_new/liver/), or 'truth' for each case's own truth label (phantoms, "
+        "tests; it flatters the scores): required by an organ-gated protocol (chen2024), "
+        "whose liver is this mask and whose tumours are kept only inside it (default: none)",
     )
     scoring.add_argument(
         "--no-postprocess",
@@ -116,6 +130,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.case_min_volume_mm3,
     )
     pairs = _pair_cases(args.pred, args.truth)
+    organs = _organ_masks(protocol, args, pairs)
     lesion_out = lesion_table_path(args.out)
     inputs = [path for pair in pairs.values() for path in pair]
     _check_out(args.out, inputs)
@@ -124,7 +139,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for name, (pred_path, truth_path) in pairs.items():
         pred, truth, spacing = _load_pair(name, pred_path, truth_path)
         if not args.no_postprocess:
-            pred = protocol.postprocess(pred)
+            organ = None
+            if name in organs:
+                case = {"case": name, "label": str(truth_path), ORGAN_MASK_KEY: organs[name]}
+                organ = organ_mask(case, pred.shape)
+            pred = protocol.postprocess(pred, organ)
         try:
             metrics, records = case_metrics_and_lesions(
                 pred, truth, spacing, args.tolerance_mm, protocol.liver_mode, lesions, name
@@ -147,6 +166,36 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"per-case rows: {args.out}")
     print(f"per-lesion rows: {lesion_out}")
     return 0
+
+
+def _organ_masks(
+    protocol: EvalProtocol, args: argparse.Namespace, pairs: dict[str, tuple[Path, Path]]
+) -> dict[str, str]:
+    """Case -> organ mask file for an organ-gated protocol (checked before any case is
+    scored: the flag given, the folder and every case's file present); {} otherwise."""
+    if not protocol.organ_gate or args.no_postprocess:
+        if args.organ_masks is not None and not protocol.organ_gate:
+            raise TumorsweepError(
+                f"--organ-masks: protocol {protocol.name} does not use organ masks (chen2024 does)"
+            )
+        return {}
+    if args.organ_masks is None:
+        raise TumorsweepError(
+            f"--protocol {protocol.name}: needs --organ-masks (a folder of organ masks named as "
+            "the truth files, or 'truth')"
+        )
+    cases = [{"case": name, "label": str(truth)} for name, (_, truth) in pairs.items()]
+    try:
+        cases = with_organ_masks(cases, args.organ_masks)
+    except TumorsweepError as exc:
+        raise TumorsweepError(f"--organ-masks: {exc}") from None
+    for case in cases:
+        if not Path(case[ORGAN_MASK_KEY]).is_file():
+            raise TumorsweepError(
+                f"--organ-masks: {case[ORGAN_MASK_KEY]}: file not found (organ mask of case "
+                f"{case['case']})"
+            )
+    return {case["case"]: case[ORGAN_MASK_KEY] for case in cases}
 
 
 LESION_COLUMNS = ("case", "lesion", "voxels", "diameter_mm", "detected", "matched_dice")

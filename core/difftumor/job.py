@@ -66,6 +66,11 @@ def run_job(job: GeneratorJob) -> Path:
     entries = training_entries(job.cases)
     if job.out.exists():
         raise TumorsweepError(f"{job.out}: already exists; choose a new --out folder")
+    lpips = job.config.training.perceptual_weights
+    if job.config.training.perceptual_weight > 0 and lpips:
+        from tumorsweep.generative.vqgan import LPIPS
+
+        LPIPS(lpips)  # a missing or foreign LPIPS file is refused before the run starts
     run_id = _start_run(job, len(entries)) if job.tracking_uri else None
     loop_config = {
         "config": job.config.model_dump(mode="json"),

@@ -1,7 +1,8 @@
 """Training of a DiffTumor generator over a `Session`: the same loop in one process
 (`LocalSession`) or on every rank of a Ray Train DDP run (`RaySession`).
 
-Stage 1 fits the autoencoder on tumour-centred crops (L1 + a small KL term), then measures
+Stage 1 fits the autoencoder on tumour-centred crops (kind kl: L1 + a small KL term; kind
+vqgan: L1 + commitment + adversarial + optional perceptual, `generative.vqgan`), then measures
 the spread of its latents (the scale that makes them unit-variance). Stages 2 and 3 fit the
 "early" and "late" denoisers on crops centred on tumours of their class, with the autoencoder
 frozen: x0 (or noise) prediction with an L1 loss, an EMA of the weights kept for sampling.
@@ -28,6 +29,7 @@ from tumorsweep.generative.models import (
     training_scheduler,
 )
 from tumorsweep.generative.patches import TumourCase, TumourCrops, tumour_counts
+from tumorsweep.generative.vqgan import VQGANLosses
 from tumorsweep.session import Session
 from tumorsweep.tracking import NullLogger, TrialLogger
 
@@ -113,24 +115,40 @@ def _train_autoencoder(
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     loader = _loader(config, cases, "all", spec.autoencoder_batch, session)
+    vq = VQGANLosses(config, device, state) if config.autoencoder.kind == "vqgan" else None
+    second = "autoencoder_commitment" if vq else "autoencoder_kl"
     for epoch in range(state["epoch"], spec.autoencoder_epochs):
         loader.dataset.set_epoch(epoch)
         model.train()
         sums = torch.zeros(3, dtype=torch.float64)
+        extras: dict[str, float] = {}
         for image, _ in loader:
             image = image.to(device)
-            recon, mu, sigma = model(image)
-            l1 = (recon - image).abs().mean()
-            kl = 0.5 * torch.sum(mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2)) - 1)
-            kl = kl / image.shape[0]
+            if vq is None:
+                recon, mu, sigma = model(image)
+                l1 = (recon - image).abs().mean()
+                kl = 0.5 * torch.sum(mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2)) - 1)
+                term = kl = kl / image.shape[0]
+                loss = l1 + spec.kl_weight * kl
+            else:
+                recon, term = model(image)
+                l1 = (recon - image).abs().mean()
+                extra, values = vq.autoencoder_loss(image, recon, epoch)
+                loss = l1 + term + extra
             optimizer.zero_grad(set_to_none=True)
-            (l1 + spec.kl_weight * kl).backward()
+            loss.backward()
             optimizer.step()
             n = len(image)
-            sums += torch.tensor([float(l1.detach()) * n, float(kl.detach()) * n, n])
-        metrics = _epoch_metrics(
-            {"autoencoder_l1": sums[0], "autoencoder_kl": sums[1]}, sums[2], device
-        )
+            if vq is not None:
+                values["autoencoder_discriminator"] = vq.discriminator_step(image, recon, epoch)
+                for name, value in values.items():
+                    extras[name] = extras.get(name, 0.0) + value * n
+            sums += torch.tensor([float(l1.detach()) * n, float(term.detach()) * n, n])
+        named = {"autoencoder_l1": sums[0], second: sums[1]}
+        named.update({k: torch.tensor(v, dtype=torch.float64) for k, v in extras.items()})
+        metrics = _epoch_metrics(named, sums[2], device)
+        if vq is not None:
+            vq.save(state)
         _close_epoch(config, session, logger, state, epoch, metrics, (model, optimizer, None))
     _snapshot(state, "autoencoder", model, optimizer, None)
     state["latent_scale"] = latent_scale(_unwrap(model).eval(), cases, config, device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from monai.networks.nets import VQVAE, AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from tumorsweep.generative.config import GeneratorConfig, ScheduleSpec
@@ -13,9 +13,45 @@ from tumorsweep.generative.config import GeneratorConfig, ScheduleSpec
 MODEL_NAMES = ("autoencoder", "early", "late")  # the weights a generator folder holds
 
 
-def build_autoencoder(config: GeneratorConfig) -> AutoencoderKL:
+class VQAutoencoder(torch.nn.Module):
+    """MONAI `VQVAE` with `AutoencoderKL`'s calling convention: `encode(x)[0]` is the latent
+    before quantisation (what Chen et al. condition on), `decode(z)` quantises to the codebook
+    first (their `decode(quantize=True)`), `forward(x)` = (reconstruction, commitment loss)."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        spec = config.autoencoder
+        widths = spec.channels[1:]  # one stride-2 stage per entry after the first
+        self.vqvae = VQVAE(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=1,
+            channels=widths,
+            num_res_layers=spec.num_res_blocks,
+            num_res_channels=widths,
+            downsample_parameters=((2, 4, 1, 1),) * len(widths),
+            upsample_parameters=((2, 4, 1, 1, 0),) * len(widths),
+            num_embeddings=spec.num_embeddings,
+            embedding_dim=spec.latent_channels,
+            decay=0.99,  # Chen et al.'s codebook EMA
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.vqvae.encode(x),)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        quantized, _ = self.vqvae.quantize(z)
+        return self.vqvae.decode(quantized)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vqvae(x)
+
+
+def build_autoencoder(config: GeneratorConfig) -> AutoencoderKL | VQAutoencoder:
     """CT patch (1 channel, [-1, 1]) <-> latent (`latent_channels`, `latent_factor`x smaller)."""
     spec = config.autoencoder
+    if spec.kind == "vqgan":
+        return VQAutoencoder(config)
     levels = len(spec.channels)
     return AutoencoderKL(
         spatial_dims=3,
@@ -88,9 +124,12 @@ def condition(
     autoencoder: AutoencoderKL, image: torch.Tensor, mask: torch.Tensor, scale: float, factor: int
 ) -> torch.Tensor:
     """Conditioning of the denoiser: the scaled latent (posterior mean) of the image with the
-    tumour blanked (0 in [-1, 1]) and the fraction of each latent voxel the mask covers,
-    mapped to [-1, 1] (an average, so a tumour smaller than a latent voxel still shows)."""
+    tumour blanked (0 in [-1, 1]) and the mask as -1/1 brought to the latent grid by nearest
+    interpolation, as Chen et al. (`F.interpolate(mask, size=...)`, torch's default mode:
+    latent voxel i takes mask voxel `factor * i`, so a tumour that misses every sampled voxel
+    is absent from the condition, as in theirs). `factor`: the autoencoder's downsampling."""
     blanked = image * (1.0 - mask)
     latent = autoencoder.encode(blanked)[0] * scale
-    covered = F.avg_pool3d(mask, kernel_size=factor) * 2.0 - 1.0
-    return torch.cat([latent, covered], dim=1)
+    size = tuple(side // factor for side in mask.shape[-3:])
+    grid = F.interpolate(mask * 2.0 - 1.0, size=size, mode="nearest")
+    return torch.cat([latent, grid], dim=1)

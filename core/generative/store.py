@@ -25,6 +25,13 @@ from pydantic import ValidationError
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.generative.config import FORMAT, GeneratorConfig
 from tumorsweep.generative.models import MODEL_NAMES, build_model
+from tumorsweep.generative.released import (
+    RELEASED_FILES,
+    ReleasedGenerator,
+    is_released_folder,
+    load_released_generator,
+    released_config,
+)
 from tumorsweep.generative.sampler import Generator
 from tumorsweep.weights import load_weights_only
 
@@ -146,13 +153,16 @@ def read_generator_info(folder: str | Path) -> GeneratorInfo:
     return GeneratorInfo(root, config, scale, trained_on, files, content_hash, record)
 
 
-_VERIFIED: dict[tuple[str, int, int], None] = {}
+_VERIFIED: dict[tuple, None] = {}
 
 
 def verify_generator_files(folder: str | Path) -> GeneratorInfo:
     """Every weight file has its recorded hash and loads weights-only (no pickled code),
     without building the models: what a sweep checks before Ray starts. Remembered per file
-    (path, size, mtime), so the trials of one sweep hash each file once."""
+    (path, size, mtime), so the trials of one sweep hash each file once. A folder of Chen et
+    al.'s released files (`released.RELEASED_FILES`) is loaded strictly once instead."""
+    if is_released_folder(folder):
+        return _verify_released(Path(folder))
     info = read_generator_info(folder)
     for file in WEIGHT_FILES.values():
         path = info.path / file
@@ -169,8 +179,13 @@ def verify_generator_files(folder: str | Path) -> GeneratorInfo:
     return info
 
 
-def load_generator(folder: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """The generator of a folder on `device`, every file checked (see the module docstring)."""
+def load_generator(
+    folder: str | Path, device: str | torch.device = "cpu"
+) -> Generator | ReleasedGenerator:
+    """The generator of a folder on `device`, every file checked (see the module docstring);
+    a folder of Chen et al.'s released files gives their generator (`released`)."""
+    if is_released_folder(folder):
+        return load_released_generator(folder, device)
     info = read_generator_info(folder)
     models = {}
     for name, file in WEIGHT_FILES.items():
@@ -192,6 +207,20 @@ def load_generator(folder: str | Path, device: str | torch.device = "cpu") -> Ge
         trained_on=info.trained_on,
         path=str(info.path),
     )
+
+
+def _verify_released(root: Path) -> GeneratorInfo:
+    """The released files load strictly into their architectures (once per file version);
+    what a trial reads of them: their settings, no training cases (unknown to the study)."""
+    key = tuple(
+        (str((root / n).resolve()), (root / n).stat().st_size, (root / n).stat().st_mtime_ns)
+        for n in RELEASED_FILES
+    )
+    if key not in _VERIFIED:
+        load_released_generator(root, "cpu")
+        _VERIFIED[key] = None
+    record = {"format": "chen2024-released", "files": list(RELEASED_FILES)}
+    return GeneratorInfo(root, released_config(), 1.0, [], {}, "", record)
 
 
 def _check_shapes(path: Path, model: torch.nn.Module, state: Any) -> None:

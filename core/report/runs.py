@@ -44,7 +44,11 @@ MISSING_COLUMNS = ["experiment", "label", "run_id", "artifact", "looked_in"]
 # published numbers, or are overrides the table must declare.
 PROTOCOL_PARAM = "eval.protocol"
 FOLD_PARAM, FOLDS_PARAM = "data.fold", "data.folds"  # a trial's fold k of K (absent: no folds)
-OVERRIDE_PARAMS = ("eval.allow_test_selection", "data.allow_overlap")
+OVERRIDE_PARAMS = (
+    "eval.allow_test_selection",
+    "data.allow_overlap",
+    tracking.GENERATOR_RELEASED_PARAM,
+)
 SPHERE_MODE_PARAM = "synthesis.sphere_mode"  # absent in trials from before it: "replace"
 _KEPT_PARAMS = (
     "model.name", "model.pretrained", "data.real_tumors", "data.real_fraction", PROTOCOL_PARAM,

@@ -49,6 +49,10 @@ OVERRIDE_NOTES = {
     "data.allow_overlap": (
         "training cases may overlap the validation or test list, so these numbers are optimistic"
     ),
+    "generator.released": (
+        "the DiffTumor generator is Chen et al.'s released weights, trained on cases outside "
+        "this study's control (they may include its validation or test cases)"
+    ),
 }
 
 

@@ -50,3 +50,9 @@ def test_cli_lists_fields_and_preset_changes(capsys: pytest.CaptureFixture) -> N
     assert changed["schedule.epochs"] == str(config["schedule.epochs"])
     assert changed["eval.overlap"] == str(config["eval.overlap"])
     assert set(changed) >= {k for k in PRESETS["demo"] if "." in k and k in config}
+
+
+def test_every_generator_field_has_a_description() -> None:
+    docs = fields(GeneratorConfig)
+    assert len(docs) >= 30
+    assert [d.name for d in docs if not d.description.strip()] == []

@@ -25,6 +25,7 @@ from tumorsweep.data.cases import CaseLists, resolve_cases
 from tumorsweep.data.transforms import resampled_pair
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.generative import DiffTumorSynthesisd, load_generator, read_generator_info
+from tumorsweep.generative.config import FORMAT
 from tumorsweep.generative.store import CONFIG_FILE, _content_hash, _sha256
 from tumorsweep.generative.synthesis import synthesize_difftumor_inplace
 from tumorsweep.synthesis import SynthesisConfig
@@ -189,7 +190,7 @@ def test_bad_generator_folders_fail_naming_the_file(trained: dict, tmp_path: Pat
     _rewrite(other, lambda r: r.update(format="tumorsweep.difftumor/0"))
     with pytest.raises(TumorsweepError, match="format 'tumorsweep.difftumor/0'"):
         load_generator(other)
-    _rewrite(other, lambda r: r.update(format="tumorsweep.difftumor/1"))
+    _rewrite(other, lambda r: r.update(format=FORMAT))
     _rewrite(other, lambda r: r["config"]["autoencoder"].update(latent_channels=4))
     with pytest.raises(TumorsweepError, match=r"autoencoder\.pt: .* has shape"):
         load_generator(other)

@@ -280,3 +280,95 @@ def test_an_early_event_draws_one_blob_type(monkeypatch: pytest.MonkeyPatch) -> 
     tiny = sum(e[0] == "tiny" for e in events)
     assert binomtest(tiny, len(events), 0.5).pvalue > 1e-3
     assert {len(e) for e in events} == {1, 2, 3}
+
+
+def test_the_mask_reaches_the_latent_by_nearest_interpolation() -> None:
+    """Chen et al.: `F.interpolate(mask, size=latent)` (torch's default, nearest): latent voxel
+    i takes mask voxel 4 i; the mask arrives as -1/1."""
+    from tumorsweep.generative.config import generator_config
+    from tumorsweep.generative.models import build_autoencoder, condition
+
+    config = generator_config("demo", (2.0, 2.0, 2.0))
+    autoencoder = build_autoencoder(config).eval()
+    factor = config.latent_factor
+    image = torch.zeros(1, 1, 32, 32, 32)
+    mask = torch.zeros_like(image)
+    mask[0, 0, 4, 8, 12] = 1  # a sampled voxel: latent (1, 2, 3)
+    mask[0, 0, 5:8, 5:8, 5:8] = 1  # 27 voxels between samples: absent from the condition
+    with torch.no_grad():
+        grid = condition(autoencoder, image, mask, 1.0, factor)[0, -1]
+    assert factor == 4 and grid.shape == (8, 8, 8)
+    expected = -torch.ones(8, 8, 8)
+    expected[1, 2, 3] = 1
+    assert torch.equal(grid, expected)
+
+
+class _ConstantGenerator:
+    """Fills every patch with one HU value: what the paste does is all that is left to see."""
+
+    def __init__(self, size: int, hu: float) -> None:
+        self.config = generator_config("demo", (2.0, 2.0, 2.0), {"patch_size": size})
+        self.device = torch.device("cpu")
+        self.hu = hu
+
+    def inpaint(self, image_hu: torch.Tensor, mask: torch.Tensor, kind: str, **_) -> torch.Tensor:
+        return torch.full_like(image_hu, self.hu)
+
+
+def test_the_paste_blurs_the_mask_in_reflect_mode() -> None:
+    """Chen et al. blur the mask with scipy's `gaussian_filter` default (mode 'reflect'): a
+    mask on the window's edge keeps its full weight there (constant mode would fade it)."""
+    from scipy.ndimage import gaussian_filter
+
+    from tumorsweep.generative.batch import BatchDiffTumor, _Event
+
+    sigma, size, window = 1.5, 16, (-175.0, 250.0)
+    synthesis = make_config(
+        "demo",
+        {
+            "synthesis.style": "difftumor",
+            "synthesis.generator": "unused",
+            "synthesis.difftumor.blur_min": sigma,
+            "synthesis.difftumor.blur_max": sigma,
+        },
+    ).synthesis
+    paste = BatchDiffTumor(_ConstantGenerator(size, 250.0), synthesis, window)
+    image = torch.full((1, 1, size, size, size), 0.25)
+    label = torch.ones_like(image)
+    mask = np.zeros((size,) * 3, bool)
+    mask[:4, 5:10, 5:10] = True  # on the window's first face
+    place = (slice(0, size),) * 3
+    paste._fill(image, label, [_Event(0, place, "late", mask)], "late", np.random.default_rng(0))
+    for mode, equal in (("reflect", True), ("constant", False)):
+        weight = torch.from_numpy(gaussian_filter(mask.astype(np.float32), sigma, mode=mode))
+        expected = (1 - weight) * 0.25 + weight * 1.0
+        assert torch.allclose(image[0, 0], expected, atol=1e-6) is equal, mode
+    assert bool((label[0, 0][torch.from_numpy(mask)] == 2).all())
+
+
+class _Params(NullLogger):
+    """Keeps the params a trial logs."""
+
+    records = True
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+
+    def log_params(self, params) -> None:
+        self.params.update(params)
+
+
+def test_a_trial_on_released_weights_logs_it(cases: CaseLists, generator: Path) -> None:
+    """`generator.released` is logged exactly when the trial's generator is the publishers'
+    (the report's note beside its column reads it)."""
+    from tumorsweep.train import start_trial
+
+    for released in (False, True):
+        logger = _Params()
+        trainer = build(
+            make_config("demo", _difftumor(generator)), cases, LocalSession(None), logger
+        )
+        if released:
+            trainer.synthesis.generator.released = True
+        start_trial(trainer, preview=False)
+        assert logger.params.get(tracking.GENERATOR_RELEASED_PARAM) is (True if released else None)

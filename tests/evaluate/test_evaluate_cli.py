@@ -212,3 +212,63 @@ def test_out_below_a_file(folders, capsys):
     (tmp_path / "taken").write_text("a file, not a folder")
     argv = _args(pred_dir, truth_dir, tmp_path / "taken" / "rows.csv")
     _fails_cleanly(tmp_path, capsys, argv, "--out", "is a file, not a folder")
+
+
+def test_protocol_chen2024_gates_by_the_organ_mask_folder(folders, capsys):
+    pred_dir, truth_dir, tmp_path = folders
+    organs = tmp_path / "organs"
+    organs.mkdir()
+    organ = np.zeros((12, 12, 8), np.uint8)
+    organ[2:10, 2:10, 1:6] = 1  # misses the liver's last slice
+    _write(organs / "liver_1.nii.gz", organ)
+    truth = np.asarray(nib.load(truth_dir / "liver_2.nii").dataobj)
+    _write(organs / "liver_2.nii", truth >= 1)
+    pred = truth.copy()
+    pred[11, 11, 0] = 2  # a tumour outside the organ mask: dropped by the gate
+    _write(pred_dir / "liver_2.nii.gz", pred)
+    out = tmp_path / "chen.csv"
+    args = [*_args(pred_dir, truth_dir, out), "--protocol", "chen2024"]
+    assert main([*args, "--organ-masks", str(organs)]) == 0
+    rows = pd.read_csv(out).set_index("case")
+    # the predicted liver is the organ mask (label 1 where no tumour): 8 x 8 x 5 voxels
+    assert rows.loc["liver_1", "liver_pred_voxels"] == 320
+    assert rows.loc["liver_1", "liver_true_voxels"] == 384 - 8  # liver scored as label == 1
+    assert rows.loc["liver_2", "tumor_dice"] == 1.0
+    assert rows.loc["liver_2", "tumor_pred_voxels"] == 8
+    assert "protocol chen2024" in capsys.readouterr().out
+    # 'truth': each case's own label is its organ mask
+    assert main([*args, "--organ-masks", "truth"]) == 0
+    rows = pd.read_csv(out).set_index("case")
+    assert rows.loc["liver_1", "liver_pred_voxels"] == 384  # the whole truth, no tumour predicted
+    assert rows.loc["liver_2", "tumor_dice"] == 1.0
+
+
+def test_organ_mask_flag_refusals(folders, capsys):
+    pred_dir, truth_dir, tmp_path = folders
+    out = tmp_path / "chen.csv"
+    args = [*_args(pred_dir, truth_dir, out), "--protocol", "chen2024"]
+    _fails_cleanly(tmp_path, capsys, args, "--protocol chen2024: needs --organ-masks")
+    organs = tmp_path / "organs"
+    organs.mkdir()
+    _write(organs / "liver_1.nii.gz", np.ones((12, 12, 8)))
+    _fails_cleanly(
+        tmp_path,
+        capsys,
+        [*args, "--organ-masks", str(organs)],
+        str(organs / "liver_2.nii"),
+        "file not found",
+        "case liver_2",
+    )
+    _fails_cleanly(
+        tmp_path,
+        capsys,
+        [*args, "--organ-masks", str(tmp_path / "nowhere")],
+        "--organ-masks",
+        "is not a folder",
+    )
+    _fails_cleanly(
+        tmp_path,
+        capsys,
+        [*_args(pred_dir, truth_dir, out), "--organ-masks", str(organs)],
+        "protocol tumorsweep does not use organ masks",
+    )

@@ -201,6 +201,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
             params = _unet(ratio, **{"eval.protocol": "tumorsweep"})
             params["eval.allow_test_selection"] = ratio == 0.15
             params["data.allow_overlap"] = (ratio, seed) == (0.0, 1)
+            params["generator.released"] = ratio == 0.15
             s.trial(noise, sweep, params, seed, eval_set="test", table=_shifted(shift))
     stopped = s.experiment("stopped")
     gone = s.sweep(
@@ -528,6 +529,11 @@ def test_overrides_and_data_warnings_are_declared(store: _Store, report) -> None
     assert (
         "override data.allow_overlap=true in UNET: training cases may overlap the validation "
         "or test list, so these numbers are optimistic" in notes
+    )
+    assert (
+        "override generator.released=true in UNET(+15% Sphere): the DiffTumor generator is Chen "
+        "et al.'s released weights, trained on cases outside this study's control"
+        in " ".join(notes)
     )
     assert f"data warning recorded by the sweep: {DATA_WARNING}" in notes
     assert "no published value matches these columns (backbone, evaluation set test" in " ".join(
