@@ -3,16 +3,17 @@
     OMP_NUM_THREADS=1 python benchmarks/synthesis.py [--image CT.nii.gz --label LIVER.nii.gz]
         [--public /path/to/SyntheticTumors --public-python /tmp/public-venv/bin/python]
 
-Without files it uses a 400x340x260 1 mm phantom CT (`tumorsweep.data.make_phantom_case`, seed 0).
-Prints, per tumour type, the median ms per sample of: the in-place path a data loader uses
-(uint8 label, and the float32 label MONAI's loader gives), `TumorSynthesisd` on float32
-MetaTensors, and the copying `synthesize_tumors`; min ms (the least-disturbed run on a
-shared machine) and median tumour voxels. With `--public`, the public `SynthesisTumor` is
-timed on the same CT in the same run (float32 arrays, as its MONAI pipeline gives; one core;
-run by `benchmarks/public_code.py` in the side environment) and the ratios printed (median
-over median for both label dtypes, and min over min of the uint8 path: on a shared machine
-the min is the least disturbed run); the goal is >= 20x per type. Then the one-off start-up
-and the peak traced memory of one sample (traced last: tracemalloc slows what runs after it).
+Without files it uses three 1 mm phantom CTs (`tumorsweep.data.make_phantom_case`, seed 0;
+`--shapes`): livers of ~1.0 M, ~1.8 M and 4.2 M voxels (the public code's cost grows with the
+liver box, ours with the tumours, so the smallest liver is the hardest ratio). Prints per liver
+and tumour type the median ms per sample of the in-place path (uint8 label) and of
+`TumorSynthesisd` on float32 MetaTensors (what training calls; and its min, the
+least-disturbed run on a shared machine) and median tumour voxels. With `--public`, the public
+`SynthesisTumor` is timed on the same CT in the same run (float32 arrays, as its MONAI pipeline
+gives; one core; run by `benchmarks/public_code.py` in the side environment) and the ratios
+printed (median over median for both paths, min over min for the transform); the goal is
+>= 20x per type on the transform path. Then the one-off start-up and the peak traced memory of
+one sample of the largest liver (traced last: tracemalloc slows what runs after it).
 
 Then Pixel2Cancer's cellular automaton (`synthesis.style=ca`, issue 26): the per-event time of
 149-step events (one focus; and as-coded events, 1-9 foci with satellites and necrosis) against
@@ -48,10 +49,16 @@ from tumorsweep.synthesis.synthesize import synthesize_tumors_inplace
 PUBLIC_STARTUP_S, PUBLIC_STARTUP_MB = 80.0, 3000.0
 
 
-def phantom_case() -> tuple[np.ndarray, np.ndarray]:
+# Three 1 mm phantom livers (the project's phantom generator, seed 0): ~1.0 M, ~1.8 M (the issue
+# 26 CT's liver size) and 4.2 M voxels. The public code's cost grows with the liver box, ours
+# with the tumours, so the smallest liver is the hardest ratio.
+SHAPES = ((250, 212, 162), (303, 257, 197), (400, 340, 260))
+
+
+def phantom_case(shape: tuple[int, int, int] = (400, 340, 260)) -> tuple[np.ndarray, np.ndarray]:
     from tumorsweep.data import make_phantom_case
 
-    image, label = make_phantom_case(np.random.default_rng(0), (400, 340, 260))
+    image, label = make_phantom_case(np.random.default_rng(0), shape)
     return image, (label >= 1).astype(np.uint8)
 
 
@@ -91,71 +98,27 @@ def main() -> None:
     parser.add_argument("--section", choices=("all", "hu", "ca"), default="all")
     parser.add_argument("--ca-device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--ca-events", type=int, default=5, help="CA events per row")
+    parser.add_argument(
+        "--shapes", type=lambda v: tuple(int(n) for n in v.split("x")), nargs="+",
+        default=SHAPES, help="phantom shapes (1 mm), e.g. 250x212x162; default: three livers",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.image and args.label:
         image = np.asarray(nib.load(args.image).dataobj, dtype=np.float32)
         label = np.rint(np.asarray(nib.load(args.label).dataobj)).astype(np.uint8)
+        cases = [(args.image, image, label)]
     else:
-        image, label = phantom_case()
-    label32 = label.astype(np.float32)
-    print(f"volume {image.shape}, liver {int((label >= 1).sum()):,} voxels")
+        cases = [("x".join(map(str, shape)), *phantom_case(shape)) for shape in args.shapes]
     if args.section in ("all", "ca"):
+        name, image, label = cases[-1]
+        print(f"volume {image.shape}, liver {int((label >= 1).sum()):,} voxels")
         ca_section(image, label, args)
     if args.section == "ca":
         return
-    public = public_times(args, image, label) if args.public else None
-
-    # No tracemalloc before the timings: once started it slows numpy's allocations for the
-    # rest of the process (2x on the in-place path here), even after tracemalloc.stop().
-    start = time.perf_counter()
-    synthesize_tumors(image, label, SynthesisConfig(), np.random.default_rng(0))
-    startup = time.perf_counter() - start
-    print(
-        f"{'type':<7}{'in-place':>9}{'f32 label':>10}{'transform':>10}{'copying':>9}{'min':>7}"
-        f"{'tumour vox':>11}"
-        + (f"{'public':>8}{'ratio':>7}{'f32 ratio':>10}{'min ratio':>10}" if public else "")
-    )
-    for tumor_type in TUMOR_TYPES:
-        cfg = SynthesisConfig(prob=1.0, type_probs={t: float(t == tumor_type) for t in TUMOR_TYPES})
-        for seed in range(3):  # warm-up: per-texture constants are computed once, cached
-            synthesize_tumors(image, label, cfg, np.random.default_rng(100 + seed))
-        inplace, fastest, voxels = median_ms(
-            lambda s, d, g=cfg: synthesize_tumors_inplace(*d, g, np.random.default_rng(s)),
-            args.repeats,
-            lambda: (image.copy(), label.copy()),
-        )
-        inplace32, _, _ = median_ms(
-            lambda s, d, g=cfg: synthesize_tumors_inplace(*d, g, np.random.default_rng(s)),
-            args.repeats,
-            lambda: (image.copy(), label32.copy()),
-        )
-        transform = TumorSynthesisd(config=cfg).set_random_state(0)
-        in_transform, _, _ = median_ms(
-            lambda s, d, t=transform: t(d),
-            args.repeats,
-            lambda: {
-                "image": MetaTensor(torch.from_numpy(image.copy())[None]),
-                "label": MetaTensor(torch.from_numpy(label32.copy())[None]),
-            },
-        )
-        copying, _, _ = median_ms(
-            lambda s, d, g=cfg: synthesize_tumors(image, label, g, np.random.default_rng(s)),
-            args.repeats,
-        )
-        line = (
-            f"{tumor_type:<7}{inplace:>9.1f}{inplace32:>10.1f}{in_transform:>10.1f}"
-            f"{copying:>9.1f}{fastest:>7.1f}{int(np.median(voxels)):>11,}"
-        )
-        if public:
-            ms = 1000 * public[tumor_type]["median_s"]
-            best = 1000 * public[tumor_type]["min_s"]
-            line += f"{ms:>8.0f}{ms / inplace:>6.1f}x{ms / inplace32:>9.1f}x{best / fastest:>9.1f}x"
-        print(line)
-    print(
-        f"start-up (texture constants + first sample): {startup:.2f} s "
-        f"({PUBLIC_STARTUP_S / startup:.0f}x faster than ~80 s)"
-    )
-    for name, copying in (("in-place", False), ("copying", True)):
+    for name, image, label in cases:
+        hu_section(name, image, label, args)
+    image, label = cases[-1][1:]
+    for kind, copying in (("in-place", False), ("copying", True)):
         work_image, work_label = image.copy(), label.copy()
         cfg = SynthesisConfig(type_probs={t: float(t == "mix") for t in TUMOR_TYPES})
         tracemalloc.start()
@@ -166,9 +129,61 @@ def main() -> None:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(
-            f"peak traced memory of one {name} 'mix' sample: {peak / 2**20:.0f} MB "
+            f"peak traced memory of one {kind} 'mix' sample: {peak / 2**20:.0f} MB "
             f"({PUBLIC_STARTUP_MB * 2**20 / peak:.0f}x less than the public ~3 GB bank)"
         )
+
+
+def hu_section(name: str, image: np.ndarray, label: np.ndarray, args) -> None:
+    """Per type: the in-place uint8 path, `TumorSynthesisd` on float32 MetaTensors (what
+    training calls) and, with --public, the public code on the same CT in the same run."""
+    label32 = label.astype(np.float32)
+    print(f"\n{name}: volume {image.shape}, liver {int((label >= 1).sum()):,} voxels")
+    public = public_times(args, image, label) if args.public else None
+    # No tracemalloc before the timings: once started it slows numpy's allocations for the
+    # rest of the process (2x on the in-place path here), even after tracemalloc.stop().
+    start = time.perf_counter()
+    synthesize_tumors(image, label, SynthesisConfig(), np.random.default_rng(0))
+    startup = time.perf_counter() - start
+    print(
+        f"{'type':<7}{'in-place':>9}{'transform':>10}{'tr min':>8}{'tumour vox':>11}"
+        + (f"{'public':>8}{'pub min':>8}{'in-place x':>11}{'tr x':>7}{'tr min x':>9}"
+           if public else "")
+    )  # fmt: skip
+    for tumor_type in TUMOR_TYPES:
+        cfg = SynthesisConfig(prob=1.0, type_probs={t: float(t == tumor_type) for t in TUMOR_TYPES})
+        for seed in range(3):  # warm-up: per-texture constants are computed once, cached
+            synthesize_tumors(image, label, cfg, np.random.default_rng(100 + seed))
+        inplace, _, voxels = median_ms(
+            lambda s, d, g=cfg: synthesize_tumors_inplace(*d, g, np.random.default_rng(s)),
+            args.repeats,
+            lambda: (image.copy(), label.copy()),
+        )
+        transform = TumorSynthesisd(config=cfg).set_random_state(0)
+        in_transform, tr_min, _ = median_ms(
+            lambda s, d, t=transform: t(d),
+            args.repeats,
+            lambda: {
+                "image": MetaTensor(torch.from_numpy(image.copy())[None]),
+                "label": MetaTensor(torch.from_numpy(label32.copy())[None]),
+            },
+        )
+        line = (
+            f"{tumor_type:<7}{inplace:>9.1f}{in_transform:>10.1f}{tr_min:>8.1f}"
+            f"{int(np.median(voxels)):>11,}"
+        )
+        if public:
+            ms = 1000 * public[tumor_type]["median_s"]
+            best = 1000 * public[tumor_type]["min_s"]
+            line += (
+                f"{ms:>8.0f}{best:>8.0f}{ms / inplace:>10.1f}x{ms / in_transform:>6.1f}x"
+                f"{best / tr_min:>8.1f}x"
+            )
+        print(line)
+    print(
+        f"start-up (texture constants + first sample): {startup:.2f} s "
+        f"({PUBLIC_STARTUP_S / startup:.0f}x faster than ~80 s)"
+    )
 
 
 def ca_section(image: np.ndarray, label: np.ndarray, args) -> None:

@@ -4,9 +4,9 @@
 Ray worker starts, with a message naming the dotted field and the value. Search spaces and
 `--set` are overrides of dotted names (`synthesis.sphere_ratio=0.1`), so a new knob needs no new
 code in the sweeper. Presets: `paper` (Hu et al. as the paper text states it), `hu2023-commands`
-(as the public README's commands ran it), each value with its source in
-core/reference/presets/<name>.yaml, `demo` (minutes on a laptop, same code path) and
-`pixel2cancer` (Pixel2Cancer's cellular-automaton tumours).
+(as the public README's commands ran it), `chen2024` (DiffTumor) and `pixel2cancer`
+(Pixel2Cancer's cellular-automaton tumours, as its liver command trains), each value with its
+source in core/reference/presets/<name>.yaml, and `demo` (minutes on a laptop, same code path).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from tumorsweep.data.config import DataConfig
-from tumorsweep.defaults import DIFFTUMOR_HU_WINDOW, SW_BATCH_SIZE, SW_OVERLAP
+from tumorsweep.defaults import SW_BATCH_SIZE, SW_OVERLAP
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.strict import StrictModel
 from tumorsweep.synthesis.config import SynthesisConfig
@@ -385,19 +385,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         for name, document in PRESET_DOCUMENTS.items()
     },
     "demo": _DEMO,
-    # Pixel2Cancer (Lai et al., MICCAI 2024) as its public code trains the liver
-    # (MrGiovanni/Pixel2Cancer; reading notes: docs/synthesis-styles.md). The automaton's own
-    # knobs (synthesis.ca.*) default to the code's "as coded" values; set
-    # synthesis.ca.invasion_prob=[1, 0.3, 0.1], neighbourhood_quirk=false,
-    # satellite_wrap=false for the "as intended" variant.
-    "pixel2cancer": {
-        "eval.protocol": "hu2023",  # scored like the paper preset, so columns sit side by side
-        "schedule.amp_dtype": "float16",  # main.py trains with torch.cuda.amp (float16)
-        "synthesis.style": "ca",  # Tumor_Synthesis/tumor_synthesis.py TumorSysthesis
-        "synthesis.prob": 0.9,  # main.py passes prob=0.9 (the transform's own default is 0.1)
-        "synthesis.healthy_only": False,  # fires when max(label) <= 2 (tumour CTs too)
-        "data.window": DIFFTUMOR_HU_WINDOW,  # main.py ScaleIntensityRanged a_min/a_max
-    },
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from tumorsweep.defaults import DIFFTUMOR_HU_WINDOW
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.strict import StrictModel
 
@@ -187,7 +188,7 @@ class GeneratorConfig(_Strict):
         "data.spacing (Chen et al.: 1 mm)",
     )
     window: tuple[float, float] = Field(
-        (-175.0, 250.0),
+        DIFFTUMOR_HU_WINDOW,
         description="HU window mapped to [-1, 1] (Chen et al.: a_min -175, a_max 250)",
     )
     early_radius_mm: float = Field(

@@ -177,6 +177,42 @@ def _planar_deformed_ellipsoid(
     return (a0, lo[1], a2), out.transpose(1, 0, 2)
 
 
+# Frames up to this many voxels (semi-axes up to ~10: Hu's tiny and small blobs) run the three
+# passes as whole-frame gathers: fewer calls than cropping each pass, on arrays this small.
+_WHOLE_FRAME_VOXELS = 40**3
+
+
+def _whole_frame_deformed_ellipsoid(
+    blob: Blob, rng: np.random.Generator
+) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """`_planar_deformed_ellipsoid` for small frames: the same ellipsoid test, the same draws
+    in the same order (a pass is drawn only when the previous one left a voxel) and the same
+    nearest-neighbour gathers, each over the whole frame."""
+    r = blob.semi_axes
+    frame = tuple(4 * a for a in r)
+    sq = [_ellipsoid_squares(a)[0] for a in r]
+    ellipsoid = (sq[0][:, None, None] + sq[1][None, :, None]) + sq[2][None, None, :] < 1
+
+    def sources(plane: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, b, valid = _plane_sources(frame, plane, blob.elastic_sigma, rng)
+        # a source outside the frame reads the constant 0: any index, masked by `valid`
+        return np.clip(a, 0, frame[plane[0]] - 1), np.clip(b, 0, frame[plane[1]] - 1), valid
+
+    src0, src1, valid = sources((0, 1))
+    mask = ellipsoid[src0, src1] & valid[:, :, None]  # (x, y) pixels moved, every z alike
+    if not mask.any():
+        return None
+    src1, src2, valid = sources((1, 2))
+    mask = mask[:, src1, src2] & valid[None]
+    if not mask.any():
+        return None
+    src0, src2, valid = sources((0, 2))
+    mask = mask[src0, :, src2] & valid[:, :, None]  # (x, z, y)
+    if not mask.any():
+        return None
+    return (0, 0, 0), mask.transpose(0, 2, 1)
+
+
 def _clip_box(
     centre: tuple[int, ...], half: tuple[int, ...], shape: tuple[int, ...]
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -191,7 +227,8 @@ def deformed_ellipsoid(
     """Mask of a deformed ellipsoid clipped to a volume of `shape`: (lo, hi, mask of [lo, hi)).
 
     The frame's voxel f lies at centre - 2 r + f, as where the original pastes its 4r array."""
-    found = _planar_deformed_ellipsoid(blob, rng)
+    whole = np.prod([4 * a for a in blob.semi_axes]) <= _WHOLE_FRAME_VOXELS
+    found = (_whole_frame_deformed_ellipsoid if whole else _planar_deformed_ellipsoid)(blob, rng)
     if found is None:
         return tuple(blob.centre), tuple(blob.centre), np.zeros((0, 0, 0), dtype=bool)
     offset, mask = found

@@ -97,16 +97,49 @@ def _span(nonzero: np.ndarray) -> tuple[int, int] | None:
     return (int(seen[0]), int(seen[-1]) + 1) if seen.size else None
 
 
-def scan_label(label: np.ndarray) -> LabelScan:
-    """Check the label's values (no NaN, none negative, none above 2) and find the liver box
-    reading it about once: the empty end slabs along its slowest axis, then one max
-    projection of the slabs between. Works on C, Fortran and flipped layouts alike."""
+def _slab_view(label: np.ndarray) -> tuple[np.ndarray, list[int], list[bool]]:
+    """The label as a C-contiguous view with its slowest axis first (no copy for C, Fortran or
+    flipped layouts; a copy otherwise), the caller's axis of each view axis, and which of the
+    caller's axes the view flips."""
     flips = [s < 0 for s in label.strides]
     view = label[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
     order = [int(a) for a in np.argsort([-s for s in view.strides], kind="stable")]
     view = view.transpose(order)
     if not view.flags.c_contiguous:
         view, order, flips = np.ascontiguousarray(label), [0, 1, 2], [False] * 3
+    return view, order, flips
+
+
+def _to_caller(start: int, stop: int, axis: int, flips: list[bool], shape) -> tuple[int, int]:
+    """A view span [start, stop) on one axis in the caller's coordinates (and back)."""
+    return (shape[axis] - stop, shape[axis] - start) if flips[axis] else (start, stop)
+
+
+def _z_levels(
+    box: tuple, order: list[int], flips: list[bool], box_top: np.ndarray, inside: np.ndarray
+) -> tuple[int, int]:
+    """First and last axial level of the liver box with liver: from the box's projection when
+    z is a projection axis, else (Fortran order: z is the slab axis) reading its z-slabs from
+    each end."""
+    lo, hi, window = box
+    if 2 in order[1:]:
+        k = order.index(2) - 1
+        levels = _span(box_top.any(axis=1 - k)) or (0, 0)
+        z0, z1 = levels[0], levels[1] - 1
+    else:
+        z_slabs = inside[(slice(None), *window)]
+        z0, z1 = _first_nonempty(z_slabs, False) or 0, _first_nonempty(z_slabs, True) or 0
+    if flips[2]:
+        n = hi[2] - lo[2]
+        z0, z1 = n - 1 - z1, n - 1 - z0
+    return z0, z1
+
+
+def scan_label(label: np.ndarray) -> LabelScan:
+    """Check the label's values (no NaN, none negative, none above 2) and find the liver box
+    reading it about once: the empty end slabs along its slowest axis, then one max
+    projection of the slabs between. Works on C, Fortran and flipped layouts alike."""
+    view, order, flips = _slab_view(label)
     bits = _unsigned(view)
     rows = bits.reshape(bits.shape[0], -1)
     if rows.shape[1] * rows.itemsize % 8 == 0:
@@ -134,34 +167,17 @@ def scan_label(label: np.ndarray) -> LabelScan:
     spans = [(first, last + 1), _span(projection.any(axis=1)), _span(projection.any(axis=0))]
     lo, hi = [0, 0, 0], [0, 0, 0]
     for (start, stop), axis in zip(spans, order, strict=True):
-        if flips[axis]:
-            start, stop = label.shape[axis] - stop, label.shape[axis] - start
+        start, stop = _to_caller(start, stop, axis, flips, label.shape)
         lo[axis], hi[axis] = start + 1, stop - 2
     # view coordinates of the box on the projection's two axes
     window = []
     for k in (1, 2):
-        a, b = lo[order[k]], hi[order[k]]
-        if flips[order[k]]:
-            a, b = label.shape[order[k]] - b, label.shape[order[k]] - a
+        a, b = _to_caller(lo[order[k]], hi[order[k]], order[k], flips, label.shape)
         window.append(slice(a, max(a, b)))
     box_top = in_box[tuple(window)] >= one if in_box is not None else np.zeros((0, 0), bool)
-    bound = int(np.count_nonzero(box_top))
-    if 2 in order[1:]:
-        # z is a projection axis: the box's z-levels are where its projection has liver
-        k = order.index(2) - 1
-        levels = _span(box_top.any(axis=1 - k)) or (0, 0)
-        z0, z1 = levels[0], levels[1] - 1
-        if flips[2]:
-            n = hi[2] - lo[2]
-            z0, z1 = n - 1 - z1, n - 1 - z0
-    else:
-        # z is the slab axis (Fortran order): read the box's z-slabs from each end
-        z_slabs = inside[(slice(None), *window)]
-        z0, z1 = _first_nonempty(z_slabs, False) or 0, _first_nonempty(z_slabs, True) or 0
-        if flips[2]:
-            n = hi[2] - lo[2]
-            z0, z1 = n - 1 - z1, n - 1 - z0
-    return LabelScan(tuple(lo), tuple(hi), bool(projection.max() == two), (z0, z1), bound)
+    z_range = _z_levels((lo, hi, window), order, flips, box_top, inside)
+    has_tumour = bool(projection.max() == two)
+    return LabelScan(tuple(lo), tuple(hi), has_tumour, z_range, int(np.count_nonzero(box_top)))
 
 
 def _sigma(kind: str, bounds: tuple[float, float], rng: np.random.Generator) -> float:
@@ -338,14 +354,13 @@ def synthesize_tumors_inplace(
     scan = scan_label(label)
     if healthy_only and scan.has_tumour:
         return 0
-    lo, hi = scan.lo, scan.hi
-    if any(b - a < 3 for a, b in zip(lo, hi, strict=True)):
+    if any(b - a < 3 for a, b in zip(scan.lo, scan.hi, strict=True)):
         raise TumorsweepError(
-            f"liver bounding box {np.subtract(hi, lo) + 3} is too small for tumours"
+            f"liver bounding box {np.subtract(scan.hi, scan.lo) + 3} is too small for tumours"
         )
     if config.style == "ca":
         return _synthesize_ca(image_hu, label, scan, config, rng)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    box = tuple(slice(a, b) for a, b in zip(scan.lo, scan.hi, strict=True))
     label_box = label[box]
     if scan.liver_lower_bound < _MIN_LIVER_VOXELS:
         liver_voxels = np.count_nonzero(label_box >= 1)
@@ -353,46 +368,11 @@ def synthesize_tumors_inplace(
             raise TumorsweepError(
                 f"liver has {liver_voxels} voxels inside its box; need >= {_MIN_LIVER_VOXELS}"
             )
-    z_range = scan.z_range
-    slice_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     # Values are checked to be 0, 1 or 2, so the label box itself reads as the liver mask
     # (non-zero = liver); a boolean copy of the box is made only where a caller needs one.
-    liver = None
-    if config.location == "gmm" or config.style == "zhang":
-        liver = label_box >= 1
-
-    def place(kind: str) -> tuple[int, int, int]:
-        if config.location == "gmm":
-            return location_model.sample_centre(liver, rng, config.gmm_max_tries, z_range, kind)
-        return uniform_centre(label_box if liver is None else liver, rng, z_range, slice_cache)
-
-    blobs = _draw_blobs(config, rng, place)
-    shape = label_box.shape
-    tumour = np.zeros(shape, dtype=bool)
-    boxes: list[Box] = []
-    added = 0
-    for blob in blobs:
-        if config.style == "zhang":
-            b_lo, b_hi, mask = rotated_noisy_ellipsoid(
-                blob.centre,
-                blob.semi_axes,
-                config.zhang.surface_noise,
-                shape,
-                rng,
-                config.zhang.surface_frequency,
-            )
-        else:
-            b_lo, b_hi, mask = deformed_ellipsoid(blob, shape, rng)
-        if not mask.any():
-            continue
-        # each blob on its own box: the union's box can span most of the liver's
-        sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
-        mask &= label_box[sl] >= 1
-        if mask.any():
-            tumour[sl] |= mask
-            added += int(np.count_nonzero(mask & (label_box[sl] != 2)))
-            np.copyto(label_box[sl], 2, where=mask)
-            boxes.append(_tight_box(mask, b_lo))
+    liver = label_box >= 1 if config.location == "gmm" or config.style == "zhang" else None
+    blobs = _draw_blobs(config, rng, _placer(label_box, liver, scan, config, rng, location_model))
+    tumour, boxes, added = _paint_blobs(blobs, label_box, config, rng)
     if not boxes:
         return 0
     if config.style == "zhang":
@@ -400,6 +380,64 @@ def synthesize_tumors_inplace(
     else:
         _blend_hu(image_hu[box], label_box, tumour, boxes, config, rng)
     return added
+
+
+def _placer(
+    label_box: np.ndarray,
+    liver: np.ndarray | None,
+    scan: LabelScan,
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+    location_model: LocationModel | None,
+) -> Callable[[str], tuple[int, int, int]]:
+    """`place(kind)`: a blob centre in the liver box, from the GMM location model or Hu's
+    uniform rule (candidate pixels cached per slice across the event's blobs)."""
+    slice_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def place(kind: str) -> tuple[int, int, int]:
+        if config.location == "gmm":
+            return location_model.sample_centre(
+                liver, rng, config.gmm_max_tries, scan.z_range, kind
+            )
+        return uniform_centre(label_box if liver is None else liver, rng, scan.z_range, slice_cache)
+
+    return place
+
+
+def _blob_mask(
+    blob: Blob, shape: tuple[int, ...], config: SynthesisConfig, rng: np.random.Generator
+) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
+    """One blob's mask on its own box of the liver box: Zhang's noisy rotated ellipsoid or
+    Hu's deformed one."""
+    if config.style == "zhang":
+        z = config.zhang
+        return rotated_noisy_ellipsoid(
+            blob.centre, blob.semi_axes, z.surface_noise, shape, rng, z.surface_frequency
+        )
+    return deformed_ellipsoid(blob, shape, rng)
+
+
+def _paint_blobs(
+    blobs: list[Blob], label_box: np.ndarray, config: SynthesisConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, list[Box], int]:
+    """Each blob's mask, clipped by the liver, written as 2 into the label box: the event's
+    tumour mask, the blobs' tight boxes and the count of voxels newly marked tumour. Each blob
+    works on its own box: the union's box can span most of the liver."""
+    tumour = np.zeros(label_box.shape, dtype=bool)
+    boxes: list[Box] = []
+    added = 0
+    for blob in blobs:
+        b_lo, b_hi, mask = _blob_mask(blob, label_box.shape, config, rng)
+        if not mask.any():
+            continue
+        sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
+        mask &= label_box[sl] >= 1
+        if mask.any():
+            tumour[sl] |= mask
+            added += int(np.count_nonzero(mask & (label_box[sl] != 2)))
+            np.copyto(label_box[sl], 2, where=mask)
+            boxes.append(_tight_box(mask, b_lo))
+    return tumour, boxes, added
 
 
 def _synthesize_ca(

@@ -193,14 +193,74 @@ def _restored(matrix: np.ndarray, rho: float) -> np.ndarray:
     return matrix / np.sqrt(variance_kept(matrix, rho))[:, None]
 
 
+# Output rows per block of a banded product (see `_row_blocks`).
+_BLOCK = 32
+
+
+def _row_blocks(matrix: np.ndarray) -> list[tuple[int, int, int, int]] | None:
+    """For a banded matrix (a Gaussian or interpolation factor: each row non-zero on a few
+    consecutive columns), blocks of `_BLOCK` output rows with the input columns [c0, c1) the
+    block reads: (a, b, c0, c1). None when blocking would skip less than half the product."""
+    n_out, n_in = matrix.shape
+    if n_out <= _BLOCK or n_in <= 2 * _BLOCK:
+        return None
+    nonzero = matrix != 0
+    seen = nonzero.any(axis=1)
+    first = np.where(seen, nonzero.argmax(axis=1), n_in)
+    last = np.where(seen, n_in - nonzero[:, ::-1].argmax(axis=1), 0)
+    blocks, work = [], 0
+    for a in range(0, n_out, _BLOCK):
+        b = min(a + _BLOCK, n_out)
+        c0, c1 = int(first[a:b].min()), int(last[a:b].max())
+        c0, c1 = (c0, c1) if c0 < c1 else (0, 0)
+        blocks.append((a, b, c0, c1))
+        work += (b - a) * (c1 - c0)
+    return blocks if 2 * work < n_out * n_in else None
+
+
+def _apply(matrix: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`matrix @ values` for `values` of shape (n_in, ...) or batched (batch, n_in, ...),
+    block by block where the matrix is banded: the same sums without the zero products."""
+    blocks = _row_blocks(matrix)
+    if blocks is None:
+        return np.matmul(matrix, values)
+    axis = values.ndim - 2
+    shape = list(values.shape)
+    shape[axis] = matrix.shape[0]
+    out = np.empty(shape, dtype=np.result_type(matrix, values))
+    index = [slice(None)] * values.ndim
+    for a, b, c0, c1 in blocks:
+        index[axis] = slice(a, b)
+        if c0 == c1:
+            out[tuple(index)] = 0
+            continue
+        source = list(index)
+        source[axis] = slice(c0, c1)
+        out[tuple(index)] = np.matmul(matrix[a:b, c0:c1], values[tuple(source)])
+    return out
+
+
+def _apply_last(values: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """`values @ matrix.T` for 2-D `values`, block by block where the matrix is banded."""
+    blocks = _row_blocks(matrix)
+    if blocks is None:
+        return values @ matrix.T
+    out = np.empty((values.shape[0], matrix.shape[0]), dtype=np.result_type(matrix, values))
+    for a, b, c0, c1 in blocks:
+        out[:, a:b] = values[:, c0:c1] @ matrix[a:b, c0:c1].T if c0 < c1 else 0
+    return out
+
+
 def contract(values: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
     """Apply one matrix per axis to a 3-D array (out[a,b,c] = sum M0[a,i] M1[b,j] M2[c,k] v[i,j,k])
-    as three BLAS products, in float32."""
+    as three BLAS products, in float32; banded matrices (Gaussians, interpolation) block by
+    block, skipping the zero part of the product."""
     m0, m1, m2 = matrices
     n0, n1, n2 = values.shape
-    out = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, n2) @ m2.T
-    out = np.matmul(m1, out.reshape(n0, n1, -1))
-    return (m0 @ out.reshape(n0, -1)).reshape(m0.shape[0], m1.shape[0], m2.shape[0])
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, n2)
+    out = _apply_last(flat, m2)
+    out = _apply(m1, out.reshape(n0, n1, -1))
+    return _apply(m0, out.reshape(n0, -1)).reshape(m0.shape[0], m1.shape[0], m2.shape[0])
 
 
 class SmoothField:

@@ -251,3 +251,133 @@ def test_the_presets_page_is_generated_from_the_files():
     for document in PRESET_DOCUMENTS.values():
         for field in document["values"]:
             assert f"`{field}`" in page.read_text(encoding="utf-8")
+
+
+# Pixel2Cancer's lines the `pixel2cancer` preset cites, transcribed literally (MrGiovanni/
+# Pixel2Cancer at commit 6aae22f); each value is read back out of its line.
+P2C_REPO = "MrGiovanni/Pixel2Cancer@6aae22f"
+P2C_PUBLIC = {
+    "main.py:223": 'transforms.Spacingd(keys=["image", "label"], pixdim=(1.0, 1.0, 1.0), '
+    'mode=("bilinear", "nearest")),',
+    "main.py:224": 'TumorSysthesis(keys=["image", "label"], prob=0.9, args= args), '
+    "# here we use online ",
+    "main.py:226": 'keys=["image"], a_min=-175, a_max=250,',
+    "Tumor_Synthesis/tumor_synthesis.py:12": (
+        "Organ_HU = {'liver': [100, 160],'pancreas': [100, 160], 'kidney': [140, 200]}"
+    ),
+    "Tumor_Synthesis/tumor_synthesis.py:13": (
+        "steps = {'liver': 150, 'pancreas': 80, 'kidney': 80}"
+    ),
+    "Tumor_Synthesis/tumor_synthesis.py:50": (
+        "if self._do_transform and (np.max(d['label']) <= 2):"
+    ),
+    "Tumor_Synthesis/utils.py:302": "steps = np.random.randint(5, steps)",
+    "Tumor_Synthesis/cellular/csrc/cellular.cu:31": "const int density_probability",
+    "hg_liver_train_5_folds.sh:42": (
+        "python -W ignore main.py --optim_lr=4e-4 --batch_size=4 --lrschedule=warmup_cosine "
+        "--optim_name=adamw --model_name=unet --val_every=200 --max_epochs=2000 "
+        "--save_checkpoint --workers=0 --noamp --distributed --ngpus_per_node=2 "
+        "--dist-url=tcp://127.0.0.1:$dist --cache_num=200 --val_overlap=0.5 --syn "
+        '--logdir="runs_liver/$1" --train_dir $datapath --val_dir $datapath --organ=liver '
+        "--json_dir datafolds/5_fold/liver/liver_tumor_0.json"
+    ),
+}
+
+
+def _liver(text: str, index: int) -> int:
+    """The liver entry of a per-organ dict literal (Organ_HU: one of its pair)."""
+    found = re.search(r"'liver':\s*(\[[^\]]*\]|\d+)", text)
+    assert found, text
+    values = number_tuple(found.group(1))
+    return int(values[min(index, len(values) - 1)])
+
+
+_COMMAND = "hg_liver_train_5_folds.sh:42"
+P2C_CHECKS: dict[str, Reader] = {
+    "data.spacing": ("main.py:223", lambda t: number_tuple(keyword(t, "pixdim"))),
+    "data.window": (
+        "main.py:226",
+        lambda t: [float(keyword(t, "a_min")), float(keyword(t, "a_max"))],
+    ),
+    "synthesis.style": ("main.py:224", lambda t: "ca" if t.startswith("TumorSysthesis(") else "?"),
+    "synthesis.prob": ("main.py:224", lambda t: float(keyword(t, "prob"))),
+    # fires when max(label) <= 2: tumour CTs too, so not healthy-only
+    "synthesis.healthy_only": (
+        "Tumor_Synthesis/tumor_synthesis.py:50",
+        lambda t: int(re.search(r"<=\s*(\d)", t).group(1)) < 2,
+    ),
+    # np.random.randint's upper end is exclusive
+    "synthesis.ca.steps_max": ("Tumor_Synthesis/tumor_synthesis.py:13", lambda t: _liver(t, 0) - 1),
+    "synthesis.ca.steps_min": (
+        "Tumor_Synthesis/utils.py:302",
+        lambda t: int(re.search(r"randint\((\d+),", t).group(1)),
+    ),
+    "synthesis.ca.organ_hu_min": (
+        "Tumor_Synthesis/tumor_synthesis.py:12",
+        lambda t: float(_liver(t, 0)),
+    ),
+    "synthesis.ca.vessel_hu": (
+        "Tumor_Synthesis/tumor_synthesis.py:12",
+        lambda t: float(_liver(t, 1)),
+    ),
+    # an int draw in [0, 1] passes `<= 1`, `< 0.3` and `< 0.1` (almost) always
+    "synthesis.ca.invasion_prob": (
+        "Tumor_Synthesis/cellular/csrc/cellular.cu:31",
+        lambda t: [1.0, 1.0, 1.0] if t.startswith("const int ") else [1.0, 0.3, 0.1],
+    ),
+    "model.name": (_COMMAND, lambda t: flag(t, "model_name")),
+    "schedule.lr": (_COMMAND, lambda t: float(flag(t, "optim_lr"))),
+    "schedule.batch_size": (_COMMAND, lambda t: int(flag(t, "batch_size"))),
+    "schedule.epochs": (_COMMAND, lambda t: int(flag(t, "max_epochs"))),
+    "schedule.val_every": (_COMMAND, lambda t: int(flag(t, "val_every"))),
+    "schedule.amp": (_COMMAND, lambda t: not has_flag(t, "noamp")),
+    "eval.val_overlap": (_COMMAND, lambda t: float(flag(t, "val_overlap"))),
+}
+
+
+def p2c_disagreements(document: dict) -> list[str]:
+    """`disagreements` for the pixel2cancer preset, against Pixel2Cancer's transcribed lines."""
+    problems = []
+    for field, row in document["values"].items():
+        if row["kind"] == "tumorsweep":
+            if not row["source"].startswith("tumorsweep:"):
+                problems.append(f"{field}: a tumorsweep row says why, from 'tumorsweep:'")
+            continue
+        if field not in P2C_CHECKS:
+            problems.append(f"{field}: no transcribed source to check against")
+            continue
+        where, read = P2C_CHECKS[field]
+        if f"{P2C_REPO} {where}" not in row["source"]:
+            problems.append(f"{field}: source does not cite {where}: {row['source']!r}")
+        expected = read(P2C_PUBLIC[where])
+        if json.dumps(row["value"]) != json.dumps(expected):
+            problems.append(f"{field}: preset {row['value']!r}, {where} gives {expected!r}")
+    return problems
+
+
+def test_pixel2cancer_preset_agrees_with_the_public_lines_it_cites():
+    document = PRESET_DOCUMENTS["pixel2cancer"]
+    assert {"synthesis.style", "synthesis.prob", "data.window", "schedule.amp"} <= set(
+        document["values"]
+    )
+    assert p2c_disagreements(document) == []
+    config = make_config("pixel2cancer")
+    assert (config.synthesis.style, config.synthesis.prob) == ("ca", 0.9)
+    assert config.synthesis.healthy_only is False and config.schedule.amp is False
+    assert config.data.window == (-175.0, 250.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("synthesis.prob", 0.1),  # the class default, not what main.py:224 passes
+        ("synthesis.ca.steps_max", 150),  # randint's exclusive end
+        ("schedule.amp", True),  # the liver command passes --noamp
+        ("synthesis.ca.invasion_prob", [1.0, 0.3, 0.1]),  # as intended, not as coded
+    ],
+)
+def test_a_pixel2cancer_value_that_leaves_its_source_is_caught(field, value):
+    document = copy.deepcopy(PRESET_DOCUMENTS["pixel2cancer"])
+    document["values"][field]["value"] = value
+    found = p2c_disagreements(document)
+    assert len(found) == 1 and found[0].startswith(f"{field}: preset"), found
