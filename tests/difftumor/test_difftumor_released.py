@@ -237,7 +237,10 @@ def test_forward_and_samplers_match_the_public_code() -> None:
                     g = torch.Generator().manual_seed(9)
                     out = released._ddim(model, oracle["late_xT"], cond[:1], 50, eta, g)
                     expected = oracle[f"late_sample_eta{eta}"]
-                    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-3)
+                    # 50 chained float32 steps: the summation order of the convolutions
+                    # (thread count) moves single elements by ~2e-4 relative; a wrong
+                    # coefficient or step rule moves every element by O(1)
+                    torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-3)
 
 
 def test_ddim_timesteps_follow_their_uniform_rule() -> None:
