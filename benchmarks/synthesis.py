@@ -204,15 +204,15 @@ def ca_section(image: np.ndarray, label: np.ndarray, args) -> None:
     )
     rows = {
         "one focus": CellularConfig(
-            steps_min=149, steps_max=149, seeds_min=1, seeds_max=1, satellite_prob=0.0,
+            steps=(149, 149), seeds=(1, 1), satellite_prob=0.0,
             necrosis_prob=0.0, device=args.ca_device,
         ),
         "one focus, necrosis": CellularConfig(
-            steps_min=149, steps_max=149, seeds_min=1, seeds_max=1, satellite_prob=0.0,
+            steps=(149, 149), seeds=(1, 1), satellite_prob=0.0,
             necrosis_prob=1.0, device=args.ca_device,
         ),
         "as coded (1-9 foci)": CellularConfig(
-            steps_min=149, steps_max=149, device=args.ca_device
+            steps=(149, 149), device=args.ca_device
         ),
         "as coded, steps 5-149": CellularConfig(device=args.ca_device),
     }  # fmt: skip

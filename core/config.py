@@ -28,7 +28,7 @@ from pydantic import (
 from tumorsweep.data.config import DataConfig
 from tumorsweep.defaults import SW_BATCH_SIZE, SW_OVERLAP
 from tumorsweep.errors import TumorsweepError
-from tumorsweep.strict import StrictModel
+from tumorsweep.strict import StrictModel, legacy_range_key
 from tumorsweep.synthesis.config import SynthesisConfig
 
 Triple = tuple[float, float, float]
@@ -328,7 +328,7 @@ _DEMO: dict[str, Any] = {
     "synthesis.difftumor.early": 0.2,
     "synthesis.difftumor.medium": 0.8,
     "synthesis.difftumor.large": 0.0,
-    "synthesis.difftumor.blur_max": 2.0,
+    "synthesis.difftumor.blur.high": 2.0,
     "synthesis.difftumor.ddim_steps": 20,  # the loader's synthesis bounds the demo trial's speed
     "schedule.epochs": 64,
     "schedule.warmup_epochs": 2,
@@ -397,7 +397,9 @@ def make_config(preset: str = "paper", overrides: Mapping[str, Any] | None = Non
 
 
 # Fields merged into another: naming one in an override or search space is refused with how to
-# say it now (config files logged before the merge are still read: see DataConfig)
+# say it now (config files logged before the merge are still read: see DataConfig). The old
+# `<range>_min` / `<range>_max` pairs are refused the same way (tumorsweep.strict.legacy_range_key)
+# and read from logged configs by StrictModel.
 RENAMED_FIELDS = {
     "data.real_tumors": "set data.real_fraction instead (1 = real tumours, the control; "
     "0 = synthetic tumours; between = a mix)",
@@ -412,6 +414,11 @@ def apply_overrides(
     for dotted, value in overrides.items():
         if dotted in RENAMED_FIELDS:
             raise TumorsweepError(f"{source}: {dotted} is gone: {RENAMED_FIELDS[dotted]}")
+        if (renamed := legacy_range_key(TrialConfig, dotted)) is not None:
+            raise TumorsweepError(
+                f"{source}: {dotted} is now {renamed} (a range is one field: "
+                f"{renamed.rsplit('.', 1)[0]}=[low, high], or its .low / .high)"
+            )
         node = tree
         parts = dotted.split(".")
         for depth, part in enumerate(parts):

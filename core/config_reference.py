@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from tumorsweep.config import PRESETS, TrialConfig, flatten_dict
 from tumorsweep.generative.config import PRESETS as GENERATOR_PRESETS
 from tumorsweep.generative.config import GeneratorConfig
+from tumorsweep.strict import is_range
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,12 @@ class FieldDoc:
 
 
 def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    """A nested settings model, expanded into its fields (a range is one leaf: `[low, high]`)."""
+    return (
+        isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and not is_range(annotation)
+    )
 
 
 def _type_name(annotation: Any) -> str:
@@ -109,6 +115,11 @@ def reference_markdown() -> str:
         "`tests/config/test_config_reference.py` fails when this page is stale. Any trial field "
         "is set with `--set field=value` on a study's command line or swept in a search space; "
         "`tumorsweep config --preset NAME` prints what a preset changes.",
+        "",
+        "A `Range` (`IntRange`: whole numbers) is one field holding `{low, high}`, low <= high: "
+        "set it whole as a list (`--set synthesis.texture.hu_drop=[40,90]`) or one end "
+        "(`--set synthesis.texture.hu_drop.low=40`); a search space may sweep each end "
+        "separately. The old `<name>_min` / `<name>_max` keys are refused, naming the new one.",
         "",
         "## Trial fields",
         "",

@@ -4,7 +4,7 @@ A search space is validated against `TrialConfig` before Ray starts: an unknown 
 out-of-range value fails naming the field and the file. Forms a swept field may take:
 
     synthesis.sphere_ratio: {grid: [0.0, 0.05]}      # exhaustive (grid searcher)
-    synthesis.texture.hu_drop_min: {uniform: [40, 90]}   # Optuna: uniform, loguniform,
+    synthesis.texture.hu_drop.low: {uniform: [40, 90]} # Optuna: uniform, loguniform,
     schedule.lr: {loguniform: [1e-4, 1e-3]}              #   randint, choice
     configs: [{synthesis.location: uniform}, {synthesis.location: gmm, ...}]  # named rows
 

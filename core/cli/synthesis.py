@@ -155,13 +155,9 @@ def _register_fit_location(subparsers: argparse._SubParsersAction) -> None:
 
 def _config_from_args(args: argparse.Namespace) -> SynthesisConfig:
     texture = {}
-    for flag, (lo_name, hi_name) in {
-        "hu_drop": ("hu_drop_min", "hu_drop_max"),
-        "edge_blur": ("edge_blur_min", "edge_blur_max"),
-        "u0": ("u0_min", "u0_max"),
-    }.items():
+    for flag in ("hu_drop", "edge_blur", "u0"):
         if getattr(args, flag) is not None:
-            texture[lo_name], texture[hi_name] = getattr(args, flag)
+            texture[flag] = list(getattr(args, flag))
     for flag in ("sigma_a", "sigma_b"):
         if getattr(args, flag) is not None:
             texture[flag] = getattr(args, flag)
@@ -179,8 +175,10 @@ def _config_from_args(args: argparse.Namespace) -> SynthesisConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "synthesis"
-        flag = f"--{where.replace('_', '-')}" if where in fields else where
-        raise TumorsweepError(f"{flag} {first.get('input')!r}: {first['msg']}") from None
+        name, _, end = where.removeprefix("texture.").partition(".")  # a range's low / high
+        if where in fields or (where.startswith("texture.") and name in texture):
+            where = f"--{name.replace('_', '-')}" + (f" {end}" if end else "")
+        raise TumorsweepError(f"{where} {first.get('input')!r}: {first['msg']}") from None
 
 
 def _load(path: Path) -> nib.Nifti1Image:

@@ -12,7 +12,7 @@ Per patch of a batch (channel-first crops windowed to [0, 1] by the trial's `dat
 - the fill: patches of the same diffusion model (early: DDPM; medium and large: the late model's
   DDIM) go through the generator together, one call per model and batch (the public code calls
   it per patch; the draws are independent per patch either way);
-- the paste, in the crop's own units: w = mask blurred with sigma ~ U(blur_min, blur_max),
+- the paste, in the crop's own units: w = mask blurred with sigma ~ U(blur.low, blur.high),
   scipy's default reflect boundary as in the public code; x <- (1 - w) x + w g with g the
   generated patch clipped to [0, 1] (the public code clips its generated sample the same way);
   voxels where w = 0 are left bit-for-bit unchanged (the public code also clips them); label 2
@@ -150,7 +150,7 @@ class BatchDiffTumor:
         difftumor = self.config.difftumor
         for row, event in enumerate(events):
             inside = tuple(slice(0, w.stop - w.start) for w in event.window)
-            sigma = float(rng.uniform(difftumor.blur_min, difftumor.blur_max))
+            sigma = float(rng.uniform(difftumor.blur.low, difftumor.blur.high))
             weight = event.mask.astype(np.float32)
             if sigma > 0:
                 weight = gaussian_filter(weight, sigma, mode="reflect")

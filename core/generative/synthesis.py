@@ -10,7 +10,7 @@ the generator's device inside: draw a tumour mask, let the generator fill it, pa
   volume; every blob is placed inside the liver part of that patch (the public code draws
   them inside its training crop) and the union is cut to the liver.
 - Fill: early tumours by the early model's DDPM chain, others by the late model's DDIM.
-- Paste: I = (1 - w) I + w G with w the mask blurred by sigma ~ U(blur_min, blur_max); voxels
+- Paste: I = (1 - w) I + w G with w the mask blurred by sigma ~ U(blur.low, blur.high); voxels
   where w = 0 are left bit-for-bit unchanged; label 2 on the mask.
 """
 
@@ -123,7 +123,7 @@ def synthesize_difftumor_inplace(
         generator=noise,
     )
     filled = filled[0, 0].cpu().numpy()[inside]
-    sigma = float(rng.uniform(config.difftumor.blur_min, config.difftumor.blur_max))
+    sigma = float(rng.uniform(config.difftumor.blur.low, config.difftumor.blur.high))
     weight = mask.astype(np.float32)
     if sigma > 0:
         weight = gaussian_filter(weight, sigma, mode="reflect")  # scipy's default, as theirs

@@ -32,10 +32,16 @@ def is_pretrained(value: Any) -> bool | None:
     return True
 
 
+def _short_name(name: str) -> str:
+    """The last part of a dotted field, with its range for a range end (`hu_drop.low`)."""
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if parts[-1] in ("low", "high") and len(parts) > 1 else parts[-1]
+
+
 def knob_qualifier(name: str, value: Any) -> str | None:
     """How one swept knob at one value reads in a label; None for the paper's default."""
     if is_missing(value):
-        return f"{name.rsplit('.', 1)[-1]}=None"
+        return f"{_short_name(name)}=None"
     if name == "synthesis.sphere_ratio":
         return f"+{value * 100:g}% Sphere" if value else None
     if name == "synthesis.sphere_mode":  # the reading of "+N% Sphere"; replace is the default
@@ -58,7 +64,7 @@ def knob_qualifier(name: str, value: Any) -> str | None:
             return "Real" if share else "Synthetic"
         return f"Real:Synthetic {round(share * 10, 6):g}:{round((1 - share) * 10, 6):g}"
     text = json.dumps(value) if isinstance(value, list | dict) else f"{value}"
-    return f"{name.rsplit('.', 1)[-1]}={text}"
+    return f"{_short_name(name)}={text}"
 
 
 def eval_set_qualifier(eval_set: Any) -> str | None:

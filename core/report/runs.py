@@ -26,11 +26,13 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tumorsweep import tracking
+from tumorsweep.config import TrialConfig
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.evaluate.registry import pooled_names, summary_names
 from tumorsweep.report.labels import trial_labels
 from tumorsweep.report.reference import DEFAULT_PROTOCOL, protocol_deviations, reference_param_names
 from tumorsweep.report.store import reading
+from tumorsweep.strict import LEGACY_RANGE_SUFFIXES, legacy_range_key
 
 # Final metrics every trial should carry; a trial lacking one still gets a row (value NaN).
 FINAL_METRICS = (*summary_names(), *pooled_names())
@@ -190,11 +192,21 @@ def _without_fold(config_key: str) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any]) -> dict[str, Any]:
-    params = {name: parse_param(value) for name, value in run.data.params.items()}
+def logged_params(raw: dict[str, str]) -> dict[str, Any]:
+    """A trial's MLflow params, parsed, with the names of older trials also under today's:
+    `data.real_tumors` as `data.real_fraction` 1 / 0, and a range end logged as
+    `synthesis.texture.hu_drop_min` also as `synthesis.texture.hu_drop.low`."""
+    params = {name: parse_param(value) for name, value in raw.items()}
     if params.get("data.real_fraction") is None and "data.real_tumors" in params:
-        # trials logged before data.real_tumors became data.real_fraction 1 / 0
         params["data.real_fraction"] = 1.0 if params["data.real_tumors"] else 0.0
+    for name in [name for name in params if name.endswith(tuple(LEGACY_RANGE_SUFFIXES))]:
+        if (renamed := legacy_range_key(TrialConfig, name)) is not None:
+            params.setdefault(renamed, params[name])
+    return params
+
+
+def _trial_record(run: Run, experiment: str, parent: Run, sweep: dict[str, Any]) -> dict[str, Any]:
+    params = logged_params(run.data.params)
     swept = [name for name in sweep["swept"] if name != FOLD_PARAM]
     swept_values = {name: params.get(name) for name in swept}
     config_key = _without_fold(

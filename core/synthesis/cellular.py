@@ -134,7 +134,7 @@ def _plant_seeds(grid: _Grid, cfg: CellularConfig, gen: torch.Generator) -> list
     seeds: list[tuple[int, int, int]] = []
     strides = grid.strides
     tissue = None  # the list of healthy voxels, built only if rejection sampling stalls
-    for _ in range(_draw_int(gen, cfg.seeds_min, cfg.seeds_max)):
+    for _ in range(_draw_int(gen, cfg.seeds.low, cfg.seeds.high)):
         # uniform over the voxels still at 0 (the original draws from their list): a uniform
         # box voxel until one is healthy tissue
         index = -1
@@ -156,7 +156,7 @@ def _plant_seeds(grid: _Grid, cfg: CellularConfig, gen: torch.Generator) -> list
         seeds.append(coords)
         if float(torch.rand((), generator=gen)) < cfg.satellite_prob:
             k = cfg.satellite_offset
-            for _ in range(_draw_int(gen, cfg.satellites_min, cfg.satellites_max)):
+            for _ in range(_draw_int(gen, cfg.satellites.low, cfg.satellites.high)):
                 offset = torch.randint(-k, k, (3,), generator=gen).tolist()
                 target = [c + o for c, o in zip(coords, offset, strict=True)]
                 where = _wrapped(target, grid.box, cfg.satellite_wrap)
@@ -255,7 +255,7 @@ def _necrosis(
         killed.append(grid.flat(seed))
     bias = int(steps / 10 - 2)  # numpy's randint(-b, b) with a float b: U{-int(b)..int(b)-1}
     for seed in seeds:
-        for _ in range(_draw_int(gen, cfg.necrosis_points_min, cfg.necrosis_points_max)):
+        for _ in range(_draw_int(gen, cfg.necrosis_points.low, cfg.necrosis_points.high)):
             if bias <= 0:
                 break
             offset = torch.randint(-bias, bias, (3,), generator=gen).tolist()
@@ -289,7 +289,7 @@ def grow_tumour(
         invasion = torch.tensor([*cfg.invasion_prob, 0.0], dtype=torch.float32, device=image.device)
     grid = _Grid(image, organ, cfg, levels=invasion is not None)
     deltas = neighbour_offsets(grid.shape, cfg.neighbourhood_quirk, image.device)
-    steps = _draw_int(gen, cfg.steps_min, cfg.steps_max)
+    steps = _draw_int(gen, cfg.steps.low, cfg.steps.high)
     seeds = _plant_seeds(grid, cfg, gen)
     if not seeds:
         return None
@@ -357,11 +357,11 @@ def map_to_hu(
     out = image.to(torch.float32).clone()
     out[(level == 3) & (p >= 0.5)] *= (cfg.organ_hu_min + step / 2) / cfg.vessel_hu
     out[(level == 2) & (p != 0)] *= (cfg.organ_hu_min + 2 * step) / cfg.vessel_hu
-    drop = _uniform(gen, cfg.hu_drop_min, cfg.hu_drop_max)
+    drop = _uniform(gen, cfg.hu_drop.low, cfg.hu_drop.high)
     out -= texture * drop * p
     if necrosis:
         core = blur_inplane(-(states == DEAD).to(torch.float32))
-        out += texture * _uniform(gen, cfg.necrosis_drop_min, cfg.necrosis_drop_max) * core
+        out += texture * _uniform(gen, cfg.necrosis_drop.low, cfg.necrosis_drop.high) * core
     smooth = blur_inplane(out * (p != 0))
     chosen = (p >= 0.5) & (level >= 2)
     out[chosen] = smooth[chosen]

@@ -1,16 +1,16 @@
 """Validated knobs of tumour synthesis, with Hu et al. (CVPR 2023) values as defaults.
 
 Every field is a dotted name a search space can sweep (`synthesis.sphere_ratio`,
-`synthesis.texture.hu_drop_min`, `synthesis.type_probs.tiny`).
+`synthesis.texture.hu_drop.low`, `synthesis.type_probs.tiny`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from tumorsweep.strict import StrictModel
+from tumorsweep.strict import IntRange, Range, StrictModel, within
 
 TUMOR_TYPES = ("tiny", "small", "medium", "large", "mix")
 # The two readings of the replication's "+N% Sphere" columns (no public code defines it).
@@ -25,14 +25,6 @@ BLOB_TYPES = ("tiny", "small", "medium", "large")
 
 
 _Strict = StrictModel  # tumorsweep.strict: the one strict base
-
-
-def _check_ranges(config: BaseModel, names: tuple[str, ...]) -> None:
-    """Refuse a `<name>_min` above its `<name>_max` for each of `names`."""
-    for name in names:
-        lo, hi = getattr(config, f"{name}_min"), getattr(config, f"{name}_max")
-        if lo > hi:
-            raise ValueError(f"{name}_min ({lo}) must be <= {name}_max ({hi})")
 
 
 class TypeProbs(_Strict):
@@ -92,54 +84,34 @@ class TextureConfig(_Strict):
         description="voxels; smoothing after the Bernoulli step, one drawn per event (public: 4, "
         "7)",
     )
-    scale_min: float = Field(0.19, gt=0, le=1, description="s of p = s * A + b")
-    scale_max: float = Field(
-        0.21, gt=0, le=1, description="upper end of s in p = s * A + b (public: U(0.19, 0.21))"
+    scale: Annotated[Range, within(gt=0, le=1)] = Field(
+        Range(low=0.19, high=0.21),
+        description="s of the texture's probability map p = s * A + b, drawn per event from "
+        "[low, high]; in (0, 1] (public: U(0.19, 0.21))",
     )
-    base_min: float = Field(0.04, ge=0, le=1, description="b of p = s * A + b")
-    base_max: float = Field(
-        0.06, ge=0, le=1, description="upper end of b in p = s * A + b (public: U(0.04, 0.06))"
+    base: Annotated[Range, within(ge=0, le=1)] = Field(
+        Range(low=0.04, high=0.06),
+        description="b of the texture's probability map p = s * A + b, drawn per event from "
+        "[low, high]; in [0, 1] (public: U(0.04, 0.06))",
     )
-    u0_min: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="lower end of the texture's mean intensity u0 (public: U(0.5, 0.55))",
+    u0: Annotated[Range, within(gt=0, le=1)] = Field(
+        Range(low=0.5, high=0.55),
+        description="the texture's mean intensity u0, drawn per event from [low, high]; in "
+        "(0, 1] (public: U(0.5, 0.55))",
     )
-    u0_max: float = Field(
-        0.55,
-        gt=0,
-        le=1,
-        description="upper end of the texture's mean intensity u0 (public: U(0.5, 0.55))",
+    hu_drop: Annotated[Range, within(ge=0, le=1000)] = Field(
+        Range(low=65.0, high=145.0),
+        description="HU; the per-event intensity drop of the tumour, drawn from [low, high]; "
+        "0-1000 (public: U(65, 145))",
     )
-    hu_drop_min: float = Field(
-        65.0,
-        ge=0,
-        le=1000,
-        description="HU; lower end of the per-event intensity drop (public: U(65, 145))",
-    )
-    hu_drop_max: float = Field(
-        145.0,
-        ge=0,
-        le=1000,
-        description="HU; upper end of the per-event intensity drop (public: U(65, 145))",
-    )
-    edge_blur_min: float = Field(
-        1.0,
-        ge=0,
-        le=20,
-        description="voxels; lower end of the mask's edge blur sigma (public: U(1, 2))",
-    )
-    edge_blur_max: float = Field(
-        2.0,
-        ge=0,
-        le=20,
-        description="voxels; upper end of the mask's edge blur sigma (public: U(1, 2))",
+    edge_blur: Annotated[Range, within(ge=0, le=20)] = Field(
+        Range(low=1.0, high=2.0),
+        description="voxels; the mask's edge blur sigma, drawn per event from [low, high]; "
+        "0-20 (public: U(1, 2))",
     )
 
     @model_validator(mode="after")
     def _ranges(self) -> TextureConfig:
-        _check_ranges(self, ("scale", "base", "u0", "hu_drop", "edge_blur"))
         if any(s <= 0 for s in self.sigma_a + self.sigma_b):
             raise ValueError("sigma_a and sigma_b values must be > 0")
         return self
@@ -152,9 +124,9 @@ class ZhangConfig(_Strict):
     noise (Perlin's improved noise, the family of the paper's simplex noise) sampled at
     `surface_frequency` * u, its std over directions `surface_noise`; scaled to the blob's
     semi-axes (Hu's per-type radii) and randomly rotated. Texture: the CT itself on the
-    tumour, Gaussian-blurred (sigma in [texture_blur_min, texture_blur_max]) and shifted so
-    its mean is the liver mean divided by a factor in [mean_factor_min, mean_factor_max]
-    (hypodense); alpha-blended, alpha in [alpha_min, alpha_max], through the edge-blurred
+    tumour, Gaussian-blurred (sigma in `texture_blur`) and shifted so
+    its mean is the liver mean divided by a factor in `mean_factor`
+    (hypodense); alpha-blended, alpha in `alpha`, through the edge-blurred
     mask. Texture source (`texture_source=region`, the paper's step): a region of the scan
     of the blob region's size, centred on a random liver voxel, non-liver voxels filled with
     its liver mean, elastically deformed (a smooth random displacement field) and blurred;
@@ -166,35 +138,20 @@ class ZhangConfig(_Strict):
 
     surface_noise: float = Field(0.15, ge=0, le=0.5, description="relative radius perturbation")
     surface_frequency: float = Field(2.0, gt=0, le=16, description="noise cells per radius")
-    alpha_min: float = Field(
-        0.2,
-        ge=0,
-        le=1,
-        description="lower end of the alpha-blend weight (Zhang et al.: U(0.2, 0.8))",
+    alpha: Annotated[Range, within(ge=0, le=1)] = Field(
+        Range(low=0.2, high=0.8),
+        description="the alpha-blend weight of the texture, drawn per event from [low, high]; "
+        "0-1 (Zhang et al.: U(0.2, 0.8))",
     )
-    alpha_max: float = Field(
-        0.8,
-        ge=0,
-        le=1,
-        description="upper end of the alpha-blend weight (Zhang et al.: U(0.2, 0.8))",
+    mean_factor: Annotated[Range, within(ge=1, le=10)] = Field(
+        Range(low=1.0, high=3.0),
+        description="the tumour mean is the liver mean divided by a factor drawn from [low, "
+        "high]; 1-10 (Zhang et al.: 1-3)",
     )
-    mean_factor_min: float = Field(
-        1.0,
-        ge=1,
-        le=10,
-        description="the tumour mean is the liver mean divided by U(min, max) (Zhang et al.: 1-3)",
-    )
-    mean_factor_max: float = Field(
-        3.0,
-        ge=1,
-        le=10,
-        description="the tumour mean is the liver mean divided by U(min, max) (Zhang et al.: 1-3)",
-    )
-    texture_blur_min: float = Field(
-        1.0, ge=0, le=10, description="voxels; lower end of the Gaussian blur of the texture source"
-    )
-    texture_blur_max: float = Field(
-        2.0, ge=0, le=10, description="voxels; upper end of the Gaussian blur of the texture source"
+    texture_blur: Annotated[Range, within(ge=0, le=10)] = Field(
+        Range(low=1.0, high=2.0),
+        description="voxels; the Gaussian blur sigma of the texture source, drawn per event "
+        "from [low, high]; 0-10 (default 1-2)",
     )
     texture_source: Literal["region", "in_place"] = Field(
         "region", description="region: a deformed, blurred region elsewhere in the liver "
@@ -208,17 +165,12 @@ class ZhangConfig(_Strict):
         6.0, gt=0, le=100, description="correlation length of the displacement field, voxels"
     )
 
-    @model_validator(mode="after")
-    def _ranges(self) -> ZhangConfig:
-        _check_ranges(self, ("alpha", "mean_factor", "texture_blur"))
-        return self
-
 
 class DiffTumorConfig(_Strict):
     """DiffTumor (Chen et al. CVPR 2024) style: a tumour mask is drawn (early = 1-3 tiny or
     small blobs, medium = one, large = one with semi-axes up to 2x the large radius), and a
     latent diffusion generator (`synthesis.generator`) fills it in; the result is pasted
-    with a Gaussian-blurred mask whose sigma is drawn from [blur_min, blur_max] voxels.
+    with a Gaussian-blurred mask whose sigma is drawn from `blur` (voxels).
     Radii and elastic deformation come from `synthesis.radius` and `synthesis.elastic_sigma`.
     """
 
@@ -232,18 +184,16 @@ class DiffTumorConfig(_Strict):
     )
     ddim_steps: int = Field(50, ge=1, le=1000, description="DDIM steps of the mid/late model")
     ddim_eta: float = Field(0.0, ge=0, le=1, description="DDIM noise (0 = deterministic)")
-    blur_min: float = Field(
-        0.0, ge=0, le=20, description="voxels; lower end of the paste mask's Gaussian blur sigma"
-    )
-    blur_max: float = Field(
-        4.0, ge=0, le=20, description="voxels; upper end of the paste mask's Gaussian blur sigma"
+    blur: Annotated[Range, within(ge=0, le=20)] = Field(
+        Range(low=0.0, high=4.0),
+        description="voxels; the paste mask's Gaussian blur sigma, drawn per tumour from [low, "
+        "high]; 0-20 (DiffTumor: 0-4)",
     )
 
     @model_validator(mode="after")
     def _valid(self) -> DiffTumorConfig:
         if self.early + self.medium + self.large <= 0:
             raise ValueError("at least one of early, medium, large must be > 0")
-        _check_ranges(self, ("blur",))
         return self
 
 
@@ -259,21 +209,25 @@ class CellularConfig(_Strict):
     in-plane blur.
     """
 
-    steps_min: int = Field(
-        5, ge=1, le=1000, description="growth steps n ~ U{steps_min..steps_max}; the public "
-        "loop runs n + 1 steps (kept). Public: randint(5, 150) for the liver, 80 pancreas/kidney",
+    steps: Annotated[IntRange, within(ge=1, le=1000)] = Field(
+        IntRange(low=5, high=149), description="growth steps n ~ U{low..high}, 1-1000; the "
+        "public loop runs n + 1 steps (kept). Public: randint(5, 150) for the liver, 80 "
+        "pancreas/kidney",
     )  # fmt: skip
-    steps_max: int = Field(149, ge=1, le=1000, description="upper end of the steps draw")
-    seeds_min: int = Field(1, ge=1, le=100, description="tumour foci per event, low (public 1)")
-    seeds_max: int = Field(9, ge=1, le=100, description="tumour foci per event, high (public 9)")
+    seeds: Annotated[IntRange, within(ge=1, le=100)] = Field(
+        IntRange(low=1, high=9),
+        description="tumour foci per event ~ U{low..high}, 1-100 (public: 1-9)",
+    )
     satellite_prob: float = Field(
         1 / 3,
         ge=0,
         le=1,
         description="chance a focus gets satellite seeds (public randint(0,3)==0)",
     )
-    satellites_min: int = Field(3, ge=0, le=100, description="satellites per focus, low (3)")
-    satellites_max: int = Field(9, ge=0, le=100, description="satellites per focus, high (9)")
+    satellites: Annotated[IntRange, within(ge=0, le=100)] = Field(
+        IntRange(low=3, high=9),
+        description="satellite seeds per focus ~ U{low..high}, 0-100 (public: 3-9)",
+    )
     satellite_offset: int = Field(
         10, ge=1, le=100, description="satellite offsets per axis ~ U{-k..k-1} voxels (public 10)"
     )
@@ -307,8 +261,10 @@ class CellularConfig(_Strict):
     necrosis_min_steps: int = Field(
         50, ge=0, le=1000, description="necrosis only when steps > this (liver 50, '2 cm')"
     )
-    necrosis_points_min: int = Field(5, ge=0, le=100, description="extra dead points per seed")
-    necrosis_points_max: int = Field(19, ge=0, le=100, description="(public randint(5, 20))")
+    necrosis_points: Annotated[IntRange, within(ge=0, le=100)] = Field(
+        IntRange(low=5, high=19),
+        description="extra dead points per seed ~ U{low..high}, 0-100 (public: randint(5, 20))",
+    )
     necrosis_steps_divisor: float = Field(
         7.0, gt=0, le=100, description="death-spread steps = floor(steps / divisor + 1) (7)"
     )
@@ -317,20 +273,22 @@ class CellularConfig(_Strict):
         "paper's figure); 0 is what the public code's float labels give (1 + (-1) = 0), "
         "which calls them background inside the liver",
     )  # fmt: skip
-    hu_drop_min: float = Field(65.0, ge=0, le=1000, description="tumour HU drop U(65, 145)")
-    hu_drop_max: float = Field(145.0, ge=0, le=1000, description="(public difference_1)")
-    necrosis_drop_min: float = Field(90.0, ge=0, le=1000, description="core drop U(90, 110)")
-    necrosis_drop_max: float = Field(110.0, ge=0, le=1000, description="(public difference_2)")
+    hu_drop: Annotated[Range, within(ge=0, le=1000)] = Field(
+        Range(low=65.0, high=145.0),
+        description="HU; the tumour's intensity drop, drawn from [low, high]; 0-1000 (public "
+        "difference_1: U(65, 145))",
+    )
+    necrosis_drop: Annotated[Range, within(ge=0, le=1000)] = Field(
+        Range(low=90.0, high=110.0),
+        description="HU; the necrotic core's extra drop, drawn from [low, high]; 0-1000 (public "
+        "difference_2: U(90, 110))",
+    )
     device: Literal["cpu", "cuda"] = Field(
         "cpu", description="where the automaton runs (same tumour for the same seed on both)"
     )
 
     @model_validator(mode="after")
     def _ranges(self) -> CellularConfig:
-        _check_ranges(
-            self,
-            ("steps", "seeds", "satellites", "necrosis_points", "hu_drop", "necrosis_drop"),
-        )
         if not self.organ_hu_min < self.vessel_hu:
             raise ValueError(f"organ_hu_min ({self.organ_hu_min}) must be < vessel_hu")
         if any(not 0 <= p <= 1 for p in self.invasion_prob):

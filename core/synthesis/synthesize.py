@@ -468,8 +468,8 @@ def _blend_hu(
     """Hu: inside the liver (`liver`: a mask or the validated label box, >= 1 inside),
     I -= T * blur(G) * delta, in place, region by region."""
     tex = config.texture
-    edge_sigma = rng.uniform(tex.edge_blur_min, tex.edge_blur_max)
-    drop = rng.uniform(tex.hu_drop_min, tex.hu_drop_max)
+    edge_sigma = rng.uniform(tex.edge_blur.low, tex.edge_blur.high)
+    drop = rng.uniform(tex.hu_drop.low, tex.hu_drop.high)
     radius = int(_BLUR_TRUNCATE * edge_sigma + 0.5)
     regions = _regions(boxes, radius, liver.shape)
     union_lo = tuple(min(r[0][i] for r in regions) for i in range(3))
@@ -556,10 +556,10 @@ def _blend_zhang(
     """Zhang: texture = the scan region blurred and shifted to mean liver mean / U(f_min, f_max);
     I = (1 - a*M) I + a*M*texture inside the liver, M the softened tumour mask; in place."""
     z = config.zhang
-    alpha = rng.uniform(z.alpha_min, z.alpha_max)
-    factor = rng.uniform(z.mean_factor_min, z.mean_factor_max)
-    tex_sigma = rng.uniform(z.texture_blur_min, z.texture_blur_max)
-    edge_sigma = rng.uniform(config.texture.edge_blur_min, config.texture.edge_blur_max)
+    alpha = rng.uniform(z.alpha.low, z.alpha.high)
+    factor = rng.uniform(z.mean_factor.low, z.mean_factor.high)
+    tex_sigma = rng.uniform(z.texture_blur.low, z.texture_blur.high)
+    edge_sigma = rng.uniform(config.texture.edge_blur.low, config.texture.edge_blur.high)
     radius = int(_BLUR_TRUNCATE * max(edge_sigma, tex_sigma) + 0.5)
     liver_mean = float(image[liver].mean())
     target = liver_mean / factor

@@ -378,9 +378,9 @@ def draw_hu_texture(
     voxels above 0.12 after the sigma_b smoothing follows from the truncated normal."""
     sigma_a = float(rng.choice(config.sigma_a))
     sigma_b = float(rng.choice(config.sigma_b))
-    scale = rng.uniform(config.scale_min, config.scale_max)
-    base = rng.uniform(config.base_min, config.base_max)
-    u0 = rng.uniform(config.u0_min, config.u0_max)
+    scale = rng.uniform(config.scale.low, config.scale.high)
+    base = rng.uniform(config.base.low, config.base.high)
+    u0 = rng.uniform(config.u0.low, config.u0.high)
     sigma_c = float(np.hypot(sigma_a, sigma_b))
     mean_at, range_std = bank_range(sigma_a, sigma_b, tuple(bank_shape))
     mean = base + scale * mean_at

@@ -7,8 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
+from pydantic import ValidationError
 
 from tumorsweep.config import (
+    PRESETS,
     TrialConfig,
     apply_overrides,
     flatten,
@@ -51,9 +54,10 @@ def test_demo_preset_changes_only_values() -> None:
 
 
 def test_override_sets_nested_field_and_flatten_names_it() -> None:
-    cfg = apply_overrides(TrialConfig(), {"synthesis.texture.hu_drop_min": 50.0, "seed": 4})
+    cfg = apply_overrides(TrialConfig(), {"synthesis.texture.hu_drop.low": 50.0, "seed": 4})
     flat = flatten(cfg)
-    assert flat["synthesis.texture.hu_drop_min"] == 50.0
+    assert flat["synthesis.texture.hu_drop.low"] == 50.0
+    assert flat["synthesis.texture.hu_drop.high"] == 145.0  # the other end keeps its default
     assert flat["seed"] == 4
     assert flat["model.name"] == "unet"
     assert flat["synthesis.type_probs.tiny"] == 0.2
@@ -66,7 +70,11 @@ def test_override_sets_nested_field_and_flatten_names_it() -> None:
         ("synthesis.sphere_ratoi", 0.1, "unknown config field 'synthesis.sphere_ratoi'"),
         ("model.name", "resnet", "unknown backbone 'resnet'"),
         ("schedule.patch_size", [96, 96, 80], "multiples of 32"),
-        ("synthesis.texture.hu_drop_min", 500.0, "hu_drop_min (500.0) must be <= hu_drop_max"),
+        ("synthesis.texture.hu_drop.low", 500.0, "low (500) must be <= high (145)"),
+        ("synthesis.texture.hu_drop", [150, 100], "hu_drop = [150, 100]: Value error, low (150)"),
+        ("synthesis.texture.hu_drop", [1, 2, 3], "a range is [low, high], got [1, 2, 3]"),
+        ("synthesis.texture.u0.high", 1.5, "synthesis.texture.u0: Value error, high (1.5) must"),
+        ("synthesis.ca.seeds", [0, 3], "low (0) must be >= 1"),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object, needle: str) -> None:
@@ -167,3 +175,57 @@ def test_paper_preset_selects_on_mean_dice_of_the_validation_list() -> None:
     assert (cfg.eval.select_metric, cfg.eval.select_on) == ("val_mean_dice", "validation")
     with pytest.raises(TumorsweepError, match="unknown selection metric 'val_tumour_dice'"):
         make_config("paper", {"eval.select_metric": "val_tumour_dice"})
+
+
+def test_a_range_is_one_field_set_whole_or_by_its_ends() -> None:
+    cfg = apply_overrides(TrialConfig(), {"synthesis.texture.hu_drop": [40, 90]})
+    assert (cfg.synthesis.texture.hu_drop.low, cfg.synthesis.texture.hu_drop.high) == (40, 90)
+    name, value = parse_assignment("synthesis.ca.steps=[20, 60]")
+    cfg = apply_overrides(cfg, {name: value})
+    assert (cfg.synthesis.ca.steps.low, cfg.synthesis.ca.steps.high) == (20, 60)
+    cfg = apply_overrides(cfg, {"synthesis.ca.steps.high": 80})
+    assert (cfg.synthesis.ca.steps.low, cfg.synthesis.ca.steps.high) == (20, 80)
+    assert "synthesis.texture.hu_drop_min" not in flatten(cfg)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("synthesis.texture.hu_drop_min", "synthesis.texture.hu_drop.low"),
+        ("synthesis.zhang.mean_factor_max", "synthesis.zhang.mean_factor.high"),
+        ("synthesis.difftumor.blur_max", "synthesis.difftumor.blur.high"),
+        ("synthesis.ca.necrosis_points_min", "synthesis.ca.necrosis_points.low"),
+    ],
+)
+def test_old_range_names_are_refused_naming_the_new_key(old: str, new: str) -> None:
+    with pytest.raises(TumorsweepError) as err:
+        apply_overrides(TrialConfig(), {old: 1.0}, source="--set")
+    assert str(err.value).startswith(f"--set: {old} is now {new} ")
+
+
+def test_a_pair_that_is_no_range_is_still_a_field() -> None:
+    # organ_hu_min has no _max: it is a field of its own, not a range end
+    cfg = apply_overrides(TrialConfig(), {"synthesis.ca.organ_hu_min": 90.0})
+    assert cfg.synthesis.ca.organ_hu_min == 90.0
+
+
+def test_a_config_logged_with_min_max_pairs_is_still_read() -> None:
+    logged = TrialConfig().model_dump(mode="json")
+    texture = logged["synthesis"]["texture"]
+    del texture["hu_drop"], texture["u0"]
+    texture |= {"hu_drop_min": 30.0, "hu_drop_max": 70.0, "u0_max": 0.6}
+    logged["synthesis"]["ca"] |= {"steps_min": 7, "steps_max": 9}
+    del logged["synthesis"]["ca"]["steps"]
+    cfg = TrialConfig.model_validate(yaml.safe_load(yaml.safe_dump(logged)))
+    assert (cfg.synthesis.texture.hu_drop.low, cfg.synthesis.texture.hu_drop.high) == (30, 70)
+    assert (cfg.synthesis.texture.u0.low, cfg.synthesis.texture.u0.high) == (0.5, 0.6)
+    assert (cfg.synthesis.ca.steps.low, cfg.synthesis.ca.steps.high) == (7, 9)
+    logged["synthesis"]["ca"]["steps"] = [7, 9]
+    with pytest.raises(ValidationError, match="steps is given both as one range and as"):
+        TrialConfig.model_validate(logged)
+
+
+def test_a_preset_naming_an_old_range_end_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PRESETS, "old", {"synthesis.difftumor.blur_max": 2.0})
+    with pytest.raises(TumorsweepError, match="blur_max is now synthesis.difftumor.blur.high"):
+        make_config("old")

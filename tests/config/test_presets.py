@@ -307,8 +307,11 @@ P2C_CHECKS: dict[str, Reader] = {
         lambda t: int(re.search(r"<=\s*(\d)", t).group(1)) < 2,
     ),
     # np.random.randint's upper end is exclusive
-    "synthesis.ca.steps_max": ("Tumor_Synthesis/tumor_synthesis.py:13", lambda t: _liver(t, 0) - 1),
-    "synthesis.ca.steps_min": (
+    "synthesis.ca.steps.high": (
+        "Tumor_Synthesis/tumor_synthesis.py:13",
+        lambda t: _liver(t, 0) - 1,
+    ),
+    "synthesis.ca.steps.low": (
         "Tumor_Synthesis/utils.py:302",
         lambda t: int(re.search(r"randint\((\d+),", t).group(1)),
     ),
@@ -371,7 +374,7 @@ def test_pixel2cancer_preset_agrees_with_the_public_lines_it_cites():
     ("field", "value"),
     [
         ("synthesis.prob", 0.1),  # the class default, not what main.py:224 passes
-        ("synthesis.ca.steps_max", 150),  # randint's exclusive end
+        ("synthesis.ca.steps.high", 150),  # randint's exclusive end
         ("schedule.amp", True),  # the liver command passes --noamp
         ("synthesis.ca.invasion_prob", [1.0, 0.3, 0.1]),  # as intended, not as coded
     ],

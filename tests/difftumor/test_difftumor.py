@@ -118,7 +118,7 @@ def test_tumour_inside_mask_with_tumour_hu(trained: dict, cases: CaseLists) -> N
     for seed in range(6):
         for blur in (0.0, 1.5):
             new_image, new_label = image.copy(), label.copy()
-            config = _difftumor(trained["folder"], blur_min=blur, blur_max=blur)
+            config = _difftumor(trained["folder"], blur=(blur, blur))
             added = synthesize_difftumor_inplace(
                 new_image, new_label, generator, config, np.random.default_rng(seed)
             )

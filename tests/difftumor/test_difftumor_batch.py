@@ -131,7 +131,7 @@ def test_batch_synthesis_changes_only_healthy_patches_near_the_mask(
         tumour = out_label[i, 0] == 2
         assert tumour.any() and bool((label[i, 0][tumour] == 1).all())
         assert torch.equal(out_label[i, 0][~tumour], label[i, 0][~tumour])
-        # blur sigma <= blur_max (2 voxels in the demo): beyond 4 sigma of the mask, untouched
+        # blur sigma <= blur.high (2 voxels in the demo): beyond 4 sigma of the mask, untouched
         far = ~torch.from_numpy(_dilate(tumour.numpy(), 9))
         assert torch.equal(out_image[i, 0][far], image[i, 0][far])
         assert not torch.equal(out_image[i, 0][tumour], image[i, 0][tumour])
@@ -328,8 +328,7 @@ def test_the_paste_blurs_the_mask_in_reflect_mode() -> None:
         {
             "synthesis.style": "difftumor",
             "synthesis.generator": "unused",
-            "synthesis.difftumor.blur_min": sigma,
-            "synthesis.difftumor.blur_max": sigma,
+            "synthesis.difftumor.blur": [sigma, sigma],
         },
     ).synthesis
     paste = BatchDiffTumor(_ConstantGenerator(size, 250.0), synthesis, window)

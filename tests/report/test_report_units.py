@@ -28,7 +28,7 @@ from tumorsweep.report import (
     two_level_t_test,
 )
 from tumorsweep.report.labels import config_label
-from tumorsweep.report.runs import _read_per_case, parse_param
+from tumorsweep.report.runs import _read_per_case, logged_params, parse_param
 from tumorsweep.report.tables import latex_escape
 
 SYNTHETIC = {
@@ -68,12 +68,30 @@ def test_params_parse_back_to_their_values(text: str, value: object) -> None:
         ("nnunet", "chen-val-0", {}, None, "nnUNet(Chen's Val)"),
         ("segmamba_v1", "hu-val", {"data.real_fraction": 1.0}, None, "SegMambaV1(Real)"),
         ("unet", "hu-val", {"synthesis.gmm_components": 3}, None, "UNET(gmm_components=3)"),
+        (
+            "unet",
+            "hu-val",
+            {"synthesis.texture.hu_drop.low": 40.0},
+            None,
+            "UNET(hu_drop.low=40.0)",
+        ),
     ],
 )
 def test_labels_read_like_the_published_columns(
     backbone: str, eval_set: str, swept: dict, pretrained: object, label: str
 ) -> None:
     assert config_label(backbone, eval_set, swept, pretrained) == label
+
+
+def test_params_of_older_trials_are_read_under_todays_names() -> None:
+    params = logged_params(
+        {"synthesis.texture.hu_drop_min": "40.0", "synthesis.ca.organ_hu_min": "90.0"}
+        | {"data.real_tumors": "False", "synthesis.ca.steps.high": "60"}
+    )
+    assert params["synthesis.texture.hu_drop.low"] == 40.0
+    assert params["data.real_fraction"] == 0.0
+    assert "synthesis.ca.organ_hu.low" not in params  # organ_hu_min is a field, no range end
+    assert params["synthesis.ca.steps.high"] == 60
 
 
 def test_published_numbers_are_transcribed() -> None:
@@ -95,7 +113,7 @@ def test_published_match_needs_every_swept_knob_and_prefers_the_replication() ->
     assert set(found["source"]) == {"replication"}
     assert found.set_index("metric").loc["tumor_dice", "value"] == 0.57025
     # a texture study's baseline must not borrow the baseline's published value
-    assert match_published("unet", "hu-val", SYNTHETIC, ["synthesis.texture.u0_min"]).empty
+    assert match_published("unet", "hu-val", SYNTHETIC, ["synthesis.texture.u0.low"]).empty
     assert match_published("unet", "test", SYNTHETIC, ["synthesis.sphere_ratio"]).empty
     real = match_published("unet", "hu-val", {"data.real_fraction": 1.0}, ["data.real_fraction"])
     assert real.set_index("metric").loc["tumor_dice", "value"] == 0.56542

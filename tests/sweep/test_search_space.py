@@ -73,6 +73,15 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("study: s\nsearcher: {type: annealing}\n", "searcher.type"),
         ("study: s\nfixed:\n  model.name: resnet\n", "unknown backbone 'resnet'"),
         ("study: [unclosed\n", "not valid YAML"),
+        (
+            "study: s\nsearcher: {type: optuna}\n"
+            "sweep:\n  synthesis.texture.hu_drop_min: {uniform: [30.0, 90.0]}\n",
+            "synthesis.texture.hu_drop_min is now synthesis.texture.hu_drop.low",
+        ),
+        (
+            "study: s\nfixed:\n  synthesis.ca.steps_max: 60\n",
+            "synthesis.ca.steps_max is now synthesis.ca.steps.high",
+        ),
     ],
 )
 def test_bad_space_names_file_and_field(tmp_path: Path, body: str, needle: str) -> None:

@@ -175,7 +175,7 @@ OPTUNA = """
 study: texture
 fixed: {model.name: unet}
 sweep:
-  synthesis.texture.hu_drop_min: {uniform: [40.0, 60.0]}
+  synthesis.texture.hu_drop.low: {uniform: [40.0, 60.0]}
 searcher: {type: optuna, seed: 1, num_samples: 2}
 """
 
@@ -185,7 +185,7 @@ def test_optuna_sweep_two_trials(ray_local, tmp_path: Path, phantom_dir: Path) -
     assert code == 0
     trials = [r for r in _runs(uri, "optuna") if r.data.tags.get("tumorsweep.role") == "trial"]
     assert len(trials) == 2
-    drops = sorted(float(t.data.params["synthesis.texture.hu_drop_min"]) for t in trials)
+    drops = sorted(float(t.data.params["synthesis.texture.hu_drop.low"]) for t in trials)
     assert drops[0] != drops[1] and all(40.0 <= d <= 60.0 for d in drops)
     for trial in trials:
         assert trial.info.status == "FINISHED"

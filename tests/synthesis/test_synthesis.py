@@ -93,8 +93,10 @@ def test_config_rejects_bad_knobs_naming_the_field():
         SynthesisConfig(sphere_ratio=1.5)
     with pytest.raises(ValidationError, match="huge"):
         SynthesisConfig(type_probs={"huge": 1.0})
-    with pytest.raises(ValidationError, match="hu_drop_min"):
-        SynthesisConfig(texture={"hu_drop_min": 150.0, "hu_drop_max": 100.0})
+    with pytest.raises(
+        ValidationError, match=r"texture\.hu_drop\n.*low \(150\) must be <= high \(100\)"
+    ):
+        SynthesisConfig(texture={"hu_drop": [150.0, 100.0]})
 
 
 def reference_scan(label: np.ndarray) -> tuple:

@@ -169,7 +169,7 @@ def test_vessels_read_from_hu_block_growth_in_a_whole_event():
     tumour on its seed's side (a few voxels get through where pressure broke it); the same
     wall at tissue HU lets it through."""
     cfg = CellularConfig(
-        steps_min=30, steps_max=30, seeds_min=1, seeds_max=1, satellite_prob=0.0,
+        steps=(30, 30), seeds=(1, 1), satellite_prob=0.0,
         necrosis_prob=0.0,
     )  # fmt: skip
     far_side = {}
@@ -190,7 +190,7 @@ def test_vessels_read_from_hu_block_growth_in_a_whole_event():
 def necrotic_event(necrotic_label: int):
     image, label = liver_case(shape=(48, 44, 40), radii=(20, 18, 16), seed=1)
     cfg = CellularConfig(
-        steps_min=40, steps_max=40, seeds_min=1, seeds_max=1, satellite_prob=0.0,
+        steps=(40, 40), seeds=(1, 1), satellite_prob=0.0,
         necrosis_prob=1.0, necrosis_min_steps=10, necrotic_label=necrotic_label,
     )  # fmt: skip
     out_image, out_label = image.copy(), label.copy()
@@ -217,7 +217,7 @@ def test_necrotic_label_zero_is_the_public_float_label_arithmetic():
 
 def test_same_seed_same_tumour_other_seed_other_tumour():
     image, label = liver_case(shape=(48, 44, 40), radii=(20, 18, 16))
-    config = SynthesisConfig(style="ca", ca={"steps_min": 20, "steps_max": 40})
+    config = SynthesisConfig(style="ca", ca={"steps": [20, 40]})
     runs = [synthesize_tumors(image, label, config, np.random.default_rng(s)) for s in (7, 7, 8)]
     assert np.array_equal(runs[0][1], runs[1][1]) and np.array_equal(runs[0][0], runs[1][0])
     assert (runs[0][1] == 2).sum() > 0
@@ -233,7 +233,7 @@ def test_cpu_and_cuda_grow_the_same_tumour_for_a_seed():
     image, label = liver_case(shape=(48, 44, 40), radii=(20, 18, 16))
     results = {}
     for device in ("cpu", "cuda"):
-        cfg = CellularConfig(steps_min=40, steps_max=60, necrosis_min_steps=30, device=device)
+        cfg = CellularConfig(steps=(40, 60), necrosis_min_steps=30, device=device)
         out_image, out_label = image.copy(), label.copy()
         synthesize_ca(out_image, out_label, cfg, TextureConfig(), seed=11)
         results[device] = (out_image, out_label)
@@ -247,7 +247,7 @@ def test_firing_rule_follows_healthy_only():
     sample = {"image": torch.from_numpy(image)[None], "label": torch.from_numpy(label)[None]}
     for healthy_only, fires in ((True, False), (False, True)):
         config = SynthesisConfig(
-            style="ca", prob=1.0, healthy_only=healthy_only, ca={"steps_max": 20}
+            style="ca", prob=1.0, healthy_only=healthy_only, ca={"steps": [5, 20]}
         )
         out = TumorSynthesisd(config=config, inplace=False).set_random_state(0)(dict(sample))
         assert bool(((out["label"][0] == 2).sum() > 1).item()) is fires
@@ -275,8 +275,9 @@ def test_preset_and_knob_validation():
     assert cfg.synthesis.style == "ca" and cfg.synthesis.healthy_only is False
     assert cfg.data.window == (-175.0, 250.0) and cfg.synthesis.prob == 0.9
     assert cfg.synthesis.ca.invasion_prob == (1.0, 1.0, 1.0)  # as coded
-    with pytest.raises(TumorsweepError, match="steps_min"):
-        make_config("paper", {"synthesis.ca.steps_min": 50, "synthesis.ca.steps_max": 10})
+    inverted = r"synthesis\.ca\.steps: .*low \(50\) must be <= high \(10\)"
+    with pytest.raises(TumorsweepError, match=inverted):
+        make_config("paper", {"synthesis.ca.steps.low": 50, "synthesis.ca.steps.high": 10})
     with pytest.raises(TumorsweepError, match="invasion_prob"):
         make_config("paper", {"synthesis.ca.invasion_prob": [1.0, 1.5, 0.1]})
     assert knob_qualifier("synthesis.style", "ca") == "Pixel2Cancer"

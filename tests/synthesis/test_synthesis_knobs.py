@@ -195,8 +195,8 @@ def test_hu_drop_is_texture_times_delta_inside_the_liver():
     textures); with a blur of sigma s the drop reaches at most 3 s voxels beyond the tumour,
     only inside the liver."""
     image, label = liver_case()
-    texture = {"hu_drop_min": 100.0, "hu_drop_max": 100.0, "u0_min": 0.5, "u0_max": 0.5}
-    sharp = only("medium", texture={**texture, "edge_blur_min": 0.0, "edge_blur_max": 0.0})
+    texture = {"hu_drop": [100.0, 100.0], "u0": [0.5, 0.5]}
+    sharp = only("medium", texture={**texture, "edge_blur": [0.0, 0.0]})
     rng = np.random.default_rng(6)
     ratios = []
     for _ in range(30):
@@ -209,7 +209,7 @@ def test_hu_drop_is_texture_times_delta_inside_the_liver():
     ratios = np.array(ratios)
     se = ratios.std(ddof=1) / np.sqrt(len(ratios))
     assert 0.5 * 0.973 - 4 * se < ratios.mean() < 0.5 * 1.0 + 4 * se, (ratios.mean(), se)
-    blurred = only("medium", texture={**texture, "edge_blur_min": 2.0, "edge_blur_max": 2.0})
+    blurred = only("medium", texture={**texture, "edge_blur": [2.0, 2.0]})
     new_image, new_label = synthesize_tumors(image, label, blurred, rng)
     changed = image != new_image
     assert np.all(label[changed] == 1)

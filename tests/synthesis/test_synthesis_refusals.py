@@ -83,7 +83,7 @@ def test_gmm_without_a_model_is_refused(tmp_path, case, capsys) -> None:
         (["--sphere-ratio", "nan"], "--sphere-ratio nan: Input should be a finite number"),
         (["--sphere-ratio", "inf"], "--sphere-ratio inf: Input should be a finite number"),
         (["--sphere-ratio", "1.5"], "--sphere-ratio 1.5: Input should be less than or equal to 1"),
-        (["--hu-drop", "nan", "60"], "texture.hu_drop_min nan: Input should be a finite number"),
+        (["--hu-drop", "nan", "60"], "--hu-drop low nan: Input should be a finite number"),
     ],
     ids=["nan", "inf", "above-1", "hu-drop-nan"],
 )

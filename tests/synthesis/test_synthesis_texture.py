@@ -54,8 +54,8 @@ def test_every_public_bank_texture_is_matched():
     rng = np.random.default_rng(0)
     for (a, b), (scale, base, u0, mean, std) in PUBLIC_TEXTURES.items():
         config = TextureConfig(
-            sigma_a=[a], sigma_b=[b], scale_min=scale, scale_max=scale,
-            base_min=base, base_max=base, u0_min=u0, u0_max=u0,
+            sigma_a=[a], sigma_b=[b], scale=(scale, scale),
+            base=(base, base), u0=(u0, u0),
         )  # fmt: skip
         events = [
             draw_hu_texture(rng, (0, 0, 0), (40, 40, 40), config).sample((0, 0, 0), (40, 40, 40))
