@@ -35,6 +35,17 @@ from tumorsweep.generative.synthesis import _MIN_LIVER_VOXELS, draw_kind, draw_m
 from tumorsweep.synthesis.config import SynthesisConfig
 from tumorsweep.synthesis.location import uniform_centre
 
+MASK_TRIES = 10  # mask draws per event before the patch is left without a tumour
+
+
+def reaches_latent(mask: np.ndarray, factor: int) -> bool:
+    """Whether a tumour mask (in generator-patch coordinates, the window starting at the patch
+    origin) survives the nearest interpolation to the latent grid: latent voxel i reads mask
+    voxel `factor * i`. A mask that misses every sampled voxel is absent from the denoiser's
+    condition, so the generator paints no tumour there; labelling it would teach the network
+    that normal liver is tumour."""
+    return bool(mask[::factor, ::factor, ::factor].any())
+
 
 @dataclass
 class _Event:
@@ -102,7 +113,8 @@ class BatchDiffTumor:
 
     def _plan(self, index: int, labels: np.ndarray, rng: np.random.Generator) -> _Event | None:
         """Type, generator window and mask of one patch; None when the patch cannot take a
-        tumour (a real tumour already in it, too little liver, an empty mask)."""
+        tumour (a real tumour already in it, too little liver, or MASK_TRIES masks that all miss the
+        latent grid: see `reaches_latent`)."""
         if labels.max() > 1:
             return None
         liver = labels >= 1
@@ -114,10 +126,12 @@ class BatchDiffTumor:
         part = liver[window]
         if np.count_nonzero(part) < _MIN_LIVER_VOXELS:
             return None
-        mask = draw_mask(part, kind, self.config, rng)
-        if not mask.any():
-            return None
-        return _Event(index, window, "early" if kind == "early" else "late", mask)
+        factor = self.generator.config.latent_factor
+        for _ in range(MASK_TRIES):
+            mask = draw_mask(part, kind, self.config, rng)
+            if reaches_latent(mask, factor):
+                return _Event(index, window, "early" if kind == "early" else "late", mask)
+        return None
 
     def _fill(
         self,
