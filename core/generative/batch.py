@@ -9,6 +9,9 @@ Per patch of a batch (channel-first crops windowed to [0, 1] by the trial's `dat
 - the type (early / medium / large) and the mask, drawn on the liver (label >= 1) of the part
   of the crop the generator sees (a `patch_size`^3 window around a liver point; the whole crop
   when both are the same size, as in the paper) and cut to that liver;
+- a mask that misses every voxel the nearest interpolation to the latent grid reads (every
+  `latent_factor`-th) is redrawn: the generator would paint nothing there, yet the label would
+  say tumour (issue 22: 3 of 38 demo tumours at 2 mm; at Chen et al.'s 1 mm almost never);
 - the fill: patches of the same diffusion model (early: DDPM; medium and large: the late model's
   DDIM) go through the generator together, one call per model and batch (the public code calls
   it per patch; the draws are independent per patch either way);
