@@ -9,6 +9,9 @@ Per patch of a batch (channel-first crops windowed to [0, 1] by the trial's `dat
 - the type (early / medium / large) and the mask, drawn on the liver (label >= 1) of the part
   of the crop the generator sees (a `patch_size`^3 window around a liver point; the whole crop
   when both are the same size, as in the paper) and cut to that liver;
+- a mask that misses every voxel the nearest interpolation to the latent grid reads (every
+  `latent_factor`-th) is redrawn: the generator would paint nothing there, yet the label would
+  say tumour (issue 22: 3 of 38 demo tumours at 2 mm; at Chen et al.'s 1 mm almost never);
 - the fill: patches of the same diffusion model (early: DDPM; medium and large: the late model's
   DDIM) go through the generator together, one call per model and batch (the public code calls
   it per patch; the draws are independent per patch either way);
@@ -34,6 +37,17 @@ from tumorsweep.generative.sampler import Generator
 from tumorsweep.generative.synthesis import _MIN_LIVER_VOXELS, draw_kind, draw_mask, patch_window
 from tumorsweep.synthesis.config import SynthesisConfig
 from tumorsweep.synthesis.location import uniform_centre
+
+MASK_TRIES = 10  # mask draws per event before the patch is left without a tumour
+
+
+def reaches_latent(mask: np.ndarray, factor: int) -> bool:
+    """Whether a tumour mask (in generator-patch coordinates, the window starting at the patch
+    origin) survives the nearest interpolation to the latent grid: latent voxel i reads mask
+    voxel `factor * i`. A mask that misses every sampled voxel is absent from the denoiser's
+    condition, so the generator paints no tumour there; labelling it would teach the network
+    that normal liver is tumour."""
+    return bool(mask[::factor, ::factor, ::factor].any())
 
 
 @dataclass
@@ -102,7 +116,8 @@ class BatchDiffTumor:
 
     def _plan(self, index: int, labels: np.ndarray, rng: np.random.Generator) -> _Event | None:
         """Type, generator window and mask of one patch; None when the patch cannot take a
-        tumour (a real tumour already in it, too little liver, an empty mask)."""
+        tumour (a real tumour already in it, too little liver, or MASK_TRIES masks that all miss the
+        latent grid: see `reaches_latent`)."""
         if labels.max() > 1:
             return None
         liver = labels >= 1
@@ -114,10 +129,12 @@ class BatchDiffTumor:
         part = liver[window]
         if np.count_nonzero(part) < _MIN_LIVER_VOXELS:
             return None
-        mask = draw_mask(part, kind, self.config, rng)
-        if not mask.any():
-            return None
-        return _Event(index, window, "early" if kind == "early" else "late", mask)
+        factor = self.generator.config.latent_factor
+        for _ in range(MASK_TRIES):
+            mask = draw_mask(part, kind, self.config, rng)
+            if reaches_latent(mask, factor):
+                return _Event(index, window, "early" if kind == "early" else "late", mask)
+        return None
 
     def _fill(
         self,
