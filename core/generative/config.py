@@ -299,10 +299,15 @@ def generator_config(
     try:
         return GeneratorConfig.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise TumorsweepError(f"generator config: {problems}") from None
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One validation error as `field.path: message` (a whole-model rule has no field path)."""
+    where = ".".join(str(p) for p in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def _merge(tree: dict[str, Any], update: Mapping[str, Any]) -> None:

@@ -424,3 +424,15 @@ def test_no_tumour_is_labelled_that_misses_the_latent_grid() -> None:
     assert received == 48  # redrawn, not dropped: the gate's share is unchanged
     assert len(generator.masks) == 48
     assert all(reaches_latent(m, factor) for m in generator.masks)
+
+
+def test_a_generator_config_rule_is_refused_in_one_readable_line() -> None:
+    from tumorsweep.errors import TumorsweepError
+
+    with pytest.raises(TumorsweepError) as caught:
+        generator_config("demo", (2.0, 2.0, 2.0), {"window": (250.0, -175.0)})
+    assert str(caught.value) == (
+        "generator config: window must be (low, high) with low < high, got (250.0, -175.0)"
+    )
+    with pytest.raises(TumorsweepError, match=r"^generator config: patch_size: Input should be"):
+        generator_config("demo", (2.0, 2.0, 2.0), {"patch_size": "big"})
