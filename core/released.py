@@ -16,7 +16,6 @@ after another in this process (on a GPU when there is one). The printed table (a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from tumorsweep import preflight, tracking
 from tumorsweep.config import TrialConfig, flatten, make_config, to_yaml
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.models.released import RELEASED, ReleasedCheckpoint
+from tumorsweep.weights import sha256
 
 STUDY = "released_checkpoints"
 SWEPT = ["data.real_fraction", "synthesis.style"]  # what tells the files' columns apart
@@ -68,15 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TumorsweepError as exc:
         print(f"{STUDY}: error: {exc}", file=sys.stderr)
         return 2
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_released(folder: str | Path) -> list[Found]:

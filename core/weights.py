@@ -8,6 +8,7 @@ refused and its code never runs. The refusal never repeats torch's advice to ret
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 from collections.abc import Sequence
@@ -21,6 +22,16 @@ _WEIGHTS_ONLY_FAILED = "Weights only load failed"
 
 
 _UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>")
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a weights file's bytes (what a run records of a checkpoint and a
+    generator folder checks its files by), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def refusal_reason(exc: BaseException) -> str:

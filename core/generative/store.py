@@ -33,7 +33,7 @@ from tumorsweep.generative.released import (
     released_config,
 )
 from tumorsweep.generative.sampler import Generator
-from tumorsweep.weights import load_weights_only
+from tumorsweep.weights import load_weights_only, sha256
 
 CONFIG_FILE = "generator.json"
 WEIGHT_FILES = {name: f"{name}.pt" for name in MODEL_NAMES}
@@ -54,14 +54,6 @@ class GeneratorInfo:
     def trained_on_keys(self) -> set[str]:
         """Names and image paths of the training cases (what the leakage guard compares)."""
         return {str(c[key]) for c in self.trained_on for key in ("case", "image") if key in c}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _content_hash(record: dict[str, Any]) -> str:
@@ -90,7 +82,7 @@ def save_generator(
         for name, file in WEIGHT_FILES.items():
             state = {k: v.detach().cpu().contiguous() for k, v in weights[name].items()}
             torch.save(state, partial / file)
-            files[file] = _sha256(partial / file)
+            files[file] = sha256(partial / file)
         record = {
             "format": FORMAT,
             "config": config.model_dump(mode="json"),
@@ -170,7 +162,7 @@ def verify_generator_files(folder: str | Path) -> GeneratorInfo:
         key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if key in _VERIFIED:
             continue
-        if _sha256(path) != info.files[file]:
+        if sha256(path) != info.files[file]:
             raise TumorsweepError(
                 f"{path}: contents differ from the hash in {CONFIG_FILE} (damaged or replaced)"
             )
@@ -190,7 +182,7 @@ def load_generator(
     models = {}
     for name, file in WEIGHT_FILES.items():
         path = info.path / file
-        if _sha256(path) != info.files[file]:
+        if sha256(path) != info.files[file]:
             raise TumorsweepError(
                 f"{path}: contents differ from the hash in {CONFIG_FILE} (damaged or replaced)"
             )

@@ -26,9 +26,10 @@ from tumorsweep.data.transforms import resampled_pair
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.generative import DiffTumorSynthesisd, load_generator, read_generator_info
 from tumorsweep.generative.config import FORMAT
-from tumorsweep.generative.store import CONFIG_FILE, _content_hash, _sha256
+from tumorsweep.generative.store import CONFIG_FILE, _content_hash
 from tumorsweep.generative.synthesis import synthesize_difftumor_inplace
 from tumorsweep.synthesis import SynthesisConfig
+from tumorsweep.weights import sha256
 
 TINY = {
     "patch_size": 16,
@@ -207,7 +208,7 @@ def test_bad_generator_folders_fail_naming_the_file(trained: dict, tmp_path: Pat
     torch.save(state, wrong / "late.pt")
     with pytest.raises(TumorsweepError, match=r"late\.pt: contents differ"):
         load_generator(wrong)
-    _rewrite(wrong, lambda r: r["files"].update({"late.pt": _sha256(wrong / "late.pt")}))
+    _rewrite(wrong, lambda r: r["files"].update({"late.pt": sha256(wrong / "late.pt")}))
     with pytest.raises(TumorsweepError, match=rf"late\.pt: {key} has shape \(1, 1, 1, 1, 1\)"):
         load_generator(wrong)
     args = ["--image", "x.nii.gz", "--label", "y.nii.gz", "--out", str(tmp_path / "o")]

@@ -18,7 +18,8 @@ from tumorsweep.cli.study import main
 from tumorsweep.config import make_config
 from tumorsweep.generative.config import generator_config
 from tumorsweep.generative.models import MODEL_NAMES, build_model
-from tumorsweep.generative.store import CONFIG_FILE, _content_hash, _sha256, save_generator
+from tumorsweep.generative.store import CONFIG_FILE, _content_hash, save_generator
+from tumorsweep.weights import sha256
 
 
 @pytest.fixture()
@@ -169,7 +170,7 @@ def test_a_generator_file_holding_pickled_code_is_refused_and_never_run(
     state["payload"] = _RunsCode(marker)
     torch.save(state, early)
     record = json.loads((generator / CONFIG_FILE).read_text())  # hashes that match the file
-    record["files"]["early.pt"] = _sha256(early)
+    record["files"]["early.pt"] = sha256(early)
     record["content_hash"] = _content_hash(record)
     (generator / CONFIG_FILE).write_text(json.dumps(record))
     args = dry_run(dataset, tmp_path, *gen_args(generator))
