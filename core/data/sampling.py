@@ -33,6 +33,7 @@ import torch
 from monai.transforms import MapTransform, Randomizable
 from monai.transforms.utils import correct_crop_centers, generate_pos_neg_label_crop_centers
 
+from tumorsweep.data.edits import VolumeEdit
 from tumorsweep.errors import TumorsweepError
 
 IMAGE, LABEL = "image", "label"
@@ -149,11 +150,14 @@ class RowIndices:
 
 
 class SynthesiseLiverBoxd(Randomizable, MapTransform):
-    """Runs a synthesis transform on a float32 copy of the cached liver box only.
+    """Runs a synthesis transform on the cached liver box only, without writing the cache.
 
-    The cache is never written: the result stays beside it (`synthesised_box`) until
-    `CropCachedPosNegd` pastes it into the patches. Its random state is the wrapped
-    transform's (MONAI's `Compose.set_random_state` seeds it as it seeds the public chain's).
+    A synthesis with `plan_event` (`TumorSynthesisd`) plans its event on read-only views of
+    the box (a float32 cache; an int16 one is converted first) and the resulting
+    `VolumeEdit` stays beside the cache (`synthesised_box`) until `CropCachedPosNegd` writes
+    it into the patches; any other synthesis runs on float32 copies of the box, kept as an
+    edit that replaces the box. Its random state is the wrapped transform's (MONAI's
+    `Compose.set_random_state` seeds it as it seeds the public chain's).
     """
 
     def __init__(self, synthesis: Any):
@@ -171,16 +175,34 @@ class SynthesiseLiverBoxd(Randomizable, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        box = (0, *(slice(a, b) for a, b in d[LIVER_BOX]))
+        box = tuple(slice(a, b) for a, b in d[LIVER_BOX])
+        image, label = d[IMAGE][0][box], d[LABEL][0][box]
+        plan = getattr(self.synthesis, "plan_event", None)
+        if plan is not None:
+            edit, flags = plan(image if image.dtype == np.float32 else image.astype(np.float32),
+                               label)  # fmt: skip
+        else:
+            edit, flags = self._on_copies(image, label)
+        d.update(flags)
+        d[SYNTH] = None if edit is None else edit.shifted(tuple(s.start for s in box))
+        return d
+
+    def _on_copies(
+        self, image: np.ndarray, label: np.ndarray
+    ) -> tuple[VolumeEdit, dict[Hashable, Any]]:
+        """The wrapped transform on float32 copies of the box: an edit replacing the box and
+        the flags it set."""
         image_key, label_key = self.synthesis.keys
         sample = {
-            image_key: torch.from_numpy(d[IMAGE][box].astype(np.float32))[None],
-            label_key: torch.from_numpy(d[LABEL][box].copy())[None],
+            image_key: torch.from_numpy(image.astype(np.float32))[None],
+            label_key: torch.from_numpy(label.copy())[None],
         }
         out = self.synthesis(sample)
-        d[SYNTH] = (out[image_key], out[label_key])
-        d.update({k: v for k, v in out.items() if k not in (image_key, label_key)})  # its flags
-        return d
+        edit = VolumeEdit.replacing(
+            np.asarray(torch.as_tensor(out[image_key])[0]),
+            np.asarray(torch.as_tensor(out[label_key])[0]),
+        )
+        return edit, {k: v for k, v in out.items() if k not in (image_key, label_key)}
 
 
 class CropCachedPosNegd(Randomizable, MapTransform):
@@ -220,39 +242,24 @@ class CropCachedPosNegd(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         self.randomize(data)
         image, label = data[IMAGE][0], data[LABEL][0]
-        synthesised = data.get(SYNTH)
-        origin = [lo for lo, _ in data[LIVER_BOX]]
+        synthesised: VolumeEdit | None = data.get(SYNTH)
         flags = {k: v for k, v in data.items() if isinstance(v, bool | int | float | str)}
         patches = []
         for center in self.centers:
             start = [int(c) - p // 2 for c, p in zip(center, self.patch, strict=True)]
             window = tuple(slice(s, s + p) for s, p in zip(start, self.patch, strict=True))
-            patch_image = torch.from_numpy(image[window].astype(np.float32))
-            patch_label = torch.from_numpy(label[window].copy())
+            patch_image = image[window].astype(np.float32)
+            patch_label = label[window].copy()
             if synthesised is not None:
-                self._paste(patch_image, patch_label, synthesised, start, origin)
-            patches.append({IMAGE: patch_image[None], LABEL: patch_label[None], **flags})
+                synthesised.apply(patch_image, patch_label, tuple(start))
+            patches.append(
+                {
+                    IMAGE: torch.from_numpy(patch_image)[None],
+                    LABEL: torch.from_numpy(patch_label)[None],
+                    **flags,
+                }
+            )
         return patches
-
-    def _paste(
-        self,
-        image: torch.Tensor,
-        label: torch.Tensor,
-        synthesised: tuple[torch.Tensor, torch.Tensor],
-        start: list[int],
-        origin: list[int],
-    ) -> None:
-        """Copy the synthesised liver box where it overlaps the patch."""
-        box_image, box_label = synthesised
-        size = box_image.shape[1:]
-        lo = [max(s, o) for s, o in zip(start, origin, strict=True)]
-        hi = [min(s + p, o + n) for s, p, o, n in zip(start, self.patch, origin, size, strict=True)]
-        if any(a >= b for a, b in zip(lo, hi, strict=True)):
-            return
-        into = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))
-        read = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin, strict=True))
-        image[into] = torch.as_tensor(box_image[0][read], dtype=image.dtype)
-        label[into] = torch.as_tensor(box_label[0][read], dtype=label.dtype)
 
 
 def _sphere_voxels(radius_mm: float, spacing: Sequence[float]) -> float:

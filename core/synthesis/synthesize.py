@@ -4,7 +4,9 @@ and blend (Hu et al. 2023, or the Zhang et al. variant). Pure: new arrays out, r
 All work happens inside the liver's bounding box (shrunk as Hu slices it: one voxel at the low
 end of each axis, two at the high end) and, for texture and blending, only on the blobs' own
 boxes widened by the edge-blur support. `synthesize_tumors` copies the two volumes once
-(keeping their memory layout); `synthesize_tumors_inplace` copies nothing.
+(keeping their memory layout); `synthesize_tumors_inplace` copies nothing; `plan_tumors`
+writes nothing: it returns the event as a `VolumeEdit` (new values on the regions it touches),
+which the training chain pastes into patches of a cache it must not write.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from tumorsweep.data.edits import Stroke, VolumeEdit
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
 from tumorsweep.synthesis.location import LocationModel, uniform_centre
@@ -348,18 +351,34 @@ def synthesize_tumors_inplace(
     (Hu's rule for training samples), found in the same read of the label as its liver box.
     `style=ca` runs Pixel2Cancer's cellular automaton (`tumorsweep.synthesis.cellular`).
     """
+    edit = plan_tumors(image_hu, label, config, rng, location_model, healthy_only)
+    edit.apply(image_hu, label)
+    return edit.added
+
+
+def plan_tumors(
+    image_hu: np.ndarray,
+    label: np.ndarray,
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+    location_model: LocationModel | None = None,
+    healthy_only: bool = False,
+) -> VolumeEdit:
+    """One event as a `VolumeEdit` of (image_hu, label), which are only read: the same draws
+    and the same voxels as `synthesize_tumors_inplace`, which applies it. An empty edit when
+    `healthy_only` finds a tumour or no blob lands in the liver."""
     _check_inputs(image_hu, label)
     if config.location == "gmm" and location_model is None:
         raise TumorsweepError("synthesis.location is 'gmm' but no location model was given")
     scan = scan_label(label)
     if healthy_only and scan.has_tumour:
-        return 0
+        return VolumeEdit()
     if any(b - a < 3 for a, b in zip(scan.lo, scan.hi, strict=True)):
         raise TumorsweepError(
             f"liver bounding box {np.subtract(scan.hi, scan.lo) + 3} is too small for tumours"
         )
     if config.style == "ca":
-        return _synthesize_ca(image_hu, label, scan, config, rng)
+        return _plan_ca(image_hu, label, scan, config, rng)
     box = tuple(slice(a, b) for a, b in zip(scan.lo, scan.hi, strict=True))
     label_box = label[box]
     if scan.liver_lower_bound < _MIN_LIVER_VOXELS:
@@ -372,14 +391,14 @@ def synthesize_tumors_inplace(
     # (non-zero = liver); a boolean copy of the box is made only where a caller needs one.
     liver = label_box >= 1 if config.location == "gmm" or config.style == "zhang" else None
     blobs = _draw_blobs(config, rng, _placer(label_box, liver, scan, config, rng, location_model))
-    tumour, boxes, added = _paint_blobs(blobs, label_box, config, rng)
+    tumour, boxes, painted, added = _paint_blobs(blobs, label_box, config, rng)
     if not boxes:
-        return 0
+        return VolumeEdit()
     if config.style == "zhang":
-        _blend_zhang(image_hu[box], liver, tumour, boxes, config, rng)
+        strokes = _blend_zhang(image_hu[box], liver, tumour, boxes, config, rng)
     else:
-        _blend_hu(image_hu[box], label_box, tumour, boxes, config, rng)
-    return added
+        strokes = _blend_hu(image_hu[box], label_box, tumour, boxes, config, rng)
+    return VolumeEdit(strokes, painted, added).shifted(scan.lo)
 
 
 def _placer(
@@ -419,42 +438,55 @@ def _blob_mask(
 
 def _paint_blobs(
     blobs: list[Blob], label_box: np.ndarray, config: SynthesisConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, list[Box], int]:
-    """Each blob's mask, clipped by the liver, written as 2 into the label box: the event's
-    tumour mask, the blobs' tight boxes and the count of voxels newly marked tumour. Each blob
-    works on its own box: the union's box can span most of the liver."""
+) -> tuple[np.ndarray, list[Box], list[Stroke], int]:
+    """Each blob's mask, clipped by the liver: the event's tumour mask, the blobs' tight
+    boxes, one label stroke per blob (2 where it lies) and the count of voxels newly marked
+    tumour. Each blob works on its own box: the union's box can span most of the liver."""
     tumour = np.zeros(label_box.shape, dtype=bool)
     boxes: list[Box] = []
+    strokes: list[Stroke] = []
     added = 0
     for blob in blobs:
         b_lo, b_hi, mask = _blob_mask(blob, label_box.shape, config, rng)
         if not mask.any():
             continue
         sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
-        mask &= label_box[sl] >= 1
+        labels = label_box[sl]
+        mask &= labels >= 1
         if mask.any():
+            added += int(np.count_nonzero(mask & (labels != 2) & ~tumour[sl]))
             tumour[sl] |= mask
-            added += int(np.count_nonzero(mask & (label_box[sl] != 2)))
-            np.copyto(label_box[sl], 2, where=mask)
+            strokes.append(Stroke(tuple(b_lo), mask.shape, 2, mask))
             boxes.append(_tight_box(mask, b_lo))
-    return tumour, boxes, added
+    return tumour, boxes, strokes, added
 
 
-def _synthesize_ca(
+def _plan_ca(
     image_hu: np.ndarray,
     label: np.ndarray,
     scan: LabelScan,
     config: SynthesisConfig,
     rng: np.random.Generator,
-) -> int:
+) -> VolumeEdit:
     """Pixel2Cancer's cellular automaton on the organ's full bounding box (the public code
-    crops to [min, max] of label >= 1, not Hu's shrunk box), seeded from `rng`."""
+    crops to [min, max] of label >= 1, not Hu's shrunk box), seeded from `rng`; run on copies
+    of the box, the edit replaces the tumour's window."""
     from tumorsweep.synthesis.cellular import synthesize_ca  # torch only for this style
 
     box = tuple(slice(a - 1, b + 2) for a, b in zip(scan.lo, scan.hi, strict=True))
     seed = int(rng.integers(0, 2**62))
-    added, _ = synthesize_ca(image_hu[box], label[box], config.ca, config.texture, seed)
-    return added
+    image_box, label_box = image_hu[box].copy(), label[box].copy()
+    added, tumour = synthesize_ca(image_box, label_box, config.ca, config.texture, seed)
+    if tumour is None:
+        return VolumeEdit()
+    lo = tuple(s.start for s in tumour.window)
+    shape = image_box[tumour.window].shape
+    edit = VolumeEdit(
+        [Stroke(lo, shape, image_box[tumour.window])],
+        [Stroke(lo, shape, label_box[tumour.window])],
+        added,
+    )
+    return edit.shifted(tuple(s.start for s in box))
 
 
 def _blend_hu(
@@ -464,9 +496,10 @@ def _blend_hu(
     boxes: list[Box],
     config: SynthesisConfig,
     rng: np.random.Generator,
-) -> None:
+) -> list[Stroke]:
     """Hu: inside the liver (`liver`: a mask or the validated label box, >= 1 inside),
-    I -= T * blur(G) * delta, in place, region by region."""
+    I - T * blur(G) * delta, region by region: one image stroke per region, writing each voxel
+    once (where an earlier region overlaps, it is left to that one)."""
     tex = config.texture
     edge_sigma = rng.uniform(tex.edge_blur.low, tex.edge_blur.high)
     drop = rng.uniform(tex.hu_drop.low, tex.hu_drop.high)
@@ -475,13 +508,20 @@ def _blend_hu(
     union_lo = tuple(min(r[0][i] for r in regions) for i in range(3))
     union_hi = tuple(max(r[1][i] for r in regions) for i in range(3))
     texture = draw_hu_texture(rng, union_lo, union_hi, tex)
+    strokes = []
     for k, region in enumerate(regions):
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
         weight = _blurred(tumour, region, edge_sigma, radius, boxes)
         weight *= texture.sample(*region, scale=drop)
-        _clear_overlaps(weight, region, regions[:k])
-        view = image[sl]
-        np.subtract(view, weight, out=view, where=liver[sl] >= 1)
+        where = liver[sl] >= 1
+        for sub in _overlaps(region, regions[:k]):
+            where[sub] = False
+        if image.dtype == weight.dtype:
+            values = np.subtract(image[sl], weight, out=weight)
+        else:  # in the image's precision, as an in-place subtraction would compute it
+            values = (image[sl] - weight).astype(image.dtype, copy=False)
+        strokes.append(Stroke(region[0], weight.shape, values, where))
+    return strokes
 
 
 def _overlaps(region: Box, done: list[Box]):
@@ -491,18 +531,6 @@ def _overlaps(region: Box, done: list[Box]):
         b = [min(x, y) for x, y in zip(hi, region[1], strict=True)]
         if all(x < y for x, y in zip(a, b, strict=True)):
             yield tuple(slice(x - o, y - o) for x, y, o in zip(a, b, region[0], strict=True))
-
-
-def _clear_overlaps(values: np.ndarray, region: Box, done: list[Box]) -> None:
-    """Zero `values` (on `region`) where an earlier region already applied them."""
-    for sub in _overlaps(region, done):
-        values[sub] = 0
-
-
-def _keep_done(values: np.ndarray, current: np.ndarray, region: Box, done: list[Box]) -> None:
-    """Where an earlier region already wrote (`done`), put back the `current` values."""
-    for sub in _overlaps(region, done):
-        values[sub] = current[sub]
 
 
 def _texture_region(
@@ -552,9 +580,10 @@ def _blend_zhang(
     boxes: list[Box],
     config: SynthesisConfig,
     rng: np.random.Generator,
-) -> None:
+) -> list[Stroke]:
     """Zhang: texture = the scan region blurred and shifted to mean liver mean / U(f_min, f_max);
-    I = (1 - a*M) I + a*M*texture inside the liver, M the softened tumour mask; in place."""
+    I = (1 - a*M) I + a*M*texture inside the liver, M the softened tumour mask; one image
+    stroke per region, each voxel written once."""
     z = config.zhang
     alpha = rng.uniform(z.alpha.low, z.alpha.high)
     factor = rng.uniform(z.mean_factor.low, z.mean_factor.high)
@@ -564,18 +593,22 @@ def _blend_zhang(
     liver_mean = float(image[liver].mean())
     target = liver_mean / factor
     regions = _regions(boxes, radius, liver.shape)
-    source = image.copy() if len(regions) > 1 else image  # regions may overlap
+    strokes = []
     for k, region in enumerate(regions):
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
         soft = _blurred(tumour, region, edge_sigma, radius, boxes) * liver[sl]
-        scan = source[sl].astype(np.float32)
+        scan = image[sl].astype(np.float32)  # the original scan: nothing is written
         if z.texture_source == "region":
             shape = tuple(b - a for a, b in zip(*region, strict=True))
-            patch = _texture_region(source, liver, shape, z, rng)
+            patch = _texture_region(image, liver, shape, z, rng)
             texture = gaussian_filter(patch, tex_sigma) - liver_mean + target
         else:
             texture = gaussian_filter(scan, tex_sigma) - liver_mean + target
         weight = np.float32(alpha) * soft
         blended = (1 - weight) * scan + weight * texture
-        _keep_done(blended, image[sl], region, regions[:k])  # blend each voxel once
-        image[sl] = blended
+        where = None
+        for sub in _overlaps(region, regions[:k]):  # blend each voxel once
+            where = np.ones(blended.shape, dtype=bool) if where is None else where
+            where[sub] = False
+        strokes.append(Stroke(region[0], blended.shape, blended, where))
+    return strokes

@@ -16,10 +16,11 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 from monai.utils import convert_to_dst_type
 
+from tumorsweep.data.edits import VolumeEdit
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.synthesis.config import SynthesisConfig
 from tumorsweep.synthesis.location import LocationModel
-from tumorsweep.synthesis.synthesize import synthesize_tumors_inplace
+from tumorsweep.synthesis.synthesize import plan_tumors, synthesize_tumors_inplace
 
 SYNTHETIC_KEY = "synthetic_tumor"  # set on every sample: whether this call added a tumour
 
@@ -85,6 +86,7 @@ class TumorSynthesisd(GatedSynthesisd):
     before the first random transform). Use `inplace=False` with `copy_cache=False` or
     when the input sample must stay unchanged: then the image and label are copied once.
     A non-float image (or one not in CPU memory) is converted once either way.
+    `plan_event` gives the same event as an edit without writing anything (the fast chain).
     """
 
     def __init__(
@@ -138,3 +140,27 @@ class TumorSynthesisd(GatedSynthesisd):
         if added and not label_in_place:
             d[label_key] = convert_to_dst_type(label[None], d[label_key])[0]
         return d
+
+    def plan_event(
+        self, image: np.ndarray, label: np.ndarray
+    ) -> tuple[VolumeEdit | None, dict[Hashable, Any]]:
+        """The gate and one event as an edit of an (X, Y, Z) float HU `image` and its
+        `label`, which are only read: the same draws, in the same order, and the same voxels
+        as calling the transform on a sample holding them. For a cache that must not be
+        written (`tumorsweep.data.sampling.SynthesiseLiverBoxd`).
+
+        Returns:
+            The edit (None when nothing changes) and the flags `__call__` sets on a sample.
+        """
+        flags: dict[Hashable, Any] = {SYNTHETIC_KEY: False}
+        if not self.config.enabled:
+            return None, flags
+        self.randomize()
+        if not self._apply:
+            return None, flags
+        rng = np.random.default_rng(self._seed)
+        edit = plan_tumors(
+            image, label, self.config, rng, self.location_model, self.config.healthy_only
+        )
+        flags[SYNTHETIC_KEY] = bool(edit.added)
+        return (edit if edit.image or edit.label else None), flags

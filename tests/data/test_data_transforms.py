@@ -230,14 +230,22 @@ def test_cached_indices_are_monai_indices_after_synthesis(healthy) -> None:
     assert math.prod(compact["label"].shape) < 0.8 * math.prod(full["label"].shape)
 
     boxed = SynthesiseLiverBoxd(TumorSynthesisd(config=SMALL_TUMOURS)).set_random_state(seed=11)
-    box_image, box_label = boxed(compact)[SYNTH]
-    lo = np.asarray(compact[ORIGIN]) + [a for a, _ in compact[LIVER_BOX]]
-    region = tuple(slice(a, a + n) for a, n in zip(lo, box_image.shape[1:], strict=True))
-    assert torch.equal(box_image[0], full["image"][0][region].as_tensor())
-    assert torch.equal(box_label[0].to(torch.float32), full["label"][0][region].as_tensor())
+    cached_image, cached_label = compact["image"].copy(), compact["label"].copy()
+    edit = boxed(compact)[SYNTH]
+    np.testing.assert_array_equal(compact["image"], cached_image)  # the cache is not written
+    np.testing.assert_array_equal(compact["label"], cached_label)
+    image, label = cached_image[0].astype(np.float32), cached_label[0].copy()
+    edit.apply(image, label)
+    lo = np.asarray(compact[ORIGIN])
+    kept = tuple(slice(a, a + n) for a, n in zip(lo, image.shape, strict=True))
+    np.testing.assert_array_equal(image, full["image"][0][kept].numpy())
+    np.testing.assert_array_equal(label, full["label"][0][kept].numpy())
     changed = np.argwhere((full["image"] != case["image"])[0].numpy())  # only inside the box
-    assert len(changed) and (changed.min(0) >= lo).all()
-    assert (changed.max(0) < lo + box_image.shape[1:]).all()
+    box_lo = lo + [a for a, _ in compact[LIVER_BOX]]
+    box_hi = lo + [b for _, b in compact[LIVER_BOX]]
+    assert len(changed) and (changed.min(0) >= box_lo).all()
+    assert (changed.max(0) < box_hi).all()
+    assert int((label == 2).sum()) == int((full["label"] == 2).sum())  # every tumour voxel kept
 
 
 def test_int16_cache_keeps_the_patch_distribution(healthy) -> None:

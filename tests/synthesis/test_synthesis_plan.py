@@ -1,0 +1,80 @@
+"""`plan_tumors`: an event planned on read-only arrays (the fast chain's cache) is the event
+`synthesize_tumors_inplace` writes; Hu's overlapping regions blend each voxel once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_synthesis import liver_case, only
+
+from tumorsweep.synthesis import synthesize
+from tumorsweep.synthesis.config import SynthesisConfig
+from tumorsweep.synthesis.synthesize import plan_tumors, synthesize_tumors_inplace
+
+
+def _read_only(*arrays: np.ndarray) -> list[np.ndarray]:
+    out = []
+    for array in arrays:
+        array = array.copy()
+        array.flags.writeable = False
+        out.append(array)
+    return out
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        only("mix"),
+        only("large", style="zhang"),
+        SynthesisConfig(style="ca", ca={"steps": [20, 30], "seeds": [1, 2]}),
+    ],
+    ids=["hu-mix", "zhang", "ca"],
+)
+def test_planning_writes_nothing_and_applying_the_plan_is_the_event(config) -> None:
+    image, label = liver_case(seed=4)
+    frozen_image, frozen_label = _read_only(image, label)  # any write would raise
+    edit = plan_tumors(frozen_image, frozen_label, config, np.random.default_rng(7))
+    assert edit.added > 100
+    planned_image, planned_label = image.copy(), label.copy()
+    edit.apply(planned_image, planned_label)
+    written_image, written_label = image.copy(), label.copy()
+    added = synthesize_tumors_inplace(
+        written_image, written_label, config, np.random.default_rng(7)
+    )
+    assert added == edit.added == int((planned_label == 2).sum())
+    np.testing.assert_array_equal(planned_image, written_image)
+    np.testing.assert_array_equal(planned_label, written_label)
+    assert np.array_equal(planned_image[label == 0], image[label == 0]) or config.style == "ca"
+
+
+def test_overlapping_regions_blend_each_voxel_once(monkeypatch) -> None:
+    """Never merging the blobs' regions (so they overlap) or always merging them (one region)
+    gives the same image: the texture is one field and the blur reads the whole mask, so
+    only a voxel blended twice (or not at all) would differ, by its whole drop (tens of HU).
+    What does differ is the texture's interpolation, re-centred on each region's own nodes
+    (variance-keeping rows do not sum to 1): measured 0.11 HU at most."""
+    image, label = liver_case(shape=(96, 88, 72), radii=(40, 36, 30), seed=5)
+    config = only("mix")
+    runs = {}
+    for name, slack in (("apart", -(10**12)), ("merged", 10**12)):
+        monkeypatch.setattr(synthesize, "_MERGE_SLACK", slack)
+        edit = plan_tumors(image, label, config, np.random.default_rng(11))
+        out_image, out_label = image.copy(), label.copy()
+        edit.apply(out_image, out_label)
+        runs[name] = (edit, out_image, out_label)
+    apart = runs["apart"][0].image
+    assert len(runs["merged"][0].image) == 1 and len(apart) > 5
+
+    def meets(a, b) -> bool:
+        return all(
+            x < y + m and y < x + n for x, n, y, m in zip(a.lo, a.shape, b.lo, b.shape, strict=True)
+        )
+
+    overlaps = sum(meets(a, b) for i, a in enumerate(apart) for b in apart[:i])
+    assert overlaps >= 3
+    np.testing.assert_array_equal(runs["apart"][2], runs["merged"][2])
+    changed = runs["merged"][1] != image
+    assert changed.sum() > 2000
+    assert float((image - runs["merged"][1])[changed].mean()) > 20.0  # the drop, in HU
+    diff = np.abs(runs["apart"][1] - runs["merged"][1])
+    assert float(diff.max()) < 0.5, float(diff.max())
