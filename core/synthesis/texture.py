@@ -193,24 +193,31 @@ def _restored(matrix: np.ndarray, rho: float) -> np.ndarray:
     return matrix / np.sqrt(variance_kept(matrix, rho))[:, None]
 
 
-# Output rows per block of a banded product (see `_row_blocks`).
-_BLOCK = 32
+# Output rows per block of a banded product (see `_row_blocks`), by the input's length:
+# narrower blocks skip more zeros, wider ones make fewer calls. Measured on one core for
+# Gaussian factors of radius 3-6: 112 -> 100 rows best at 8, 68 -> 60 at 16, 36 -> 30 at 32.
+_BLOCKS = ((96, 8), (40, 16), (0, 32))
+
+
+def _block_rows(n_in: int) -> int:
+    return next(rows for length, rows in _BLOCKS if n_in >= length)
 
 
 def _row_blocks(matrix: np.ndarray) -> list[tuple[int, int, int, int]] | None:
     """For a banded matrix (a Gaussian or interpolation factor: each row non-zero on a few
-    consecutive columns), blocks of `_BLOCK` output rows with the input columns [c0, c1) the
+    consecutive columns), blocks of `_block_rows` output rows with the input columns [c0, c1) the
     block reads: (a, b, c0, c1). None when blocking would skip less than half the product."""
     n_out, n_in = matrix.shape
-    if n_out <= _BLOCK or n_in <= 2 * _BLOCK:
+    block = _block_rows(n_in)
+    if n_out <= block or n_in <= 2 * block:
         return None
     nonzero = matrix != 0
     seen = nonzero.any(axis=1)
     first = np.where(seen, nonzero.argmax(axis=1), n_in)
     last = np.where(seen, n_in - nonzero[:, ::-1].argmax(axis=1), 0)
     blocks, work = [], 0
-    for a in range(0, n_out, _BLOCK):
-        b = min(a + _BLOCK, n_out)
+    for a in range(0, n_out, block):
+        b = min(a + block, n_out)
         c0, c1 = int(first[a:b].min()), int(last[a:b].max())
         c0, c1 = (c0, c1) if c0 < c1 else (0, 0)
         blocks.append((a, b, c0, c1))
