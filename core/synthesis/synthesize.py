@@ -101,16 +101,24 @@ def _span(nonzero: np.ndarray) -> tuple[int, int] | None:
 
 
 def _slab_view(label: np.ndarray) -> tuple[np.ndarray, list[int], list[bool]]:
-    """The label as a C-contiguous view with its slowest axis first (no copy for C, Fortran or
-    flipped layouts; a copy otherwise), the caller's axis of each view axis, and which of the
-    caller's axes the view flips."""
+    """The label as a view with its slowest axis first and rows (its last axis) contiguous:
+    no copy for C, Fortran or flipped layouts nor for a box cut out of one (the training
+    cache's liver box); a copy otherwise. Also the caller's axis of each view axis, and which
+    of the caller's axes the view flips."""
     flips = [s < 0 for s in label.strides]
     view = label[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
     order = [int(a) for a in np.argsort([-s for s in view.strides], kind="stable")]
     view = view.transpose(order)
-    if not view.flags.c_contiguous:
+    if not (view.flags.c_contiguous or _nested_rows(view)):
         view, order, flips = np.ascontiguousarray(label), [0, 1, 2], [False] * 3
     return view, order, flips
+
+
+def _nested_rows(view: np.ndarray) -> bool:
+    """Whether a 3-D view is a box of a C-ordered array: contiguous rows, each axis's step
+    spanning the whole extent of the next."""
+    s0, s1, s2 = view.strides
+    return s2 == view.itemsize and s1 >= view.shape[2] * s2 and s0 >= view.shape[1] * s1
 
 
 def _to_caller(start: int, stop: int, axis: int, flips: list[bool], shape) -> tuple[int, int]:
@@ -144,9 +152,11 @@ def scan_label(label: np.ndarray) -> LabelScan:
     projection of the slabs between. Works on C, Fortran and flipped layouts alike."""
     view, order, flips = _slab_view(label)
     bits = _unsigned(view)
-    rows = bits.reshape(bits.shape[0], -1)
-    if rows.shape[1] * rows.itemsize % 8 == 0:
-        rows = rows.view(np.uint64)  # OR-ing words keeps each element's non-zero-ness
+    rows = bits  # a box of a larger array: its slabs are read in place
+    if bits.flags.c_contiguous:
+        rows = bits.reshape(bits.shape[0], -1)
+        if rows.shape[1] * rows.itemsize % 8 == 0:
+            rows = rows.view(np.uint64)  # OR-ing words keeps each element's non-zero-ness
     first = _first_nonempty(rows, reverse=False)
     if first is None:
         raise TumorsweepError("label has no liver (no voxel > 0): cannot place tumours")

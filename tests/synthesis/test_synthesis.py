@@ -134,6 +134,14 @@ def test_label_scan_on_every_layout_and_dtype(tumour):
     }
     if not tumour:
         variants["bool"] = label.astype(bool)
+    # a box of a larger array (the training cache's liver box): liver all around it, unseen
+    outer = np.ones((58, 50, 47), dtype=np.uint8)
+    box = (slice(4, 54), slice(5, 49), slice(6, 46))
+    outer[box] = label
+    variants["box of a C array"] = outer[box]
+    variants["box of a Fortran array"] = np.asfortranarray(outer)[box]
+    variants["box of a flipped float32 array"] = outer.astype(np.float32)[::-1][::-1][box]
+    variants["box of a C array, flipped y"] = outer[:, ::-1][box][:, ::-1]
     for name, variant in variants.items():
         scan = scan_label(variant)
         got = (scan.lo, scan.hi, scan.has_tumour, scan.z_range)
