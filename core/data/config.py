@@ -138,7 +138,8 @@ class DataConfig(_Strict):
         description="training chain: public = the public code's as written (cached float32 "
         "volumes deep-copied per sample, crop indices found per sample); fast = the same "
         "patches (bit-identical with float32 storage) from volumes cached only where patch "
-        "windows reach, with cached crop indices, synthesis on the liver box, per-patch window",
+        "windows reach, with cached crop indices, synthesis planned on the cached liver box "
+        "and written into each patch, per-patch window",
     )
     cache_dtype: Literal["float32", "int16"] = Field(
         "float32", description="HU storage of cached images (fast pipeline); int16 rounds the "
