@@ -177,6 +177,16 @@ def _planar_deformed_ellipsoid(
     return (a0, lo[1], a2), out.transpose(1, 0, 2)
 
 
+@lru_cache(maxsize=512)
+def _solid_ellipsoid(semi_axes: tuple[int, int, int]) -> np.ndarray:
+    """The original's solid ellipsoid on its 4r frame (read-only; small frames only: tiny and
+    small blobs have 3 and 5 semi-axis lengths per axis, so a few hundred shapes recur)."""
+    sq = [_ellipsoid_squares(a)[0] for a in semi_axes]
+    solid = (sq[0][:, None, None] + sq[1][None, :, None]) + sq[2][None, None, :] < 1
+    solid.flags.writeable = False
+    return solid
+
+
 # Frames up to this many voxels (semi-axes up to ~10: Hu's tiny and small blobs) run the three
 # passes as whole-frame gathers: fewer calls than cropping each pass, on arrays this small.
 _WHOLE_FRAME_VOXELS = 40**3
@@ -190,8 +200,7 @@ def _whole_frame_deformed_ellipsoid(
     nearest-neighbour gathers, each over the whole frame."""
     r = blob.semi_axes
     frame = tuple(4 * a for a in r)
-    sq = [_ellipsoid_squares(a)[0] for a in r]
-    ellipsoid = (sq[0][:, None, None] + sq[1][None, :, None]) + sq[2][None, None, :] < 1
+    ellipsoid = _solid_ellipsoid(tuple(r))
 
     def sources(plane: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, b, valid = _plane_sources(frame, plane, blob.elastic_sigma, rng)

@@ -401,7 +401,7 @@ def plan_tumors(
     # (non-zero = liver); a boolean copy of the box is made only where a caller needs one.
     liver = label_box >= 1 if config.location == "gmm" or config.style == "zhang" else None
     blobs = _draw_blobs(config, rng, _placer(label_box, liver, scan, config, rng, location_model))
-    tumour, boxes, painted, added = _paint_blobs(blobs, label_box, config, rng)
+    tumour, boxes, painted, added = _paint_blobs(blobs, label_box, config, rng, scan.has_tumour)
     if not boxes:
         return VolumeEdit()
     if config.style == "zhang":
@@ -447,11 +447,16 @@ def _blob_mask(
 
 
 def _paint_blobs(
-    blobs: list[Blob], label_box: np.ndarray, config: SynthesisConfig, rng: np.random.Generator
+    blobs: list[Blob],
+    label_box: np.ndarray,
+    config: SynthesisConfig,
+    rng: np.random.Generator,
+    has_tumour: bool = True,
 ) -> tuple[np.ndarray, list[Box], list[Stroke], int]:
     """Each blob's mask, clipped by the liver: the event's tumour mask, the blobs' tight
     boxes, one label stroke per blob (2 where it lies) and the count of voxels newly marked
-    tumour. Each blob works on its own box: the union's box can span most of the liver."""
+    tumour (`has_tumour`: whether the label holds any 2 to leave out of that count). Each
+    blob works on its own box: the union's box can span most of the liver."""
     tumour = np.zeros(label_box.shape, dtype=bool)
     boxes: list[Box] = []
     strokes: list[Stroke] = []
@@ -464,7 +469,10 @@ def _paint_blobs(
         labels = label_box[sl]
         mask &= labels >= 1
         if mask.any():
-            added += int(np.count_nonzero(mask & (labels != 2) & ~tumour[sl]))
+            fresh = mask & ~tumour[sl]
+            if has_tumour:
+                fresh &= labels != 2
+            added += int(np.count_nonzero(fresh))
             tumour[sl] |= mask
             strokes.append(Stroke(tuple(b_lo), mask.shape, 2, mask))
             boxes.append(_tight_box(mask, b_lo))
