@@ -142,7 +142,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             organ = None
             if name in organs:
                 case = {"case": name, "label": str(truth_path), ORGAN_MASK_KEY: organs[name]}
-                organ = organ_mask(case, pred.shape)
+                organ = organ_mask(case, pred.shape, open_nifti(truth_path).affine)
             pred = protocol.postprocess(pred, organ)
         try:
             metrics, records = case_metrics_and_lesions(

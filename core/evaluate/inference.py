@@ -224,7 +224,7 @@ def predict_case(
     """
     chosen = resolve_protocol(protocol)
     image_path, label_path = _case_paths(case)
-    truth, _, spacing = load_volume(label_path)
+    truth, truth_affine, spacing = load_volume(label_path)
     truth = as_labels(label_path, truth)
     window = dict(roi=roi, overlap=overlap, sw_batch_size=sw_batch_size, amp=amp, device=device)
     data = preprocess({"image": str(image_path), "label": str(label_path)})
@@ -234,7 +234,7 @@ def predict_case(
             f"{label_path}: prediction inverted to shape {pred.shape}, label has {truth.shape}"
         )
     if postprocess:
-        organ = organ_mask(case, truth.shape) if chosen.organ_gate else None
+        organ = organ_mask(case, truth.shape, truth_affine) if chosen.organ_gate else None
         pred = chosen.postprocess(pred, organ)
     return pred, truth, spacing
 

@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 from monai.transforms import Compose
 
-from tumorsweep.data.io import load_volume
+from tumorsweep.data.io import AFFINE_TOLERANCE, load_volume
 from tumorsweep.data.transforms import eval_transforms
 from tumorsweep.defaults import HU_WINDOW
 from tumorsweep.errors import TumorsweepError
@@ -156,21 +156,31 @@ PROTOCOLS: dict[str, EvalProtocol] = {
 ORGAN_MASK_KEY = "organ_mask"  # a case's organ mask file (chen2024), beside "image", "label"
 
 
-def organ_mask(case: dict, shape: tuple[int, ...]) -> np.ndarray:
+def organ_mask(case: dict, shape: tuple[int, ...], affine: np.ndarray | None = None) -> np.ndarray:
     """The organ mask of `case` (its `organ_mask` file, non-zero voxels) as a bool array of the
-    label grid `shape`; a missing entry, a missing file or another shape fails naming it."""
+    label grid `shape`; a missing entry, a missing file, another shape or (given the label's
+    `affine`) another grid fails naming it: a mask on another grid would gate the wrong
+    voxels, silently."""
     path = case.get(ORGAN_MASK_KEY)
     if not path:
         raise TumorsweepError(
             f"case {case.get('case') or case.get('label')}: no organ mask (eval.organ_masks) for "
             "an organ-gated protocol"
         )
-    mask = np.asarray(load_volume(path)[0])
+    mask, mask_affine, _ = load_volume(path)
     if mask.shape != tuple(shape):
         raise TumorsweepError(
             f"{path}: organ mask of shape {mask.shape}, but the case's label has {tuple(shape)}"
         )
-    return mask > 0
+    if affine is not None:
+        gap = float(np.max(np.abs(mask_affine - np.asarray(affine, dtype=np.float64))))
+        if gap > AFFINE_TOLERANCE:
+            raise TumorsweepError(
+                f"{path}: organ mask's affine differs from the case's label "
+                f"({case.get('label')}) by up to {gap:.4g} (tolerance {AFFINE_TOLERANCE}): "
+                "it lies on another grid; resample it onto the label's"
+            )
+    return np.asarray(mask) > 0
 
 
 def with_organ_masks(cases: list[dict], folder: str | None) -> list[dict]:

@@ -110,6 +110,13 @@ def test_organ_masks_missing_or_misshapen_fail_naming_the_file(
     with pytest.raises(TumorsweepError, match=r"organ mask of shape \(4, 4, 4\)"):
         evaluate_cases(_AllTumour(), with_organ_masks([case], str(tmp_path)),
                        eval_transforms((2.0, 2.0, 2.0)), **kwargs)  # fmt: skip
+    label = nib.load(case["label"])
+    moved = label.affine.copy()
+    moved[2, 3] += 3.0  # the label's own voxels, 3 mm up: the same shape on another grid
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj), moved), small)
+    with pytest.raises(TumorsweepError, match=r"affine differs from the case's label .* up to 3"):
+        evaluate_cases(_AllTumour(), with_organ_masks([case], str(tmp_path)),
+                       eval_transforms((2.0, 2.0, 2.0)), **kwargs)  # fmt: skip
 
 
 def test_chen2024_preset_cites_every_value_and_matches_the_yaml() -> None:

@@ -272,3 +272,15 @@ def test_organ_mask_flag_refusals(folders, capsys):
         [*_args(pred_dir, truth_dir, out), "--organ-masks", str(organs)],
         "protocol tumorsweep does not use organ masks",
     )
+    # the right shape on another grid (origin 4 mm away) would gate the wrong voxels
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 4.0
+    _write(organs / "liver_2.nii", np.ones((12, 12, 8)), shifted)
+    _fails_cleanly(
+        tmp_path,
+        capsys,
+        [*args, "--organ-masks", str(organs)],
+        str(organs / "liver_2.nii"),
+        "affine differs from the case's label",
+        "by up to 4",
+    )
