@@ -109,6 +109,12 @@ def _texture_flags(syn: argparse.ArgumentParser) -> None:
         "--sigma-b", type=float, nargs="+", metavar="VOXELS",
         help="smoothing after the Bernoulli step, voxels, one drawn per tumour (default: 4 7)",
     )  # fmt: skip
+    texture.add_argument(
+        "--texture-draws", choices=("public_bank", "per_event"),
+        help="scale, base and u0 of the texture: public_bank, the values the public code drew "
+        "once per start-up texture (needs the default --u0 and sigmas within theirs), or "
+        "per_event, drawn per tumour from the ranges (default: public_bank)",
+    )  # fmt: skip
 
 
 def _register_fit_location(subparsers: argparse._SubParsersAction) -> None:
@@ -161,6 +167,8 @@ def _config_from_args(args: argparse.Namespace) -> SynthesisConfig:
     for flag in ("sigma_a", "sigma_b"):
         if getattr(args, flag) is not None:
             texture[flag] = getattr(args, flag)
+    if args.texture_draws is not None:
+        texture["draws"] = args.texture_draws
     fields = {
         "sphere_ratio": args.sphere_ratio,
         "location": args.location,
@@ -175,6 +183,10 @@ def _config_from_args(args: argparse.Namespace) -> SynthesisConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "synthesis"
+        if where == "texture":  # a rule across texture flags (public_bank vs --u0, --sigma-*)
+            message = first["msg"].removeprefix("Value error, ")
+            message = message.replace("set synthesis.texture.draws=", "add --texture-draws ")
+            raise TumorsweepError(f"texture: {message}") from None
         name, _, end = where.removeprefix("texture.").partition(".")  # a range's low / high
         if where in fields or (where.startswith("texture.") and name in texture):
             where = f"--{name.replace('_', '-')}" + (f" {end}" if end else "")

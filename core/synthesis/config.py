@@ -68,9 +68,29 @@ class TypeProbs(_Strict):
         return self
 
 
+# The public code's start-up bank (MrGiovanni/SyntheticTumors@983dbeef
+# TumorGenerated/TumorGenerated.py:20-36): its textures and the ranges it drew scale, base and
+# u0 from, once per texture (utils.py:59, 60, 69). `draws=public_bank` is defined only for them.
+PUBLISHED_SIGMA_A = (3.0, 6.0, 9.0, 12.0, 15.0)
+PUBLISHED_SIGMA_B = (4.0, 7.0)
+PUBLISHED_DRAW_RANGES = {"scale": (0.19, 0.21), "base": (0.04, 0.06), "u0": (0.5, 0.55)}
+
+
 class TextureConfig(_Strict):
     """Texture and blending: smoothing sets, the scale and base of the probability map, mean
     intensity u0, HU drop and edge blur ranges (defaults: the public code)."""
+
+    draws: Literal["public_bank", "per_event"] = Field(
+        "public_bank",
+        description="where an event's scale, base and u0 come from. public_bank (the public "
+        "code): the values the public code drew once per (sigma_a, sigma_b) texture at "
+        "start-up with numpy seed 0 (MrGiovanni/SyntheticTumors@983dbeef "
+        "TumorGenerated/TumorGenerated.py:20-36; utils.py:59, 60, 69), which every event cut "
+        "from that texture trained with; needs the published scale, base and u0 ranges and "
+        "sigma_a in 3/6/9/12/15, sigma_b in 4/7 (else refused). per_event: fresh uniform draws "
+        "from the scale, base and u0 ranges for every event (set it to sweep those ranges or "
+        "other sigmas)",
+    )
 
     sigma_a: list[float] = Field(
         default_factory=lambda: [3.0, 6.0, 9.0, 12.0, 15.0],
@@ -86,18 +106,21 @@ class TextureConfig(_Strict):
     )
     scale: Annotated[Range, within(gt=0, le=1)] = Field(
         Range(low=0.19, high=0.21),
-        description="s of the texture's probability map p = s * A + b, drawn per event from "
-        "[low, high]; in (0, 1] (public: U(0.19, 0.21))",
+        description="s of the texture's probability map p = s * A + b, drawn from [low, "
+        "high] per event with draws=per_event (public_bank: the bank's value per texture); in "
+        "(0, 1] (public: U(0.19, 0.21), utils.py:59)",
     )
     base: Annotated[Range, within(ge=0, le=1)] = Field(
         Range(low=0.04, high=0.06),
-        description="b of the texture's probability map p = s * A + b, drawn per event from "
-        "[low, high]; in [0, 1] (public: U(0.04, 0.06))",
+        description="b of the texture's probability map p = s * A + b, drawn from [low, "
+        "high] per event with draws=per_event (public_bank: the bank's value per texture); in "
+        "[0, 1] (public: U(0.04, 0.06), utils.py:60)",
     )
     u0: Annotated[Range, within(gt=0, le=1)] = Field(
         Range(low=0.5, high=0.55),
-        description="the texture's mean intensity u0, drawn per event from [low, high]; in "
-        "(0, 1] (public: U(0.5, 0.55))",
+        description="the texture's mean intensity u0, drawn from [low, high] per event with "
+        "draws=per_event (public_bank: the bank's value per texture); in (0, 1] (public: "
+        "U(0.5, 0.55), utils.py:69)",
     )
     hu_drop: Annotated[Range, within(ge=0, le=1000)] = Field(
         Range(low=65.0, high=145.0),
@@ -114,7 +137,34 @@ class TextureConfig(_Strict):
     def _ranges(self) -> TextureConfig:
         if any(s <= 0 for s in self.sigma_a + self.sigma_b):
             raise ValueError("sigma_a and sigma_b values must be > 0")
+        if self.draws == "public_bank":
+            self._check_public_bank()
         return self
+
+    def _check_public_bank(self) -> None:
+        """public_bank takes scale, base and u0 from the public bank's ten textures: a range
+        or a sigma it does not hold would be silently ignored, so it is refused."""
+        problems = [
+            f"{name} = [{getattr(self, name).low:g}, {getattr(self, name).high:g}] is not the "
+            f"published U({low:g}, {high:g})"
+            for name, (low, high) in PUBLISHED_DRAW_RANGES.items()
+            if (getattr(self, name).low, getattr(self, name).high) != (low, high)
+        ]
+        for name, bank in (("sigma_a", PUBLISHED_SIGMA_A), ("sigma_b", PUBLISHED_SIGMA_B)):
+            outside = [s for s in getattr(self, name) if s not in bank]
+            if outside:
+                problems.append(
+                    f"{name} {', '.join(f'{s:g}' for s in outside)} is not in the public "
+                    f"bank ({', '.join(f'{s:g}' for s in bank)})"
+                )
+        if problems:
+            raise ValueError(
+                f"{'; '.join(problems)}: with draws=public_bank, scale, base and u0 are the "
+                "values the public code drew once per texture of its start-up bank (sigma_a "
+                "3-15 x sigma_b 4, 7, from the published ranges), so this setting would not be "
+                "used; set synthesis.texture.draws=per_event to draw them per event from the "
+                "ranges"
+            )
 
 
 class ZhangConfig(_Strict):

@@ -11,8 +11,10 @@ where Z_c and Z_b are unit-variance Gaussian fields with the correlation of Gaus
 white noise (widths sqrt(sigma_a^2 + sigma_b^2) and sigma_b), `mu` and `amp` follow from
 where A's mean lies in its min-max range and how many stds that range spans (the public
 bank's own values for its ten textures, else a bank simulated on a coarse grid) and the
-rescale factor from the truncated-normal mean above 0.12. Each event draws fresh noise and
-fresh s, b, u0 (the original draws them once per bank texture, at start-up, with seed 0).
+rescale factor from the truncated-normal mean above 0.12. Each event draws fresh noise; s, b
+and u0 are, by default (`TextureConfig.draws = public_bank`), the values the original drew
+once per bank texture at start-up with seed 0 (`PUBLIC_BANK_DRAWS`), as its authors trained,
+or with `per_event` fresh draws from the configured ranges.
 Smooth fields are drawn on a coarse grid and linearly interpolated, so cost scales with the
 voxels actually textured.
 """
@@ -63,6 +65,27 @@ PUBLIC_BANK: dict[tuple[float, float], tuple[float, float]] = {
     (12.0, 7.0): (0.4904, 11.208),
     (15.0, 4.0): (0.4726, 10.006),
     (15.0, 7.0): (0.5139, 10.595),
+}
+
+
+# The public code's bank (MrGiovanni/SyntheticTumors@983dbeef TumorGenerated/TumorGenerated.py:
+# 20-36: numpy seed 0, then get_predefined_texture for sigma_a in 3..15, sigma_b in 4, 7, in that
+# order): the (scale, base, u0) each texture drew once at start-up (utils.py:59, 60, 69). Every
+# training event cuts its texture from one of these ten (TumorGenerated.py:46), so these are the
+# values the authors trained with. Recorded from the public code's own run
+# (`benchmarks/public_code.py bank`); tests/synthesis/test_synthesis_texture_bank.py re-derives
+# them from numpy's legacy RandomState(0) stream in the public call order.
+PUBLIC_BANK_DRAWS: dict[tuple[float, float], tuple[float, float, float]] = {
+    (3.0, 4.0): (0.19156395452184083, 0.05251834150208437, 0.5498818083947546),
+    (3.0, 7.0): (0.19473470144303145, 0.058652447143174205, 0.5328414548442645),
+    (6.0, 4.0): (0.19750909264875705, 0.05237535687880274, 0.5341472643892091),
+    (6.0, 7.0): (0.19872907621533342, 0.04513569086877116, 0.5090933662986803),
+    (9.0, 4.0): (0.19384913844430557, 0.046830850153002444, 0.532219521946696),
+    (9.0, 7.0): (0.19243761358175127, 0.054204692997400224, 0.529304004954715),
+    (12.0, 4.0): (0.1902417776241835, 0.05665839201807893, 0.5305945973247211),
+    (12.0, 7.0): (0.19268530582514587, 0.059410787729185385, 0.5426782900141587),
+    (15.0, 4.0): (0.20726498482822667, 0.05926520017872221, 0.5190140456326107),
+    (15.0, 7.0): (0.20126361456421082, 0.0563412231035192, 0.5259428372005849),
 }
 
 
@@ -371,6 +394,33 @@ class HuTexture:
         return out
 
 
+def texture_draws(
+    rng: np.random.Generator,
+    config: TextureConfig,
+    sigma_a: float,
+    sigma_b: float,
+    bank_shape: tuple[int, int, int] = BANK_SHAPE,
+) -> tuple[float, float, float]:
+    """An event's (scale, base, u0): with `config.draws == "public_bank"` those the public
+    bank drew for the (sigma_a, sigma_b) texture (`PUBLIC_BANK_DRAWS`), with "per_event"
+    uniform draws from the configured ranges. The three uniforms are drawn from `rng` in both
+    modes, so the two consume the same stream (same sigmas and noise fields for a seed) and
+    differ only in these three values. public_bank needs the public 420x300x320 bank shape:
+    its draws belong to that bank."""
+    scale = rng.uniform(config.scale.low, config.scale.high)
+    base = rng.uniform(config.base.low, config.base.high)
+    u0 = rng.uniform(config.u0.low, config.u0.high)
+    if config.draws == "per_event":
+        return scale, base, u0
+    if tuple(bank_shape) != BANK_SHAPE or (sigma_a, sigma_b) not in PUBLIC_BANK_DRAWS:
+        raise ValueError(
+            f"texture draws=public_bank holds the public 420x300x320 bank's textures only, not "
+            f"sigma_a {sigma_a:g}, sigma_b {sigma_b:g} on a {tuple(bank_shape)} bank; use "
+            "draws=per_event"
+        )
+    return PUBLIC_BANK_DRAWS[(sigma_a, sigma_b)]
+
+
 def draw_hu_texture(
     rng: np.random.Generator,
     lo: tuple[int, ...],
@@ -382,12 +432,11 @@ def draw_hu_texture(
 
     p = base + scale (A - min) / (max - min) = base + scale (mean_at + Z / range_std) for a
     unit Gaussian field Z, with the bank's constants (`bank_range`); its mean over the
-    voxels above 0.12 after the sigma_b smoothing follows from the truncated normal."""
+    voxels above 0.12 after the sigma_b smoothing follows from the truncated normal. Draws
+    from `rng`: sigma_a, sigma_b, scale, base, u0 (`texture_draws`), then the noise fields."""
     sigma_a = float(rng.choice(config.sigma_a))
     sigma_b = float(rng.choice(config.sigma_b))
-    scale = rng.uniform(config.scale.low, config.scale.high)
-    base = rng.uniform(config.base.low, config.base.high)
-    u0 = rng.uniform(config.u0.low, config.u0.high)
+    scale, base, u0 = texture_draws(rng, config, sigma_a, sigma_b, tuple(bank_shape))
     sigma_c = float(np.hypot(sigma_a, sigma_b))
     mean_at, range_std = bank_range(sigma_a, sigma_b, tuple(bank_shape))
     mean = base + scale * mean_at

@@ -213,7 +213,8 @@ def test_a_config_logged_with_min_max_pairs_is_still_read() -> None:
     logged = TrialConfig().model_dump(mode="json")
     texture = logged["synthesis"]["texture"]
     del texture["hu_drop"], texture["u0"]
-    texture |= {"hu_drop_min": 30.0, "hu_drop_max": 70.0, "u0_max": 0.6}
+    # a u0 other than the public bank's needs per-event draws (synthesis.texture.draws)
+    texture |= {"hu_drop_min": 30.0, "hu_drop_max": 70.0, "u0_max": 0.6, "draws": "per_event"}
     logged["synthesis"]["ca"] |= {"steps_min": 7, "steps_max": 9}
     del logged["synthesis"]["ca"]["steps"]
     cfg = TrialConfig.model_validate(yaml.safe_load(yaml.safe_dump(logged)))

@@ -195,7 +195,7 @@ def test_hu_drop_is_texture_times_delta_inside_the_liver():
     textures); with a blur of sigma s the drop reaches at most 3 s voxels beyond the tumour,
     only inside the liver."""
     image, label = liver_case()
-    texture = {"hu_drop": [100.0, 100.0], "u0": [0.5, 0.5]}
+    texture = {"hu_drop": [100.0, 100.0], "u0": [0.5, 0.5], "draws": "per_event"}
     sharp = only("medium", texture={**texture, "edge_blur": [0.0, 0.0]})
     rng = np.random.default_rng(6)
     ratios = []

@@ -1,6 +1,7 @@
 """Texture statistics against the public code's bank and against the published algorithm.
 
-Our texture is drawn per event (no start-up bank); its values should have the mean and std of
+Our texture is drawn per event (no start-up bank), by default with the scale, base and u0 the
+public bank drew per texture (`draws=public_bank`); its values should have the mean and std of
 the bank texture the public code would cut a block from. Tolerances: 4 standard errors of our
 estimate, the error taken from the spread between events (each event is an independent
 draw; within an event values are correlated over ~sigma_a voxels)."""
@@ -12,7 +13,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from tumorsweep.synthesis.config import TextureConfig
-from tumorsweep.synthesis.texture import PUBLIC_BANK, draw_hu_texture
+from tumorsweep.synthesis.texture import PUBLIC_BANK, PUBLIC_BANK_DRAWS, draw_hu_texture
 
 # The public bank (SyntheticTumors `TumorGenerated.__init__`: random and numpy seeds 0, ten
 # 420x300x320 textures): the scale, base and u0 it drew per texture, and the mean and std of
@@ -48,15 +49,15 @@ def mean_std_with_errors(events: list[np.ndarray]) -> tuple[float, float, float,
 
 
 def test_every_public_bank_texture_is_matched():
-    """Each of the ten (sigma_a, sigma_b) textures of the public bank, with the scale, base and
-    u0 that bank drew for it: our per-event textures have its mean and std."""
+    """Each of the ten (sigma_a, sigma_b) textures of the public bank: with the default
+    draws=public_bank (that texture's scale, base and u0, as recorded from the public run),
+    our per-event textures have its mean and std."""
     assert set(PUBLIC_BANK) == {(float(a), float(b)) for a, b in PUBLIC_TEXTURES}
     rng = np.random.default_rng(0)
     for (a, b), (scale, base, u0, mean, std) in PUBLIC_TEXTURES.items():
-        config = TextureConfig(
-            sigma_a=[a], sigma_b=[b], scale=(scale, scale),
-            base=(base, base), u0=(u0, u0),
-        )  # fmt: skip
+        drawn = PUBLIC_BANK_DRAWS[(float(a), float(b))]
+        assert np.allclose(drawn, (scale, base, u0), rtol=0, atol=5e-5), ((a, b), drawn)
+        config = TextureConfig(sigma_a=[a], sigma_b=[b])
         events = [
             draw_hu_texture(rng, (0, 0, 0), (40, 40, 40), config).sample((0, 0, 0), (40, 40, 40))
             for _ in range(60)
@@ -83,7 +84,8 @@ def test_texture_for_another_bank_shape_follows_the_published_algorithm(sigma_a,
     banks = [reference_bank(shape, sigma_a, sigma_b, rng) for _ in range(6)]
     ref_mean = np.array([bank.mean() for bank in banks])
     ref_std = np.array([bank.std() for bank in banks])
-    config = TextureConfig(sigma_a=[sigma_a], sigma_b=[sigma_b])
+    # the reference banks draw scale, base and u0 per bank: per_event, as each event is one
+    config = TextureConfig(draws="per_event", sigma_a=[sigma_a], sigma_b=[sigma_b])
     events = [
         draw_hu_texture(rng, (0, 0, 0), (32, 32, 32), config, bank_shape=shape).sample(
             (0, 0, 0), (32, 32, 32)
