@@ -76,12 +76,19 @@ class InferenceSettings:
 
 
 def read_config(path: str | Path) -> TrialConfig:
-    """A trial's resolved `config.yaml`, validated; problems name the file and the field."""
+    """A trial's resolved `config.yaml`, validated; problems name the file and the field.
+
+    A trial writes every field, so one without `synthesis.texture.draws` was logged before
+    that field existed, when every event drew its texture's scale, base and u0 afresh: it is
+    read as `per_event` (what it ran; its swept u0 range stays valid)."""
     file = Path(path)
     if not file.is_file():
         raise TumorsweepError(f"{file}: config file not found")
     try:
         tree = yaml.safe_load(file.read_text())
+        texture = (tree.get("synthesis") or {}).get("texture") if isinstance(tree, dict) else None
+        if isinstance(texture, dict) and "draws" not in texture:
+            texture["draws"] = "per_event"
         return TrialConfig.model_validate(tree)
     except yaml.YAMLError as exc:
         raise TumorsweepError(f"{file}: not valid YAML ({' '.join(str(exc).split())})") from None

@@ -313,3 +313,28 @@ def test_a_trainer_checkpoint_gives_its_selected_weights(tmp_path: Path) -> None
     assert model.config == make_config("demo", SMALL)  # the config round-trips through YAML
     with pytest.raises(TumorsweepError, match="file not found"):
         load_trained(tmp_path / "nope.pt", tmp_path / "m" / "config.yaml", "x")
+
+
+def test_a_config_logged_before_texture_draws_reads_as_what_it_ran(tmp_path: Path) -> None:
+    """Texture-study trials logged before `synthesis.texture.draws` swept u0 with per-event
+    draws; their config.yaml (every field but that one) reads as per_event, while a config
+    written now with that u0 and public_bank draws is refused naming the field."""
+    import yaml
+
+    from tumorsweep.predict import read_config
+
+    cfg = make_config("demo", {"synthesis.texture.draws": "per_event"})
+    tree = yaml.safe_load(to_yaml(cfg))
+    tree["synthesis"]["texture"]["u0"] = {"low": 0.41, "high": 0.63}
+    old = dict(tree, synthesis=dict(tree["synthesis"]))
+    old["synthesis"]["texture"] = {
+        k: v for k, v in tree["synthesis"]["texture"].items() if k != "draws"
+    }
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    read = read_config(tmp_path / "old.yaml")
+    assert read.synthesis.texture.draws == "per_event"
+    assert (read.synthesis.texture.u0.low, read.synthesis.texture.u0.high) == (0.41, 0.63)
+    tree["synthesis"]["texture"]["draws"] = "public_bank"
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(tree))
+    with pytest.raises(TumorsweepError, match=r"new.yaml: .*u0.*draws=per_event"):
+        read_config(tmp_path / "new.yaml")
