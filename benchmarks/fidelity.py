@@ -188,7 +188,7 @@ def difference_summary(rows: list[dict], low: float = 65.0, high: float = 145.0)
 def _print_table(table: list[tuple]) -> tuple[float, float]:
     """Prints the KS rows; returns the smallest p over the quantities of the done-when
     (drop/diff excluded) and the smallest with hu_drop replaced by drop/diff."""
-    print(f"{'type':<7}{'quantity':<12}{'n ours':>7}{'n pub':>7}{'med ours':>10}{'med pub':>10}"
+    print(f"{'type':<7}{'quantity':<12}{'n ours':>7}{'n pub':>7}{'med ours':>12}{'med pub':>12}"
           f"{'KS D':>7}{'p':>9}")  # fmt: skip
     worst, worst_ratio = 1.0, 1.0
     for row in table:
@@ -199,7 +199,7 @@ def _print_table(table: list[tuple]) -> tuple[float, float]:
             if key != "hu_drop":
                 worst_ratio = min(worst_ratio, p)
         flag = "  <- p < 0.01" if np.isfinite(p) and p < 0.01 else ""
-        print(f"{tumor_type:<7}{key:<12}{n_a:>7}{n_b:>7}{med_a:>10.3f}{med_b:>10.3f}"
+        print(f"{tumor_type:<7}{key:<12}{n_a:>7}{n_b:>7}{med_a:>12.3f}{med_b:>12.3f}"
               f"{d:>7.3f}{p:>9.4f}{flag}")  # fmt: skip
     return worst, worst_ratio
 
