@@ -115,27 +115,56 @@ def build_bank(utils, cache: Path) -> tuple[list[np.ndarray], list[dict]]:
     return textures, meta
 
 
+# `get_tumor`'s per-event draws: sigma = U(1, 2) (edge blur), then difference = U(65, 145)
+EDGE_BLUR, DIFFERENCE = (1.0, 2.0), (65.0, 145.0)
+
+
 def run_events(utils, textures, case: Path, types: list[str], events: int, seed: int) -> dict:
     """Per type, `events` synthesis events on the same CT, each on fresh copies; returns the
-    per-event statistics of `fidelity.event_stats`."""
+    per-event statistics of `fidelity.event_stats` plus the event's drawn HU `difference` and
+    edge-blur sigma (`edge_sigma`), recorded by wrapping the module's `np.random.uniform`
+    (values only, behaviour and draws unchanged; the difference is the U(65, 145) call, the
+    sigma the U(1, 2) call just before it, as `get_tumor` draws them)."""
     from fidelity import event_stats, liver_depth
 
     data = np.load(case)
     image0, label0 = data["image"], data["label"]
     depth = liver_depth(label0)
+    uniform = np.random.uniform
+    drawn: dict = {}
+
+    def recording_uniform(low=0.0, high=1.0, size=None):
+        out = uniform(low, high, size)
+        if size is None:
+            if (float(low), float(high)) == DIFFERENCE:
+                drawn["difference"] = float(out)
+                drawn["edge_sigma"] = drawn.get("last_edge", float("nan"))
+            drawn["last_edge"] = float(out) if (float(low), float(high)) == EDGE_BLUR else None
+        else:
+            drawn["last_edge"] = None
+        return out
+
     out = {}
-    for k, tumor_type in enumerate(types):
-        random.seed(seed + k)
-        np.random.seed(seed + k)
-        rows = []
-        for _ in range(events):
-            image, label = image0.astype(np.float32), label0.astype(np.float32)
-            # TumorGenerated.__call__ (its type and texture draws), with the gate forced open
-            texture = random.choice(textures)
-            image, label = utils.SynthesisTumor(image, label, tumor_type, texture)
-            rows.append(event_stats(image0, image, label, depth))
-        out[tumor_type] = rows
-        print(f"public {tumor_type}: {events} events", flush=True)
+    utils.np.random.uniform = recording_uniform
+    try:
+        for k, tumor_type in enumerate(types):
+            random.seed(seed + k)
+            np.random.seed(seed + k)
+            rows = []
+            for _ in range(events):
+                image, label = image0.astype(np.float32), label0.astype(np.float32)
+                # TumorGenerated.__call__ (its type and texture draws), with the gate forced open
+                texture = random.choice(textures)
+                drawn.clear()
+                image, label = utils.SynthesisTumor(image, label, tumor_type, texture)
+                row = event_stats(image0, image, label, depth)
+                row["difference"] = drawn.get("difference", float("nan"))
+                row["edge_sigma"] = drawn.get("edge_sigma", float("nan"))
+                rows.append(row)
+            out[tumor_type] = rows
+            print(f"public {tumor_type}: {events} events", flush=True)
+    finally:
+        utils.np.random.uniform = uniform
     return out
 
 
