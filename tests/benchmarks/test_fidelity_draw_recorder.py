@@ -3,7 +3,7 @@ sigma without changing what the synthesis draws (the fidelity's drop/diff rows r
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,12 @@ import numpy as np
 from tumorsweep.data import make_phantom_case
 from tumorsweep.synthesis import SynthesisConfig, synthesize_tumors
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import fidelity  # noqa: E402
+# Loaded by file under its own name: putting benchmarks/ on sys.path would let its
+# `synthesis.py` shadow the tests' `synthesis` folder for every test collected after this one.
+_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity.py"
+_SPEC = importlib.util.spec_from_file_location("benchmark_fidelity", _SCRIPT)
+fidelity = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(fidelity)
 
 
 def test_recorder_draws_as_default_rng_and_notes_the_events_difference() -> None:
