@@ -179,8 +179,9 @@ class SynthesiseLiverBoxd(Randomizable, MapTransform):
         image, label = d[IMAGE][0][box], d[LABEL][0][box]
         plan = getattr(self.synthesis, "plan_event", None)
         if plan is not None:
-            edit, flags = plan(image if image.dtype == np.float32 else image.astype(np.float32),
-                               label)  # fmt: skip
+            if image.dtype != np.float32:  # an int16 cache: planned on a float32 copy
+                image = image.astype(np.float32)
+            edit, flags = plan(image, label)
         else:
             edit, flags = self._on_copies(image, label)
         d.update(flags)
