@@ -170,6 +170,12 @@ def read_labels(path: str | Path) -> np.ndarray:
     return as_labels(path, load_volume(path)[0])
 
 
+def affine_gap(first: np.ndarray, second: np.ndarray) -> float:
+    """The largest difference between two 4x4 affines' entries (mm for the translations);
+    two volumes lie on one grid when it is at most `AFFINE_TOLERANCE`."""
+    return float(np.max(np.abs(np.asarray(first, np.float64) - np.asarray(second, np.float64))))
+
+
 def check_same_grid(
     image_path: str | Path,
     image: nib.spatialimages.SpatialImage,
@@ -182,7 +188,7 @@ def check_same_grid(
             f"{label_path}: shape {label.shape[:3]} differs from shape {image.shape[:3]} "
             f"of {image_path}"
         )
-    gap = float(np.max(np.abs(np.asarray(image.affine) - np.asarray(label.affine))))
+    gap = affine_gap(image.affine, label.affine)
     if gap > AFFINE_TOLERANCE:
         raise TumorsweepError(
             f"{label_path}: affine differs from the affine of {image_path} by up to {gap:.4g} "

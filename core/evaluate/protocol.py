@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 from monai.transforms import Compose
 
-from tumorsweep.data.io import AFFINE_TOLERANCE, load_volume
+from tumorsweep.data.io import AFFINE_TOLERANCE, affine_gap, load_volume
 from tumorsweep.data.transforms import eval_transforms
 from tumorsweep.defaults import HU_WINDOW
 from tumorsweep.errors import TumorsweepError
@@ -173,7 +173,7 @@ def organ_mask(case: dict, shape: tuple[int, ...], affine: np.ndarray | None = N
             f"{path}: organ mask of shape {mask.shape}, but the case's label has {tuple(shape)}"
         )
     if affine is not None:
-        gap = float(np.max(np.abs(mask_affine - np.asarray(affine, dtype=np.float64))))
+        gap = affine_gap(mask_affine, affine)
         if gap > AFFINE_TOLERANCE:
             raise TumorsweepError(
                 f"{path}: organ mask's affine differs from the case's label "
