@@ -137,12 +137,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _check_out(lesion_out, inputs)
     rows, lesion_rows = [], []
     for name, (pred_path, truth_path) in pairs.items():
-        pred, truth, spacing = _load_pair(name, pred_path, truth_path)
+        pred, truth, spacing, affine = _load_pair(name, pred_path, truth_path)
         if not args.no_postprocess:
             organ = None
             if name in organs:
                 case = {"case": name, "label": str(truth_path), ORGAN_MASK_KEY: organs[name]}
-                organ = organ_mask(case, pred.shape, open_nifti(truth_path).affine)
+                organ = organ_mask(case, pred.shape, affine)
             pred = protocol.postprocess(pred, organ)
         try:
             metrics, records = case_metrics_and_lesions(
@@ -266,8 +266,8 @@ def _pair_cases(pred_folder: Path, truth_folder: Path) -> dict[str, tuple[Path, 
 
 def _load_pair(
     name: str, pred_path: Path, truth_path: Path
-) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Both label volumes as checked uint8 labels, and the truth spacing.
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], np.ndarray]:
+    """Both label volumes as checked uint8 labels, the truth spacing and affine.
 
     Shapes and affines are compared from the headers first; the raw voxel values are checked
     before anything (post-processing included) maps them.
@@ -279,7 +279,7 @@ def _load_pair(
         raise TumorsweepError(f"case {name}: {exc}") from None
     pred = as_labels(pred_path, voxels(pred_image, pred_path))
     truth = as_labels(truth_path, voxels(truth_image, truth_path))
-    return pred, truth, spacing_of(truth_image)
+    return pred, truth, spacing_of(truth_image), np.asarray(truth_image.affine)
 
 
 def _summary_text(summary: dict[str, float | int], cases: int, protocol: str) -> str:
