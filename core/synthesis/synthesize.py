@@ -301,11 +301,17 @@ def _blur_matrix(out: tuple[int, int], src: tuple[int, int], n: int, sigma: floa
 
 
 def _blurred(
-    mask: np.ndarray, region: Box, sigma: float, radius: int, boxes: list[Box]
+    mask: np.ndarray,
+    region: Box,
+    sigma: float,
+    radius: int,
+    boxes: list[Box],
+    scale: float = 1.0,
 ) -> np.ndarray:
     """Gaussian blur of `mask` (the liver box's tumour mask, reflected at the box's faces) on
-    `region`, as three small matrix products (float32). It reads the mask within `radius` of
-    the region, and there only the bounding box of the blob `boxes` it meets (zero beyond)."""
+    `region`, times `scale`, as three small matrix products (float32; the scale rides on one
+    axis's matrix, not a pass over the region). It reads the mask within `radius` of the
+    region, and there only the bounding box of the blob `boxes` it meets (zero beyond)."""
     lo, hi = region
     ext_lo = [max(0, a - radius) for a in lo]
     ext_hi = [min(n, b + radius) for b, n in zip(hi, mask.shape, strict=True)]
@@ -325,6 +331,8 @@ def _blurred(
         _blur_matrix((a, b), (c, d), n, sigma)
         for a, b, c, d, n in zip(lo, hi, ext_lo, ext_hi, mask.shape, strict=True)
     ]
+    if scale != 1.0:
+        matrices[0] *= np.float32(scale)
     return contract(ext.astype(np.float32), matrices)
 
 
@@ -467,7 +475,7 @@ def _paint_blobs(
             continue
         sl = tuple(slice(a, b) for a, b in zip(b_lo, b_hi, strict=True))
         labels = label_box[sl]
-        mask &= labels >= 1
+        np.logical_and(mask, labels, out=mask)  # labels are checked 0/1/2: non-zero = liver
         if mask.any():
             fresh = mask & ~tumour[sl]
             if has_tumour:
@@ -529,8 +537,8 @@ def _blend_hu(
     strokes = []
     for k, region in enumerate(regions):
         sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-        weight = _blurred(tumour, region, edge_sigma, radius, boxes)
-        weight *= texture.sample(*region, scale=drop)
+        weight = _blurred(tumour, region, edge_sigma, radius, boxes, scale=drop)
+        weight *= texture.sample(*region)
         where = liver[sl] >= 1
         for sub in _overlaps(region, regions[:k]):
             where[sub] = False
