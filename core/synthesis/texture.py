@@ -185,7 +185,11 @@ def _band(sigma: float, truncate: float, n_out: int, n_in: int, offset: int) -> 
     a, b = max(0, -radius - shift), min(len(h), radius - shift + 1)
     if a < b:
         h[a:b] = kernel[a + shift + radius : b + shift + radius]
-    return np.lib.stride_tricks.sliding_window_view(h, n_in)[::-1].copy()
+    # row i is h[n_out - 1 - i : n_out - 1 - i + n_in]: rows start one element apart, backwards
+    step = h.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        h[n_out - 1 :], shape=(n_out, n_in), strides=(-step, step), writeable=False
+    ).copy()
 
 
 @lru_cache(maxsize=512)
@@ -280,6 +284,37 @@ def contract(values: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
     return out.reshape(m0.shape[0], m1.shape[0], m2.shape[0])
 
 
+@lru_cache(maxsize=2048)
+def _field_matrix(
+    step: int, sigma: float, rho: float, relative: bytes, lo: int, hi: int
+) -> np.ndarray:
+    """One axis of a `SmoothField` evaluation (read-only): from its noise nodes [lo, hi) to
+    voxel positions given relative to the first node below them (int64 bytes), through the
+    Gaussian on the node grid (step `step`, `sigma` in node steps) and, between nodes, linear
+    interpolation with each row rescaled to keep unit variance (nodes correlate by `rho`)."""
+    positions = np.frombuffer(relative, dtype=np.int64)
+    coarse = positions / step
+    nodes = np.arange(int(positions[-1]) // step + 2)
+    smooth = gaussian_matrix(nodes, np.arange(lo, hi), sigma, _TRUNCATE)
+    if np.array_equal(coarse, np.arange(len(coarse))):
+        matrix = np.array(smooth[: len(coarse)])  # positions on consecutive nodes
+    else:
+        matrix = _restored(linear_matrix(coarse, nodes.astype(np.float64)), rho) @ smooth
+    matrix.flags.writeable = False
+    return matrix
+
+
+@lru_cache(maxsize=1024)
+def _voxel_matrix(phase: int, length: int, n_nodes: int, step: int, rho: float) -> np.ndarray:
+    """One axis of `HuTexture.sample`'s interpolation (read-only): from nodes 0, step, ...,
+    to `length` voxels starting `phase` voxels after the first node, rows rescaled to keep
+    the variance between nodes (correlation `rho` at one step)."""
+    voxels = np.arange(phase, phase + length)
+    matrix = _restored(linear_matrix(voxels, np.arange(n_nodes) * step), rho)
+    matrix.flags.writeable = False
+    return matrix
+
+
 class SmoothField:
     """Unit-variance Gaussian field (correlation of white noise smoothed by `sigma`) on a box.
 
@@ -305,26 +340,23 @@ class SmoothField:
         self.noise = np.frombuffer(rng.bytes(int(np.prod(shape))), np.uint8).reshape(shape)
 
     def at(self, positions: list[np.ndarray], scale: float = 1.0) -> np.ndarray:
-        """Field values on the grid of voxel positions (one increasing array per axis), times
-        `scale`."""
+        """Field values on the grid of integer voxel positions (one increasing array per
+        axis), times `scale`."""
         window, matrices = [], []
         for axis, pos in enumerate(positions):
-            coarse = np.asarray(pos, dtype=np.float64) / self.step
-            first, last = int(np.floor(coarse[0])), int(np.floor(coarse[-1])) + 1
-            nodes = np.arange(first, last + 1)
-            lo = max(first - self.margin, int(self.origin[axis]))
-            hi = min(last + self.margin + 1, int(self.origin[axis]) + self.noise.shape[axis])
-            noise_pos = np.arange(lo, hi)
-            smooth = gaussian_matrix(nodes, noise_pos, self.coarse_sigma, _TRUNCATE)
-            if np.array_equal(coarse, np.arange(first, first + len(coarse))):
-                matrix = smooth[: len(coarse)]  # positions on consecutive nodes
-            else:
-                # Linear interpolation between nodes would lower the variance between them
-                # (nodes correlate by rho at one step): each row is rescaled to keep it at 1.
-                interp = _restored(linear_matrix(coarse, nodes.astype(np.float64)), self.rho)
-                matrix = interp @ smooth
-            matrices.append(matrix)
-            window.append(slice(lo - int(self.origin[axis]), hi - int(self.origin[axis])))
+            pos = np.asarray(pos, dtype=np.int64)
+            first, last = int(pos[0]) // self.step, int(pos[-1]) // self.step + 1
+            origin = int(self.origin[axis])
+            lo = max(first - self.margin, origin)
+            hi = min(last + self.margin + 1, origin + self.noise.shape[axis])
+            # the matrix depends on the positions relative to the first node only: kept for
+            # the next region or event with the same pattern (regions recur in a few sizes)
+            relative = (pos - first * self.step).tobytes()
+            matrices.append(
+                _field_matrix(self.step, self.coarse_sigma, self.rho, relative, lo - first,
+                              hi - first)
+            )  # fmt: skip
+            window.append(slice(lo - origin, hi - origin))
         # unit variance: the normalisation rides on one matrix (a fresh one: the cached
         # bands are read-only)
         matrices[0] = matrices[0] * np.float32(scale / (self.norm * _BYTE_STD))
@@ -374,9 +406,10 @@ class HuTexture:
         # variance between nodes is kept (rho: of T's two parts at one node step, weighted).
         centre = np.float32(grain.mean())
         grain -= centre
-        voxels = [np.arange(a, b) for a, b in zip(lo, hi, strict=True)]
-        rho = self.rho_at_step
-        matrices = [_restored(linear_matrix(v, n), rho) for v, n in zip(voxels, nodes, strict=True)]
+        matrices = [
+            _voxel_matrix(a - int(n[0]), b - a, len(n), step, self.rho_at_step)
+            for a, b, n in zip(lo, hi, nodes, strict=True)
+        ]
         out = contract(grain, matrices)
         out += centre
         np.clip(out, 0, 1, out=out)
