@@ -140,3 +140,68 @@ def test_contract_of_banded_factors_equals_the_dense_product():
         got = contract(grid, matrices)
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+
+
+def _scipy_kernel(sigma: float, truncate: float) -> np.ndarray:
+    """scipy's Gaussian: exp(-x^2 / 2 sigma^2) on |x| <= int(truncate sigma + 0.5), summing to 1."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+@pytest.mark.parametrize(
+    ("out_range", "in_range"), [((5, 40), (0, 45)), ((0, 12), (9, 30)), ((30, 33), (0, 8))]
+)
+def test_gaussian_matrix_holds_the_kernel_at_each_offset(out_range, in_range):
+    """Row i, column j of a separable factor is the kernel at in_j - out_i (zero beyond its
+    reach), whatever the two ranges' offset, including ranges that do not overlap."""
+    from tumorsweep.synthesis.texture import gaussian_matrix
+
+    kernel = _scipy_kernel(1.7, 3.0)
+    radius = len(kernel) // 2
+    out_pos, in_pos = np.arange(*out_range), np.arange(*in_range)
+    expected = np.zeros((len(out_pos), len(in_pos)))
+    for i, a in enumerate(out_pos):
+        for j, b in enumerate(in_pos):
+            if abs(b - a) <= radius:
+                expected[i, j] = kernel[b - a + radius]
+    for cached in (True, False):
+        got = gaussian_matrix(out_pos, in_pos, 1.7, 3.0, cached=cached)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
+
+
+def test_field_is_the_smoothed_noise_interpolated_with_its_variance_kept():
+    """`SmoothField.at` against its definition, written out here: the centred noise bytes
+    smoothed on the node grid (scipy, zero outside), scaled to unit variance, and between
+    nodes interpolated linearly per axis with each row divided by the square root of the
+    variance it keeps ((1-u)^2 + u^2 + 2u(1-u) rho, nodes correlating by rho). Requests at two
+    places with the same pattern relative to the node grid (the field's matrices are kept by
+    that pattern) and at a third with another pattern must all match it."""
+    from tumorsweep.synthesis.texture import _BYTE_STD, SmoothField
+
+    field = SmoothField(np.random.default_rng(3), 10.0, (0, 0, 0), (90, 90, 90))
+    assert field.step == 5
+    nodes = gaussian_filter(
+        field.noise.astype(np.float64) - 127.5, field.coarse_sigma, truncate=4.0, mode="constant"
+    ) / (float(field.norm) * _BYTE_STD)
+
+    def interpolation(positions: np.ndarray, axis: int) -> np.ndarray:
+        matrix = np.zeros((len(positions), field.noise.shape[axis]))
+        for row, p in enumerate(positions):
+            coarse = p / field.step
+            i = int(np.floor(coarse))
+            u = coarse - i
+            keep = np.sqrt((1 - u) ** 2 + u**2 + 2 * u * (1 - u) * field.rho)
+            matrix[row, i - field.origin[axis]] += (1 - u) / keep
+            if u > 0:
+                matrix[row, i + 1 - field.origin[axis]] += u / keep
+        return matrix
+
+    for start in ((20, 22, 24), (45, 47, 49), (31, 28, 40)):  # 2nd: same pattern as the 1st
+        positions = [np.arange(s, s + 36, 3) for s in start]
+        matrices = [interpolation(p, axis) for axis, p in enumerate(positions)]
+        expected = np.einsum("ai,bj,ck,ijk->abc", *matrices, nodes, optimize=True)
+        got = field.at(positions)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
