@@ -12,7 +12,14 @@ import numpy as np
 from pydantic import ValidationError
 from scipy import ndimage
 
-from tumorsweep.data.io import open_nifti, resolve_path, voxels
+from tumorsweep.data.io import (
+    AFFINE_TOLERANCE,
+    affine_gap,
+    as_labels,
+    open_nifti,
+    resolve_path,
+    voxels,
+)
 from tumorsweep.data.splits import NAMED_SPLITS
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.outputs import check_output_file, check_output_folder, write_error
@@ -224,31 +231,9 @@ def _read_image(path: Path, ct: nib.Nifti1Image) -> np.ndarray:
 
 
 def _read_label(path: Path, liver: nib.Nifti1Image) -> np.ndarray:
-    """The label as uint8, refused unless every voxel is exactly 0, 1 or 2."""
-    try:
-        values = np.asarray(liver.dataobj)
-    except MemoryError:
-        raise TumorsweepError(f"{path}: not enough memory to read its voxels") from None
-    except Exception as exc:  # a truncated file fails only when its voxels are read
-        reason = str(exc) or type(exc).__name__
-        raise TumorsweepError(f"{path}: cannot read voxel data ({reason})") from None
-    if values.dtype.kind == "f":
-        if not np.isfinite(values).all():
-            raise TumorsweepError(f"{path}: label has NaN or inf voxels")
-        if np.any(values != np.rint(values)):
-            raise TumorsweepError(
-                f"{path}: label has fractional values (e.g. {values[values != np.rint(values)][0]}"
-                "); expected 0 (background), 1 (liver) or 2 (tumour)"
-            )
-    if values.dtype == bool:
-        values = values.astype(np.uint8)
-    low, high = values.min(), values.max()
-    if low < 0 or high > 2:
-        found = sorted(int(v) for v in np.unique(values) if not 0 <= v <= 2)[:5]
-        raise TumorsweepError(
-            f"{path}: label values {found} found; expected 0 (background), 1 (liver), 2 (tumour)"
-        )
-    return values.astype(np.uint8)
+    """The label as uint8, refused (one message, as every command words it) unless every
+    voxel is exactly 0, 1 or 2."""
+    return as_labels(path, voxels(liver, path))
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -287,8 +272,11 @@ def run_synthesize(args: argparse.Namespace) -> int:
         raise TumorsweepError(
             f"{args.image} shape {ct.shape} and {args.label} shape {liver.shape} differ"
         )
-    if not np.allclose(ct.affine, liver.affine, atol=1e-3):
-        raise TumorsweepError(f"{args.image} and {args.label}: affines differ")
+    gap = affine_gap(ct.affine, liver.affine)
+    if gap > AFFINE_TOLERANCE:
+        raise TumorsweepError(
+            f"{args.image} and {args.label}: affines differ (by up to {gap:.3g} mm)"
+        )
     model = LocationModel.load(args.location_model) if config.location == "gmm" else None
     image = _read_image(args.image, ct)
     label = _read_label(args.label, liver)

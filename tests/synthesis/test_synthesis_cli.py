@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_synthesis import liver_case
+from synthesis_util import liver_case  # tests/ is on the path
 
 from tumorsweep.cli import main as cli_main
 from tumorsweep.cli import synthesis as synthesis_cli
@@ -86,14 +86,14 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, case):
     elif case == "fractional":
         label = label.astype(np.float32)
         label[20, 18, 16] = 0.5
-        needle = "fractional"
+        needle = "non-integer values"
     elif case == "value 3":
         label[20, 18, 16] = 3
-        needle = "[3]"
+        needle = "label values 3 outside"
     elif case == "negative":
         label = label.astype(np.int16)
         label[20, 18, 16] = -1
-        needle = "[-1]"
+        needle = "label values -1 outside"
     elif case == "shape":
         label = label[:, :, :30]
         expected_file, needle = "liver", "shape"
