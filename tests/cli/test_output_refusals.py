@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from refusals_util import one_line, tree
-from synthesis.test_synthesis import liver_case  # tests/synthesis (tests/ is on the path)
+from synthesis_util import liver_case  # tests/ is on the path
 
 from tumorsweep import tracking
 from tumorsweep.cli import main

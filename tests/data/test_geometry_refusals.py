@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from refusals_util import one_line, tree
-from synthesis.test_synthesis import liver_case  # tests/synthesis (tests/ is on the path)
+from synthesis_util import liver_case  # tests/ is on the path
 
 from tumorsweep.cli import main
 from tumorsweep.cli.study import main as sweep_main

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_synthesis import liver_case
+from synthesis_util import liver_case  # tests/ is on the path
 
 from tumorsweep.cli import main as cli_main
 from tumorsweep.config import make_config

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from scipy import ndimage, stats
-from test_synthesis import liver_case, only
+from synthesis_util import liver_case, only  # tests/ is on the path
 
 from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd, synthesize_tumors
 from tumorsweep.synthesis.config import BLOB_TYPES

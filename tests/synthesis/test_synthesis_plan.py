@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_synthesis import liver_case, only
+from synthesis_util import liver_case, only  # tests/ is on the path
 
 from tumorsweep.synthesis import synthesize
 from tumorsweep.synthesis.config import SynthesisConfig

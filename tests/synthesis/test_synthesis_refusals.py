@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from refusals_util import one_line, tree
-from test_synthesis import liver_case
+from synthesis_util import liver_case  # tests/ is on the path
 
 from tumorsweep.cli import main
 from tumorsweep.cli.study import main as sweep_main

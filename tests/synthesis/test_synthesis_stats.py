@@ -6,7 +6,7 @@ import json
 
 import nibabel as nib
 import numpy as np
-from test_synthesis import liver_case, only
+from synthesis_util import liver_case, only  # tests/ is on the path
 
 from tumorsweep.cli import main as cli_main
 from tumorsweep.synthesis import LocationModel, fit_location_model, synthesize_tumors

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from refusals_util import one_line, tree
-from test_synthesis import liver_case
+from synthesis_util import liver_case  # tests/ is on the path
 
 from tumorsweep.cli import main
 from tumorsweep.config import TrialConfig, apply_overrides

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, MetaTensor
 from monai.transforms import Compose
-from test_synthesis import liver_case
+from synthesis_util import liver_case  # tests/ is on the path
 
 from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd
 

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 from scipy import ndimage
-from test_synthesis import liver_case
+from synthesis_util import liver_case  # tests/ is on the path
 
 from tumorsweep.synthesis import SynthesisConfig, synthesize_tumors
 from tumorsweep.synthesis.config import TUMOR_TYPES
