@@ -1,7 +1,8 @@
 """Fidelity against the public code (issue 11): are our tumours distributed as Hu et al.'s?
 
     OMP_NUM_THREADS=1 python benchmarks/fidelity.py --public /path/to/SyntheticTumors \
-        --public-python /tmp/public-venv/bin/python [--events 40] [--work /tmp/fidelity]
+        --public-python /tmp/public-venv/bin/python [--events 40] [--work /tmp/fidelity] \
+        [--seed 0] [--seeds 1000 2000] [--baseline-seed 1]
 
 Draws `--events` synthesis events per tumour type (tiny, small, medium, large, mix) from our
 `synthesize_tumors` and from the public `SynthesisTumor` (run unmodified by
@@ -11,8 +12,9 @@ quantity, the two-sample Kolmogorov-Smirnov statistic and p-value (per event: tu
 connected components, mean HU drop; per component of >= 27 voxels: equivalent radius, axis
 ratio, depth in the liver). The done-when: no p below 0.01. Per-component values are pooled
 over events, so their KS p-values treat components of one event as independent (they share
-the event's draws): read them as approximate. The public repository is an argument, never a
-dependency of ours.
+the event's draws): read them as approximate. `--baseline-seed` prints the same table for the
+public code against itself (two seeds): the p-values the test gives when nothing differs.
+The public repository is an argument, never a dependency of ours.
 
 The mean HU drop of an event is difference x texture x blur, and both codes draw the
 difference from the same U(65, 145): two samples of it differ by chance, and at 200 events that
@@ -218,6 +220,22 @@ def _print_differences(ours_rows: dict, public_rows: dict) -> None:
               f"(z {sb['z']:+.1f}, p {sb['ks_p']:.3f})  ours vs public p {p2:.4f}")  # fmt: skip
 
 
+def public_sample(args: argparse.Namespace, case: Path, seed: int) -> dict:
+    """The public code's `args.events` events per type at `seed`, drawn once and cached in
+    `args.work` (a cache written before the drawn differences were recorded is drawn again:
+    same seeds, same events and statistics; the bank stays cached)."""
+    out = args.work / f"public_{args.events}_{seed}.json"
+    if not out.exists() or "difference" not in json.loads(out.read_text())["tiny"][0]:
+        subprocess.run(
+            [str(args.public_python), str(Path(__file__).with_name("public_code.py")), "events",
+             "--public", str(args.public), "--cache", str(args.work / "bank"),
+             "--case", str(case), "--events", str(args.events), "--seed", str(seed),
+             "--out", str(out)],
+            check=True,
+        )  # fmt: skip
+    return json.loads(out.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--public", type=Path, required=True, help="SyntheticTumors checkout")
@@ -230,6 +248,12 @@ def main() -> None:
         nargs="+",
         help="our seeds (default: seed + 1000); one table each against the same public sample",
     )
+    parser.add_argument(
+        "--baseline-seed",
+        type=int,
+        help="also draw the public code at this seed and print its table against the public "
+        "sample at --seed: how small a p the same code gets against itself",
+    )
     parser.add_argument("--shape", type=int, nargs=3, default=(400, 340, 260))
     parser.add_argument("--work", type=Path, default=Path("/tmp/tumorsweep-fidelity"))
     args = parser.parse_args()
@@ -241,18 +265,15 @@ def main() -> None:
         image, label = make_phantom_case(np.random.default_rng(args.seed), tuple(args.shape))
         np.savez(case, image=image, label=(label >= 1).astype(np.uint8))
     start = time.perf_counter()
-    public_out = args.work / f"public_{args.events}_{args.seed}.json"
-    # a cache written before the drawn differences were recorded is drawn again (same seeds,
-    # same events and statistics; the bank stays cached)
-    if not public_out.exists() or "difference" not in json.loads(public_out.read_text())["tiny"][0]:
-        subprocess.run(
-            [str(args.public_python), str(Path(__file__).with_name("public_code.py")), "events",
-             "--public", str(args.public), "--cache", str(args.work / "bank"),
-             "--case", str(case), "--events", str(args.events), "--seed", str(args.seed),
-             "--out", str(public_out)],
-            check=True,
-        )  # fmt: skip
-    public_rows = json.loads(public_out.read_text())
+    public_rows = public_sample(args, case, args.seed)
+    if args.baseline_seed is not None:
+        baseline = public_sample(args, case, args.baseline_seed)
+        print(
+            f"same code, two seeds: public seed {args.seed} (the 'ours' column) against public "
+            f"seed {args.baseline_seed}, the KS rows' own spread at this sample size"
+        )
+        worst, _ = _print_table(ks_table(public_rows, baseline))
+        print(f"smallest p, public against itself: {worst:.4f}\n")
     for our_seed in args.seeds or [args.seed + 1000]:
         ours_rows = ours(case, args.events, our_seed)
         print(f"(drawn in {time.perf_counter() - start:.0f} s)")
