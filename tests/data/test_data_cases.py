@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_data_layouts import msd_dataset, write_pair
+from layouts_util import msd_dataset, write_pair  # tests/ is on the path
 
 from tumorsweep.data.cases import resolve_cases
 from tumorsweep.data.config import DataConfig

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from layouts_util import msd_dataset  # tests/ is on the path
 from pydantic import ValidationError
-from test_data_layouts import msd_dataset
 
 from tumorsweep.data.cases import resolve_cases
 from tumorsweep.data.config import DataConfig

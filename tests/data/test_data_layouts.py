@@ -5,48 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
+from layouts_util import msd_dataset, write_pair  # tests/ is on the path
 
 from tumorsweep.data.layouts import load_split
 from tumorsweep.data.splits import NAMED_SPLITS
 from tumorsweep.errors import TumorsweepError
-
-
-def write_pair(image: Path, label: Path, tumor: bool, shape=(8, 8, 8)) -> None:
-    """A tiny image/label pair: liver block, plus a tumour voxel block when `tumor`."""
-    seg = np.zeros(shape, dtype=np.uint8)
-    seg[2:6, 2:6, 2:6] = 1
-    if tumor:
-        seg[3:5, 3:5, 3:5] = 2
-    for path, data in ((image, (seg * 50.0).astype(np.float32)), (label, seg)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(data, np.eye(4)), path)
-
-
-def msd_dataset(root: Path, tumors: dict[int, bool], validation=(), test=(), flags=True) -> Path:
-    def entry(n: int) -> dict:
-        e = {"image": f"./imagesTr/liver_{n}.nii.gz", "label": f"./labelsTr/liver_{n}.nii.gz"}
-        return {**e, "tumor": tumors[n]} if flags else e
-
-    for n, tumor in tumors.items():
-        write_pair(root / f"imagesTr/liver_{n}.nii.gz", root / f"labelsTr/liver_{n}.nii.gz", tumor)
-    held = set(validation) | set(test)
-    training = [entry(n) for n in tumors if n not in held]
-    training.append(
-        {"image": "./imagesTr/._liver_0.nii.gz", "label": "./labelsTr/._liver_0.nii.gz"}
-    )
-    data = {
-        "name": "Task03_Liver",
-        "labels": {"0": "background", "1": "liver", "2": "cancer"},
-        "numTraining": len(training),
-        "training": training,
-        "validation": [entry(n) for n in validation],
-        "test": [entry(n) for n in test] + ["./imagesTs/liver_999.nii.gz"],
-    }
-    (root / "dataset.json").write_text(json.dumps(data))
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
 from notebook_util import execute_aggregate_notebook
+from report_util import (  # tests/ is on the path
+    CASES,
+    METRICS,
+    ROW_NAMES,
+    SPHERE_SWEPT,
+    RunStore,
+    unet_params,
+)
 from scipy import stats
 
 from tumorsweep.cli import main
@@ -34,118 +40,6 @@ from tumorsweep.errors import TumorsweepError
 from tumorsweep.report import build_report, file_stem, load_runs, paper_table, summary_table
 from tumorsweep.report.stats import bootstrap_ci
 from tumorsweep.report.tables import notes_markdown, table_notes
-
-CASES = [f"liver_{n}" for n in (2, 13, 15, 17, 19, 21, 33, 42)]
-METRICS = ("liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd")
-ROW_NAMES = dict(zip(METRICS, ("Liver Dice", "Liver NSD", "Tumor Dice", "Tumor NSD"), strict=True))
-SPHERE_SWEPT = ["synthesis.sphere_ratio"]
-
-
-def _per_case(ratio: float, seed: int) -> pd.DataFrame:
-    """Deterministic per-case values: 0.25 is ~0.1 tumour Dice worse on every case."""
-    rng = np.random.default_rng(int(ratio * 100) * 10 + seed)
-    base = np.linspace(0.45, 0.75, len(CASES))
-    tumor_dice = base + rng.normal(0, 0.02, len(CASES)) - (0.1 if ratio == 0.25 else 0.0)
-    tumor_dice[3] = np.nan  # a case whose tumour Dice is undefined
-    return pd.DataFrame(
-        {
-            "case": CASES,
-            "liver_dice": 0.95 + rng.normal(0, 0.005, len(CASES)),
-            "liver_nsd": 0.88 + rng.normal(0, 0.01, len(CASES)),
-            "tumor_dice": tumor_dice,
-            "tumor_nsd": tumor_dice + 0.03,
-            "liver_voxels": rng.integers(10_000, 20_000, len(CASES)),
-        }
-    )
-
-
-class _Store:
-    """Writes runs the way the sweep does; remembers what it wrote."""
-
-    def __init__(self, root: Path) -> None:
-        self.uri = f"sqlite:///{root / 'mlflow.db'}"
-        self.root = root
-        self.client = MlflowClient(self.uri)
-        self.per_case: dict[tuple[str, float, int], pd.DataFrame] = {}
-        self.metrics: dict[tuple[str, float, int], dict[str, float]] = {}
-        self.swept: dict[str, list[str]] = {}
-
-    def experiment(self, name: str) -> str:
-        # artifacts in a folder of our own naming: experiment names here may be hostile paths
-        location = self.root / "artifacts" / str(len(self.client.search_experiments()))
-        return self.client.create_experiment(name, artifact_location=str(location))
-
-    def sweep(
-        self, exp: str, swept: list[str], baseline: dict, start: int, tags: dict | None = None
-    ) -> str:
-        tags = {
-            "tumorsweep.role": "sweep",
-            "tumorsweep.study": exp,
-            "tumorsweep.swept": json.dumps(swept),
-            "tumorsweep.baseline": json.dumps(baseline),
-            "tumorsweep.preset": "demo",
-            **(tags or {}),
-        }
-        run_id = self.client.create_run(exp, start_time=start, tags=tags).info.run_id
-        self.swept[run_id] = swept
-        return run_id
-
-    def trial(
-        self,
-        exp: str,
-        parent: str,
-        params: dict,
-        seed: int,
-        status: str = "FINISHED",
-        drop: tuple[str, ...] = (),
-        eval_set: str = "hu-val",
-        table: pd.DataFrame | None = None,
-    ) -> str:
-        swept = {k: params[k] for k in self.swept[parent]}
-        tags = {
-            "mlflow.parentRunId": parent,
-            "tumorsweep.role": "trial",
-            "backbone": params["model.name"],
-            "eval_set": eval_set,
-            "tumorsweep.config_key": json.dumps(swept, sort_keys=True),
-        }
-        if status == "FAILED":
-            tags["tumorsweep.error"] = "RuntimeError: CUDA out of memory"
-        run_id = self.client.create_run(exp, tags=tags).info.run_id
-        all_params = {**params, "seed": seed}
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in all_params.items()])
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id, metrics=[Metric("train_loss", 1.0 / (e + 1), now, e) for e in range(3)]
-        )
-        if status == "FINISHED":
-            key = (exp, json.dumps(swept, sort_keys=True), seed)
-            if table is None:
-                table = _per_case(params.get("synthesis.sphere_ratio", 0.0), seed)
-            artifact = self.root / run_id / "per_case_test.csv"
-            artifact.parent.mkdir()
-            table.to_csv(artifact, index=False)
-            self.client.log_artifact(run_id, str(artifact))
-            values = {m: float(np.nanmean(table[m])) for m in METRICS if m not in drop}
-            self.client.log_batch(run_id, metrics=[Metric(m, v, now, 0) for m, v in values.items()])
-            self.per_case[key] = table
-            self.metrics[key] = values
-        if status != "RUNNING":
-            self.client.set_terminated(run_id, status=status)
-        return run_id
-
-
-def _unet(ratio: float, **more: object) -> dict:
-    return {
-        "model.name": "unet",
-        "model.pretrained": None,
-        "data.real_fraction": 0.0,
-        "synthesis.style": "hu",
-        "synthesis.location": "uniform",
-        "synthesis.sphere_ratio": ratio,
-        **more,
-    }
-
 
 HU2023 = {"eval.protocol": "hu2023"}
 BASE_CASES = np.linspace(0.45, 0.75, len(CASES))
@@ -172,33 +66,35 @@ HOSTILE = ("../../escape_study", "report")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
+def store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
     root = tmp_path_factory.mktemp("mlflow")
-    s = _Store(root)
+    s = RunStore(root)
     exp = s.experiment("sphere_ratio")
     old = s.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=1_000)
     new = s.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=2_000)
-    s.trial(exp, old, _unet(0.5), seed=0)
+    s.trial(exp, old, unet_params(0.5), seed=0)
     for ratio in (0.0, 0.15, 0.25):
         for seed in range(3):
             failed = ratio == 0.25 and seed == 2
             drop = ("tumor_nsd",) if (ratio, seed) == (0.15, 0) else ()
             status = "FAILED" if failed else "FINISHED"
-            s.trial(exp, new, _unet(ratio, **HU2023), seed, status, drop)
-    s.trial(exp, new, _unet(0.05, **HU2023), 0, "RUNNING")
-    s.trial(exp, new, _unet(0.10, **HU2023), 0, "FAILED")
-    s.trial(exp, new, _unet(0.12, **HU2023), 0, drop=("liver_nsd",))
+            s.trial(exp, new, unet_params(ratio, **HU2023), seed, status, drop)
+    s.trial(exp, new, unet_params(0.05, **HU2023), 0, "RUNNING")
+    s.trial(exp, new, unet_params(0.10, **HU2023), 0, "FAILED")
+    s.trial(exp, new, unet_params(0.12, **HU2023), 0, drop=("liver_nsd",))
     bb = s.experiment("backbones")
     swept = ["model.name", "data.real_fraction"]
     sweep = s.sweep(bb, swept, {"model.name": "unet", "data.real_fraction": 0.0}, start=3_000)
     for real in (False, True):
-        s.trial(bb, sweep, {**_unet(0.0), "data.real_fraction": float(real)}, 0, eval_set="global")
+        s.trial(
+            bb, sweep, {**unet_params(0.0), "data.real_fraction": float(real)}, 0, eval_set="global"
+        )
     noise = s.experiment("seed_noise")
     warned = {"tumorsweep.data_warnings": json.dumps([DATA_WARNING])}
     sweep = s.sweep(noise, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 4_000, warned)
     for ratio, shifts in SEED_SHIFTS.items():
         for seed, shift in enumerate(shifts):
-            params = _unet(ratio, **{"eval.protocol": "tumorsweep"})
+            params = unet_params(ratio, **{"eval.protocol": "tumorsweep"})
             params["eval.allow_test_selection"] = ratio == 0.15
             params["data.allow_overlap"] = (ratio, seed) == (0.0, 1)
             params["generator.released"] = ratio == 0.15
@@ -207,26 +103,26 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
     gone = s.sweep(
         stopped, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 5_000, _driver(_dead_pid())
     )
-    s.trial(stopped, gone, _unet(0.15), 0, "KILLED")
-    s.trial(stopped, gone, _unet(0.25), 0, "RUNNING")
+    s.trial(stopped, gone, unet_params(0.15), 0, "KILLED")
+    s.trial(stopped, gone, unet_params(0.25), 0, "RUNNING")
     elsewhere = s.sweep(
         stopped, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 6_000, _driver(1, "elsewhere")
     )
-    s.trial(stopped, elsewhere, _unet(0.10), 0, "RUNNING")
+    s.trial(stopped, elsewhere, unet_params(0.10), 0, "RUNNING")
     alive = s.sweep(
         stopped, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 7_000, _driver(os.getpid())
     )
-    s.trial(stopped, alive, _unet(0.0), 0)
-    s.trial(stopped, alive, _unet(0.05), 0, "RUNNING")
+    s.trial(stopped, alive, unet_params(0.0), 0)
+    s.trial(stopped, alive, unet_params(0.05), 0, "RUNNING")
     for name in (str(root / "outside" / "abs_study"), *HOSTILE):
         hostile = s.experiment(name)
         sweep = s.sweep(hostile, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=8_000)
-        s.trial(hostile, sweep, _unet(0.0), 0)
+        s.trial(hostile, sweep, unet_params(0.0), 0)
     s.experiment("empty_study")
     return s
 
 
-def _trials(store: _Store, exp: str, ratio: float) -> list[pd.DataFrame]:
+def _trials(store: RunStore, exp: str, ratio: float) -> list[pd.DataFrame]:
     key = json.dumps({"synthesis.sphere_ratio": ratio})
     return [t for (e, k, _), t in store.per_case.items() if (e, k) == (exp, key)]
 
@@ -266,7 +162,7 @@ def _holm_adjusted(p: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def _expected(store: _Store, ratio: float, metric: str) -> dict:
+def _expected(store: RunStore, ratio: float, metric: str) -> dict:
     """Mean/std over seeds, bootstrap CI, raw and Holm p computed from what was written."""
     exp = store.client.get_experiment_by_name("sphere_ratio").experiment_id
     key = json.dumps({"synthesis.sphere_ratio": ratio})
@@ -298,11 +194,11 @@ def report_notes(report, experiment: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report(store: _Store):
+def report(store: RunStore):
     return build_report(store.uri, "sphere_ratio")
 
 
-def test_load_runs_is_tidy_and_takes_the_latest_sweep(store: _Store) -> None:
+def test_load_runs_is_tidy_and_takes_the_latest_sweep(store: RunStore) -> None:
     runs = load_runs(store.uri, "sphere_ratio")
     assert runs["parent_run_id"].nunique() == 1
     assert 0.5 not in set(runs["synthesis.sphere_ratio"])  # the old sweep's trial
@@ -330,7 +226,7 @@ def test_load_runs_is_tidy_and_takes_the_latest_sweep(store: _Store) -> None:
 @pytest.mark.parametrize("ratio", [0.15, 0.25])
 @pytest.mark.parametrize("metric", METRICS)
 def test_summary_holds_the_independently_computed_numbers(
-    store: _Store, report, ratio: float, metric: str
+    store: RunStore, report, ratio: float, metric: str
 ) -> None:
     expected = _expected(store, ratio, metric)
     label = f"UNET(+{ratio * 100:g}% Sphere)"
@@ -352,7 +248,7 @@ def test_summary_holds_the_independently_computed_numbers(
     )
 
 
-def test_a_single_seed_gets_a_case_interval_and_a_sign_flip_test(store: _Store, report) -> None:
+def test_a_single_seed_gets_a_case_interval_and_a_sign_flip_test(store: RunStore, report) -> None:
     expected = _expected(store, 0.12, "tumor_dice")
     row = report.summary.set_index(["label", "metric"]).loc[("UNET(+12% Sphere)", "tumor_dice")]
     assert (row["ci_method"], row["test"], row["n_paired"]) == ("cases", "case sign-flip", 7)
@@ -369,7 +265,7 @@ def test_a_single_seed_gets_a_case_interval_and_a_sign_flip_test(store: _Store, 
     )
 
 
-def test_a_consistent_drop_survives_holm(store: _Store, report) -> None:
+def test_a_consistent_drop_survives_holm(store: RunStore, report) -> None:
     summary = report.summary.set_index(["label", "metric"])
     row = summary.loc[("UNET(+25% Sphere)", "tumor_dice")]
     assert row["significant"] and row["p_holm"] < 0.05 and row["n_paired"] == len(CASES) - 1
@@ -381,7 +277,7 @@ def test_a_consistent_drop_survives_holm(store: _Store, report) -> None:
     assert "Holm's correction over the 12 comparisons (metric x column)" in " ".join(notes)
 
 
-def test_seed_luck_is_not_called_significant(store: _Store) -> None:
+def test_seed_luck_is_not_called_significant(store: RunStore) -> None:
     """Whole runs better or worse on every case: the per-case Wilcoxon of the old report
     calls the columns different; the two-level test (= Welch on per-trial means here, as every
     per-case difference is the same) does not."""
@@ -401,7 +297,7 @@ def test_seed_luck_is_not_called_significant(store: _Store) -> None:
     )
 
 
-def test_holm_takes_back_a_raw_p_below_alpha(store: _Store) -> None:
+def test_holm_takes_back_a_raw_p_below_alpha(store: RunStore) -> None:
     """seed_noise: 2 columns x 4 metrics against the baseline; +25% beats it on every seed, raw
     p (Welch here) 0.027, but not after Holm over the 8 comparisons."""
     summary = build_report(store.uri, "seed_noise", n_resamples=200).summary
@@ -431,7 +327,7 @@ def test_failed_running_and_missing_are_shown_as_such(report) -> None:
     assert "0.00000" not in table.to_string()
 
 
-def test_killed_and_stale_trials_are_shown_as_such(store: _Store) -> None:
+def test_killed_and_stale_trials_are_shown_as_such(store: RunStore) -> None:
     report = build_report(store.uri, "stopped", all_sweeps=True, n_resamples=200)
     table = paper_table(report.summary, "stopped")
     assert (table["UNET(+15% Sphere)"].iloc[:4] == "KILLED").all()
@@ -469,7 +365,7 @@ def test_published_values_sit_beside_ours_when_scored_alike(report) -> None:
 
 
 def test_a_column_that_left_the_paper_protocol_says_so_beside_the_published_value(
-    store: _Store, report
+    store: RunStore, report
 ) -> None:
     """Same protocol and evaluation set, but trained 200 epochs instead of 4000: the published
     value still stands beside ours, and the notes name what differs (neutral params such as
@@ -478,7 +374,9 @@ def test_a_column_that_left_the_paper_protocol_says_so_beside_the_published_valu
     sweep = store.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=5_000)
     neutral = {"data.root": "/data/Task03_Liver", "eval.select_on": "validation"}
     for ratio in (0.0, 0.15):
-        store.trial(exp, sweep, _unet(ratio, **HU2023, **neutral, **{"schedule.epochs": 200}), 0)
+        store.trial(
+            exp, sweep, unet_params(ratio, **HU2023, **neutral, **{"schedule.epochs": 200}), 0
+        )
     short = build_report(store.uri, "short_training", n_resamples=200)
     assert short.table("short_training").loc["Tumor Dice", "UNET [published]"].startswith("0.575")
     notes = " ".join(report_notes(short, "short_training"))
@@ -491,7 +389,7 @@ def test_a_column_that_left_the_paper_protocol_says_so_beside_the_published_valu
     real = store.experiment("short_real_control")
     sweep = store.sweep(real, ["model.name"], {"model.name": "unet"}, start=6_000)
     control = {**HU2023, "data.real_fraction": 1.0, "schedule.epochs": 200}
-    store.trial(real, sweep, _unet(0.0, **control), 0)
+    store.trial(real, sweep, unet_params(0.0, **control), 0)
     report_real = build_report(store.uri, "short_real_control", n_resamples=200)
     notes = " ".join(report_notes(report_real, "short_real_control"))
     assert "published values beside ours were scored like ours" in notes
@@ -501,7 +399,7 @@ def test_a_column_that_left_the_paper_protocol_says_so_beside_the_published_valu
     )
 
 
-def test_published_values_scored_otherwise_stand_apart(store: _Store) -> None:
+def test_published_values_scored_otherwise_stand_apart(store: RunStore) -> None:
     """Trials from before `eval.protocol` count as tumorsweep; the published UNET(Global) was
     scored with hu2023: it goes to a labelled column at the right, not beside ours."""
     report = build_report(store.uri, "backbones", n_resamples=200)
@@ -519,7 +417,7 @@ def test_published_values_scored_otherwise_stand_apart(store: _Store) -> None:
     assert summary_table(store.uri, "backbones").count("0.60817") == 0
 
 
-def test_overrides_and_data_warnings_are_declared(store: _Store, report) -> None:
+def test_overrides_and_data_warnings_are_declared(store: RunStore, report) -> None:
     report = build_report(store.uri, "seed_noise", n_resamples=200)
     notes = report_notes(report, "seed_noise")
     assert (
@@ -543,7 +441,7 @@ def test_overrides_and_data_warnings_are_declared(store: _Store, report) -> None
     assert "override" not in clean and "data warning" not in clean
 
 
-def test_several_experiments_and_real_vs_synthetic_labels(store: _Store) -> None:
+def test_several_experiments_and_real_vs_synthetic_labels(store: RunStore) -> None:
     report = build_report(store.uri, "sphere_ratio, backbones", n_resamples=200)
     assert report.experiments == ["sphere_ratio", "backbones"]
     table = report.table("backbones")
@@ -559,7 +457,7 @@ def test_several_experiments_and_real_vs_synthetic_labels(store: _Store) -> None
     ],
 )
 def test_unknown_or_empty_experiment_is_a_clear_error(
-    store: _Store, experiment: str, message: str
+    store: RunStore, experiment: str, message: str
 ) -> None:
     with pytest.raises(TumorsweepError, match=message) as caught:
         load_runs(store.uri, experiment)
@@ -567,7 +465,7 @@ def test_unknown_or_empty_experiment_is_a_clear_error(
         assert "backbones, empty_study, " in str(caught.value)
 
 
-def test_summary_table_for_the_end_of_a_sweep(store: _Store) -> None:
+def test_summary_table_for_the_end_of_a_sweep(store: RunStore) -> None:
     text = summary_table(store.uri, "sphere_ratio")
     expected = _expected(store, 0.15, "tumor_dice")
     line = next(r for r in text.splitlines() if r.startswith("| UNET(+15% Sphere) "))
@@ -581,7 +479,7 @@ def test_summary_table_for_the_end_of_a_sweep(store: _Store) -> None:
     )
 
 
-def test_summary_table_drops_empty_columns_and_says_why(store: _Store) -> None:
+def test_summary_table_drops_empty_columns_and_says_why(store: RunStore) -> None:
     # one seed per configuration, scored with tumorsweep's protocol: no std, no published value
     text = summary_table(store.uri, "backbones")
     header = text.splitlines()[0]
@@ -595,7 +493,7 @@ def _report_args(uri: str, experiment: str, out: Path, *more: str) -> list[str]:
 
 
 def test_cli_writes_markdown_csv_latex_and_plots(
-    store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture
+    store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "report"
     assert main(_report_args(store.uri, "sphere_ratio", out, "--resamples", "300")) == 0
@@ -619,7 +517,7 @@ def _files_under(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
 
-def test_cli_keeps_hostile_experiment_names_inside_out(store: _Store, tmp_path: Path) -> None:
+def test_cli_keeps_hostile_experiment_names_inside_out(store: RunStore, tmp_path: Path) -> None:
     absolute = str(store.root / "outside" / "abs_study")
     out = tmp_path / "a" / "b" / "out"
     before = _files_under(store.root) | _files_under(tmp_path)
@@ -646,7 +544,7 @@ def _one_line_error(capsys: pytest.CaptureFixture) -> str:
 
 
 def test_cli_unknown_experiment_is_one_line_and_writes_nothing(
-    store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture
+    store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "out"
     assert main(_report_args(store.uri, "nope", out)) == 2
@@ -665,7 +563,7 @@ def test_cli_store_in_a_missing_folder_is_not_created(
 
 
 def test_cli_out_that_is_a_file_is_refused(
-    store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture
+    store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "taken.txt"
     out.write_text("mine")
@@ -675,7 +573,7 @@ def test_cli_out_that_is_a_file_is_refused(
 
 
 def test_cli_zero_resamples_is_refused(
-    store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture
+    store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "out"
     assert main(_report_args(store.uri, "sphere_ratio", out, "--resamples", "0")) == 2
@@ -695,7 +593,7 @@ def test_cli_unreachable_server_fails_fast(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_notebook_runs_top_to_bottom_and_shows_the_tables(
-    store: _Store, report, tmp_path: Path
+    store: RunStore, report, tmp_path: Path
 ) -> None:
     outputs = execute_aggregate_notebook(store.uri, "sphere_ratio", tmp_path)
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
@@ -717,11 +615,11 @@ def test_report_with_no_flags_reads_the_store_a_study_wrote_here(
     assert main(["report"]) == 2  # nothing here yet: refused, nothing created
     assert "does not exist (a report never creates a store)" in _one_line_error(capsys)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "report").exists()
-    s = _Store(tmp_path)  # the store `make study` leaves in its folder
+    s = RunStore(tmp_path)  # the store `make study` leaves in its folder
     for name in ("sphere_ratio", "texture"):
         exp = s.experiment(name)
         sweep = s.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=1_000)
-        s.trial(exp, sweep, _unet(0.0), 0)
+        s.trial(exp, sweep, unet_params(0.0), 0)
     s.experiment("not_a_study")  # no sweep run: not reported
     assert main(["report", "--resamples", "50"]) == 0
     assert "## sphere_ratio" in capsys.readouterr().out
@@ -730,16 +628,16 @@ def test_report_with_no_flags_reads_the_store_a_study_wrote_here(
     assert not any(name.startswith("not_a_study") for name in written)
 
 
-def _moved_store(root: Path) -> tuple[_Store, dict[str, str]]:
+def _moved_store(root: Path) -> tuple[RunStore, dict[str, str]]:
     """A two-column study (2 seeds each) whose artifact folder is then moved away, as when
     mlflow.db is copied without it; returns the store and {run_id: label}."""
-    s = _Store(root)
+    s = RunStore(root)
     exp = s.experiment("moved")
     sweep = s.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, start=1_000)
     runs = {}
     for ratio in (0.0, 0.25):
         for seed in (0, 1):
-            run_id = s.trial(exp, sweep, _unet(ratio), seed)
+            run_id = s.trial(exp, sweep, unet_params(ratio), seed)
             runs[run_id] = f"UNET(+{ratio:.0%} Sphere)" if ratio else "UNET"
     return s, runs
 
@@ -842,7 +740,7 @@ def test_notebook_on_a_store_without_its_artifacts_says_so(tmp_path: Path) -> No
     assert "[95% bootstrap CI of the mean]" in markdown and "†" not in markdown
 
 
-def test_deviations_are_from_the_studys_own_preset(store: _Store) -> None:
+def test_deviations_are_from_the_studys_own_preset(store: RunStore) -> None:
     """A trial run with the hu2023-commands preset (the authors' released commands) follows
     its learning rate, AMP and validation interval: no deviation there; the same trial under
     a study tagged with the paper preset lists exactly the params where the two presets

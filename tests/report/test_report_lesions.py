@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.entities import Metric
-from test_report import CASES, SPHERE_SWEPT, _Store, _unet
+from report_util import CASES, SPHERE_SWEPT, RunStore, unet_params  # tests/ is on the path
 
 from tumorsweep.evaluate.registry import summary_names
 from tumorsweep.report import build_report, paper_table, plot_lesion_sizes, write_report
@@ -63,14 +63,14 @@ def _lesion_table(ratio: float, seed: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
-    store = _Store(tmp_path_factory.mktemp("lesion-store"))
+def store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
+    store = RunStore(tmp_path_factory.mktemp("lesion-store"))
     exp = store.experiment("lesions")
     parent = store.sweep(exp, SPHERE_SWEPT, {"synthesis.sphere_ratio": 0.0}, 1000)
     for ratio in (0.0, 0.25):
         for seed in range(3):
             table = _lesion_table(ratio, seed)
-            run_id = store.trial(exp, parent, _unet(ratio), seed, table=table)
+            run_id = store.trial(exp, parent, unet_params(ratio), seed, table=table)
             logged = [c for c in table.columns if c in summary_names()]
             values = {m: float(np.nanmean(table[m])) for m in logged if table[m].notna().any()}
             store.client.log_batch(run_id, metrics=[Metric(m, v, 0, 0) for m, v in values.items()])
@@ -79,11 +79,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
 
 
 @pytest.fixture(scope="module")
-def report(store: _Store):
+def report(store: RunStore):
     return build_report(store.uri, "lesions", n_resamples=500)
 
 
-def test_lesion_rows_sit_below_dice_with_case_bootstrap_intervals(store: _Store, report) -> None:
+def test_lesion_rows_sit_below_dice_with_case_bootstrap_intervals(store: RunStore, report) -> None:
     table = paper_table(report.summary, "lesions")
     names = summary_names()
     rows = list(table.index)
