@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from tumorsweep.data.cases import REAL_TUMOR_KEY
 from tumorsweep.data.memory import CachePlan, size_text
-from tumorsweep.data.sampling import BG_ROWS, FG_ROWS, IMAGE, LABEL, LIVER_BOX, ORIGIN
+from tumorsweep.data.sampling import BG_ROWS, FG_ROWS, IMAGE, LABEL, LIVER_BOX, MEMO, ORIGIN
 from tumorsweep.errors import TumorsweepError
 
 FORMAT = 1
@@ -65,6 +65,7 @@ class DiskCacheDataset(Dataset):
         self.first_random = transform.get_index_of_first(lambda t: isinstance(t, Randomizable))
         self.folders = [folder / case_key(item, settings) for item in items]
         self.real = [bool(item.get(REAL_TUMOR_KEY)) for item in items]  # carried to patches
+        self.memos: list[dict] = [{} for _ in items]  # per case, as the memory cache keeps it
         missing = [(i, f) for i, f in zip(items, self.folders, strict=True) if not f.is_dir()]
         self.reused = len(items) - len(missing)
         folder.mkdir(parents=True, exist_ok=True)
@@ -99,6 +100,7 @@ class DiskCacheDataset(Dataset):
         data[LIVER_BOX] = tuple(tuple(pair) for pair in boxes[LIVER_BOX])
         data[ORIGIN] = tuple(boxes[ORIGIN])
         data[REAL_TUMOR_KEY] = self.real[index]
+        data[MEMO] = self.memos[index]
         return data
 
     def __getitem__(self, index: int) -> Any:

@@ -39,6 +39,10 @@ from tumorsweep.errors import TumorsweepError
 IMAGE, LABEL = "image", "label"
 FG_ROWS, BG_ROWS, LIVER_BOX, SYNTH = "fg_rows", "bg_rows", "liver_box", "synthesised_box"
 ORIGIN = "compact_origin"  # where the kept part starts in the resampled, padded grid
+# A dict per cached case for facts derived from its read-only arrays, filled by the first
+# sample that needs them (the synthesis keeps its scan of the liver box's label there): the
+# same dict object in every sample of the case, since the cache is not deep-copied.
+MEMO = "case_memo"
 STORAGE = {"float32": np.float32, "int16": np.int16}
 
 
@@ -119,6 +123,7 @@ class CompactForSamplingd(MapTransform):
             lo, hi = (hits[0], hits[-1] + 1) if hits.size else (0, liver.shape[axis])
             box.append((max(0, int(lo) - 1), min(liver.shape[axis], int(hi) + 1)))
         d[LIVER_BOX] = tuple(box)
+        d[MEMO] = {}
         return d
 
 
@@ -181,7 +186,7 @@ class SynthesiseLiverBoxd(Randomizable, MapTransform):
         if plan is not None:
             if image.dtype != np.float32:  # an int16 cache: planned on a float32 copy
                 image = image.astype(np.float32)
-            edit, flags = plan(image, label)
+            edit, flags = plan(image, label, memo=d.get(MEMO))
         else:
             edit, flags = self._on_copies(image, label)
         d.update(flags)

@@ -32,6 +32,7 @@ _MERGE_SLACK = 40_000
 # Edge blur support in sigmas (Hu: scipy's default 4; the normalised kernel's mass beyond 3
 # sigma is 0.3% per axis, so the drop differs by < 0.5 HU, and regions are smaller).
 _BLUR_TRUNCATE = 3.0
+_LABEL_SCAN = "tumorsweep.synthesis.label_scan"  # `plan_tumors`'s key in a caller's memo
 
 
 def _check_inputs(image: np.ndarray, label: np.ndarray) -> None:
@@ -381,14 +382,21 @@ def plan_tumors(
     rng: np.random.Generator,
     location_model: LocationModel | None = None,
     healthy_only: bool = False,
+    memo: dict | None = None,
 ) -> VolumeEdit:
     """One event as a `VolumeEdit` of (image_hu, label), which are only read: the same draws
     and the same voxels as `synthesize_tumors_inplace`, which applies it. An empty edit when
-    `healthy_only` finds a tumour or no blob lands in the liver."""
+    `healthy_only` finds a tumour or no blob lands in the liver. `memo`: a dict that belongs
+    to this very label and outlives the call (a cached case's, whose label never changes):
+    the label's scan is kept there and read back instead of scanning the label again."""
     _check_inputs(image_hu, label)
     if config.location == "gmm" and location_model is None:
         raise TumorsweepError("synthesis.location is 'gmm' but no location model was given")
-    scan = scan_label(label)
+    scan = None if memo is None else memo.get(_LABEL_SCAN)
+    if scan is None:
+        scan = scan_label(label)
+        if memo is not None:
+            memo[_LABEL_SCAN] = scan
     if healthy_only and scan.has_tumour:
         return VolumeEdit()
     if any(b - a < 3 for a, b in zip(scan.lo, scan.hi, strict=True)):

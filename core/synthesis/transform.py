@@ -142,12 +142,19 @@ class TumorSynthesisd(GatedSynthesisd):
         return d
 
     def plan_event(
-        self, image: np.ndarray, label: np.ndarray
+        self, image: np.ndarray, label: np.ndarray, memo: dict | None = None
     ) -> tuple[VolumeEdit | None, dict[Hashable, Any]]:
         """The gate and one event as an edit of an (X, Y, Z) float HU `image` and its
         `label`, which are only read: the same draws, in the same order, and the same voxels
         as calling the transform on a sample holding them. For a cache that must not be
         written (`tumorsweep.data.sampling.SynthesiseLiverBoxd`).
+
+        Args:
+            image: HU volume (read only).
+            label: 0/1/2 labels of the same shape (read only).
+            memo: a dict that belongs to this very label and outlives the call (a cached
+                case's): the label's scan (liver box, value check) is kept there and read
+                back on later events instead of scanning the label again.
 
         Returns:
             The edit (None when nothing changes) and the flags `__call__` sets on a sample.
@@ -160,7 +167,7 @@ class TumorSynthesisd(GatedSynthesisd):
             return None, flags
         rng = np.random.default_rng(self._seed)
         edit = plan_tumors(
-            image, label, self.config, rng, self.location_model, self.config.healthy_only
+            image, label, self.config, rng, self.location_model, self.config.healthy_only, memo
         )
         flags[SYNTHETIC_KEY] = bool(edit.added)
         return (edit if edit.image or edit.label else None), flags

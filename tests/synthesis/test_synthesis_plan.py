@@ -78,3 +78,33 @@ def test_overlapping_regions_blend_each_voxel_once(monkeypatch) -> None:
     assert float((image - runs["merged"][1])[changed].mean()) > 20.0  # the drop, in HU
     diff = np.abs(runs["apart"][1] - runs["merged"][1])
     assert float(diff.max()) < 0.5, float(diff.max())
+
+
+def test_a_memo_keeps_the_label_scan_for_later_events(monkeypatch) -> None:
+    """With a memo (a cached case's dict), the label is scanned on the first event only; every
+    event is the one planned without a memo (same seed, same voxels), and a label with a
+    tumour is still skipped under healthy_only from the kept scan."""
+    image, label = liver_case()
+    calls = []
+    scan = synthesize.scan_label
+    monkeypatch.setattr(synthesize, "scan_label", lambda lab: calls.append(1) or scan(lab))
+    memo: dict = {}
+    config = only("mix")
+    for seed in (3, 4, 5):
+        kept = plan_tumors(image, label, config, np.random.default_rng(seed), memo=memo)
+        fresh = plan_tumors(image, label, config, np.random.default_rng(seed))
+        got = [image.copy(), label.copy()]
+        kept.apply(*got)
+        expected = [image.copy(), label.copy()]
+        fresh.apply(*expected)
+        assert kept.added == fresh.added > 0
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+    assert len(calls) == 1 + 3  # the memo's one scan, and one per event without it
+    tumour = label.copy()
+    tumour[36, 32, 28] = 2
+    memo_tumour: dict = {}
+    assert plan_tumors(image, tumour, config, np.random.default_rng(0), None, True,
+                       memo_tumour).added == 0  # fmt: skip
+    assert plan_tumors(image, tumour, config, np.random.default_rng(1), None, True,
+                       memo_tumour).added == 0  # fmt: skip
