@@ -255,9 +255,9 @@ def _row_blocks(matrix: np.ndarray) -> list[tuple[int, int, int, int]] | None:
 def _rotate(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """`matrix @ rows.T` for a C-ordered 2-D `rows` (one input vector per row), as a new
     C-ordered (n_out, len(rows)) array; block by block where the matrix is banded. The
-    transposed operand is read in place by BLAS; the product is the left-hand, short-and-wide
-    form that BLAS runs fastest for these thin bands (about 1.4x the `rows @ matrix.T` form on
-    one core)."""
+    transposed operand is read in place by BLAS; with the result axis first, all three
+    products of `contract` take this one form (a 100^3 -> 90^3 blur: 1.69 ms against 1.83-1.98
+    for the previous mix of `rows @ matrix.T` and batched products, one core)."""
     blocks = _row_blocks(matrix)
     if blocks is None:
         return np.matmul(matrix, rows.T)
@@ -297,7 +297,7 @@ def _field_matrix(
     nodes = np.arange(int(positions[-1]) // step + 2)
     smooth = gaussian_matrix(nodes, np.arange(lo, hi), sigma, _TRUNCATE)
     if np.array_equal(coarse, np.arange(len(coarse))):
-        matrix = np.array(smooth[: len(coarse)])  # positions on consecutive nodes
+        matrix = smooth[: len(coarse)]  # positions on consecutive nodes (a read-only view)
     else:
         matrix = _restored(linear_matrix(coarse, nodes.astype(np.float64)), rho) @ smooth
     matrix.flags.writeable = False
@@ -384,8 +384,8 @@ class HuTexture:
     beta: float
     rho_at_step: float
 
-    def sample(self, lo: tuple[int, ...], hi: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
-        """Texture values on voxels [lo, hi), times `scale`."""
+    def sample(self, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
+        """Texture values on voxels [lo, hi) (the Hu blend's HU drop rides on its edge blur)."""
         step = self.grain.step
         nodes = [
             np.arange(a // step, (b - 1) // step + 2) * step for a, b in zip(lo, hi, strict=True)
@@ -413,8 +413,6 @@ class HuTexture:
         out = contract(grain, matrices)
         out += centre
         np.clip(out, 0, 1, out=out)
-        if scale != 1.0:
-            out *= np.float32(scale)
         return out
 
 
