@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from tumorsweep.synthesis import kernels
+
 _CONTROL_POINTS = 3
 
 
@@ -53,34 +55,17 @@ def mirror_cubic_basis(n: int) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=256)
-def _plane_grid(na: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
-    """A plane's pixel coordinates (2, na, nb) and its last pixel per axis (2, 1, 1), float64
-    (read-only): what `_plane_sources` adds to the displacement and tests it against."""
-    grid = np.stack(np.meshgrid(np.arange(na), np.arange(nb), indexing="ij")).astype(np.float64)
-    top = np.array([na - 1, nb - 1], dtype=np.float64)[:, None, None]
-    for array in (grid, top):
-        array.flags.writeable = False
-    return grid, top
-
-
-def _plane_sources(
+def _displacement(
     frame: tuple[int, ...], plane: tuple[int, int], sigma: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One planar pass of elasticdeform's `deform_random_grid(points=3, order=0)` over the
-    frame: for each output pixel of the plane, the nearest source pixel (round half up) and
-    whether the displaced position lies inside the frame (else the constant 0 is read)."""
+) -> np.ndarray:
+    """One planar pass of elasticdeform's `deform_random_grid(points=3, order=0)`: its draw
+    (3x3 control displacements per axis, std `sigma`) and the displacement of every pixel of
+    the plane (2, na, nb), float64, through the mirrored cubic B-spline. The `kernels` turn
+    it into each pixel's nearest source pixel (round half up), or the constant 0 where the
+    displaced position leaves the frame."""
     control = rng.normal(0.0, sigma, size=(2, _CONTROL_POINTS, _CONTROL_POINTS))
-    na, nb = frame[plane[0]], frame[plane[1]]
-    pos = mirror_cubic_basis(na) @ control @ mirror_cubic_basis(nb).T  # (2, na, nb)
-    grid, top = _plane_grid(na, nb)
-    pos += grid
-    inside = pos >= 0
-    inside &= pos <= top
-    valid = inside[0] & inside[1]
-    pos += 0.5
-    sources = np.floor(pos, out=pos).astype(np.int64)
-    return sources[0], sources[1], valid
+    basis_a, basis_b = mirror_cubic_basis(frame[plane[0]]), mirror_cubic_basis(frame[plane[1]])
+    return kernels.displacement(control, basis_a, basis_b)
 
 
 def _span(mask: np.ndarray, axis: int) -> tuple[int, int]:
@@ -90,25 +75,16 @@ def _span(mask: np.ndarray, axis: int) -> tuple[int, int]:
 
 
 def _pass_table(
-    sources: tuple[np.ndarray, np.ndarray, np.ndarray],
-    lo: tuple[int, int],
-    support: np.ndarray,
+    displacement: np.ndarray, lo: tuple[int, int], support: np.ndarray
 ) -> tuple[tuple[int, int], tuple[int, int], np.ndarray] | None:
     """Where a planar pass reads a set pixel of the previous mask (`support`: its projection
     on the plane, starting at `lo`): the output's span on each plane axis and, over those
     spans, the flat source index into the previous mask's plane (its size where nothing is
-    read, an index that points at an appended zero)."""
-    src_a, src_b, valid = sources
-    n_a, n_b = support.shape
-    rel_a, rel_b = src_a - lo[0], src_b - lo[1]
-    inside = valid & (rel_a >= 0) & (rel_a < n_a) & (rel_b >= 0) & (rel_b < n_b)
-    flat = np.where(inside, rel_a * n_b + rel_b, n_a * n_b)
-    hits = inside & np.append(support.ravel(), False)[flat]
-    if not hits.any():
+    read, an index that points at an appended zero); None when no pixel reads one."""
+    table, a0, a1, b0, b1 = kernels.pass_table(displacement, lo[0], lo[1], support)
+    if a1 == 0:
         return None
-    span_a, span_b = _span(hits, 0), _span(hits, 1)
-    table = np.where(hits, flat, n_a * n_b)[span_a[0] : span_a[1], span_b[0] : span_b[1]]
-    return span_a, span_b, table
+    return (a0, a1), (b0, b1), table[a0:a1, b0:b1]
 
 
 @lru_cache(maxsize=256)
@@ -127,12 +103,6 @@ def _ellipsoid_squares(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out, levels, rank
 
 
-def _at(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """values[index], inf where index is outside values."""
-    inside = (index >= 0) & (index < len(values))
-    return np.where(inside, values.take(index, mode="clip"), np.inf)
-
-
 def _planar_deformed_ellipsoid(
     blob: Blob, rng: np.random.Generator
 ) -> tuple[tuple[int, ...], np.ndarray] | None:
@@ -147,13 +117,8 @@ def _planar_deformed_ellipsoid(
     # Pass 1 (plane 0, 1) reads the ellipsoid itself: a voxel is set when
     # (sq0[x'] + sq1[y']) + sq2[z] < 1 for its source pixel (x', y'). Along z that holds for
     # the sq2 values below a per-column rank (sq2 is V-shaped), so the pass is one compare.
-    src0, src1, valid = _plane_sources(frame, (0, 1), sigma, rng)
-    q = np.where(valid, _at(sq[0], src0) + _at(sq[1], src1), np.inf)
-    count = np.searchsorted(levels, 1.0 - q)  # levels below 1 - q, then made exact
-    for _ in range(2):
-        count += (count < len(levels)) & (q + levels[np.minimum(count, len(levels) - 1)] < 1)
-        count -= (count > 0) & ~(q + levels[np.maximum(count - 1, 0)] < 1)
-    count[~np.isfinite(q)] = 0
+    displacement = _displacement(frame, (0, 1), sigma, rng)
+    count = kernels.ellipsoid_counts(displacement, sq[0], sq[1], levels)
     if not count.any():
         return None
     (a0, b0), (a1, b1) = _span(count > 0, 0), _span(count > 0, 1)
@@ -169,7 +134,7 @@ def _planar_deformed_ellipsoid(
     lo, shape = [a0, a1, a2], [n0, n1, n2]
     # Pass 2 (plane 1, 2): the same gather of (y, z) pixels for every x.
     support = mask[:, :-1].reshape(shape).any(axis=0)
-    found = _pass_table(_plane_sources(frame, (1, 2), sigma, rng), (lo[1], lo[2]), support)
+    found = _pass_table(_displacement(frame, (1, 2), sigma, rng), (lo[1], lo[2]), support)
     if found is None:
         return None
     (a1, b1), (a2, b2), table = found
@@ -178,7 +143,7 @@ def _planar_deformed_ellipsoid(
     mask = out.reshape(shape)
     # Pass 3 (plane 0, 2): the same gather of (x, z) pixels for every y, on a (y, x, z) copy.
     support = mask.any(axis=1)
-    found = _pass_table(_plane_sources(frame, (0, 2), sigma, rng), (lo[0], lo[2]), support)
+    found = _pass_table(_displacement(frame, (0, 2), sigma, rng), (lo[0], lo[2]), support)
     if found is None:
         return None
     (a0, b0), (a2, b2), table = found
@@ -186,17 +151,22 @@ def _planar_deformed_ellipsoid(
     by_y = np.zeros((n1, n0 * n2 + 1), dtype=bool)
     by_y[:, :-1].reshape(n1, n0, n2)[...] = mask.transpose(1, 0, 2)
     out = np.take(by_y, table.ravel(), axis=1).reshape(n1, b0 - a0, b2 - a2)
-    return (a0, lo[1], a2), out.transpose(1, 0, 2)
+    # C order: the liver cut, painting and box scans that follow run 2x faster on it
+    return (a0, lo[1], a2), np.ascontiguousarray(out.transpose(1, 0, 2))
 
 
 @lru_cache(maxsize=512)
 def _solid_ellipsoid(semi_axes: tuple[int, int, int]) -> np.ndarray:
-    """The original's solid ellipsoid on its 4r frame (read-only; small frames only: tiny and
-    small blobs have 3 and 5 semi-axis lengths per axis, so a few hundred shapes recur)."""
+    """The original's solid ellipsoid on its 4r frame as (x, y) pixel rows of z voxels, with
+    a row of zeros appended (read-only; small frames only: tiny and small blobs have 3 and 5
+    semi-axis lengths per axis, so a few hundred shapes recur)."""
     sq = [_ellipsoid_squares(a)[0] for a in semi_axes]
-    solid = (sq[0][:, None, None] + sq[1][None, :, None]) + sq[2][None, None, :] < 1
-    solid.flags.writeable = False
-    return solid
+    n0, n1, n2 = (len(v) for v in sq)
+    rows = np.zeros((n0 * n1 + 1, n2), dtype=bool)
+    np.less((sq[0][:, None, None] + sq[1][None, :, None]) + sq[2][None, None, :], 1,
+            out=rows[:-1].reshape(n0, n1, n2))  # fmt: skip
+    rows.flags.writeable = False
+    return rows
 
 
 # Frames up to this many voxels (semi-axes up to ~10: Hu's tiny and small blobs) run the three
@@ -209,32 +179,31 @@ def _whole_frame_deformed_ellipsoid(
 ) -> tuple[tuple[int, ...], np.ndarray] | None:
     """`_planar_deformed_ellipsoid` for small frames: the same ellipsoid test, the same draws
     in the same order (a pass is drawn only when the previous one left a voxel) and the same
-    nearest-neighbour gathers, each over the whole frame."""
+    nearest-neighbour gathers, each over the whole frame: one `np.take` of pixel columns by
+    the pass's table, where a read outside the frame picks an appended zero column."""
     r = blob.semi_axes
-    frame = tuple(4 * a for a in r)
-    ellipsoid = _solid_ellipsoid(tuple(r))
+    n0, n1, n2 = frame = tuple(4 * a for a in r)
 
-    def sources(plane: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, b, valid = _plane_sources(frame, plane, blob.elastic_sigma, rng)
-        # a source outside the frame reads the constant 0: any index, masked by `valid`
-        # (np.minimum/np.maximum: a tenth of np.clip's call overhead on these small planes)
-        for index, n in ((a, frame[plane[0]]), (b, frame[plane[1]])):
-            np.minimum(np.maximum(index, 0, out=index), n - 1, out=index)
-        return a, b, valid
+    def table(plane: tuple[int, int]) -> np.ndarray:
+        return kernels.frame_table(_displacement(frame, plane, blob.elastic_sigma, rng)).ravel()
 
-    src0, src1, valid = sources((0, 1))
-    mask = ellipsoid[src0, src1] & valid[:, :, None]  # (x, y) pixels moved, every z alike
+    # (x, y) pixels moved, every z alike: rows of the ellipsoid
+    mask = np.take(_solid_ellipsoid(tuple(r)), table((0, 1)), axis=0)  # (x y, z)
     if not mask.any():
         return None
-    src1, src2, valid = sources((1, 2))
-    mask = mask[:, src1, src2] & valid[None]
+    # (y, z) pixels moved, every x alike
+    padded = np.zeros((n0, n1 * n2 + 1), dtype=bool)
+    padded[:, :-1] = mask.reshape(n0, n1 * n2)
+    mask = np.take(padded, table((1, 2)), axis=1)  # (x, y z)
     if not mask.any():
         return None
-    src0, src2, valid = sources((0, 2))
-    mask = mask[src0, :, src2] & valid[:, :, None]  # (x, z, y)
+    # (x, z) pixels moved, every y alike: on an (x z, y) copy
+    padded = np.zeros((n0 * n2 + 1, n1), dtype=bool)
+    padded[:-1].reshape(n0, n2, n1)[...] = mask.reshape(n0, n1, n2).transpose(0, 2, 1)
+    mask = np.take(padded, table((0, 2)), axis=0)  # (x z, y)
     if not mask.any():
         return None
-    return (0, 0, 0), mask.transpose(0, 2, 1)
+    return (0, 0, 0), np.ascontiguousarray(mask.reshape(n0, n2, n1).transpose(0, 2, 1))
 
 
 def _clip_box(

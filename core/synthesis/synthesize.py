@@ -19,10 +19,11 @@ from scipy.ndimage import gaussian_filter
 
 from tumorsweep.data.edits import Stroke, VolumeEdit
 from tumorsweep.errors import TumorsweepError
+from tumorsweep.synthesis import kernels
 from tumorsweep.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
 from tumorsweep.synthesis.location import LocationModel, uniform_centre
 from tumorsweep.synthesis.shapes import Blob, deformed_ellipsoid, rotated_noisy_ellipsoid
-from tumorsweep.synthesis.texture import contract, draw_hu_texture, gaussian_kernel, gaussian_matrix
+from tumorsweep.synthesis.texture import contract, draw_hu_texture, gaussian_kernel
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
 _MIN_LIVER_VOXELS = 100
@@ -289,16 +290,8 @@ def _blur_matrix(out: tuple[int, int], src: tuple[int, int], n: int, sigma: floa
     """One axis of the edge blur from voxels [src) to voxels [out) of a box of n voxels, with
     scipy's reflecting border at the box's faces (as the original blurs its liver box)."""
     # the edge blur's sigma is drawn per event: its matrices are not worth keeping
-    matrix = gaussian_matrix(np.arange(*out), np.arange(*src), sigma, _BLUR_TRUNCATE, cached=False)
     kernel = gaussian_kernel(float(sigma), _BLUR_TRUNCATE)
-    radius = len(kernel) // 2
-    if out[0] - radius >= 0 and out[1] + radius <= n:
-        return matrix
-    taps = np.arange(out[0], out[1])[:, None] + np.arange(-radius, radius + 1)[None, :]
-    folded = np.where(taps < 0, -taps - 1, np.where(taps >= n, 2 * n - 1 - taps, -1))
-    rows, cols = np.nonzero((folded >= src[0]) & (folded < src[1]))  # reads within [src)
-    np.add.at(matrix, (rows, folded[rows, cols] - src[0]), kernel[cols])
-    return matrix
+    return kernels.reflected_band(out[0], out[1], src[0], src[1], n, kernel)
 
 
 def _blurred(

@@ -199,7 +199,7 @@ def test_field_is_the_smoothed_noise_interpolated_with_its_variance_kept():
         return matrix
 
     for start in ((20, 22, 24), (45, 47, 49), (31, 28, 40)):  # 2nd: same pattern as the 1st
-        positions = [np.arange(s, s + 36, 3) for s in start]
+        positions = [range(s, s + 36, 3) for s in start]
         matrices = [interpolation(p, axis) for axis, p in enumerate(positions)]
         expected = np.einsum("ai,bj,ck,ijk->abc", *matrices, nodes, optimize=True)
         got = field.at(positions)
