@@ -1,16 +1,19 @@
-"""Compiled per-pixel loops of Hu's elastic passes (numba).
+"""Compiled inner loops of the Hu synthesis (numba): where numpy would make many small calls.
 
 One planar pass of elasticdeform's `deform_random_grid(points=3, order=0)` maps every pixel of
 a plane to the nearest source pixel of its displaced position, or to the constant 0 outside
 the frame. In numpy that is some twenty whole-plane array operations per pass (shift, bounds,
 rounding, the reads' box, the support lookup, the spans), and for a blob of a few hundred
-thousand voxels they cost twice the pass's 3-D gather itself. Each function here does one
+thousand voxels they cost twice the pass's 3-D gather itself. Each pass function here does one
 pass's plane work in a single loop, from the displacement `displacement` computes (the
 B-spline product of the pass's 3x3 control values, summed as numpy's matmul sums it).
-
 Positions, bounds and rounding follow the numpy expressions they replace, in float64: p =
 pixel + displacement, valid when 0 <= p <= n - 1 on both axes, source = floor(p + 0.5).
-Compiled on first use and cached next to this file (`cache=True`).
+
+The others serve the region products: the block scan of a banded matrix, the edge blur's
+reflected band, the texture's arithmetic on its coarse nodes. Vectorised passes over voxels
+stay in numpy (a loop here is slower on strided views). Compiled on first use and cached next
+to this file (`cache=True`); nothing here starts threads.
 """
 
 from __future__ import annotations
