@@ -164,16 +164,15 @@ def gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
 
 
 def gaussian_matrix(
-    out_pos: np.ndarray, in_pos: np.ndarray, sigma: float, truncate: float, cached: bool = True
+    out_pos: np.ndarray, in_pos: np.ndarray, sigma: float, truncate: float
 ) -> np.ndarray:
     """Matrix of scipy's truncated, normalised 1-D Gaussian from samples at the consecutive
     integer positions `in_pos` to those at `out_pos` (zero beyond the inputs, like
     mode="constant"): one factor of a separable 3-D filter. It depends only on the sizes and
-    offset of the two ranges; `cached`: kept (read-only) for the next call with the same
-    ones, as the texture's fields, with few sigmas, make them again and again."""
+    offset of the two ranges, and is kept (read-only) for the next call with the same ones,
+    as the texture's fields, with few sigmas, make them again and again."""
     key = (float(sigma), float(truncate), len(out_pos), len(in_pos))
-    offset = int(in_pos[0]) - int(out_pos[0])
-    return _cached_band(*key, offset) if cached else _band(*key, offset)
+    return _cached_band(*key, int(in_pos[0]) - int(out_pos[0]))
 
 
 def _band(sigma: float, truncate: float, n_out: int, n_in: int, offset: int) -> np.ndarray:

@@ -126,10 +126,7 @@ def test_contract_of_banded_factors_equals_the_dense_product():
 
     rng = np.random.default_rng(0)
     values = (rng.random((84, 77, 70)) > 0.5).astype(np.float32)
-    blur = [
-        gaussian_matrix(np.arange(5, n - 5), np.arange(n), 1.6, 3.0, cached=False)
-        for n in values.shape
-    ]
+    blur = [gaussian_matrix(np.arange(5, n - 5), np.arange(n), 1.6, 3.0) for n in values.shape]
     interp = linear_matrix(np.arange(70), np.arange(0, 72, 3).astype(np.float64))
     for matrices, grid in ((blur, values), ([blur[0], blur[1], interp], values[:, :, :24])):
         assert _row_blocks(matrices[0]) is not None  # the blocked path runs
@@ -166,9 +163,9 @@ def test_gaussian_matrix_holds_the_kernel_at_each_offset(out_range, in_range):
         for j, b in enumerate(in_pos):
             if abs(b - a) <= radius:
                 expected[i, j] = kernel[b - a + radius]
-    for cached in (True, False):
-        got = gaussian_matrix(out_pos, in_pos, 1.7, 3.0, cached=cached)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
+    got = gaussian_matrix(out_pos, in_pos, 1.7, 3.0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
+    assert gaussian_matrix(out_pos, in_pos, 1.7, 3.0) is got  # kept for the next call
 
 
 def test_field_is_the_smoothed_noise_interpolated_with_its_variance_kept():
