@@ -50,21 +50,27 @@ def displacement(control: np.ndarray, basis_a: np.ndarray, basis_b: np.ndarray) 
 
 
 @njit(cache=True, nogil=True)
+def _source(displacement: np.ndarray, i: int, j: int) -> tuple[bool, int, int]:
+    """Pixel (i, j)'s displaced position p = pixel + displacement: whether it lies in the
+    frame (0 <= p <= n - 1 on both axes) and its nearest pixel floor(p + 0.5) per axis."""
+    pa = displacement[0, i, j] + float(i)
+    pb = displacement[1, i, j] + float(j)
+    top_a, top_b = float(displacement.shape[1] - 1), float(displacement.shape[2] - 1)
+    valid = pa >= 0.0 and pa <= top_a and pb >= 0.0 and pb <= top_b
+    return valid, int(np.floor(pa + 0.5)), int(np.floor(pb + 0.5))
+
+
+@njit(cache=True, nogil=True)
 def frame_table(displacement: np.ndarray) -> np.ndarray:
     """Per pixel of a (na, nb) plane, from its displacement (2, na, nb): the flat index
     a * nb + b of its source pixel (a, b) in the plane, or na * nb (an appended zero) where
     the displaced position leaves the frame: a whole-frame pass is one gather by this table."""
     na, nb = displacement.shape[1], displacement.shape[2]
     table = np.empty((na, nb), dtype=np.int64)
-    top_a, top_b = float(na - 1), float(nb - 1)
     for i in range(na):
         for j in range(nb):
-            pa = displacement[0, i, j] + float(i)
-            pb = displacement[1, i, j] + float(j)
-            if pa >= 0.0 and pa <= top_a and pb >= 0.0 and pb <= top_b:
-                table[i, j] = int(np.floor(pa + 0.5)) * nb + int(np.floor(pb + 0.5))
-            else:
-                table[i, j] = na * nb
+            valid, ia, ib = _source(displacement, i, j)
+            table[i, j] = ia * nb + ib if valid else na * nb
     return table
 
 
@@ -79,16 +85,11 @@ def ellipsoid_counts(
     the first two axes (inf outside the ellipsoid's box); an invalid source counts 0."""
     na, nb = displacement.shape[1], displacement.shape[2]
     count = np.zeros((na, nb), dtype=np.int64)
-    top_a, top_b = float(na - 1), float(nb - 1)
     n_levels = len(levels)
     for i in range(na):
         for j in range(nb):
-            pa = displacement[0, i, j] + float(i)
-            pb = displacement[1, i, j] + float(j)
-            if not (pa >= 0.0 and pa <= top_a and pb >= 0.0 and pb <= top_b):
-                continue
-            ia, ib = int(np.floor(pa + 0.5)), int(np.floor(pb + 0.5))
-            if ia < 0 or ia >= len(sq_a) or ib < 0 or ib >= len(sq_b):
+            valid, ia, ib = _source(displacement, i, j)
+            if not valid or ia < 0 or ia >= len(sq_a) or ib < 0 or ib >= len(sq_b):
                 continue
             q = sq_a[ia] + sq_b[ib]
             if not np.isfinite(q):
@@ -117,18 +118,13 @@ def pass_table(
     n_a, n_b = support.shape
     miss = n_a * n_b
     table = np.empty((na, nb), dtype=np.int64)
-    top_a, top_b = float(na - 1), float(nb - 1)
     a0, a1, b0, b1 = na, -1, nb, -1
     for i in range(na):
         for j in range(nb):
             table[i, j] = miss
-            pa = displacement[0, i, j] + float(i)
-            pb = displacement[1, i, j] + float(j)
-            if not (pa >= 0.0 and pa <= top_a and pb >= 0.0 and pb <= top_b):
-                continue
-            ra = int(np.floor(pa + 0.5)) - lo_a
-            rb = int(np.floor(pb + 0.5)) - lo_b
-            if ra < 0 or ra >= n_a or rb < 0 or rb >= n_b or not support[ra, rb]:
+            valid, ia, ib = _source(displacement, i, j)
+            ra, rb = ia - lo_a, ib - lo_b
+            if not valid or ra < 0 or ra >= n_a or rb < 0 or rb >= n_b or not support[ra, rb]:
                 continue
             table[i, j] = ra * n_b + rb
             a0, a1 = min(a0, i), max(a1, i)

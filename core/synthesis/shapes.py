@@ -121,7 +121,8 @@ def _planar_deformed_ellipsoid(
     count = kernels.ellipsoid_counts(displacement, sq[0], sq[1], levels)
     if not count.any():
         return None
-    (a0, b0), (a1, b1) = _span(count > 0, 0), _span(count > 0, 1)
+    hit = count > 0
+    (a0, b0), (a1, b1) = _span(hit, 0), _span(hit, 1)
     seen = np.flatnonzero(rank < count.max())
     a2, b2 = int(seen[0]), int(seen[-1]) + 1
     n0, n1, n2 = b0 - a0, b1 - a1, b2 - a2
