@@ -10,11 +10,12 @@ and tumour type the median ms per sample of three paths and median tumour voxels
   in-place   `synthesize_tumors_inplace` on the whole volume (uint8 label);
   pub chain  `TumorSynthesisd` on float32 MetaTensors of the whole volume: what training calls
              with `data.pipeline=public` (the public code's chain);
-  training   `SynthesiseLiverBoxd(TumorSynthesisd)` on the cached item `CompactForSamplingd`
-             made (float32 image, uint8 label): what training calls with the default
-             `data.pipeline=fast` (also the paper preset's); the event is planned on the cached
-             liver box and kept as an edit, pasted into each patch by the crop (not timed
-             here: about a stroke per blob and region, on the patch's overlap only);
+  training   what a training sample of the default `data.pipeline=fast` (also the paper
+             preset's) spends on synthesis: `SynthesiseLiverBoxd(TumorSynthesisd)` plans the
+             event on the cached item `CompactForSamplingd` made (float32 image, uint8 label)
+             and the edit is pasted into the 96^3 patch `CropCachedPosNegd` draws for it (one
+             per volume, as the paper preset; the patch is cut outside the timing), which
+             blends the tumours' regions on the patch's part of them only;
 and the training path's min (the least-disturbed run on a shared machine). With `--public`,
 the public `SynthesisTumor` is timed on the same CT in the same run (float32 arrays, as its
 MONAI pipeline gives; one core; run by `benchmarks/public_code.py` in the side environment)
@@ -49,7 +50,12 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from tumorsweep.data.sampling import CompactForSamplingd, SynthesiseLiverBoxd
+from tumorsweep.data.sampling import (
+    SYNTH,
+    CompactForSamplingd,
+    CropCachedPosNegd,
+    SynthesiseLiverBoxd,
+)
 from tumorsweep.synthesis import SynthesisConfig, TumorSynthesisd, synthesize_tumors
 from tumorsweep.synthesis.config import TUMOR_TYPES
 from tumorsweep.synthesis.synthesize import synthesize_tumors_inplace
@@ -83,12 +89,12 @@ def public_times(args, image: np.ndarray, label: np.ndarray) -> dict:
         return json.loads(out.read_text())
 
 
-def median_ms(run, repeats: int, prepare=lambda: None) -> tuple[float, float, list]:
-    """Median and min ms of `run(seed, prepare())` over seeds 0..repeats-1; `prepare` (fresh
-    arrays for an in-place call) runs outside the timing."""
+def median_ms(run, repeats: int, prepare=lambda seed: None) -> tuple[float, float, list]:
+    """Median and min ms of `run(seed, prepare(seed))` over seeds 0..repeats-1; `prepare`
+    (fresh arrays for an in-place call, a training patch) runs outside the timing."""
     times, results = [], []
     for seed in range(repeats):
-        data = prepare()
+        data = prepare(seed)
         start = time.perf_counter()
         results.append(run(seed, data))
         times.append(time.perf_counter() - start)
@@ -142,6 +148,25 @@ def main() -> None:
         )
 
 
+def patch(cached: dict, seed: int) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """The 96^3 patch the fast chain's crop (`CropCachedPosNegd`, one per volume, pos = neg =
+    1) draws from a cached item with random state `seed`: its start and fresh copies of its
+    image (float32) and label. The crop's draws read only the cached index counts, which the
+    synthesis never changes, so the patch can be drawn before the event."""
+    crop = CropCachedPosNegd((96, 96, 96), -175.0, num_samples=1).set_random_state(seed)
+    crop.randomize(cached)
+    start = tuple(int(c) - p // 2 for c, p in zip(crop.centers[0], crop.patch, strict=True))
+    window = tuple(slice(a, a + p) for a, p in zip(start, crop.patch, strict=True))
+    return start, cached["image"][0][window].astype(np.float32), cached["label"][0][window].copy()
+
+
+def paste(sample: dict, start: tuple[int, ...], image: np.ndarray, label: np.ndarray) -> None:
+    """Write a planned event into a training patch, as `CropCachedPosNegd` does."""
+    edit = sample[SYNTH]
+    if edit is not None:
+        edit.apply(image, label, start)
+
+
 def hu_section(name: str, image: np.ndarray, label: np.ndarray, args) -> None:
     """Per type: the in-place uint8 path, the public chain's and the default training chain's
     transform and, with --public, the public code on the same CT in the same run."""
@@ -169,19 +194,21 @@ def hu_section(name: str, image: np.ndarray, label: np.ndarray, args) -> None:
         inplace, _, voxels = median_ms(
             lambda s, d, g=cfg: synthesize_tumors_inplace(*d, g, np.random.default_rng(s)),
             args.repeats,
-            lambda: (image.copy(), label.copy()),
+            lambda _: (image.copy(), label.copy()),
         )
         transform = TumorSynthesisd(config=cfg).set_random_state(0)
         chain, _, _ = median_ms(
             lambda s, d, t=transform: t(d),
             args.repeats,
-            lambda: {
+            lambda _: {
                 "image": MetaTensor(torch.from_numpy(image.copy())[None]),
                 "label": MetaTensor(torch.from_numpy(label32.copy())[None]),
             },
         )
         boxed = SynthesiseLiverBoxd(TumorSynthesisd(config=cfg)).set_random_state(0)
-        training, tr_min, _ = median_ms(lambda s, d, t=boxed: t(d), args.repeats, lambda: cached)
+        training, tr_min, _ = median_ms(
+            lambda s, d, t=boxed: paste(t(cached), *d), args.repeats, lambda s: patch(cached, s)
+        )
         line = (
             f"{tumor_type:<7}{inplace:>9.1f}{chain:>10.1f}{training:>9.1f}{tr_min:>7.1f}"
             f"{int(np.median(voxels)):>11,}"
@@ -214,7 +241,7 @@ def ca_section(image: np.ndarray, label: np.ndarray, args) -> None:
     hu_ms, _, _ = median_ms(
         lambda s, d: synthesize_tumors_inplace(*d, hu, np.random.default_rng(s)),
         args.repeats,
-        lambda: (image.copy(), label.copy()),
+        lambda _: (image.copy(), label.copy()),
     )
     rows = {
         "one focus": CellularConfig(

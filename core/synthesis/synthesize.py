@@ -12,18 +12,25 @@ which the training chain pastes into patches of a cache it must not write.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from tumorsweep.data.edits import Stroke, VolumeEdit
+from tumorsweep.data.edits import LazyStroke, Stroke, VolumeEdit
 from tumorsweep.errors import TumorsweepError
 from tumorsweep.synthesis import kernels
 from tumorsweep.synthesis.config import BLOB_TYPES, TUMOR_TYPES, SynthesisConfig
 from tumorsweep.synthesis.location import LocationModel, uniform_centre
 from tumorsweep.synthesis.shapes import Blob, deformed_ellipsoid, rotated_noisy_ellipsoid
-from tumorsweep.synthesis.texture import contract, draw_hu_texture, gaussian_kernel
+from tumorsweep.synthesis.texture import (
+    HuTexture,
+    TextureNodes,
+    contract,
+    draw_hu_texture,
+    gaussian_kernel,
+)
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
 _MIN_LIVER_VOXELS = 100
@@ -523,10 +530,11 @@ def _blend_hu(
     boxes: list[Box],
     config: SynthesisConfig,
     rng: np.random.Generator,
-) -> list[Stroke]:
+) -> list[LazyStroke]:
     """Hu: inside the liver (`liver`: a mask or the validated label box, >= 1 inside),
     I - T * blur(G) * delta, region by region: one image stroke per region, writing each voxel
-    once (where an earlier region overlaps, it is left to that one)."""
+    once (where an earlier region overlaps, it is left to that one). The draws happen here;
+    the values are computed when a stroke is written, on the part of its region written."""
     tex = config.texture
     edge_sigma = rng.uniform(tex.edge_blur.low, tex.edge_blur.high)
     drop = rng.uniform(tex.hu_drop.low, tex.hu_drop.high)
@@ -535,20 +543,51 @@ def _blend_hu(
     union_lo = tuple(min(r[0][i] for r in regions) for i in range(3))
     union_hi = tuple(max(r[1][i] for r in regions) for i in range(3))
     texture = draw_hu_texture(rng, union_lo, union_hi, tex)
-    strokes = []
-    for k, region in enumerate(regions):
-        sl = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-        weight = _blurred(tumour, region, edge_sigma, radius, boxes, scale=drop)
-        weight *= texture.sample(*region)
-        where = liver[sl] >= 1
-        for sub in _overlaps(region, regions[:k]):
+    blend = _HuBlend(image, liver, tumour, boxes, regions, edge_sigma, radius, drop, texture)
+    return [
+        LazyStroke(lo, tuple(b - a for a, b in zip(lo, hi, strict=True)), partial(blend, k))
+        for k, (lo, hi) in enumerate(regions)
+    ]
+
+
+@dataclass
+class _HuBlend:
+    """One Hu event's blend, evaluated on demand: `blend(k, a, b)` gives region k's new image
+    values on its voxels [a, b) (relative to the region) and where they are written. The
+    texture on a region's coarse nodes is made once, for the whole region (its mean enters
+    every voxel), so any sub-box gets the values the whole region would."""
+
+    image: np.ndarray
+    liver: np.ndarray
+    tumour: np.ndarray
+    boxes: list[Box]
+    regions: list[Box]
+    edge_sigma: float
+    radius: int
+    drop: float
+    texture: HuTexture
+    nodes: dict[int, TextureNodes] = field(default_factory=dict)
+
+    def __call__(
+        self, k: int, a: tuple[int, ...], b: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        region = self.regions[k]
+        if k not in self.nodes:
+            self.nodes[k] = self.texture.nodes(*region)
+        lo = tuple(o + x for o, x in zip(region[0], a, strict=True))
+        hi = tuple(o + x for o, x in zip(region[0], b, strict=True))
+        sl = tuple(slice(x, y) for x, y in zip(lo, hi, strict=True))
+        weight = _blurred(self.tumour, (lo, hi), self.edge_sigma, self.radius, self.boxes,
+                          scale=self.drop)  # fmt: skip
+        weight *= self.texture.interpolate(self.nodes[k], lo, hi)
+        where = self.liver[sl] >= 1
+        for sub in _overlaps((lo, hi), self.regions[:k]):
             where[sub] = False
+        image = self.image
         if image.dtype == weight.dtype:
-            values = np.subtract(image[sl], weight, out=weight)
-        else:  # in the image's precision, as an in-place subtraction would compute it
-            values = (image[sl] - weight).astype(image.dtype, copy=False)
-        strokes.append(Stroke(region[0], weight.shape, values, where))
-    return strokes
+            return np.subtract(image[sl], weight, out=weight), where
+        # in the image's precision, as an in-place subtraction would compute it
+        return (image[sl] - weight).astype(image.dtype, copy=False), where
 
 
 def _overlaps(region: Box, done: list[Box]):

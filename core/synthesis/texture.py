@@ -374,27 +374,52 @@ class HuTexture:
 
     def sample(self, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
         """Texture values on voxels [lo, hi) (the Hu blend's HU drop rides on its edge blur)."""
+        return self.interpolate(self.nodes(lo, hi), lo, hi)
+
+    def nodes(self, lo: tuple[int, ...], hi: tuple[int, ...]) -> TextureNodes:
+        """T on the coarse nodes around voxels [lo, hi), for `interpolate`."""
         step = self.grain.step
-        nodes = [
+        ranges = tuple(
             range(a // step * step, ((b - 1) // step + 2) * step, step)
             for a, b in zip(lo, hi, strict=True)
-        ]
+        )
         # (the fields' scales ride on their matrices; the rest is one compiled pass)
-        smooth = self.smooth.at(nodes, scale=self.smooth_amp)
-        grain = self.grain.at(nodes, scale=self.grain_norm)
+        smooth = self.smooth.at(list(ranges), scale=self.smooth_amp)
+        grain = self.grain.at(list(ranges), scale=self.grain_norm)
         kernels.texture_nodes(smooth, grain, self.mean, self.beta)  # T on the nodes, in grain
         # To voxels: the deviations from the node mean interpolated with rows rescaled so the
         # variance between nodes is kept (rho: of T's two parts at one node step, weighted).
         centre = np.float32(grain.mean())
         grain -= centre
-        matrices = [
-            _voxel_matrix(a - n.start, b - a, len(n), step, self.rho_at_step)
-            for a, b, n in zip(lo, hi, nodes, strict=True)
-        ]
-        out = contract(grain, matrices)
-        out += centre
+        return TextureNodes(ranges, grain, centre)
+
+    def interpolate(
+        self, nodes: TextureNodes, lo: tuple[int, ...], hi: tuple[int, ...]
+    ) -> np.ndarray:
+        """Texture values on voxels [lo, hi), a sub-box of the box `nodes` were made for: the
+        same values there, computed from the few nodes the sub-box needs."""
+        step = self.grain.step
+        window, matrices = [], []
+        for a, b, n in zip(lo, hi, nodes.ranges, strict=True):
+            first = (a - n.start) // step  # the node at or below voxel a
+            last = (b - 1 - n.start) // step + 2  # one past the node above voxel b - 1
+            window.append(slice(first, last))
+            phase = a - n.start - first * step
+            matrices.append(_voxel_matrix(phase, b - a, last - first, step, self.rho_at_step))
+        out = contract(nodes.values[tuple(window)], matrices)
+        out += nodes.centre
         np.clip(out, 0, 1, out=out)
         return out
+
+
+@dataclass(frozen=True)
+class TextureNodes:
+    """A `HuTexture` on the coarse nodes `ranges` (voxel positions per axis): T minus its mean
+    over these nodes (`values`, float32), and that mean (`centre`)."""
+
+    ranges: tuple[range, range, range]
+    values: np.ndarray
+    centre: np.float32
 
 
 def texture_draws(

@@ -175,9 +175,13 @@ def test_eval_chain_inverts_to_the_native_grid(study) -> None:
 
 @pytest.mark.parametrize("patch", [(32, 32, 32), (25, 24, 64)])  # odd side; z padded (54 < 64)
 def test_fast_pipeline_gives_the_public_patches(healthy, patch) -> None:
-    """Bit for bit, with synthesis and augmentation, over three epochs: the fast pipeline
-    draws the same centres, tumours and flips. Any write into its (uncopied) cache would
-    show in later epochs: synthesis always applies, so tumours would pile up."""
+    """With synthesis and augmentation, over three epochs: the fast pipeline draws the same
+    centres, tumours and flips (labels bit for bit). Its images equal the public ones to
+    float32 rounding: the fast chain blends only the patch's part of each tumour region, and
+    BLAS may round a sum over a smaller box in another order (a real difference in texture,
+    blur or position moves voxels by far more than 1e-6 of the [0, 1] window). Any write into
+    its (uncopied) cache would show in later epochs: synthesis always applies, so tumours
+    would pile up."""
 
     def epochs(pipeline: str) -> tuple[CacheDataset, list[dict]]:
         chain = train_transforms(
@@ -196,7 +200,7 @@ def test_fast_pipeline_gives_the_public_patches(healthy, patch) -> None:
         assert ours.keys() == theirs.keys() == {"image", "label", SYNTHETIC_KEY}
         assert torch.equal(ours[SYNTHETIC_KEY], theirs[SYNTHETIC_KEY])
         assert ours["image"].shape == (2, 1, *patch) and ours["label"].dtype == torch.int64
-        assert torch.equal(ours["image"], theirs["image"])
+        torch.testing.assert_close(ours["image"], theirs["image"], rtol=0, atol=1e-6)
         assert torch.equal(ours["label"], theirs["label"])
     labels = torch.cat([b["label"] for b in fast])
     assert int((labels == 2).sum()) > 100  # tumours were synthesised and pasted

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tumorsweep.data.edits import Stroke, VolumeEdit
+from tumorsweep.data.edits import LazyStroke, Stroke, VolumeEdit
 
 SHAPE = (20, 18, 16)
 
@@ -106,3 +106,35 @@ def test_later_strokes_win_and_a_replacing_edit_replaces_everything() -> None:
     new_image, new_label = np.full((4, 4, 4), 7.0, np.float32), np.full((4, 4, 4), 2, np.uint8)
     VolumeEdit.replacing(new_image, new_label, added=64).apply(image, label)
     assert (image == 7.0).all() and (label == 2).all()
+
+
+def test_a_lazy_stroke_computes_only_the_part_a_patch_holds() -> None:
+    """A `LazyStroke` writes what the same `Stroke` would, and asks its function for the
+    box's part inside the target only (nothing for a target it misses)."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(9, 8, 7)).astype(np.float32)
+    mask = rng.random((9, 8, 7)) < 0.6
+    calls = []
+
+    def compute(a, b):
+        calls.append((a, b))
+        box = tuple(slice(x, y) for x, y in zip(a, b, strict=True))
+        return values[box].copy(), mask[box].copy()
+
+    eager = VolumeEdit([Stroke((2, 3, 1), (9, 8, 7), values, mask)])
+    lazy = VolumeEdit([LazyStroke((2, 3, 1), (9, 8, 7), compute)]).shifted((1, 0, 2))
+    image = rng.normal(100, 10, SHAPE).astype(np.float32)
+    want = image.copy()
+    eager.shifted((1, 0, 2)).apply(want, np.zeros(SHAPE, np.uint8))
+    got = image.copy()
+    lazy.apply(got, np.zeros(SHAPE, np.uint8))
+    np.testing.assert_array_equal(got, want)
+    assert calls == [((0, 0, 0), (9, 8, 7))]
+    calls.clear()
+    patch = image[4:8, 0:5, 6:20].copy()  # meets the stroke's box [3, 12) x [3, 11) x [3, 10)
+    lazy.apply(patch, np.zeros(patch.shape, np.uint8), (4, 0, 6))
+    np.testing.assert_array_equal(patch, want[4:8, 0:5, 6:20])
+    assert calls == [((1, 0, 3), (5, 2, 7))]  # the box's own voxels [1, 5) x [0, 2) x [3, 7)
+    calls.clear()
+    lazy.apply(image[12:, :, :].copy(), np.zeros((8, 18, 16), np.uint8), (12, 0, 0))
+    assert calls == []

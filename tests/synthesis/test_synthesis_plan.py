@@ -47,6 +47,45 @@ def test_planning_writes_nothing_and_applying_the_plan_is_the_event(config) -> N
     assert np.array_equal(planned_image[label == 0], image[label == 0]) or config.style == "ca"
 
 
+def test_a_patch_computes_only_its_part_of_the_blend(monkeypatch) -> None:
+    """The fast chain pastes a planned Hu event into one patch: each region's blend is then
+    computed on the patch's part of it only, and gives the whole event's voxels there
+    (labels exactly; images to float32 rounding, as BLAS may sum a smaller box in another
+    order: a wrong texture, blur or offset would move them by tenths to tens of HU)."""
+    image, label = liver_case(shape=(96, 88, 72), radii=(40, 36, 30), seed=6)
+    blurred = []
+    real = synthesize._blurred
+
+    def counting(mask, region, *args, **kwargs):
+        blurred.append(int(np.prod([b - a for a, b in zip(*region, strict=True)])))
+        return real(mask, region, *args, **kwargs)
+
+    monkeypatch.setattr(synthesize, "_blurred", counting)
+    rng = np.random.default_rng(0)
+    for seed in range(6):
+        edit = plan_tumors(image, label, only("mix"), np.random.default_rng(seed))
+        whole_image, whole_label = image.copy(), label.copy()
+        edit.apply(whole_image, whole_label)
+        whole = sum(blurred)
+        for _ in range(3):
+            blurred.clear()
+            start = tuple(int(rng.integers(-8, n - 24)) for n in image.shape)
+            lo = tuple(max(0, a) for a in start)
+            window = tuple(slice(a, s + 32) for a, s in zip(lo, start, strict=True))
+            patch_image, patch_label = image[window].copy(), label[window].copy()
+            edit.apply(patch_image, patch_label, lo)
+            np.testing.assert_array_equal(patch_label, whole_label[window])
+            np.testing.assert_allclose(patch_image, whole_image[window], rtol=0, atol=1e-4)
+            held = [
+                int(np.prod([max(0, min(a + n, w.stop) - max(a, w.start)) for a, n, w in
+                             zip(s.lo, s.shape, window, strict=True)]))
+                for s in edit.image
+            ]  # fmt: skip
+            assert sorted(blurred) == sorted(h for h in held if h)  # each region's part, once
+            assert sum(blurred) < whole
+        blurred.clear()
+
+
 def test_overlapping_regions_blend_each_voxel_once(monkeypatch) -> None:
     """Never merging the blobs' regions (so they overlap) or always merging them (one region)
     gives the same image: the texture is one field and the blur reads the whole mask, so
