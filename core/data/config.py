@@ -137,7 +137,8 @@ class DataConfig(_Strict):
         "fast",
         description="training chain: public = the public code's as written (cached float32 "
         "volumes deep-copied per sample, crop indices found per sample); fast = the same "
-        "patches (bit-identical with float32 storage) from volumes cached only where patch "
+        "patches (with float32 storage: labels bit for bit, images to float32 rounding) from "
+        "volumes cached only where patch "
         "windows reach, with cached crop indices, synthesis planned on the cached liver box "
         "and written into each patch, per-patch window",
     )

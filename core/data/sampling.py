@@ -16,7 +16,8 @@ drawing one. Three facts make that work unnecessary:
 `CompactForSamplingd` (deterministic, cached) and `SynthesiseLiverBoxd` + `CropCachedPosNegd`
 (random) replace the public suffix; they draw from MONAI's random states in the same order
 with MONAI's own `generate_pos_neg_label_crop_centers`, so with float32 storage a seeded
-chain yields bit-identical patches to the public one (tests/data/test_data_transforms.py).
+chain yields the public one's patches: labels bit for bit, images to float32 rounding (a Hu
+event's blend is computed on the patch's part of each region; tests/data/test_data_transforms.py).
 Foreground/background indices are not stored as MONAI's int64 lists (tens of millions per 1 mm
 CT): per (x, y) row the cache holds cumulative counts, and the k-th voxel of the list is found
 by a binary search over rows and a scan of one row.

@@ -116,10 +116,10 @@ def train_transforms(
     """Training chain: load, RAS, resample, [synthesis in HU], window, pad, 1:1 crop, augment.
 
     `num_samples` crops are cut from each synthesised volume (one synthesis, several patches).
-    `pipeline="fast"` caches compacted volumes (`cache_dtype`) and cuts the same patches
-    (bit-identical with float32) from them; use it with `CacheDataset(copy_cache=False)`: it
-    never writes into the cached item. `organ_crop_mm`: healthy samples' crops are redrawn
-    until they hold enough organ (`SelectOrganCropd`, Chen et al.'s crop selection).
+    `pipeline="fast"` caches compacted volumes (`cache_dtype`) and cuts the same patches from
+    them (float32: images to rounding); use it with `CacheDataset(copy_cache=False)`: it never
+    writes into the cached item. `organ_crop_mm`: healthy samples' crops are redrawn until
+    they hold enough organ (`SelectOrganCropd`, Chen et al.'s crop selection).
 
     The label ends as an int64 tensor of class indices (0/1/2), the image as float32 in [0, 1]
     (before intensity augmentation).
