@@ -5,8 +5,9 @@ All work happens inside the liver's bounding box (shrunk as Hu slices it: one vo
 end of each axis, two at the high end) and, for texture and blending, only on the blobs' own
 boxes widened by the edge-blur support. `synthesize_tumors` copies the two volumes once
 (keeping their memory layout); `synthesize_tumors_inplace` copies nothing; `plan_tumors`
-writes nothing: it returns the event as a `VolumeEdit` (new values on the regions it touches),
-which the training chain pastes into patches of a cache it must not write.
+writes nothing: it returns the event as a `VolumeEdit` (new values on the regions it touches;
+a Hu blend computed as it is written, on the target's part of each region only), which the
+training chain pastes into patches of a cache it must not write.
 """
 
 from __future__ import annotations
@@ -385,7 +386,9 @@ def plan_tumors(
     memo: dict | None = None,
 ) -> VolumeEdit:
     """One event as a `VolumeEdit` of (image_hu, label), which are only read: the same draws
-    and the same voxels as `synthesize_tumors_inplace`, which applies it. An empty edit when
+    and the same voxels as `synthesize_tumors_inplace`, which applies it. A Hu event's image
+    values are computed as the edit is written (on the target's part of each region), from
+    these arrays: they must not change until then (a cache never does). An empty edit when
     `healthy_only` finds a tumour or no blob lands in the liver. `memo`: a dict that belongs
     to this very label and outlives the call (a cached case's, whose label never changes):
     the label's scan is kept there and read back instead of scanning the label again."""

@@ -147,7 +147,9 @@ class TumorSynthesisd(GatedSynthesisd):
         """The gate and one event as an edit of an (X, Y, Z) float HU `image` and its
         `label`, which are only read: the same draws, in the same order, and the same voxels
         as calling the transform on a sample holding them. For a cache that must not be
-        written (`tumorsweep.data.sampling.SynthesiseLiverBoxd`).
+        written (`tumorsweep.data.sampling.SynthesiseLiverBoxd`); the edit reads the arrays
+        again when it is written (a Hu blend is computed on the patch it is pasted into), so
+        they must not change before that.
 
         Args:
             image: HU volume (read only).
