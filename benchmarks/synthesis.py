@@ -155,7 +155,7 @@ def patch(cached: dict, seed: int) -> tuple[tuple[int, ...], np.ndarray, np.ndar
     synthesis never changes, so the patch can be drawn before the event."""
     crop = CropCachedPosNegd((96, 96, 96), -175.0, num_samples=1).set_random_state(seed)
     crop.randomize(cached)
-    start = tuple(int(c) - p // 2 for c, p in zip(crop.centers[0], crop.patch, strict=True))
+    start = crop.starts()[0]
     window = tuple(slice(a, a + p) for a, p in zip(start, crop.patch, strict=True))
     return start, cached["image"][0][window].astype(np.float32), cached["label"][0][window].copy()
 

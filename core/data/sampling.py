@@ -246,19 +246,25 @@ class CropCachedPosNegd(Randomizable, MapTransform):
             self.R,
         )
 
+    def starts(self) -> list[tuple[int, ...]]:
+        """The first voxel of each patch the last `randomize` drew (its centre - patch // 2)."""
+        return [
+            tuple(int(c) - p // 2 for c, p in zip(center, self.patch, strict=True))
+            for center in self.centers
+        ]
+
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         self.randomize(data)
         image, label = data[IMAGE][0], data[LABEL][0]
         synthesised: VolumeEdit | None = data.get(SYNTH)
         flags = {k: v for k, v in data.items() if isinstance(v, bool | int | float | str)}
         patches = []
-        for center in self.centers:
-            start = [int(c) - p // 2 for c, p in zip(center, self.patch, strict=True)]
+        for start in self.starts():
             window = tuple(slice(s, s + p) for s, p in zip(start, self.patch, strict=True))
             patch_image = image[window].astype(np.float32)
             patch_label = label[window].copy()
             if synthesised is not None:
-                synthesised.apply(patch_image, patch_label, tuple(start))
+                synthesised.apply(patch_image, patch_label, start)
             patches.append(
                 {
                     IMAGE: torch.from_numpy(patch_image)[None],
