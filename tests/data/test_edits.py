@@ -12,13 +12,26 @@ from tumorsweep.data.edits import LazyStroke, Stroke, VolumeEdit
 SHAPE = (20, 18, 16)
 
 
+def _lazy(values: np.ndarray, mask: np.ndarray):
+    """A `LazyStroke` function serving the parts of fixed arrays."""
+
+    def compute(a, b):
+        box = tuple(slice(x, y) for x, y in zip(a, b, strict=True))
+        return values[box].copy(), mask[box].copy()
+
+    return compute
+
+
 def _edit(rng: np.random.Generator) -> VolumeEdit:
     """Overlapping strokes: arrays with masks, a scalar with a mask, an array without one,
-    one reaching past the volume's low corner in coordinates shifted later."""
+    one computed when written, one reaching past the volume's low corner in coordinates
+    shifted later."""
     image = [
         Stroke((2, 3, 1), (9, 8, 7), rng.normal(size=(9, 8, 7)).astype(np.float32),
                rng.random((9, 8, 7)) < 0.6),
         Stroke((6, 5, 4), (10, 10, 10), rng.normal(5, 1, (10, 10, 10)).astype(np.float32)),
+        LazyStroke((8, 1, 6), (7, 9, 8), _lazy(rng.normal(-3, 1, (7, 9, 8)).astype(np.float32),
+                                               rng.random((7, 9, 8)) < 0.7)),
         Stroke((0, 0, 0), (4, 4, 4), -7.5, rng.random((4, 4, 4)) < 0.5),
     ]  # fmt: skip
     label = [Stroke((3, 3, 3), (12, 9, 8), 2, rng.random((12, 9, 8)) < 0.3)]
@@ -32,8 +45,10 @@ def _dense(edit: VolumeEdit, image: np.ndarray, label: np.ndarray) -> None:
             values = np.zeros(target.shape, dtype=np.float64)
             where = np.zeros(target.shape, dtype=bool)
             box = tuple(slice(a, a + n) for a, n in zip(s.lo, s.shape, strict=True))
-            values[box] = s.values
-            where[box] = True if s.mask is None else s.mask
+            held, mask = (s.compute((0, 0, 0), s.shape) if isinstance(s, LazyStroke)
+                          else (s.values, s.mask))  # fmt: skip
+            values[box] = held
+            where[box] = True if mask is None else mask
             target[where] = values[where]
 
 
